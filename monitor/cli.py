@@ -1,0 +1,86 @@
+"""The ``driftsvakt`` command: one entry point, one sub-command per process or tool."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from monitor.logging import configure_logging
+
+__all__ = ["main"]
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from monitor.config import load_config
+    from monitor.yamlmodel import Problems
+
+    try:
+        config = load_config(args.path)
+    except Problems as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"{len(exc.problems)} error(s) in {args.path}", file=sys.stderr)
+        return 1
+    print(f"ok: {config.summary()}")
+    return 0
+
+
+def _engine(args: argparse.Namespace) -> int:
+    from monitor.app import run_engine
+
+    return asyncio.run(run_engine(args.config, args.location, http_port=args.http_port))
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from monitor.demo import run_demo
+
+    return asyncio.run(run_demo(args.config, http_port=args.http_port, broker=args.broker,
+                                workdir=args.workdir))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="driftsvakt", description=__doc__)
+    parser.add_argument("--log-level", default="info",
+                        choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-json", action=argparse.BooleanOptionalAction, default=None,
+                        help="JSON log lines (default: when stderr is not a terminal)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    check = sub.add_parser("check", help="validate files")
+    check_sub = check.add_subparsers(dest="what", required=True)
+    check_config = check_sub.add_parser("config", help="validate a config file or directory")
+    check_config.add_argument("path")
+    check_config.set_defaults(func=_check_config)
+
+    engine = sub.add_parser("engine", help="run the monitor engine of one location")
+    engine.add_argument("--config", required=True)
+    engine.add_argument("--location", required=True)
+    engine.add_argument("--http-port", type=int, default=None,
+                        help="override engine.http_port (0 picks a free port)")
+    engine.set_defaults(func=_engine)
+
+    demo = sub.add_parser("demo", help="run broker, engines and a simulated estate")
+    demo.add_argument("--config", default=None,
+                      help="estate to simulate (default: the shipped Vest-Finnmark example)")
+    demo.add_argument("--http-port", type=int, default=9810,
+                      help="HTTP port of the first location's engine; the next gets +1")
+    demo.add_argument("--broker", choices=["auto", "mosquitto", "amqtt"], default="auto")
+    demo.add_argument("--workdir", default=None, help="where stores and outboxes go")
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level, json=args.log_json)
+    try:
+        code: int = args.func(args)
+    except KeyboardInterrupt:
+        code = 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,447 @@
+"""The estate and the services' settings, as one YAML file or a directory of them.
+
+``load_config`` returns a frozen :class:`Config` or raises :class:`Problems` listing
+every error (file, line, key path) found in one pass: shape and type errors first,
+then references, duplicates and parent cycles across all files.
+
+Secrets are never inline: a secret field takes ``{env: NAME}`` or ``{file: PATH}``
+and is resolved only where it is used, by :meth:`SecretRef.resolve`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import re
+import typing
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+
+import yaml
+
+from monitor.yamlmodel import Check, Document, Problem, Problems, convert, is_missing
+from monitor.yamlmodel import load_documents as _load_documents
+
+__all__ = [
+    "DEVICE_CLASSES",
+    "Broker",
+    "Config",
+    "Device",
+    "EngineSettings",
+    "Location",
+    "Municipality",
+    "OutboxSettings",
+    "SecretRef",
+    "Site",
+    "SnmpProfile",
+    "load_config",
+]
+
+_SLUG_RE: Final = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_HOSTNAME_RE: Final = re.compile(
+    r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
+)
+_ENV_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _slug(value: str) -> str | None:
+    if _SLUG_RE.match(value):
+        return None
+    return f"{value!r} is not a slug: lower-case letters, digits and '-', at most 63"
+
+
+def _address(value: str) -> str | None:
+    try:
+        ipaddress.ip_address(value)
+        return None
+    except ValueError:
+        pass
+    if _HOSTNAME_RE.match(value) and not re.fullmatch(r"[0-9.]+", value):
+        return None
+    return f"{value!r} is neither an IP address nor a host name"
+
+
+def _port(value: int) -> str | None:
+    return None if 0 < value < 65536 else f"{value} is not a port number (1-65535)"
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 else f"{value} must be greater than 0"
+
+
+def _non_negative(value: float) -> str | None:
+    return None if value >= 0 else f"{value} must not be negative"
+
+
+Slug = Annotated[str, Check(_slug)]
+Address = Annotated[str, Check(_address)]
+Port = Annotated[int, Check(_port)]
+Positive = Annotated[float, Check(_positive)]
+PositiveInt = Annotated[int, Check(_positive)]
+NonNegativeInt = Annotated[int, Check(_non_negative)]
+
+DeviceClass = Literal["server", "pc", "switch", "router", "firewall", "ap", "ups", "printer"]
+DEVICE_CLASSES: Final[tuple[str, ...]] = (
+    "server", "pc", "switch", "router", "firewall", "ap", "ups", "printer",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SecretRef:
+    """Where a secret lives: an environment variable or a file (first line, stripped)."""
+
+    __scalar_hint__ = (
+        "secrets are given by reference, never inline: use {env: NAME} or {file: PATH}"
+    )
+
+    env: str | None = None
+    file: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("a secret reference takes exactly one of 'env' or 'file'")
+        if self.env is not None and not _ENV_RE.match(self.env):
+            raise ValueError(f"{self.env!r} is not an environment variable name")
+
+    def resolve(self) -> str:
+        """Read the secret now; raises ``KeyError``/``OSError`` naming the reference only."""
+        if self.env is not None:
+            value = os.environ.get(self.env)
+            if value is None:
+                raise KeyError(f"environment variable {self.env} is not set")
+            return value
+        assert self.file is not None
+        return Path(self.file).read_text(encoding="utf-8").strip()
+
+    def __repr__(self) -> str:
+        return f"SecretRef(env={self.env!r})" if self.env else f"SecretRef(file={self.file!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    id: Slug
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Municipality:
+    id: Slug
+    name: str
+    org_number: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    id: Slug
+    name: str
+    location: Slug
+    municipality: Slug
+    kind: Literal[
+        "town-hall", "school", "care-home", "health-centre", "depot", "library",
+        "kindergarten", "datacentre", "office", "other",
+    ] = "other"
+    address: str | None = None
+
+
+SnmpAuth = Literal["SHA", "SHA-224", "SHA-256", "SHA-384", "SHA-512", "MD5"]
+SnmpPriv = Literal["AES", "AES-192", "AES-256", "DES"]
+
+
+@dataclass(frozen=True, slots=True)
+class SnmpProfile:
+    """SNMP credentials, referenced by devices. MD5 and DES need ``legacy: true``."""
+
+    id: Slug
+    version: Literal["1", "2c", "3"]
+    community: SecretRef | None = None
+    user: str | None = None
+    auth_protocol: SnmpAuth | None = None
+    auth_key: SecretRef | None = None
+    priv_protocol: SnmpPriv | None = None
+    priv_key: SecretRef | None = None
+    legacy: bool = False
+    port: Port = 161
+    timeout: Positive = 2.0
+    retries: NonNegativeInt = 1
+
+    def __post_init__(self) -> None:
+        if self.version in ("1", "2c"):
+            if self.community is None:
+                raise ValueError(f"SNMP v{self.version} needs 'community'")
+            if self.user or self.auth_key or self.priv_key:
+                raise ValueError(f"SNMP v{self.version} takes no user, auth_key or priv_key")
+            return
+        if not self.user:
+            raise ValueError("SNMP v3 needs 'user'")
+        if (self.auth_protocol is None) != (self.auth_key is None):
+            raise ValueError("SNMP v3: 'auth_protocol' and 'auth_key' go together")
+        if (self.priv_protocol is None) != (self.priv_key is None):
+            raise ValueError("SNMP v3: 'priv_protocol' and 'priv_key' go together")
+        if self.priv_protocol and not self.auth_protocol:
+            raise ValueError("SNMP v3: privacy needs authentication (authPriv)")
+        if not self.legacy and (self.auth_protocol == "MD5" or self.priv_protocol == "DES"):
+            raise ValueError("MD5 and DES are broken; set 'legacy: true' to use them anyway")
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    id: Slug
+    name: str
+    device_class: DeviceClass = field(metadata={"key": "class"})
+    site: Slug
+    address: Address | None = None
+    parent: Slug | None = None
+    snmp_profile: Slug | None = None
+    tags: list[Slug] = field(default_factory=list)
+    interval: Positive | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Broker:
+    """The MQTT broker of one location."""
+
+    location: Slug
+    host: Address = "127.0.0.1"
+    port: Port = 1883
+    username: str | None = None
+    password: SecretRef | None = None
+    tls_ca: str | None = None
+    keepalive: PositiveInt = 30
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    http_host: Address = "127.0.0.1"
+    http_port: Annotated[int, Check(lambda v: None if 0 <= v < 65536 else "not a port")] = 9810
+    store: str = "var/engine-{location}.db"
+    batch_max: PositiveInt = 2000
+    batch_wait: Positive = 0.02
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxSettings:
+    """Bounds of a collector's on-disk outbox; the oldest rows go first when full."""
+
+    directory: str = "var/outbox"
+    max_rows: PositiveInt = 1_000_000
+    max_age: Positive = 7 * 24 * 3600.0
+    window: PositiveInt = 5000
+    ack_timeout: Positive = 5.0
+    wait_for: list[Slug] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _File:
+    """The shape of one config file: every key optional, lists merged across files."""
+
+    locations: list[Location] = field(default_factory=list)
+    municipalities: list[Municipality] = field(default_factory=list)
+    sites: list[Site] = field(default_factory=list)
+    snmp_profiles: list[SnmpProfile] = field(default_factory=list)
+    devices: list[Device] = field(default_factory=list)
+    brokers: list[Broker] = field(default_factory=list)
+    engine: EngineSettings | None = None
+    outbox: OutboxSettings | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    locations: dict[str, Location]
+    municipalities: dict[str, Municipality]
+    sites: dict[str, Site]
+    snmp_profiles: dict[str, SnmpProfile]
+    devices: dict[str, Device]
+    brokers: dict[str, Broker]
+    engine: EngineSettings
+    outbox: OutboxSettings
+    source: str = ""
+
+    def summary(self) -> str:
+        classes = Counter(d.device_class for d in self.devices.values())
+        per_class = ", ".join(f"{n} {c}" for c, n in sorted(classes.items()))
+        return (
+            f"{len(self.locations)} locations, {len(self.municipalities)} municipalities, "
+            f"{len(self.sites)} sites, {len(self.devices)} devices ({per_class}), "
+            f"{len(self.snmp_profiles)} SNMP profiles, {len(self.brokers)} brokers"
+        )
+
+    def broker_for(self, location: str) -> Broker:
+        return self.brokers.get(location) or Broker(location=location)
+
+    def municipality_of(self, device_id: str) -> str:
+        return self.sites[self.devices[device_id].site].municipality
+
+    def location_of(self, device_id: str) -> str:
+        return self.sites[self.devices[device_id].site].location
+
+
+@dataclass(slots=True)
+class _Where:
+    doc: Document
+    path: str
+
+    def problem(self, key: str, message: str) -> None:
+        path = f"{self.path}.{key}" if key else self.path
+        self.doc.problem(path, message)
+
+
+_LISTS: Final = ("locations", "municipalities", "sites", "snmp_profiles", "devices", "brokers")
+_ID_KEY: Final = {name: "location" if name == "brokers" else "id" for name in _LISTS}
+
+
+@dataclass(slots=True)
+class _Record:
+    """The scalar facts of one list item, read from the node tree whether or not the
+    item converted, so that references are checked even next to a type error and a
+    broken item does not make every reference to it "unknown"."""
+
+    where: _Where
+    facts: dict[str, str]
+
+
+def load_config(path: str | Path) -> Config:
+    """Load and check everything; raise :class:`Problems` with all errors found."""
+    root = Path(path)
+    if not root.exists():
+        raise Problems([Problem(str(root), 0, "", "no such file or directory")])
+    docs = _load_documents(root)
+    records: dict[str, dict[str, _Record]] = {name: {} for name in _LISTS}
+    typed: dict[str, dict[str, Any]] = {name: {} for name in _LISTS}
+    singletons: dict[str, tuple[Any, Document]] = {}
+    hints = typing.get_type_hints(_File, include_extras=True)
+    for doc in docs:
+        if doc.root is None:
+            continue
+        if not isinstance(doc.root, yaml.MappingNode):
+            convert(doc, doc.root, _File)  # reports "expected a mapping"
+            continue
+        for key_node, _ in doc.root.value:
+            name = getattr(key_node, "value", "")
+            doc.lines.setdefault(name, key_node.start_mark.line + 1)
+            if name not in hints:
+                close = difflib.get_close_matches(name, list(hints), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                doc.problem(name, f"unknown key{hint}; known keys: {', '.join(sorted(hints))}")
+        for key_node, value_node in doc.root.value:
+            name = getattr(key_node, "value", "")
+            if name in _LISTS:
+                (item_tp,) = typing.get_args(hints[name])
+                _collect_list(doc, name, value_node, item_tp, records, typed)
+            elif name in ("engine", "outbox"):
+                value = convert(doc, value_node, hints[name], name)
+                if name in singletons:
+                    other = singletons[name][1]
+                    doc.problem(name, f"'{name}' is also set in {other.file}")
+                elif not is_missing(value):
+                    singletons[name] = (value, doc)
+    _check_references(records)
+    problems = [p for doc in docs for p in doc.problems]
+    if problems:
+        raise Problems(problems)
+    engine = singletons.get("engine", (EngineSettings(), None))[0]
+    outbox = singletons.get("outbox", (OutboxSettings(), None))[0]
+    return Config(
+        locations=typed["locations"],
+        municipalities=typed["municipalities"],
+        sites=typed["sites"],
+        snmp_profiles=typed["snmp_profiles"],
+        devices=typed["devices"],
+        brokers=typed["brokers"],
+        engine=engine,
+        outbox=outbox,
+        source=str(root),
+    )
+
+
+def _collect_list(doc: Document, name: str, node: yaml.Node, item_tp: Any,
+                  records: dict[str, dict[str, _Record]], typed: dict[str, dict[str, Any]]
+                  ) -> None:
+    if not isinstance(node, yaml.SequenceNode):
+        convert(doc, node, list[item_tp], name)
+        return
+    id_key = _ID_KEY[name]
+    for i, child in enumerate(node.value):
+        here = _Where(doc, f"{name}[{i}]")
+        item = convert(doc, child, item_tp, here.path)
+        facts = _scalar_facts(child)
+        key = facts.get(id_key)
+        if key is None:
+            continue  # the missing or malformed id is already reported
+        first = records[name].get(key)
+        if first is not None:
+            here.problem(id_key, f"duplicate id {key!r}; first defined at "
+                                 f"{first.where.doc.file}:{first.where.doc.line_of(first.where.path)}")
+            continue
+        records[name][key] = _Record(here, facts)
+        if not is_missing(item):
+            typed[name][key] = item
+
+
+def _scalar_facts(node: yaml.Node) -> dict[str, str]:
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    return {
+        k.value: v.value
+        for k, v in node.value
+        if isinstance(k, yaml.ScalarNode) and isinstance(v, yaml.ScalarNode) and v.value
+    }
+
+
+def _check_references(records: dict[str, dict[str, _Record]]) -> None:
+    locations, municipalities = records["locations"], records["municipalities"]
+    sites, profiles, devices = records["sites"], records["snmp_profiles"], records["devices"]
+
+    def must_exist(rec: _Record, key: str, known: dict[str, _Record], what: str) -> None:
+        value = rec.facts.get(key)
+        if value is not None and value not in known:
+            rec.where.problem(key, f"unknown {what} {value!r}")
+
+    for rec in sites.values():
+        must_exist(rec, "location", locations, "location")
+        must_exist(rec, "municipality", municipalities, "municipality")
+    for rec in records["brokers"].values():
+        must_exist(rec, "location", locations, "location")
+    addresses: dict[str, str] = {}
+    for device_id, rec in devices.items():
+        must_exist(rec, "site", sites, "site")
+        must_exist(rec, "snmp_profile", profiles, "SNMP profile")
+        parent = rec.facts.get("parent")
+        if parent == device_id:
+            rec.where.problem("parent", "a device cannot be its own parent")
+        else:
+            must_exist(rec, "parent", devices, "parent device")
+        address = rec.facts.get("address")
+        if "snmp_profile" in rec.facts and address is None:
+            rec.where.problem("snmp_profile", "a device polled over SNMP needs an address")
+        if address is not None:
+            other = addresses.setdefault(address, device_id)
+            if other != device_id:
+                rec.where.problem("address", f"address {address} is also used by {other!r}")
+    parents = {d: rec.facts.get("parent") for d, rec in devices.items()}
+    for cycle in _parent_cycles(parents):
+        devices[cycle[0]].where.problem(
+            "parent", "parent cycle: " + " -> ".join([*cycle, cycle[0]])
+        )
+
+
+def _parent_cycles(parents: dict[str, str | None]) -> list[list[str]]:
+    """Each parent cycle once, as the list of devices on it, starting at its smallest id."""
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    cycles: list[list[str]] = []
+    for start in parents:
+        path: list[str] = []
+        node: str | None = start
+        while node is not None and node in parents and state.get(node) is None:
+            state[node] = 1
+            path.append(node)
+            node = parents[node]
+        if node is not None and state.get(node) == 1:
+            cycle = path[path.index(node):]
+            i = cycle.index(min(cycle))
+            cycles.append(cycle[i:] + cycle[:i])
+        for n in path:
+            state[n] = 2
+    return cycles

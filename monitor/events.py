@@ -1,0 +1,315 @@
+"""The wire contract between collectors and engines: MQTT topics and versioned payloads.
+
+Topics (ARCHITECTURE.md):
+
+    driftsvakt/v1/{location}/{municipality}/{device}/{stream}
+    driftsvakt/v1/_sys/{location}/{component}/{instance}     retained component status
+    driftsvakt/v1/_ack/{location}/{src}                      retained end-to-end ack
+
+Every payload is a JSON object with ``v`` (schema version), ``ts`` (event time, Unix
+seconds), ``src`` (collector instance), ``seq`` (per-source sequence number),
+``device``, and the body of its stream. ``floor`` is the lowest ``seq`` the source
+still holds in its outbox: anything below it was acknowledged or dropped at the
+source, so an engine that never saw it does not wait for it.
+
+Decoding is strict (unknown keys, wrong types, non-finite numbers, oversize payloads
+and unknown versions are rejected) and never raises anything but :class:`Rejected`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Annotated, Final, Literal
+
+import msgspec
+
+__all__ = [
+    "MAX_PAYLOAD_BYTES",
+    "SCHEMA_VERSION",
+    "STREAMS",
+    "Ack",
+    "CheckEvent",
+    "ComponentStatus",
+    "DeviceTopic",
+    "Event",
+    "HeartbeatEvent",
+    "MetricsEvent",
+    "Rejected",
+    "Sample",
+    "StateEvent",
+    "TrapEvent",
+    "Varbind",
+    "ack_topic",
+    "decode_ack",
+    "decode_event",
+    "device_topic",
+    "encode",
+    "parse_device_topic",
+    "sys_topic",
+]
+
+SCHEMA_VERSION: Final = 1
+PREFIX: Final = "driftsvakt/v1"
+MAX_PAYLOAD_BYTES: Final = 256 * 1024
+MAX_SAMPLES: Final = 20_000
+
+SLUG_PATTERN: Final = "^[a-z0-9][a-z0-9-]{0,62}$"
+_SLUG = re.compile(SLUG_PATTERN)
+
+Slug = Annotated[str, msgspec.Meta(pattern=SLUG_PATTERN)]
+# A collector instance id: a slug, optionally with dots (host names make good ids).
+SrcId = Annotated[str, msgspec.Meta(pattern="^[a-z0-9][a-z0-9.-]{0,127}$")]
+Seq = Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
+Name = Annotated[str, msgspec.Meta(pattern="^[a-zA-Z_][a-zA-Z0-9_]{0,127}$")]
+ShortText = Annotated[str, msgspec.Meta(max_length=1024)]
+Stream = Literal["metrics", "state", "trap", "check", "heartbeat"]
+STREAMS: Final[tuple[str, ...]] = ("metrics", "state", "trap", "check", "heartbeat")
+
+RejectReason = Literal[
+    "oversize",
+    "malformed_json",
+    "invalid",
+    "unsupported_version",
+    "bad_topic",
+    "topic_mismatch",
+]
+
+
+class Rejected(Exception):
+    """A payload or topic that does not satisfy the contract.
+
+    ``reason`` is one of a small fixed set (it becomes a metric label);
+    ``detail`` says precisely what was wrong, for logs and the dead-letter store.
+    """
+
+    def __init__(self, reason: RejectReason, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason: RejectReason = reason
+        self.detail = detail
+
+
+def _finite(value: float, what: str) -> None:
+    if not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite number, got {value!r}")
+
+
+class _Base(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True,
+            omit_defaults=True):
+    v: Literal[1]
+    ts: float
+    src: SrcId
+    seq: Seq
+    device: Slug
+    floor: Seq | None = None
+
+    def __post_init__(self) -> None:
+        _finite(self.ts, "ts")
+        if self.ts < 0:
+            raise ValueError("ts must not be negative")
+        if self.floor is not None and self.floor > self.seq:
+            raise ValueError("floor must not exceed seq")
+
+
+class Sample(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
+    """One value of one series. ``kind`` tells the engine how to derive rates."""
+
+    name: Name
+    value: float
+    labels: dict[Name, ShortText] = {}
+    kind: Literal["gauge", "counter32", "counter64", "counter"] = "gauge"
+
+    def __post_init__(self) -> None:
+        _finite(self.value, f"sample {self.name} value")
+
+
+class MetricsEvent(_Base, frozen=True, kw_only=True):
+    """A batch of samples from one poll of one device."""
+
+    samples: Annotated[list[Sample], msgspec.Meta(max_length=MAX_SAMPLES)]
+    interval: float | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.interval is not None:
+            _finite(self.interval, "interval")
+            if self.interval <= 0:
+                raise ValueError("interval must be positive")
+
+
+DeviceStateName = Literal[
+    "up", "down", "unreachable", "auth_error", "unknown", "online", "offline", "stopping"
+]
+
+
+class StateEvent(_Base, frozen=True, kw_only=True):
+    """What a collector concluded about a device: answering, silent, refusing us."""
+
+    state: DeviceStateName
+    reason: ShortText | None = None
+
+
+class Varbind(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
+    oid: Annotated[str, msgspec.Meta(pattern=r"^[0-9]+(\.[0-9]+)*$", max_length=512)]
+    type: Annotated[str, msgspec.Meta(max_length=32)]
+    value: ShortText
+    name: ShortText | None = None
+
+
+class TrapEvent(_Base, frozen=True, kw_only=True):
+    trap_oid: Annotated[str, msgspec.Meta(pattern=r"^[0-9]+(\.[0-9]+)*$", max_length=512)]
+    trap_name: ShortText | None = None
+    agent_addr: ShortText
+    varbinds: Annotated[list[Varbind], msgspec.Meta(max_length=1000)] = []
+
+
+class CheckEvent(_Base, frozen=True, kw_only=True):
+    check: Slug
+    kind: Literal["icmp", "tcp", "http", "tls", "dns"]
+    ok: bool
+    latency: float | None = None
+    reason: ShortText | None = None
+    values: dict[Name, float] = {}
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.latency is not None:
+            _finite(self.latency, "latency")
+        for key, value in self.values.items():
+            _finite(value, f"values.{key}")
+
+
+class HeartbeatEvent(_Base, frozen=True, kw_only=True):
+    interval: float
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _finite(self.interval, "interval")
+        if self.interval <= 0:
+            raise ValueError("interval must be positive")
+
+
+Event = MetricsEvent | StateEvent | TrapEvent | CheckEvent | HeartbeatEvent
+
+_EVENT_TYPES: Final[dict[str, type[Event]]] = {
+    "metrics": MetricsEvent,
+    "state": StateEvent,
+    "trap": TrapEvent,
+    "check": CheckEvent,
+    "heartbeat": HeartbeatEvent,
+}
+_DECODERS: Final = {stream: msgspec.json.Decoder(t) for stream, t in _EVENT_TYPES.items()}
+_ENCODER: Final = msgspec.json.Encoder()
+
+
+class _VersionOnly(msgspec.Struct):
+    v: object = None
+
+
+_VERSION_DECODER: Final = msgspec.json.Decoder(_VersionOnly)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceTopic:
+    location: str
+    municipality: str
+    device: str
+    stream: str
+
+
+def _check_slug(value: str, what: str) -> str:
+    if not _SLUG.match(value):
+        raise Rejected("bad_topic", f"{what} {value!r} is not a slug [a-z0-9-]+")
+    return value
+
+
+def device_topic(location: str, municipality: str, device: str, stream: str) -> str:
+    """Build a device event topic, refusing anything that would not parse back."""
+    for value, what in ((location, "location"), (municipality, "municipality"),
+                        (device, "device")):
+        _check_slug(value, what)
+    if stream not in _EVENT_TYPES:
+        raise Rejected("bad_topic", f"unknown stream {stream!r}")
+    return f"{PREFIX}/{location}/{municipality}/{device}/{stream}"
+
+
+def parse_device_topic(topic: str) -> DeviceTopic:
+    parts = topic.split("/")
+    if len(parts) != 6 or f"{parts[0]}/{parts[1]}" != PREFIX:
+        raise Rejected("bad_topic", f"not a device topic: {topic[:200]!r}")
+    _, _, location, municipality, device, stream = parts
+    _check_slug(location, "location")
+    _check_slug(municipality, "municipality")
+    _check_slug(device, "device")
+    if stream not in _EVENT_TYPES:
+        raise Rejected("bad_topic", f"unknown stream {stream[:40]!r}")
+    return DeviceTopic(location, municipality, device, stream)
+
+
+def sys_topic(location: str, component: str, instance: str) -> str:
+    return f"{PREFIX}/_sys/{location}/{component}/{instance}"
+
+
+def ack_topic(location: str, src: str) -> str:
+    return f"{PREFIX}/_ack/{location}/{src}"
+
+
+def encode(event: Event | Ack | ComponentStatus) -> bytes:
+    return _ENCODER.encode(event)
+
+
+def decode_event(stream: str, payload: bytes) -> Event:
+    """Decode and validate one payload of ``stream``; raise only :class:`Rejected`."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise Rejected("oversize", f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}")
+    decoder = _DECODERS.get(stream)
+    if decoder is None:
+        raise Rejected("bad_topic", f"unknown stream {stream[:40]!r}")
+    try:
+        return decoder.decode(payload)
+    except msgspec.ValidationError as exc:
+        _reject_unknown_version(payload)
+        raise Rejected("invalid", str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise Rejected("malformed_json", str(exc)) from None
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        raise Rejected("invalid", f"{type(exc).__name__}: {exc}") from None
+
+
+def _reject_unknown_version(payload: bytes) -> None:
+    try:
+        version = _VERSION_DECODER.decode(payload).v
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError, RecursionError):
+        return
+    if version != SCHEMA_VERSION:
+        raise Rejected("unsupported_version", f"schema version {version!r} is not supported")
+
+
+class Ack(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """An engine's promise: everything from ``src`` up to ``seq`` is durably processed."""
+
+    v: Literal[1] = 1
+    seq: Annotated[int, msgspec.Meta(ge=0)]
+    ts: float
+
+
+_ACK_DECODER: Final = msgspec.json.Decoder(Ack)
+
+
+def decode_ack(payload: bytes) -> Ack:
+    try:
+        return _ACK_DECODER.decode(payload)
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+        raise Rejected("invalid", f"ack: {exc}") from None
+
+
+class ComponentStatus(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Retained status of a collector or engine; the last will says ``offline``."""
+
+    v: Literal[1] = 1
+    status: Literal["online", "offline", "stopping"]
+    ts: float
+    component: str
+    instance: str
+    version: str = ""

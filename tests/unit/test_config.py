@@ -1,0 +1,100 @@
+"""Config loading: the shipped example is valid; every error is reported with its line."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from monitor.config import SecretRef, load_config
+from monitor.yamlmodel import Problems
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "deploy" / "examples" / "vest-finnmark"
+BROKEN = ROOT / "tests" / "data" / "broken-config"
+
+
+def _expected(directory: Path) -> list[tuple[str, int, str]]:
+    """(file, line, text) for each ``# expect: text`` comment in the broken config."""
+    found = []
+    for path in sorted(directory.glob("*.yaml")):
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            match = re.search(r"# expect: (.+)$", line)
+            if match:
+                found.append((str(path), number, match.group(1).strip()))
+    return found
+
+
+def test_example_estate_is_valid() -> None:
+    """The shipped two-location estate loads with its seven municipalities."""
+    config = load_config(EXAMPLE)
+    assert set(config.locations) == {"alta", "hammerfest"}
+    assert set(config.municipalities) == {
+        "alta", "hammerfest", "nordkapp", "masoy", "kvalsund", "hasvik", "loppa",
+    }
+    assert config.devices["alta-core1"].parent == "alta-fw1"
+    assert config.municipality_of("alta-pc0001") == "alta"
+    assert sum(d.device_class == "pc" for d in config.devices.values()) > 3000
+
+
+def test_every_error_is_reported_with_file_line_and_key() -> None:
+    """One run reports each expected error, on its line, and nothing it did not expect."""
+    with pytest.raises(Problems) as caught:
+        load_config(BROKEN)
+    reported = [(p.file, p.line, str(p)) for p in caught.value.problems]
+    expected = _expected(BROKEN)
+    assert len(expected) >= 10
+    for file, line, text in expected:
+        hits = [r for r in reported if r[0] == file and r[1] == line and text in r[2]]
+        assert hits, f"{Path(file).name}:{line}: expected {text!r}; got:\n" + "\n".join(
+            r[2] for r in reported)
+    assert len(expected) == len(reported), "\n".join(r[2] for r in reported)
+
+
+def test_cli_exit_codes(tmp_path: Path) -> None:
+    """`check config` exits 0 with a summary on success and 1 with errors on stderr."""
+    ok = subprocess.run([sys.executable, "-m", "monitor.cli", "check", "config", str(EXAMPLE)],
+                        capture_output=True, text=True, check=False)
+    assert (ok.returncode, ok.stdout[:33]) == (0, "ok: 2 locations, 7 municipalities")
+    bad = subprocess.run([sys.executable, "-m", "monitor.cli", "check", "config", str(BROKEN)],
+                         capture_output=True, text=True, check=False)
+    assert bad.returncode == 1
+    assert "devices.yaml:14: devices[2].site: unknown site 'nosuchsite'" in bad.stderr
+    missing = subprocess.run(
+        [sys.executable, "-m", "monitor.cli", "check", "config", str(tmp_path / "nope.yaml")],
+        capture_output=True, text=True, check=False)
+    assert missing.returncode == 1
+    assert "no such file" in missing.stderr
+
+
+def test_single_file_and_empty_directory(tmp_path: Path) -> None:
+    """A single file works as well as a directory; an empty directory is an error."""
+    one = tmp_path / "estate.yaml"
+    one.write_text(
+        "locations: [{id: alta, name: Alta}]\n"
+        "municipalities: [{id: loppa, name: Loppa}]\n"
+        "sites: [{id: oksfjord, name: Øksfjord, location: alta, municipality: loppa}]\n"
+        "devices: [{id: sw1, name: Switch, class: switch, site: oksfjord, address: 'fe80::1'}]\n",
+        encoding="utf-8")
+    config = load_config(one)
+    assert config.devices["sw1"].address == "fe80::1"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(Problems, match=r"holds no \.yaml"):
+        load_config(empty)
+
+
+def test_secret_ref_resolves_from_env_and_file(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Secrets are read at use time, from the environment or the first line of a file."""
+    monkeypatch.setenv("DV_TEST_SECRET", "s3cret")
+    assert SecretRef(env="DV_TEST_SECRET").resolve() == "s3cret"
+    path = tmp_path / "secret"
+    path.write_text("from-file\n", encoding="utf-8")
+    assert SecretRef(file=str(path)).resolve() == "from-file"
+    assert "s3cret" not in repr(SecretRef(env="DV_TEST_SECRET"))
+    with pytest.raises(ValueError, match="exactly one"):
+        SecretRef()
