@@ -313,3 +313,6 @@ class ComponentStatus(msgspec.Struct, forbid_unknown_fields=True, frozen=True, k
     component: str
     instance: str
     version: str = ""
+    # a collector's outbox: rows waiting for acknowledgement, and dropped since start
+    outbox_rows: int | None = None
+    outbox_dropped: int | None = None

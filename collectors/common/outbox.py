@@ -1,0 +1,197 @@
+"""A collector's on-disk outbox: every event is here before it is sent, until acknowledged.
+
+Rows are numbered by SQLite (``AUTOINCREMENT``: a number is never reused, even after
+the rows are deleted), and that number is the event's ``seq``. ``put`` returns once the
+row is committed; concurrent puts share one commit (group commit), so a collector
+that emits many events pays for few fsyncs. Rows are deleted only when the engines
+the collector waits for have acknowledged them. The outbox is bounded by rows and
+age: when it must drop, it drops the oldest, and counts them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Self
+
+import aiosqlite
+import structlog
+
+__all__ = ["Outbox", "OutboxRow"]
+
+log = structlog.get_logger(__name__)
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS outbox (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic   TEXT NOT NULL,
+    body    BLOB NOT NULL,
+    created REAL NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    seq: int
+    topic: str
+    body: bytes
+    created: float
+
+
+class Outbox:
+    """Durable FIFO of (topic, body) with SQLite-assigned sequence numbers."""
+
+    def __init__(self, db: aiosqlite.Connection, path: str, max_rows: int,
+                 max_age: float) -> None:
+        self._db = db
+        self.path = path
+        self.max_rows = max_rows
+        self.max_age = max_age
+        self.rows = 0
+        self.first_seq = 1  # lowest seq still held (== floor of the next event sent)
+        self.last_seq = 0   # highest seq ever assigned
+        self.dropped = 0
+        self.changed = asyncio.Event()
+        self._pending: list[tuple[str, bytes, float, asyncio.Future[int]]] = []
+        self._flushing: asyncio.Task[None] | None = None
+        # One connection: a transaction spans awaits, and nothing may interleave with it.
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: str | Path, *, max_rows: int = 1_000_000,
+                   max_age: float = 7 * 86400.0) -> Self:
+        path = str(path)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(path, isolation_level=None)
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA synchronous=FULL")
+        await db.executescript(_SCHEMA)
+        outbox = cls(db, path, max_rows, max_age)
+        await outbox._load()
+        return outbox
+
+    async def _load(self) -> None:
+        async with self._db.execute("SELECT COUNT(*), MIN(seq), MAX(seq) FROM outbox") as cur:
+            row = await cur.fetchone()
+        assert row is not None
+        count, lowest, highest = row
+        async with self._db.execute(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'outbox'") as cur:
+            seq_row = await cur.fetchone()
+        self.rows = int(count)
+        self.last_seq = int(seq_row[0]) if seq_row else 0
+        self.first_seq = int(lowest) if lowest is not None else self.last_seq + 1
+        del highest
+
+    async def close(self) -> None:
+        if self._flushing is not None:
+            await self._flushing
+        await self._db.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def put(self, topic: str, body: bytes) -> int:
+        """Store one event durably; return its seq once committed."""
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending.append((topic, body, time.time(), future))
+        if self._flushing is None:
+            self._flushing = asyncio.create_task(self._flush(), name="outbox-flush")
+        return await future
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    first = await self._insert([(t, b, c) for t, b, c, _ in batch])
+                except BaseException as exc:
+                    for *_, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    raise
+                for offset, (*_, future) in enumerate(batch):
+                    if not future.done():
+                        future.set_result(first + offset)
+                self.changed.set()
+        finally:
+            self._flushing = None
+
+    async def _insert(self, rows: list[tuple[str, bytes, float]]) -> int:
+        db = self._db
+        async with self._lock:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                await db.executemany(
+                    "INSERT INTO outbox (topic, body, created) VALUES (?, ?, ?)", rows)
+                async with db.execute(
+                        "SELECT seq FROM sqlite_sequence WHERE name = 'outbox'") as cur:
+                    row = await cur.fetchone()
+                assert row is not None
+                last = int(row[0])
+                first = last - len(rows) + 1
+                was_empty = self.rows == 0
+                self.rows += len(rows)
+                self.last_seq = last
+                if was_empty:
+                    self.first_seq = first
+                overflow = self.rows - self.max_rows
+                if overflow > 0:
+                    await self._drop_oldest(overflow)
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+        return first
+
+    async def _drop_oldest(self, count: int) -> None:
+        """Inside a transaction: delete the ``count`` oldest rows, count and log it."""
+        async with self._db.execute(
+                "DELETE FROM outbox WHERE seq IN "
+                "(SELECT seq FROM outbox ORDER BY seq LIMIT ?) RETURNING seq", (count,)) as cur:
+            gone = [int(r[0]) async for r in cur]
+        self._forget(gone, why="full")
+
+    def _forget(self, gone: list[int], why: str) -> None:
+        if not gone:
+            return
+        self.rows -= len(gone)
+        self.dropped += len(gone)
+        self.first_seq = max(self.first_seq, max(gone) + 1)
+        log.error("outbox_dropped", path=self.path, count=len(gone), why=why,
+                  first=min(gone), last=max(gone))
+
+    async def expire(self, now: float | None = None) -> int:
+        """Drop rows older than ``max_age``; return how many."""
+        cutoff = (now if now is not None else time.time()) - self.max_age
+        async with self._lock, self._db.execute(
+                "DELETE FROM outbox WHERE created < ? RETURNING seq", (cutoff,)) as cur:
+            gone = [int(r[0]) async for r in cur]
+        self._forget(gone, why="age")
+        return len(gone)
+
+    async def acknowledge(self, upto: int) -> int:
+        """Delete every row with seq <= ``upto``; return how many went."""
+        if upto < self.first_seq:
+            return 0
+        async with self._lock:
+            cur = await self._db.execute("DELETE FROM outbox WHERE seq <= ?", (upto,))
+            deleted = cur.rowcount
+            await cur.close()
+        self.rows -= deleted
+        self.first_seq = max(self.first_seq, upto + 1)
+        self.changed.set()
+        return deleted
+
+    async def read(self, start: int, limit: int) -> list[OutboxRow]:
+        """Rows with seq >= ``start``, in order."""
+        async with self._db.execute(
+                "SELECT seq, topic, body, created FROM outbox WHERE seq >= ? ORDER BY seq "
+                "LIMIT ?", (start, limit)) as cur:
+            return [OutboxRow(int(s), str(t), bytes(b), float(c)) async for s, t, b, c in cur]

@@ -1,0 +1,260 @@
+"""The one way a collector sends events: outbox first, MQTT v5 QoS 1, end-to-end acks.
+
+``emit`` writes the event to the :class:`~collectors.common.outbox.Outbox` and
+returns its ``seq`` once committed. ``run`` keeps a connection to the location's
+broker (full-jitter backoff, a last will that marks the component offline, a
+retained ``online`` status), sends outbox rows in order with a bounded window of
+events not yet acknowledged by the engines, and deletes rows only when every engine
+in ``wait_for`` has acknowledged them on its retained ``_ack`` topic.
+
+When the acknowledgement stops advancing for ``ack_timeout`` while events are
+outstanding, everything after it is sent again (go-back-N): a broker that was killed,
+an engine that restarted or a bridge that dropped messages all end up here, and the
+engine drops what it already applied. A publish the broker refuses (PUBACK reason
+code >= 0x80, e.g. 0x87 not authorised) stays in the outbox, is counted and logged,
+and is retried after a backoff. Against an MQTT 3.1.1 broker refusals cannot be
+seen (mosquitto drops such messages silently); this is logged once at start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import aiomqtt
+import msgspec
+import structlog
+
+from collectors.common.outbox import Outbox, OutboxRow
+from monitor.config import Broker
+from monitor.events import ComponentStatus, Rejected, ack_topic, decode_ack, device_topic, encode
+from monitor.events import sys_topic as make_sys_topic
+from monitor.mqtt import Backoff, MqttClient, PublishRefused, client_for
+
+__all__ = ["Publisher", "PublisherStats"]
+
+log = structlog.get_logger(__name__)
+
+STATUS_EVERY: Final = 30.0
+EXPIRE_EVERY: Final = 60.0
+REFUSED_BACKOFF: Final = 5.0
+_ENCODER: Final = msgspec.json.Encoder()
+
+
+@dataclass
+class PublisherStats:
+    """What a publisher did since start; reported in its retained status too."""
+
+    emitted: int = 0
+    published: int = 0
+    acknowledged: int = 0
+    resent: int = 0
+    refused: dict[int, int] = field(default_factory=dict)
+    connects: int = 0
+
+
+class Publisher:
+    """Outbox-backed, acknowledged publishing for one collector instance."""
+
+    def __init__(self, *, broker: Broker, location: str, component: str, instance: str,
+                 outbox: Outbox, wait_for: Sequence[str] | None = None, window: int = 5000,
+                 ack_timeout: float = 5.0, chunk: int = 500, password: str | None = None,
+                 v5: bool = True, version: str = "0.1.0") -> None:
+        self.broker = broker
+        self.location = location
+        self.component = component
+        self.instance = instance
+        self.outbox = outbox
+        self.wait_for = tuple(wait_for) if wait_for else (location,)
+        self.window = window
+        self.ack_timeout = ack_timeout
+        self.chunk = chunk
+        self.password = password
+        self.v5 = v5
+        self.version = version
+        self.stats = PublisherStats()
+        self.connected = False
+        self.acked: dict[str, int] = {}
+        self.next_send = outbox.first_seq
+        self._progress_at = time.monotonic()
+        self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+        self.status_topic = make_sys_topic(location, component, instance)
+
+    # --- producing ---------------------------------------------------------------
+
+    async def emit(self, municipality: str, device: str, stream: str, ts: float,
+                   **body: Any) -> int:
+        """Store one event for ``device`` durably; return its seq.
+
+        ``body`` holds the stream's fields (see :mod:`monitor.events`); ``v``, ``src``,
+        ``seq`` and ``floor`` are added here and at send time.
+        """
+        topic = device_topic(self.location, municipality, device, stream)
+        payload = _ENCODER.encode({"v": 1, "ts": ts, "src": self.instance, "device": device,
+                                   **body})
+        seq = await self.outbox.put(topic, payload)
+        self.stats.emitted += 1
+        self._wake.set()
+        return seq
+
+    # --- running -----------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def _status(self, status: str) -> bytes:
+        return encode(ComponentStatus(
+            status=status, ts=time.time(), component=self.component,  # type: ignore[arg-type]
+            instance=self.instance, version=self.version, outbox_rows=self.outbox.rows,
+            outbox_dropped=self.outbox.dropped))
+
+    async def run(self) -> None:
+        """Connect, send and resend until :meth:`stop`; never raises on broker trouble."""
+        if not self.v5:
+            log.warning("mqtt_v311_mode", component=self.component, instance=self.instance,
+                        consequence="refused publishes cannot be detected (no reason codes)")
+        backoff = Backoff()
+        failing = False
+        will = aiomqtt.Will(self.status_topic, self._status("offline"), qos=1, retain=True)
+        while not self._stop.is_set():
+            client = client_for(self.broker, password=self.password, will=will, v5=self.v5,
+                                identifier=f"driftsvakt-{self.component}-{self.instance}")
+            try:
+                async with client:
+                    self.stats.connects += 1
+                    if failing:
+                        log.info("broker_recovered", instance=self.instance,
+                                 host=self.broker.host, port=self.broker.port)
+                        failing = False
+                    backoff.reset()
+                    await self._session(client)
+            except aiomqtt.MqttError as exc:
+                if not failing:
+                    log.warning("broker_unavailable", instance=self.instance,
+                                host=self.broker.host, port=self.broker.port, error=str(exc))
+                    failing = True
+            finally:
+                self.connected = False
+            if not self._stop.is_set():
+                await self._sleep_or_stop(backoff.wait())
+
+    async def _sleep_or_stop(self, sleeper: Any) -> None:
+        stop = asyncio.create_task(self._stop.wait())
+        sleep = asyncio.ensure_future(sleeper)
+        await asyncio.wait({stop, sleep}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        sleep.cancel()
+
+    async def _session(self, client: MqttClient) -> None:
+        await client.publish_checked(self.status_topic, self._status("online"), retain=True)
+        topics = [(ack_topic(loc, self.instance), 1) for loc in self.wait_for]
+        await client.subscribe(topics)
+        self.connected = True
+        # Start again after what is known to be acknowledged; the retained acks that
+        # arrive in a moment delete what was acknowledged while we were away.
+        self.next_send = max(self.outbox.first_seq, self._acked_upto() + 1)
+        self._progress_at = time.monotonic()
+        async with asyncio.TaskGroup() as tg:
+            acks = tg.create_task(self._ack_loop(client), name="publisher-acks")
+            status = tg.create_task(self._status_loop(client), name="publisher-status")
+            await self._send_loop(client)
+            acks.cancel()
+            status.cancel()
+        await client.publish_checked(self.status_topic, self._status("stopping"), retain=True)
+
+    def _acked_upto(self) -> int:
+        """Highest seq acknowledged by every engine we wait for (0 when one is silent)."""
+        if any(loc not in self.acked for loc in self.wait_for):
+            return 0
+        return min(self.acked[loc] for loc in self.wait_for)
+
+    async def _ack_loop(self, client: MqttClient) -> None:
+        prefix_len = len("driftsvakt/v1/_ack/")
+        async for message in client.messages:
+            topic = message.topic.value
+            location = topic[prefix_len:].split("/", 1)[0]
+            payload = message.payload if isinstance(message.payload, bytes) else b""
+            if not payload or location not in self.wait_for:
+                continue
+            try:
+                ack = decode_ack(payload)
+            except Rejected as exc:
+                log.warning("ack_rejected", topic=topic, detail=exc.detail)
+                continue
+            before = self._acked_upto()
+            self.acked[location] = max(ack.seq, self.acked.get(location, 0))
+            upto = self._acked_upto()
+            if upto > before:
+                deleted = await self.outbox.acknowledge(upto)
+                self.stats.acknowledged += deleted
+                self._progress_at = time.monotonic()
+                self._wake.set()
+
+    async def _status_loop(self, client: MqttClient) -> None:
+        last_expire = time.monotonic()
+        while True:
+            await asyncio.sleep(STATUS_EVERY)
+            if time.monotonic() - last_expire >= EXPIRE_EVERY:
+                await self.outbox.expire()
+                last_expire = time.monotonic()
+            await client.publish_checked(self.status_topic, self._status("online"), retain=True)
+
+    async def _send_loop(self, client: MqttClient) -> None:
+        outbox = self.outbox
+        while not self._stop.is_set():
+            acked = max(self._acked_upto(), outbox.first_seq - 1)
+            self.next_send = max(self.next_send, outbox.first_seq)
+            outstanding = self.next_send - 1 - acked
+            if self.next_send <= outbox.last_seq and outstanding < self.window:
+                rows = await outbox.read(self.next_send, min(self.chunk,
+                                                             self.window - outstanding))
+                if rows:
+                    if outstanding <= 0:
+                        self._progress_at = time.monotonic()
+                    if not await self._send_rows(client, rows):
+                        await self._sleep_or_stop(asyncio.sleep(REFUSED_BACKOFF))
+                    continue
+            if outstanding > 0 and time.monotonic() - self._progress_at > self.ack_timeout:
+                log.info("resending", instance=self.instance, from_seq=acked + 1,
+                         outstanding=outstanding, waited=self.ack_timeout)
+                self.stats.resent += outstanding
+                self.next_send = acked + 1
+                self._progress_at = time.monotonic()
+                continue
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.ack_timeout / 2)
+            except TimeoutError:
+                pass
+
+    async def _send_rows(self, client: MqttClient, rows: list[OutboxRow]) -> bool:
+        """Publish ``rows`` pipelined; False if the broker refused one (sent again later)."""
+        floor = self.outbox.first_seq
+        results = await asyncio.gather(
+            *(client.publish_checked(row.topic, _with_seq(row, floor)) for row in rows),
+            return_exceptions=True)
+        for row, result in zip(rows, results, strict=True):
+            if result is None:
+                self.stats.published += 1
+                self.next_send = row.seq + 1
+                continue
+            if isinstance(result, PublishRefused):
+                self.stats.refused[result.code] = self.stats.refused.get(result.code, 0) + 1
+                log.error("publish_refused", instance=self.instance, topic=result.topic,
+                          code=f"0x{result.code:02x}", reason=result.name, seq=row.seq,
+                          kept="in outbox, retried")
+                self.next_send = row.seq
+                return False
+            if isinstance(result, BaseException):
+                raise result
+        return True
+
+
+def _with_seq(row: OutboxRow, floor: int) -> bytes:
+    """The stored body with ``seq`` and ``floor`` put in front (JSON key order is free)."""
+    return b'{"seq":%d,"floor":%d,%b' % (row.seq, min(floor, row.seq), row.body[1:])

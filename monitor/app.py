@@ -1,0 +1,124 @@
+"""Composition root of ``driftsvakt engine``: builds every component, runs, shuts down.
+
+Shutdown on SIGTERM or SIGINT, in stages, each under its own timeout: stop taking
+messages, commit what was taken, publish the last acknowledgements and the
+``stopping`` status, stop the HTTP server, close the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import structlog
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from monitor.config import Config, load_config
+from monitor.engine import Engine
+from monitor.ingest import Ingest
+from monitor.metrics import EngineMetrics, StateCollector
+from monitor.state import DeviceStatus, State
+from monitor.store.db import Store
+from monitor.web import build_app
+from monitor.yamlmodel import Problem, Problems
+
+__all__ = ["EngineApp", "run_engine", "start_engine"]
+
+log = structlog.get_logger(__name__)
+
+SHUTDOWN_ENGINE_SECONDS: Final = 6.0
+SHUTDOWN_HTTP_SECONDS: Final = 2.0
+
+
+@dataclass
+class EngineApp:
+    """A running engine with its HTTP server; ``stop()`` shuts it down in stages."""
+
+    engine: Engine
+    store: Store
+    runner: web.AppRunner
+    task: asyncio.Task[None]
+    url: str
+
+    async def stop(self) -> None:
+        self.engine.stop()
+        try:
+            await asyncio.wait_for(asyncio.shield(self.task), SHUTDOWN_ENGINE_SECONDS)
+        except TimeoutError:
+            log.warning("shutdown_stage_timeout", stage="engine")
+            self.task.cancel()
+        except Exception:
+            pass
+        try:
+            await asyncio.wait_for(self.runner.cleanup(), SHUTDOWN_HTTP_SECONDS)
+        except TimeoutError:
+            log.warning("shutdown_stage_timeout", stage="http")
+        await self.store.close()
+
+
+async def start_engine(config: Config, location: str, *, http_port: int | None = None,
+                       v5: bool = True) -> EngineApp:
+    """Build and start an engine for ``location``; the caller awaits ``stop()``."""
+    if location not in config.locations:
+        raise Problems([Problem(config.source, 0, "--location",
+                                f"location {location!r} is not in the config")])
+    broker = config.broker_for(location)
+    password = broker.password.resolve() if broker.password else None
+    store_path = config.engine.store.format(location=location)
+    store = await Store.open(store_path)
+    state = State()
+    for row in await store.load_devices():
+        known = config.devices.get(row.device)
+        status = DeviceStatus(
+            config.location_of(row.device) if known else "",
+            config.municipality_of(row.device) if known else "",
+            row.last_seen, row.state, row.state_since, row.reason)
+        state.devices[row.device] = status
+    registry = CollectorRegistry()
+    metrics = EngineMetrics(registry)
+    registry.register(StateCollector(state, config))
+    ingest = Ingest(state, await store.load_progress(), metrics)
+    engine = Engine(broker=broker, location=location, store=store, ingest=ingest,
+                    metrics=metrics, password=password, v5=v5,
+                    batch_max=config.engine.batch_max)
+
+    async def ready() -> dict[str, bool]:
+        return {"broker": engine.connected, "store": await store.writable()}
+
+    runner = web.AppRunner(build_app(registry, ready), access_log=None)
+    await runner.setup()
+    port = config.engine.http_port if http_port is None else http_port
+    site = web.TCPSite(runner, config.engine.http_host, port)
+    await site.start()
+    bound = runner.addresses[0][1] if runner.addresses else port
+    url = f"http://{config.engine.http_host}:{bound}"
+    task = asyncio.create_task(engine.run(), name=f"engine-{location}")
+    log.info("engine_started", location=location, url=url, store=store_path,
+             broker=f"{broker.host}:{broker.port}")
+    return EngineApp(engine, store, runner, task, url)
+
+
+async def run_engine(config_path: str, location: str, *, http_port: int | None = None) -> int:
+    try:
+        config = load_config(Path(config_path))
+        app = await start_engine(config, location, http_port=http_port)
+    except Problems as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    done, _ = await asyncio.wait({app.task, asyncio.create_task(stopping.wait())},
+                                 return_when=asyncio.FIRST_COMPLETED)
+    failed = app.task in done and app.task.exception() is not None
+    log.info("engine_stopping", location=location)
+    await app.stop()
+    log.info("engine_stopped", location=location)
+    return 1 if failed else 0

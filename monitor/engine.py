@@ -1,0 +1,203 @@
+"""The engine's MQTT side: receive in batches, apply, commit, then acknowledge.
+
+Order per batch is the durability promise of ARCHITECTURE.md: decode and apply
+(:class:`~monitor.ingest.Ingest`), write the batch's effects in one store
+transaction, and only then publish each touched source's progress on its retained
+``_ack`` topic. A store failure ends the engine (non-zero exit): memory would be
+ahead of disk, and a restart reloads the truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Final
+
+import aiomqtt
+import msgspec
+import structlog
+
+from monitor.config import Broker
+from monitor.events import Ack as AckPayload
+from monitor.events import ComponentStatus, Rejected, ack_topic, encode, sys_topic
+from monitor.ingest import Ingest
+from monitor.metrics import EngineMetrics
+from monitor.mqtt import Backoff, MqttClient, client_for
+from monitor.store.db import Store
+
+__all__ = ["Engine"]
+
+log = structlog.get_logger(__name__)
+
+DEVICE_TOPICS: Final = "driftsvakt/v1/+/+/+/+"
+SYS_TOPICS: Final = "driftsvakt/v1/_sys/#"
+_SYS_DECODER: Final = msgspec.json.Decoder(ComponentStatus)
+VERSION: Final = "0.1.0"
+
+
+class Engine:
+    """One location's engine: MQTT in, state and store, acknowledgements out."""
+
+    def __init__(self, *, broker: Broker, location: str, store: Store, ingest: Ingest,
+                 metrics: EngineMetrics, password: str | None = None, v5: bool = True,
+                 batch_max: int = 2000, instance: str | None = None) -> None:
+        self.broker = broker
+        self.location = location
+        self.store = store
+        self.ingest = ingest
+        self.metrics = metrics
+        self.password = password
+        self.v5 = v5
+        self.batch_max = batch_max
+        self.instance = instance or location
+        self.connected = False
+        self._stop = asyncio.Event()
+        self._acks_due: dict[str, int] = {}
+        self._acks_wake = asyncio.Event()
+        self._acks_sent: dict[str, int] = {}
+
+    def stop(self) -> None:
+        """Ask the engine to finish: stop taking messages, flush, acknowledge, say goodbye."""
+        self._stop.set()
+
+    def _status(self, status: str) -> bytes:
+        return encode(ComponentStatus(status=status, ts=time.time(),  # type: ignore[arg-type]
+                                      component="engine", instance=self.instance,
+                                      version=VERSION))
+
+    async def run(self) -> None:
+        backoff = Backoff()
+        failing = False
+        status_topic = sys_topic(self.location, "engine", self.instance)
+        will = aiomqtt.Will(status_topic, self._status("offline"), qos=1, retain=True)
+        while not self._stop.is_set():
+            client = client_for(self.broker, identifier=f"driftsvakt-engine-{self.instance}",
+                                password=self.password, will=will, persistent=True,
+                                v5=self.v5)
+            try:
+                async with client:
+                    await self._session(client, status_topic)
+                    if failing:
+                        log.info("broker_recovered", host=self.broker.host, port=self.broker.port)
+                        failing = False
+            except aiomqtt.MqttError as exc:
+                self.connected = False
+                self.metrics.mqtt_connected.set(0)
+                if not failing:
+                    log.warning("broker_unavailable", host=self.broker.host,
+                                port=self.broker.port, error=str(exc))
+                    failing = True
+                if self._stop.is_set():
+                    break
+                stop_wait = asyncio.create_task(self._stop.wait())
+                await asyncio.wait({stop_wait, asyncio.create_task(backoff.wait())},
+                                   return_when=asyncio.FIRST_COMPLETED)
+                stop_wait.cancel()
+                continue
+            backoff.reset()
+
+    async def _session(self, client: MqttClient, status_topic: str) -> None:
+        await client.publish_checked(status_topic, self._status("online"), retain=True)
+        result = await client.subscribe([(DEVICE_TOPICS, 1), (SYS_TOPICS, 1)])
+        codes = [getattr(c, "value", c) for c in (result or [])]
+        if any(isinstance(c, int) and c >= 0x80 for c in codes):
+            raise aiomqtt.MqttError(f"subscription refused: {codes}")
+        self.connected = True
+        self.metrics.mqtt_connected.set(1)
+        self._acks_sent.clear()  # a new session: say where we are again
+        self._acks_due.update(self.ingest.progress)
+        self._acks_wake.set()
+        log.info("engine_subscribed", location=self.location, broker=self.broker.host,
+                 port=self.broker.port, sources=len(self.ingest.progress))
+        async with asyncio.TaskGroup() as tg:
+            acks = tg.create_task(self._ack_loop(client), name="ack-publisher")
+            await self._receive_loop(client)
+            # Stopping: everything applied is acknowledged before we say goodbye.
+            self._acks_wake.set()
+            await self._flush_acks(client)
+            acks.cancel()
+        self.connected = False
+        self.metrics.mqtt_connected.set(0)
+        await client.publish_checked(status_topic, self._status("stopping"), retain=True)
+
+    async def _receive_loop(self, client: MqttClient) -> None:
+        stop_wait = asyncio.create_task(self._stop.wait())
+        try:
+            while True:
+                receive = asyncio.create_task(client.receive_batch(self.batch_max))
+                done, _ = await asyncio.wait({receive, stop_wait},
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if receive not in done:
+                    receive.cancel()
+                    return
+                await self._apply(receive.result())
+        finally:
+            stop_wait.cancel()
+
+    async def _apply(self, batch: list[aiomqtt.Message]) -> None:
+        started = time.perf_counter()
+        now = time.time()
+        device_messages: list[tuple[str, bytes]] = []
+        for message in batch:
+            topic = message.topic.value
+            payload = message.payload if isinstance(message.payload, bytes) else b""
+            if topic.startswith("driftsvakt/v1/_sys/"):
+                self._apply_sys(topic, payload)
+            else:
+                device_messages.append((topic, payload))
+        effects = self.ingest.process(device_messages, now)
+        if effects:
+            try:
+                await self.store.commit_batch(effects.progress, effects.devices.values(),
+                                              effects.dead, effects.counts)
+            except Exception:
+                self.metrics.store_errors.inc()
+                log.exception("store_commit_failed", path=self.store.path)
+                raise
+        if effects.progress:
+            self._acks_due.update(effects.progress)
+            self._acks_wake.set()
+        self.metrics.batch_events.observe(len(batch))
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+
+    def _apply_sys(self, topic: str, payload: bytes) -> None:
+        parts = topic.split("/")
+        if len(parts) != 6 or not payload:
+            return  # a cleared retained message, or not ours
+        try:
+            status = _SYS_DECODER.decode(payload)
+        except Exception as exc:
+            self.ingest.counters.rejected("invalid")
+            log.warning("status_rejected", topic=topic[:200], error=str(Rejected(
+                "invalid", str(exc))))
+            return
+        self.ingest.state.apply_component(parts[3], parts[4], parts[5], status)
+
+    async def _ack_loop(self, client: MqttClient) -> None:
+        while True:
+            await self._acks_wake.wait()
+            self._acks_wake.clear()
+            await self._flush_acks(client)
+
+    async def _flush_acks(self, client: MqttClient) -> None:
+        due = {src: seq for src, seq in self._acks_due.items()
+               if self._acks_sent.get(src) != seq}
+        self._acks_due.clear()
+        if not due:
+            return
+        now = time.time()
+
+        async def send(src: str, seq: int) -> None:
+            payload = encode(AckPayload(v=1, seq=seq, ts=now))
+            try:
+                await client.publish_checked(ack_topic(self.location, src), payload,
+                                             retain=True, ack_timeout=10.0)
+            except aiomqtt.MqttError:
+                self._acks_due.setdefault(src, seq)  # retried on the next wake
+                raise
+            self._acks_sent[src] = seq
+            self.metrics.acks_published.inc()
+
+        async with asyncio.TaskGroup() as tg:
+            for src, seq in due.items():
+                tg.create_task(send(src, seq))

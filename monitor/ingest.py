@@ -1,0 +1,169 @@
+"""From a batch of MQTT messages to state changes, store rows and acknowledgements.
+
+No I/O here: :meth:`Ingest.process` takes (topic, payload) pairs and the time, and
+returns what the caller must write in one transaction (:class:`BatchEffects`), after
+which it acknowledges ``effects.progress``. A payload that fails to decode is
+dead-lettered, counted, logged at most once per source and reason per minute, and —
+when its ``src`` and ``seq`` can still be read — counted as processed, so that its
+collector does not resend it forever.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final, Protocol
+
+import msgspec
+import structlog
+
+from monitor.events import (
+    DeviceTopic,
+    Event,
+    MetricsEvent,
+    Rejected,
+    decode_event,
+    parse_device_topic,
+)
+from monitor.sequencing import Verdict, admit
+from monitor.state import DeviceStatus, State
+from monitor.store.db import DeadLetter, DeviceRow
+
+__all__ = ["BatchEffects", "Ingest", "IngestCounters", "LogLimiter"]
+
+log = structlog.get_logger(__name__)
+
+
+class IngestCounters(Protocol):
+    """Where ingest reports what it did; the engine backs it with Prometheus metrics."""
+
+    def applied(self, stream: str, samples: int, lag: float) -> None: ...
+    def rejected(self, reason: str) -> None: ...
+    def duplicate(self) -> None: ...
+    def gap(self) -> None: ...
+    def skipped(self, count: int) -> None: ...
+
+
+class LogLimiter:
+    """Allow one log line per key per ``period`` seconds."""
+
+    def __init__(self, period: float = 60.0, max_keys: int = 10_000) -> None:
+        self.period = period
+        self.max_keys = max_keys
+        self._last: dict[tuple[str, ...], float] = {}
+
+    def allow(self, key: tuple[str, ...], now: float) -> bool:
+        last = self._last.get(key)
+        if last is not None and now - last < self.period:
+            return False
+        if len(self._last) >= self.max_keys:
+            self._last.clear()  # a flood of distinct keys: forget, rather than grow
+        self._last[key] = now
+        return True
+
+
+class _Envelope(msgspec.Struct):
+    """Just enough of a rejected payload to account for it."""
+
+    src: str | None = None
+    seq: int | None = None
+
+
+_ENVELOPE: Final = msgspec.json.Decoder(_Envelope)
+
+
+def _envelope(payload: bytes) -> _Envelope:
+    try:
+        env = _ENVELOPE.decode(payload)
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError, RecursionError):
+        return _Envelope()
+    if not isinstance(env.src, str) or not (0 < len(env.src) <= 128):
+        return _Envelope()
+    if not isinstance(env.seq, int) or isinstance(env.seq, bool) or not 1 <= env.seq < 2**63:
+        return _Envelope(env.src, None)
+    return env
+
+
+@dataclass(slots=True)
+class BatchEffects:
+    progress: dict[str, int] = field(default_factory=dict)
+    devices: dict[str, DeviceRow] = field(default_factory=dict)
+    dead: list[DeadLetter] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)  # events applied, per source
+
+    def __bool__(self) -> bool:
+        return bool(self.progress or self.devices or self.dead)
+
+
+class Ingest:
+    """Decode, sequence and apply batches of events to :class:`State`."""
+
+    def __init__(self, state: State, progress: dict[str, int], counters: IngestCounters,
+                 limiter: LogLimiter | None = None) -> None:
+        self.state = state
+        self.progress = progress  # src -> highest seq applied; persisted by the caller
+        self.counters = counters
+        self.limiter = limiter or LogLimiter()
+
+    def process(self, messages: list[tuple[str, bytes]], now: float) -> BatchEffects:
+        effects = BatchEffects()
+        for topic, payload in messages:
+            try:
+                where = parse_device_topic(topic)
+                event = decode_event(where.stream, payload)
+                if event.device != where.device:
+                    raise Rejected("topic_mismatch",
+                                   f"payload device {event.device!r} != topic {where.device!r}")
+            except Rejected as exc:
+                self._reject(effects, topic, payload, exc, now)
+                continue
+            self._admit(effects, where, event, now)
+        return effects
+
+    def _admit(self, effects: BatchEffects, where: DeviceTopic, event: Event,
+               now: float) -> None:
+        decision = admit(self.progress.get(event.src), event.seq, event.floor)
+        if decision.skipped:
+            self.counters.skipped(decision.skipped)
+            if self.limiter.allow((event.src, "skipped"), now):
+                log.warning("events_skipped", src=event.src, count=decision.skipped,
+                            why="dropped from the source's outbox or acknowledged elsewhere")
+        if decision.verdict is Verdict.DUPLICATE:
+            self.counters.duplicate()
+            if decision.skipped:
+                self._advance(effects, event.src, decision.base)
+            return
+        if decision.verdict is Verdict.GAP:
+            self.counters.gap()
+            if decision.skipped:
+                self._advance(effects, event.src, decision.base)
+            return
+        status = self.state.apply(where, event)
+        self._advance(effects, event.src, event.seq)
+        effects.counts[event.src] = effects.counts.get(event.src, 0) + 1
+        effects.devices[event.device] = _row(event.device, status)
+        samples = len(event.samples) if isinstance(event, MetricsEvent) else 0
+        self.counters.applied(where.stream, samples, now - event.ts)
+
+    def _advance(self, effects: BatchEffects, src: str, applied: int) -> None:
+        self.progress[src] = applied
+        effects.progress[src] = applied
+
+    def _reject(self, effects: BatchEffects, topic: str, payload: bytes, exc: Rejected,
+                now: float) -> None:
+        env = _envelope(payload)
+        self.counters.rejected(exc.reason)
+        effects.dead.append(DeadLetter(now, topic[:512], env.src, exc.reason,
+                                       exc.detail[:1000], payload[:65536]))
+        if self.limiter.allow((env.src or "?", exc.reason), now):
+            log.warning("event_rejected", src=env.src, topic=topic[:200], reason=exc.reason,
+                        detail=exc.detail[:300])
+        if env.src is not None and env.seq is not None:
+            # Counts as processed, so the collector stops resending it: but only in
+            # order, as any other event, so that nothing before it is skipped.
+            decision = admit(self.progress.get(env.src), env.seq, None)
+            if decision.verdict is Verdict.APPLY:
+                self._advance(effects, env.src, env.seq)
+
+
+def _row(device: str, status: DeviceStatus) -> DeviceRow:
+    return DeviceRow(device, status.last_seen, status.state, status.state_since, status.reason)

@@ -1,0 +1,158 @@
+"""Prometheus metrics of the engine, on a registry that is passed in (never the global).
+
+Self metrics (events, rejections, lag, batches) are ordinary counters and histograms.
+Series derived from state — device up, last seen, the latest samples, component
+status — are produced at scrape time by :class:`StateCollector` from :class:`State`,
+so they cost nothing on the ingest path.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from monitor.config import Config
+from monitor.state import State
+
+__all__ = ["EngineMetrics", "StateCollector"]
+
+_LAG_BUCKETS: Final = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+UP_STATES: Final = frozenset({"up", "online"})
+DOWN_STATES: Final = frozenset({"down", "offline", "stopping", "auth_error", "unreachable"})
+
+
+class EngineMetrics:
+    """Self metrics of one engine; implements ``monitor.ingest.IngestCounters``."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.events = Counter("driftsvakt_events_applied_total",
+                              "Events applied to state, by stream", ["stream"], registry=registry)
+        self.samples = Counter("driftsvakt_samples_applied_total",
+                               "Samples applied to state", registry=registry)
+        self.rejected_total = Counter(
+            "driftsvakt_events_rejected_total",
+            "Payloads that failed to decode or validate (dead-lettered)", ["reason"],
+            registry=registry)
+        self.duplicates = Counter("driftsvakt_events_duplicate_total",
+                                  "Events already applied, dropped by (src, seq)",
+                                  registry=registry)
+        self.gaps = Counter("driftsvakt_events_out_of_order_total",
+                            "Events ahead of their source's next seq, held for resend",
+                            registry=registry)
+        self.skipped_total = Counter(
+            "driftsvakt_events_skipped_total",
+            "Seqs a source no longer holds (dropped from its outbox), given up on",
+            registry=registry)
+        self.lag = Histogram("driftsvakt_event_lag_seconds",
+                             "From event time to processing", buckets=_LAG_BUCKETS,
+                             registry=registry)
+        self.batch_seconds = Histogram(
+            "driftsvakt_ingest_batch_duration_seconds",
+            "Decode, apply and commit of one batch",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=registry)
+        self.batch_events = Histogram(
+            "driftsvakt_ingest_batch_events", "Messages per ingest batch",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000), registry=registry)
+        self.mqtt_connected = Gauge("driftsvakt_mqtt_connected",
+                                    "1 while the engine is connected to its broker",
+                                    registry=registry)
+        self.acks_published = Counter("driftsvakt_acks_published_total",
+                                      "End-to-end acknowledgements published", registry=registry)
+        self.store_errors = Counter("driftsvakt_store_errors_total",
+                                    "Failed store transactions", registry=registry)
+        # Children resolved once: .labels() costs a dict lookup and a lock per call.
+        self._events_by_stream = {s: self.events.labels(s) for s in
+                                  ("metrics", "state", "trap", "check", "heartbeat")}
+
+    def applied(self, stream: str, samples: int, lag: float) -> None:
+        self._events_by_stream[stream].inc()
+        if samples:
+            self.samples.inc(samples)
+        self.lag.observe(max(lag, 0.0))
+
+    def rejected(self, reason: str) -> None:
+        self.rejected_total.labels(reason).inc()
+
+    def duplicate(self) -> None:
+        self.duplicates.inc()
+
+    def gap(self) -> None:
+        self.gaps.inc()
+
+    def skipped(self, count: int) -> None:
+        self.skipped_total.inc(count)
+
+
+_DEVICE_LABELS: Final = ["location", "municipality", "site", "device", "class"]
+
+
+class StateCollector(Collector):
+    """Device, series and component metrics, rendered from state at scrape time."""
+
+    def __init__(self, state: State, config: Config) -> None:
+        self.state = state
+        self.config = config
+
+    def _device_labels(self, device: str, location: str, municipality: str) -> list[str]:
+        known = self.config.devices.get(device)
+        if known is None:
+            return [location, municipality, "", device, "unknown"]
+        return [location, municipality, known.site, device, known.device_class]
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("driftsvakt_device_up",
+                               "1 when the device answers, 0 when it does not (by its last "
+                               "reported state)", labels=_DEVICE_LABELS)
+        seen = GaugeMetricFamily("driftsvakt_device_last_seen_timestamp_seconds",
+                                 "Event time of the device's newest event",
+                                 labels=_DEVICE_LABELS)
+        labels_of: dict[str, list[str]] = {}
+        for device, status in self.state.devices.items():
+            labels = self._device_labels(device, status.location, status.municipality)
+            labels_of[device] = labels
+            seen.add_metric(labels, status.last_seen)
+            if status.state in UP_STATES:
+                up.add_metric(labels, 1.0)
+            elif status.state in DOWN_STATES:
+                up.add_metric(labels, 0.0)
+            elif status.state is None and status.last_seen:
+                up.add_metric(labels, 1.0)  # it sends metrics: it is up
+        yield up
+        yield seen
+        yield from self._series(labels_of)
+        component = GaugeMetricFamily(
+            "driftsvakt_component_up", "1 while a collector or engine reports itself online",
+            labels=["location", "component", "instance"])
+        for (location, name, instance), reported in self.state.components.items():
+            component.add_metric([location, name, instance],
+                                 1.0 if reported.status == "online" else 0.0)
+        yield component
+
+    def _series(self, labels_of: dict[str, list[str]]) -> Iterator[Metric]:
+        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {}
+        extra_names: dict[str, list[str]] = defaultdict(list)
+        for (device, name, labels), value in self.state.series.items():
+            family = families.get(name)
+            extra = [k for k, _ in labels]
+            if family is None:
+                metric = f"driftsvakt_{name}"
+                if value.kind == "gauge":
+                    family = GaugeMetricFamily(metric, f"{name} as reported by the device",
+                                               labels=[*_DEVICE_LABELS, *extra])
+                else:
+                    family = CounterMetricFamily(metric.removesuffix("_total"),
+                                                 f"{name} as reported by the device",
+                                                 labels=[*_DEVICE_LABELS, *extra])
+                families[name] = family
+                extra_names[name] = extra
+            if extra != extra_names[name]:
+                continue  # one name, one label set: a collector that mixes them is ignored
+            base = labels_of.get(device) or [ "", "", "", device, "unknown"]
+            family.add_metric([*base, *(v for _, v in labels)], value.value)
+        yield from families.values()

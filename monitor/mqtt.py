@@ -1,0 +1,138 @@
+"""aiomqtt, extended where driftsvakt needs more than it gives, and connection helpers.
+
+aiomqtt 2.5 waits for a PUBACK but throws its reason code away, so a publish the
+broker refuses (0x87 not authorised, 0x97 quota exceeded, ...) looks like success.
+:class:`MqttClient` keeps the reason code of each PUBACK and raises
+:class:`PublishRefused` for codes >= 0x80. It also drains the incoming queue in
+batches: the per-message task that ``client.messages`` creates is most of the cost
+of receiving one message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import ssl
+from typing import Any, Final
+
+import aiomqtt
+import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from monitor.config import Broker
+
+__all__ = [
+    "Backoff",
+    "MqttClient",
+    "PublishRefused",
+    "client_for",
+    "session_properties",
+]
+
+SESSION_EXPIRY_SECONDS: Final = 24 * 3600
+
+
+class PublishRefused(aiomqtt.MqttError):
+    """The broker answered a QoS 1 publish with a failure reason code (>= 0x80)."""
+
+    def __init__(self, topic: str, code: int, name: str) -> None:
+        super().__init__(f"publish to {topic} refused: 0x{code:02x} {name}")
+        self.topic = topic
+        self.code = code
+        self.name = name
+
+
+class MqttClient(aiomqtt.Client):
+    """aiomqtt's client with PUBACK reason codes checked and batched receive."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._reasons: dict[int, ReasonCode] = {}
+        self.v5 = kwargs.get("protocol") == aiomqtt.ProtocolVersion.V5
+
+    def _on_publish(self, client: paho.Client, userdata: Any, mid: int,
+                    reason_code: ReasonCode, properties: Properties) -> None:
+        if mid in self._pending_publishes:
+            self._reasons[mid] = reason_code
+        super()._on_publish(client, userdata, mid, reason_code, properties)
+
+    async def publish_checked(self, topic: str, payload: bytes, *, qos: int = 1,
+                              retain: bool = False, ack_timeout: float = 10.0) -> None:
+        """Publish and wait for the broker's acknowledgement; raise on refusal.
+
+        Mirrors ``aiomqtt.Client.publish`` but keeps the message id, so the reason
+        code of its PUBACK can be read back.
+        """
+        info = self._client.publish(topic, payload, qos, retain)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
+        if qos == 0:
+            return
+        if not info.is_published():
+            confirmation = asyncio.Event()
+            with self._pending_call(info.mid, confirmation, self._pending_publishes):
+                await self._wait_for(confirmation.wait(), timeout=ack_timeout)
+        reason = self._reasons.pop(info.mid, None)
+        if reason is not None and reason.value >= 0x80:
+            raise PublishRefused(topic, reason.value, reason.getName())
+
+    async def receive_batch(self, max_messages: int) -> list[aiomqtt.Message]:
+        """Wait for one message, then take what else is queued, up to ``max_messages``."""
+        first = await anext(aiter(self.messages))
+        batch = [first]
+        queue: asyncio.Queue[aiomqtt.Message] = self._queue
+        with contextlib.suppress(asyncio.QueueEmpty):
+            while len(batch) < max_messages:
+                batch.append(queue.get_nowait())
+        return batch
+
+
+def session_properties(expiry: int = SESSION_EXPIRY_SECONDS) -> Properties:
+    """CONNECT properties for a session the broker keeps while we are away."""
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.SessionExpiryInterval = expiry
+    return props
+
+
+def client_for(broker: Broker, *, identifier: str, password: str | None = None,
+               will: aiomqtt.Will | None = None, persistent: bool = False,
+               v5: bool = True, max_inflight: int = 1000) -> MqttClient:
+    """Build a client for ``broker``; ``persistent`` keeps the session across restarts."""
+    tls: ssl.SSLContext | None = None
+    if broker.tls_ca:
+        tls = ssl.create_default_context(cafile=broker.tls_ca)
+    protocol = aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311
+    kwargs: dict[str, Any] = {}
+    if v5:
+        kwargs["clean_start"] = not persistent
+        if persistent:
+            kwargs["properties"] = session_properties()
+    else:
+        kwargs["clean_session"] = not persistent
+    return MqttClient(
+        broker.host, broker.port, username=broker.username, password=password,
+        identifier=identifier, protocol=protocol, will=will, keepalive=broker.keepalive,
+        tls_context=tls, timeout=10.0, max_inflight_messages=max_inflight,
+        max_queued_outgoing_messages=0, **kwargs,
+    )
+
+
+class Backoff:
+    """Full-jitter exponential backoff: wait a random time up to ``base * 2**n``, capped."""
+
+    def __init__(self, base: float = 0.25, cap: float = 15.0) -> None:
+        self.base = base
+        self.cap = cap
+        self.attempt = 0
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+    async def wait(self) -> float:
+        delay = random.uniform(0, min(self.cap, self.base * 2**self.attempt))
+        self.attempt += 1
+        await asyncio.sleep(delay)
+        return delay

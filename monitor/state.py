@@ -1,0 +1,95 @@
+"""The engine's live picture: the latest sample of every series, and each device's status.
+
+Events are applied by *event time*: a late or replayed event never overwrites a newer
+value, so both locations end with the same picture whatever order they received in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from monitor.events import (
+    CheckEvent,
+    ComponentStatus,
+    DeviceTopic,
+    Event,
+    HeartbeatEvent,
+    MetricsEvent,
+    StateEvent,
+    TrapEvent,
+)
+
+__all__ = ["DeviceStatus", "SeriesKey", "SeriesValue", "State"]
+
+LabelsKey = tuple[tuple[str, str], ...]
+SeriesKey = tuple[str, str, LabelsKey]  # device, metric name, sorted labels
+
+
+@dataclass(slots=True)
+class SeriesValue:
+    value: float
+    ts: float
+    kind: str
+
+
+@dataclass(slots=True)
+class DeviceStatus:
+    location: str
+    municipality: str
+    last_seen: float = 0.0
+    state: str | None = None
+    state_since: float | None = None
+    reason: str | None = None
+    interval: float | None = None
+
+
+@dataclass(slots=True)
+class State:
+    series: dict[SeriesKey, SeriesValue] = field(default_factory=dict)
+    devices: dict[str, DeviceStatus] = field(default_factory=dict)
+    components: dict[tuple[str, str, str], ComponentStatus] = field(default_factory=dict)
+    checks: dict[tuple[str, str], CheckEvent] = field(default_factory=dict)
+    traps_total: int = 0
+
+    def apply(self, topic: DeviceTopic, event: Event) -> DeviceStatus:
+        """Apply one admitted event; return the device's status after it."""
+        status = self.devices.get(event.device)
+        if status is None:
+            status = self.devices[event.device] = DeviceStatus(topic.location, topic.municipality)
+        if event.ts > status.last_seen:
+            status.last_seen = event.ts
+        if isinstance(event, MetricsEvent):
+            series = self.series
+            for sample in event.samples:
+                labels = tuple(sorted(sample.labels.items())) if sample.labels else ()
+                key = (event.device, sample.name, labels)
+                current = series.get(key)
+                if current is None:
+                    series[key] = SeriesValue(sample.value, event.ts, sample.kind)
+                elif event.ts >= current.ts:
+                    current.value, current.ts, current.kind = sample.value, event.ts, sample.kind
+            if event.interval is not None:
+                status.interval = event.interval
+        elif isinstance(event, StateEvent):
+            if status.state_since is None or event.ts >= status.state_since:
+                if event.state != status.state:
+                    status.state = event.state
+                    status.state_since = event.ts
+                status.reason = event.reason
+        elif isinstance(event, CheckEvent):
+            check_key = (event.device, event.check)
+            current_check = self.checks.get(check_key)
+            if current_check is None or event.ts >= current_check.ts:
+                self.checks[check_key] = event
+        elif isinstance(event, HeartbeatEvent):
+            status.interval = event.interval
+        elif isinstance(event, TrapEvent):
+            self.traps_total += 1
+        return status
+
+    def apply_component(self, location: str, component: str, instance: str,
+                        status: ComponentStatus) -> None:
+        key = (location, component, instance)
+        current = self.components.get(key)
+        if current is None or status.ts >= current.ts:
+            self.components[key] = status

@@ -1,0 +1,105 @@
+"""Real servers for tests: mosquitto on a free loopback port, started and stopped by PID.
+
+Nothing here is a fake: the broker is Debian's mosquitto, run with a config the test
+writes. Only processes started here are ever signalled, and only by their own PID.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+__all__ = ["Mosquitto", "free_port", "mosquitto_binary", "wait_port"]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout} s")
+
+
+def mosquitto_binary() -> str | None:
+    return shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/bin/mosquitto") if os.path.exists(p)), None)
+
+
+class Mosquitto:
+    """One mosquitto process on 127.0.0.1:``port`` with a config written into ``workdir``."""
+
+    def __init__(self, workdir: Path, port: int | None = None, extra: str = "",
+                 acl: str | None = None) -> None:
+        binary = mosquitto_binary()
+        if binary is None:
+            raise RuntimeError("mosquitto is not installed (the test command installs it)")
+        self.binary = binary
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous true",
+            "persistence false",
+            "max_queued_messages 100000",
+            "max_inflight_messages 0",
+            f"log_dest file {self.workdir / 'mosquitto.log'}",
+            "log_type error",
+            "log_type warning",
+        ]
+        if acl is not None:
+            acl_file = self.workdir / "acl"
+            acl_file.write_text(acl, encoding="utf-8")
+            lines.append(f"acl_file {acl_file}")
+        self.conf = self.workdir / "mosquitto.conf"
+        self.conf.write_text("\n".join(lines) + "\n" + extra, encoding="utf-8")
+
+    def start(self) -> Mosquitto:
+        self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            wait_port(self.port)
+        except TimeoutError:
+            self.stop()
+            log = (self.workdir / "mosquitto.log")
+            raise RuntimeError("mosquitto did not start: " + (
+                log.read_text() if log.exists() else "")) from None
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: no chance to save or say goodbye."""
+        if self.proc is not None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.proc = None
+
+    def __enter__(self) -> Mosquitto:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
