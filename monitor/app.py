@@ -118,6 +118,8 @@ async def run_engine(config_path: str, location: str, *, http_port: int | None =
     done, _ = await asyncio.wait({app.task, asyncio.create_task(stopping.wait())},
                                  return_when=asyncio.FIRST_COMPLETED)
     failed = app.task in done and app.task.exception() is not None
+    if failed:
+        log.error("engine_failed", location=location, exc_info=app.task.exception())
     log.info("engine_stopping", location=location)
     await app.stop()
     log.info("engine_stopped", location=location)

@@ -22,7 +22,7 @@ from monitor.events import Ack as AckPayload
 from monitor.events import ComponentStatus, Rejected, ack_topic, encode, sys_topic
 from monitor.ingest import Ingest
 from monitor.metrics import EngineMetrics
-from monitor.mqtt import Backoff, MqttClient, client_for
+from monitor.mqtt import Backoff, MqttClient, broker_trouble, client_for
 from monitor.store.db import Store
 
 __all__ = ["Engine"]
@@ -80,12 +80,14 @@ class Engine:
                     if failing:
                         log.info("broker_recovered", host=self.broker.host, port=self.broker.port)
                         failing = False
-            except aiomqtt.MqttError as exc:
+            except Exception as exc:
+                if broker_trouble(exc) is None:
+                    raise
                 self.connected = False
                 self.metrics.mqtt_connected.set(0)
                 if not failing:
                     log.warning("broker_unavailable", host=self.broker.host,
-                                port=self.broker.port, error=str(exc))
+                                port=self.broker.port, error=str(broker_trouble(exc)))
                     failing = True
                 if self._stop.is_set():
                     break

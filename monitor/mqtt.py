@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import ssl
 from typing import Any, Final
@@ -28,6 +29,7 @@ __all__ = [
     "Backoff",
     "MqttClient",
     "PublishRefused",
+    "broker_trouble",
     "client_for",
     "session_properties",
 ]
@@ -90,6 +92,31 @@ class MqttClient(aiomqtt.Client):
         return batch
 
 
+def broker_trouble(exc: BaseException) -> aiomqtt.MqttError | None:
+    """The MQTT error in ``exc`` — plain or inside a TaskGroup's exception group — if
+    that is all it holds; None if anything else is in it (a bug: let it propagate)."""
+    if isinstance(exc, aiomqtt.MqttError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        match, rest = exc.split(aiomqtt.MqttError)
+        if rest is None and match is not None:
+            first = match.exceptions[0]
+            return broker_trouble(first)
+    return None
+
+
+class _PendingCallsFilter(logging.Filter):
+    """aiomqtt warns once per publish while more than 50 are pending; pipelining
+    hundreds is how the publisher reaches its throughput, so that warning is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("There are ")
+
+
+_AIOMQTT_LOGGER: Final = logging.getLogger("driftsvakt.aiomqtt")
+_AIOMQTT_LOGGER.addFilter(_PendingCallsFilter())
+
+
 def session_properties(expiry: int = SESSION_EXPIRY_SECONDS) -> Properties:
     """CONNECT properties for a session the broker keeps while we are away."""
     props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -115,6 +142,7 @@ def client_for(broker: Broker, *, identifier: str, password: str | None = None,
     return MqttClient(
         broker.host, broker.port, username=broker.username, password=password,
         identifier=identifier, protocol=protocol, will=will, keepalive=broker.keepalive,
+        logger=_AIOMQTT_LOGGER,
         tls_context=tls, timeout=10.0, max_inflight_messages=max_inflight,
         max_queued_outgoing_messages=0, **kwargs,
     )

@@ -62,6 +62,10 @@ class Mosquitto:
             "log_type error",
             "log_type warning",
         ]
+        if os.geteuid() == 0:
+            # As root, mosquitto switches to its own user and then cannot read files in
+            # the test's private temporary directory: stay the user that started it.
+            lines.append("user root")
         if acl is not None:
             acl_file = self.workdir / "acl"
             acl_file.write_text(acl, encoding="utf-8")
@@ -77,7 +81,9 @@ class Mosquitto:
         except TimeoutError:
             self.stop()
             log = (self.workdir / "mosquitto.log")
-            raise RuntimeError("mosquitto did not start: " + (
+            stderr = self.proc.stderr.read().decode(errors="replace") if self.proc and \
+                self.proc.stderr else ""
+            raise RuntimeError("mosquitto did not start: " + stderr + (
                 log.read_text() if log.exists() else "")) from None
         return self
 

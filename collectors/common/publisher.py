@@ -19,6 +19,7 @@ seen (mosquitto drops such messages silently); this is logged once at start.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from collectors.common.outbox import Outbox, OutboxRow
 from monitor.config import Broker
 from monitor.events import ComponentStatus, Rejected, ack_topic, decode_ack, device_topic, encode
 from monitor.events import sys_topic as make_sys_topic
-from monitor.mqtt import Backoff, MqttClient, PublishRefused, client_for
+from monitor.mqtt import Backoff, MqttClient, PublishRefused, broker_trouble, client_for
 
 __all__ = ["Publisher", "PublisherStats"]
 
@@ -41,6 +42,7 @@ log = structlog.get_logger(__name__)
 STATUS_EVERY: Final = 30.0
 EXPIRE_EVERY: Final = 60.0
 REFUSED_BACKOFF: Final = 5.0
+RESEND_AFTER_MAX: Final = 120.0
 _ENCODER: Final = msgspec.json.Encoder()
 
 
@@ -80,6 +82,9 @@ class Publisher:
         self.acked: dict[str, int] = {}
         self.next_send = outbox.first_seq
         self._progress_at = time.monotonic()
+        # Doubles after each resend that brought no acknowledgement, so that an engine
+        # that is away for long does not get the same window queued again and again.
+        self._resend_after = ack_timeout
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self.status_topic = make_sys_topic(location, component, instance)
@@ -133,10 +138,13 @@ class Publisher:
                         failing = False
                     backoff.reset()
                     await self._session(client)
-            except aiomqtt.MqttError as exc:
+            except Exception as exc:
+                trouble = broker_trouble(exc)
+                if trouble is None:
+                    raise
                 if not failing:
                     log.warning("broker_unavailable", instance=self.instance,
-                                host=self.broker.host, port=self.broker.port, error=str(exc))
+                                host=self.broker.host, port=self.broker.port, error=str(trouble))
                     failing = True
             finally:
                 self.connected = False
@@ -193,6 +201,7 @@ class Publisher:
                 deleted = await self.outbox.acknowledge(upto)
                 self.stats.acknowledged += deleted
                 self._progress_at = time.monotonic()
+                self._resend_after = self.ack_timeout
                 self._wake.set()
 
     async def _status_loop(self, client: MqttClient) -> None:
@@ -219,18 +228,18 @@ class Publisher:
                     if not await self._send_rows(client, rows):
                         await self._sleep_or_stop(asyncio.sleep(REFUSED_BACKOFF))
                     continue
-            if outstanding > 0 and time.monotonic() - self._progress_at > self.ack_timeout:
+            waited = time.monotonic() - self._progress_at
+            if outstanding > 0 and waited > self._resend_after:
                 log.info("resending", instance=self.instance, from_seq=acked + 1,
-                         outstanding=outstanding, waited=self.ack_timeout)
+                         outstanding=outstanding, waited=round(waited, 1))
                 self.stats.resent += outstanding
                 self.next_send = acked + 1
                 self._progress_at = time.monotonic()
+                self._resend_after = min(self._resend_after * 2, RESEND_AFTER_MAX)
                 continue
             self._wake.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.ack_timeout / 2)
-            except TimeoutError:
-                pass
 
     async def _send_rows(self, client: MqttClient, rows: list[OutboxRow]) -> bool:
         """Publish ``rows`` pipelined; False if the broker refused one (sent again later)."""

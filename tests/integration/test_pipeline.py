@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -37,13 +37,21 @@ async def _metric(url: str, name: str) -> float:
     return total
 
 
-async def _until(predicate: object, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
+async def _until(predicate: Callable[[], Awaitable[bool]], within: float) -> None:
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        if await predicate():  # type: ignore[operator]
+        if await predicate():
             return
         await asyncio.sleep(0.1)
-    raise AssertionError(f"condition not met within {timeout} s")
+    raise AssertionError(f"condition not met within {within} s")
+
+
+async def _ready(url: str) -> None:
+    async def ready() -> bool:
+        async with aiohttp.ClientSession() as session, session.get(f"{url}/readyz") as resp:
+            return resp.status == 200
+
+    await _until(ready, 10)
 
 
 async def test_ten_thousand_events_applied_exactly_once(tmp_path: Path, broker: Mosquitto
@@ -51,6 +59,7 @@ async def test_ten_thousand_events_applied_exactly_once(tmp_path: Path, broker: 
     """10,000 events from one publisher are each applied once and show in /metrics."""
     config = load_config(write_estate(tmp_path, broker.port))
     engine = await start_engine(config, "alta", http_port=0)
+    await _ready(engine.url)
     outbox = await Outbox.open(tmp_path / "outbox.db")
     publisher = Publisher(broker=config.broker_for("alta"), location="alta",
                           component="snmp", instance="snmp-alta-1", outbox=outbox)
@@ -76,4 +85,84 @@ async def test_ten_thousand_events_applied_exactly_once(tmp_path: Path, broker: 
         publisher.stop()
         await asyncio.wait_for(runner, 10)
         await outbox.close()
+        await engine.stop()
+
+
+async def test_refused_publish_is_kept_counted_and_retried(tmp_path: Path) -> None:
+    """A publish the ACL denies is seen by its v5 reason code (0x87) and stays queued."""
+    acl = (
+        "topic readwrite driftsvakt/v1/_sys/#\n"
+        "topic read driftsvakt/v1/_ack/#\n"
+        "topic write driftsvakt/v1/alta/loppa/loppa-sw1/#\n"
+    )
+    with Mosquitto(tmp_path / "broker", acl=acl) as broker:
+        config = load_config(write_estate(tmp_path, broker.port))
+        outbox = await Outbox.open(tmp_path / "outbox.db")
+        publisher = Publisher(broker=config.broker_for("alta"), location="alta",
+                              component="snmp", instance="snmp-alta-1", outbox=outbox)
+        runner = asyncio.create_task(publisher.run())
+        try:
+            await publisher.emit("loppa", "loppa-sw1", "heartbeat", time.time(), interval=30.0)
+            seq = await publisher.emit("loppa", "loppa-sw2", "heartbeat", time.time(),
+                                       interval=30.0)
+
+            async def refused() -> bool:
+                return publisher.stats.refused.get(0x87, 0) >= 1
+
+            await _until(refused, 10)
+            assert 1 == publisher.stats.published  # the permitted one
+            assert seq == publisher.next_send      # the refused one is next, again
+            assert 2 == outbox.rows                # nothing acknowledged, nothing lost
+        finally:
+            publisher.stop()
+            await asyncio.wait_for(runner, 10)
+            await outbox.close()
+
+
+async def test_bad_payloads_are_dead_lettered_and_acknowledged(tmp_path: Path,
+                                                               broker: Mosquitto) -> None:
+    """Malformed payloads are counted by reason, kept with their reason, and do not
+    stop the engine; one whose src and seq can be read counts as processed."""
+    import aiomqtt
+
+    from monitor.events import ack_topic, decode_ack
+
+    config = load_config(write_estate(tmp_path, broker.port))
+    engine = await start_engine(config, "alta", http_port=0)
+    await _ready(engine.url)
+    try:
+        topic = "driftsvakt/v1/alta/loppa/loppa-sw1/state"
+        bad = [
+            (topic, b"{not json"),
+            (topic, b'{"v":1,"ts":1,"src":"rogue-1","seq":1,"device":"loppa-sw1",'
+                    b'"state":"sleepy"}'),
+            (topic, b'{"v":9,"src":"rogue-1","seq":2}'),
+            ("driftsvakt/v1/alta/loppa/loppa-sw1/logs", b"{}"),
+            (topic, b'{"v":1,"ts":1,"src":"rogue-1","seq":3,"device":"loppa-sw2",'
+                    b'"state":"up"}'),
+        ]
+        async with aiomqtt.Client("127.0.0.1", broker.port,
+                                  protocol=aiomqtt.ProtocolVersion.V5) as client:
+            await client.subscribe(ack_topic("alta", "rogue-1"), qos=1)
+            for bad_topic, payload in bad:
+                await client.publish(bad_topic, payload, qos=1)
+            good = (b'{"v":1,"ts":%f,"src":"rogue-1","seq":4,"device":"loppa-sw1",'
+                    b'"state":"up"}' % time.time())
+            await client.publish(topic, good, qos=1)
+            async with asyncio.timeout(10):
+                async for message in client.messages:
+                    assert isinstance(message.payload, bytes)
+                    if decode_ack(message.payload).seq == 4:
+                        break
+
+        async def all_counted() -> bool:
+            return 5 == await _metric(engine.url, "driftsvakt_events_rejected_total")
+
+        await _until(all_counted, 10)
+        dead = await engine.store.dead_letters()
+        assert ["bad_topic", "invalid", "malformed_json", "topic_mismatch",
+                "unsupported_version"] == sorted(d.reason for d in dead)
+        assert 1 == await _metric(engine.url, "driftsvakt_events_applied_total")
+        assert 1 == await _metric(engine.url, "driftsvakt_device_up")
+    finally:
         await engine.stop()
