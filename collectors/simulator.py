@@ -1,0 +1,176 @@
+"""A simulated estate for the demo: plausible events for every device of one location.
+
+Each device reports on its own schedule, spread with jitter; switches and routers
+send interface counters that grow with a daily traffic curve, servers CPU, memory
+and disk, UPSes battery figures, PCs a heartbeat and their CPU. Now and then a
+device goes down for a while and comes back, so the demo has something to show.
+Everything goes through the real :class:`~collectors.common.publisher.Publisher`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+import structlog
+
+from collectors.common.publisher import Publisher
+from monitor.config import Config, Device
+from monitor.events import Sample
+
+__all__ = ["Simulator"]
+
+log = structlog.get_logger(__name__)
+
+PORTS: Final = {"switch": 8, "router": 4, "firewall": 4}
+SPEED_BPS: Final = 1e9
+
+
+@dataclass(slots=True)
+class _DeviceSim:
+    device: Device
+    municipality: str
+    booted: float
+    octets: dict[str, list[float]] = field(default_factory=dict)
+    cpu: float = 0.1
+    down_until: float = 0.0
+    last_state: str = ""
+
+
+class Simulator:
+    """Drives the devices of ``location`` through ``publisher`` until stopped."""
+
+    def __init__(self, config: Config, location: str, publisher: Publisher, *,
+                 interval: float = 15.0, pc_interval: float = 30.0, first_round: float = 5.0,
+                 fault_every: float = 20.0, seed: int | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.location = location
+        self.publisher = publisher
+        self.interval = interval
+        self.pc_interval = pc_interval
+        self.first_round = first_round
+        self.fault_every = fault_every
+        self.rng = random.Random(seed)
+        self.clock = clock
+        self._stop = asyncio.Event()
+        now = clock()
+        self.devices = {
+            d.id: _DeviceSim(d, config.municipality_of(d.id),
+                             booted=now - self.rng.uniform(3600, 90 * 86400))
+            for d in config.devices.values() if config.location_of(d.id) == location
+        }
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        now = self.clock()
+        queue = [(now + self.rng.uniform(0, self.first_round), d) for d in self.devices]
+        heapq.heapify(queue)
+        next_fault = now + self.fault_every
+        log.info("simulator_started", location=self.location, devices=len(self.devices))
+        while not self._stop.is_set() and queue:
+            due = queue[0][0]
+            delay = due - self.clock()
+            if delay > 0:
+                try:
+                    await asyncio.wait_for(self._stop.wait(), timeout=min(delay, 1.0))
+                except TimeoutError:
+                    pass
+                continue
+            # Everything due now goes out together: the outbox commits it in one go.
+            batch: list[tuple[float, str]] = []
+            while queue and queue[0][0] <= due + 0.05:
+                batch.append(heapq.heappop(queue))
+            await asyncio.gather(*(self._report(self.devices[d], t) for t, d in batch))
+            for t, d in batch:
+                every = (self.pc_interval if self.devices[d].device.device_class == "pc"
+                         else self.interval)
+                heapq.heappush(queue, (t + every, d))
+            if due >= next_fault:
+                self._inject_fault(due)
+                next_fault = due + self.rng.expovariate(1 / self.fault_every)
+
+    def _inject_fault(self, now: float) -> None:
+        candidates = [s for s in self.devices.values()
+                      if s.device.device_class not in ("pc",) and s.down_until < now]
+        if not candidates:
+            return
+        sim = self.rng.choice(candidates)
+        sim.down_until = now + self.rng.uniform(30, 120)
+        log.info("simulated_fault", location=self.location, device=sim.device.id,
+                 until=round(sim.down_until - now))
+
+    async def _report(self, sim: _DeviceSim, now: float) -> None:
+        device = sim.device
+        emit = self.publisher.emit
+        if now < sim.down_until:
+            if sim.last_state != "down":
+                sim.last_state = "down"
+                await emit(sim.municipality, device.id, "state", now, state="down",
+                           reason="no SNMP response (simulated)")
+            return
+        if sim.last_state == "down":
+            sim.booted = now - self.rng.uniform(5, 60)  # it came back by rebooting
+            sim.octets.clear()
+        if sim.last_state != "up" and device.device_class != "pc":
+            sim.last_state = "up"
+            await emit(sim.municipality, device.id, "state", now, state="up")
+        samples = self._samples(sim, now)
+        if device.device_class == "pc":
+            await emit(sim.municipality, device.id, "heartbeat", now, interval=self.pc_interval)
+        if samples:
+            interval = self.pc_interval if device.device_class == "pc" else self.interval
+            await emit(sim.municipality, device.id, "metrics", now, samples=samples,
+                       interval=interval)
+
+    def _samples(self, sim: _DeviceSim, now: float) -> list[Sample]:
+        cls = sim.device.device_class
+        rng = self.rng
+        sim.cpu = min(1.0, max(0.01, sim.cpu + rng.gauss(0, 0.03)))
+        uptime = Sample(name="sys_uptime_seconds", value=round(now - sim.booted, 1))
+        if cls in PORTS:
+            hour = (now / 3600 + 1) % 24  # Norwegian local time, roughly
+            load = 0.05 + 0.25 * max(0.0, math.sin(math.pi * (hour - 6) / 14))
+            samples = [uptime, Sample(name="cpu_usage_ratio", value=round(sim.cpu * 0.5, 4))]
+            for port in range(1, PORTS[cls] + 1):
+                ifname = f"Gi1/0/{port}"
+                counters = sim.octets.setdefault(ifname, [rng.uniform(0, 1e12),
+                                                          rng.uniform(0, 1e12)])
+                for i in (0, 1):
+                    counters[i] += load * SPEED_BPS / 8 * self.interval * rng.uniform(0.5, 1.5)
+                oper_up = not (port == PORTS[cls] and rng.random() < 0.02)
+                labels = {"ifname": ifname}
+                samples += [
+                    Sample(name="if_hc_in_octets", value=float(int(counters[0])),
+                           labels=labels, kind="counter64"),
+                    Sample(name="if_hc_out_octets", value=float(int(counters[1])),
+                           labels=labels, kind="counter64"),
+                    Sample(name="if_oper_status", value=1.0 if oper_up else 2.0, labels=labels),
+                ]
+            return samples
+        if cls == "server":
+            return [
+                uptime,
+                Sample(name="cpu_usage_ratio", value=round(sim.cpu, 4)),
+                Sample(name="memory_used_ratio", value=round(0.4 + 0.4 * sim.cpu, 4)),
+                Sample(name="filesystem_used_ratio", value=round(rng.uniform(0.3, 0.9), 3),
+                       labels={"mountpoint": "/"}),
+                Sample(name="load1", value=round(sim.cpu * 4, 2)),
+            ]
+        if cls == "ups":
+            return [
+                Sample(name="ups_on_battery", value=0.0),
+                Sample(name="ups_battery_charge_ratio", value=1.0),
+                Sample(name="ups_runtime_seconds", value=round(rng.uniform(1700, 1900))),
+            ]
+        if cls == "pc":
+            return [Sample(name="cpu_usage_ratio", value=round(sim.cpu, 4))]
+        return [uptime]

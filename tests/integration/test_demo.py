@@ -1,0 +1,58 @@
+"""`driftsvakt demo` as a user runs it: serves demo devices within 30 s, stops on Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.servers import free_port
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _device_up_lines(port: int) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return 0
+    return sum(1 for line in text.splitlines() if line.startswith("driftsvakt_device_up{"))
+
+
+@pytest.mark.parametrize("broker", ["mosquitto", "amqtt"])
+def test_demo_serves_devices_and_stops_on_sigint(tmp_path: Path, broker: str) -> None:
+    """Both engines show demo devices within 30 s; SIGINT stops everything, exit 0."""
+    port = free_port()
+    while free_port() == port + 1:  # the second engine takes port + 1
+        port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "monitor.cli", "--log-json", "demo", "--http-port", str(port),
+         "--broker", broker, "--workdir", str(tmp_path / "demo")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 30
+        counts = (0, 0)
+        while time.monotonic() < deadline:
+            counts = (_device_up_lines(port), _device_up_lines(port + 1))
+            if min(counts) >= 1000:
+                break
+            time.sleep(0.5)
+        assert min(counts) >= 1000, f"device_up lines per engine: {counts}"
+        os.kill(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+        assert 0 == proc.returncode, err.decode()[-3000:]
+        assert b"driftsvakt demo is running" in out
+        assert b"demo_stopped" in err
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
