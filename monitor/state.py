@@ -60,14 +60,22 @@ class State:
             status.last_seen = event.ts
         if isinstance(event, MetricsEvent):
             series = self.series
+            device, ts = event.device, event.ts
             for sample in event.samples:
-                labels = tuple(sorted(sample.labels.items())) if sample.labels else ()
-                key = (event.device, sample.name, labels)
+                labels = sample.labels
+                if not labels:
+                    key: SeriesKey = (device, sample.name, ())
+                elif len(labels) == 1:
+                    key = (device, sample.name, tuple(labels.items()))
+                else:
+                    key = (device, sample.name, tuple(sorted(labels.items())))
                 current = series.get(key)
                 if current is None:
-                    series[key] = SeriesValue(sample.value, event.ts, sample.kind)
-                elif event.ts >= current.ts:
-                    current.value, current.ts, current.kind = sample.value, event.ts, sample.kind
+                    series[key] = SeriesValue(sample.value, ts, sample.kind)
+                elif ts >= current.ts:
+                    current.value = sample.value
+                    current.ts = ts
+                    current.kind = sample.kind
             if event.interval is not None:
                 status.interval = event.interval
         elif isinstance(event, StateEvent):

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Prepare this checkout on a fresh machine: system packages (when root and missing),
+# a virtual environment in .venv, and driftsvakt installed into it with its extras.
+#   scripts/setup.sh [EXTRAS]      EXTRAS defaults to "test,demo"
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="${1:-test,demo}"
+
+need_apt=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing ${need_apt[*]} with apt-get"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      "${need_apt[@]}" >/dev/null
+    # The package starts a system broker on port 1883; driftsvakt starts its own.
+    if command -v systemctl >/dev/null 2>&1; then systemctl disable --now mosquitto \
+      >/dev/null 2>&1 || true; fi
+  else
+    echo "setup: ${need_apt[*]} missing and not root: install it, or the demo uses amqtt" >&2
+  fi
+fi
+
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$python" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e ".[${extras}]"
