@@ -10,6 +10,7 @@ Everything goes through the real :class:`~collectors.common.publisher.Publisher`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import math
 import random
@@ -80,10 +81,8 @@ class Simulator:
             due = queue[0][0]
             delay = due - self.clock()
             if delay > 0:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), timeout=min(delay, 1.0))
-                except TimeoutError:
-                    pass
                 continue
             # Everything due now goes out together: the outbox commits it in one go.
             batch: list[tuple[float, str]] = []

@@ -119,8 +119,8 @@ async def _amqtt(port: int) -> AsyncIterator[None]:
         await broker.shutdown()
 
 
-async def _wait_port(port: int, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
+async def _wait_port(port: int, within: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
     while True:
         try:
             _, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -160,7 +160,7 @@ async def run_demo(config_path: str | None, *, http_port: int = 9810, broker: st
         if workdir is None:
             workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="driftsvakt-demo-"))
         work = Path(workdir)
-        work.mkdir(parents=True, exist_ok=True)
+        work.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, at start
         if use_mosquitto:
             ports = {loc: _free_port() for loc in locations}
         else:

@@ -44,7 +44,9 @@ async def main(config_path: str, location: str, instance: str, total: int, outbo
         if ahead > 0:
             await asyncio.sleep(ahead)
     while outbox.rows > 0:
-        await asyncio.sleep(0.05)
+        outbox.changed.clear()
+        if outbox.rows > 0:
+            await outbox.changed.wait()
     publisher.stop()
     await asyncio.wait_for(runner, 10)
     print(json.dumps({"emitted": publisher.stats.emitted, "resent": publisher.stats.resent,
