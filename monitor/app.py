@@ -85,7 +85,7 @@ async def start_engine(config: Config, location: str, *, http_port: int | None =
     ingest = Ingest(state, await store.load_progress(), metrics)
     engine = Engine(broker=broker, location=location, store=store, ingest=ingest,
                     metrics=metrics, password=password, v5=v5,
-                    batch_max=config.engine.batch_max)
+                    batch_max=config.engine.batch_max, batch_wait=config.engine.batch_wait)
 
     async def ready() -> dict[str, bool]:
         return {"broker": engine.connected, "store": await store.writable()}

@@ -40,7 +40,8 @@ class Engine:
 
     def __init__(self, *, broker: Broker, location: str, store: Store, ingest: Ingest,
                  metrics: EngineMetrics, password: str | None = None, v5: bool = True,
-                 batch_max: int = 2000, instance: str | None = None) -> None:
+                 batch_max: int = 2000, batch_wait: float = 0.02,
+                 instance: str | None = None) -> None:
         self.broker = broker
         self.location = location
         self.store = store
@@ -49,6 +50,7 @@ class Engine:
         self.password = password
         self.v5 = v5
         self.batch_max = batch_max
+        self.batch_wait = batch_wait
         self.instance = instance or location
         self.connected = False
         self._stop = asyncio.Event()
@@ -126,7 +128,7 @@ class Engine:
         stop_wait = asyncio.create_task(self._stop.wait())
         try:
             while True:
-                receive = asyncio.create_task(client.receive_batch(self.batch_max))
+                receive = asyncio.create_task(client.receive_batch(self.batch_max, self.batch_wait))
                 done, _ = await asyncio.wait({receive, stop_wait},
                                              return_when=asyncio.FIRST_COMPLETED)
                 if receive not in done:

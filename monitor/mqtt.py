@@ -81,15 +81,80 @@ class MqttClient(aiomqtt.Client):
         if reason is not None and reason.value >= 0x80:
             raise PublishRefused(topic, reason.value, reason.getName())
 
-    async def receive_batch(self, max_messages: int) -> list[aiomqtt.Message]:
-        """Wait for one message, then take what else is queued, up to ``max_messages``."""
+    async def publish_many(self, messages: list[tuple[str, bytes]], *,
+                           ack_timeout: float = 30.0) -> list[PublishRefused | None]:
+        """Publish QoS 1 messages pipelined; wait for all PUBACKs; report refusals.
+
+        One waiter for the whole batch instead of aiomqtt's per-call bookkeeping, which
+        scans every pending call on each publish (quadratic in the messages in flight:
+        see bench/bench_pipeline.py). The result lists, per message, None or the
+        refusal its PUBACK carried.
+        """
+        waiter = _BatchWaiter(len(messages))
+        mids: list[int] = []
+        try:
+            for topic, payload in messages:
+                info = self._client.publish(topic, payload, 1, False)
+                if info.rc != paho.MQTT_ERR_SUCCESS:
+                    raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
+                mids.append(info.mid)
+                # Registered before any PUBACK can be read: both happen on this thread,
+                # and the reader runs only when we yield to the event loop.
+                self._pending_publishes[info.mid] = waiter  # type: ignore[assignment]
+            await self._wait_for(waiter.wait(), timeout=ack_timeout)
+        finally:
+            for mid in mids:
+                self._pending_publishes.pop(mid, None)
+        results: list[PublishRefused | None] = []
+        for mid, (topic, _) in zip(mids, messages, strict=True):
+            reason = self._reasons.pop(mid, None)
+            refused = reason is not None and reason.value >= 0x80
+            results.append(PublishRefused(topic, reason.value, reason.getName())
+                           if refused and reason is not None else None)
+        return results
+
+    async def receive_batch(self, max_messages: int, linger: float = 0.0
+                            ) -> list[aiomqtt.Message]:
+        """Wait for one message, then take what else is queued, up to ``max_messages``.
+
+        If more than the first were already queued (we are under load), wait up to
+        ``linger`` seconds for the batch to fill: one store commit and one ack per
+        source then serve many messages. A lone message is never held back.
+        """
         first = await anext(aiter(self.messages))
         batch = [first]
         queue: asyncio.Queue[aiomqtt.Message] = self._queue
+        self._drain(queue, batch, max_messages)
+        if linger > 0 and 1 < len(batch) < max_messages:
+            await asyncio.sleep(linger)
+            self._drain(queue, batch, max_messages)
+        return batch
+
+    @staticmethod
+    def _drain(queue: asyncio.Queue[aiomqtt.Message], batch: list[aiomqtt.Message],
+               max_messages: int) -> None:
         with contextlib.suppress(asyncio.QueueEmpty):
             while len(batch) < max_messages:
                 batch.append(queue.get_nowait())
-        return batch
+
+
+class _BatchWaiter:
+    """Stands in for aiomqtt's per-publish ``asyncio.Event``: its ``set()`` is called once
+    per PUBACK, and the batch is done when all have come."""
+
+    def __init__(self, count: int) -> None:
+        self._left = count
+        self._done = asyncio.Event()
+        if count == 0:
+            self._done.set()
+
+    def set(self) -> None:
+        self._left -= 1
+        if self._left <= 0:
+            self._done.set()
+
+    async def wait(self) -> None:
+        await self._done.wait()
 
 
 def broker_trouble(exc: BaseException) -> aiomqtt.MqttError | None:

@@ -33,7 +33,7 @@ from collectors.common.outbox import Outbox, OutboxRow
 from monitor.config import Broker
 from monitor.events import ComponentStatus, Rejected, ack_topic, decode_ack, device_topic, encode
 from monitor.events import sys_topic as make_sys_topic
-from monitor.mqtt import Backoff, MqttClient, PublishRefused, broker_trouble, client_for
+from monitor.mqtt import Backoff, MqttClient, broker_trouble, client_for
 
 __all__ = ["Publisher", "PublisherStats"]
 
@@ -63,7 +63,7 @@ class Publisher:
 
     def __init__(self, *, broker: Broker, location: str, component: str, instance: str,
                  outbox: Outbox, wait_for: Sequence[str] | None = None, window: int = 5000,
-                 ack_timeout: float = 5.0, chunk: int = 500, password: str | None = None,
+                 ack_timeout: float = 5.0, chunk: int = 200, password: str | None = None,
                  v5: bool = True, version: str = "0.1.0") -> None:
         self.broker = broker
         self.location = location
@@ -244,23 +244,19 @@ class Publisher:
     async def _send_rows(self, client: MqttClient, rows: list[OutboxRow]) -> bool:
         """Publish ``rows`` pipelined; False if the broker refused one (sent again later)."""
         floor = self.outbox.first_seq
-        results = await asyncio.gather(
-            *(client.publish_checked(row.topic, _with_seq(row, floor)) for row in rows),
-            return_exceptions=True)
-        for row, result in zip(rows, results, strict=True):
-            if result is None:
+        results = await client.publish_many([(row.topic, _with_seq(row, floor))
+                                             for row in rows])
+        for row, refused in zip(rows, results, strict=True):
+            if refused is None:
                 self.stats.published += 1
                 self.next_send = row.seq + 1
                 continue
-            if isinstance(result, PublishRefused):
-                self.stats.refused[result.code] = self.stats.refused.get(result.code, 0) + 1
-                log.error("publish_refused", instance=self.instance, topic=result.topic,
-                          code=f"0x{result.code:02x}", reason=result.name, seq=row.seq,
-                          kept="in outbox, retried")
-                self.next_send = row.seq
-                return False
-            if isinstance(result, BaseException):
-                raise result
+            self.stats.refused[refused.code] = self.stats.refused.get(refused.code, 0) + 1
+            log.error("publish_refused", instance=self.instance, topic=refused.topic,
+                      code=f"0x{refused.code:02x}", reason=refused.name, seq=row.seq,
+                      kept="in outbox, retried")
+            self.next_send = row.seq
+            return False
         return True
 
 
