@@ -323,7 +323,7 @@ def _reject_unknown_version(payload: bytes) -> None:
         version = _VERSION_DECODER.decode(payload).v
     except (msgspec.DecodeError, msgspec.ValidationError, ValueError, RecursionError):
         return
-    if version != SCHEMA_VERSION:
+    if version is not None and version != SCHEMA_VERSION:
         raise Rejected("unsupported_version", f"schema version {version!r} is not supported")
 
 

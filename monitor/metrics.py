@@ -129,10 +129,23 @@ class StateCollector(Collector):
         component = GaugeMetricFamily(
             "driftsvakt_component_up", "1 while a collector or engine reports itself online",
             labels=["location", "component", "instance"])
+        labels = ["location", "component", "instance"]
+        rows = GaugeMetricFamily("driftsvakt_outbox_rows",
+                                 "Events in a collector's outbox awaiting acknowledgement",
+                                 labels=labels)
+        dropped = CounterMetricFamily("driftsvakt_outbox_dropped",
+                                      "Events a collector dropped from its full or old outbox",
+                                      labels=labels)
         for (location, name, instance), reported in self.state.components.items():
-            component.add_metric([location, name, instance],
-                                 1.0 if reported.status == "online" else 0.0)
+            key = [location, name, instance]
+            component.add_metric(key, 1.0 if reported.status == "online" else 0.0)
+            if reported.outbox_rows is not None:
+                rows.add_metric(key, float(reported.outbox_rows))
+            if reported.outbox_dropped is not None:
+                dropped.add_metric(key, float(reported.outbox_dropped))
         yield component
+        yield rows
+        yield dropped
 
     def _series(self, labels_of: dict[str, list[str]]) -> Iterator[Metric]:
         families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {}

@@ -96,9 +96,13 @@ class Processes:
         assert code == 0, self.logs()
 
     def stop_engine(self) -> int:
+        """SIGTERM: the engine must flush, acknowledge and close within 10 s."""
         assert self.engine is not None
+        started = time.monotonic()
         self.engine.send_signal(signal.SIGTERM)
-        return self.engine.wait(timeout=15)
+        code = self.engine.wait(timeout=15)
+        assert time.monotonic() - started < 10.0
+        return code
 
     def logs(self) -> str:
         parts = []

@@ -1,0 +1,126 @@
+"""Ingest without I/O: what is applied, dropped, held back, skipped and rejected."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+
+from monitor.ingest import Ingest, LogLimiter
+from monitor.state import State
+
+TOPIC = "driftsvakt/v1/alta/loppa/loppa-sw1/state"
+NOW = 1_790_000_000.0
+
+
+@dataclass
+class FakeCounters:
+    """A hand-written IngestCounters that records what it is told."""
+
+    applied_by_stream: Counter[str] = field(default_factory=Counter)
+    samples: int = 0
+    lags: list[float] = field(default_factory=list)
+    rejected_by_reason: Counter[str] = field(default_factory=Counter)
+    duplicates: int = 0
+    gaps: int = 0
+    skipped_total: int = 0
+
+    def applied(self, stream: str, samples: int, lag: float) -> None:
+        self.applied_by_stream[stream] += 1
+        self.samples += samples
+        self.lags.append(lag)
+
+    def rejected(self, reason: str) -> None:
+        self.rejected_by_reason[reason] += 1
+
+    def duplicate(self) -> None:
+        self.duplicates += 1
+
+    def gap(self) -> None:
+        self.gaps += 1
+
+    def skipped(self, count: int) -> None:
+        self.skipped_total += count
+
+
+def state_event(seq: int, state: str = "up", floor: int | None = None, ts: float = NOW - 2,
+                device: str = "loppa-sw1") -> tuple[str, bytes]:
+    body: dict[str, object] = {"v": 1, "ts": ts, "src": "snmp-alta-1", "seq": seq,
+                               "device": device, "state": state}
+    if floor is not None:
+        body["floor"] = floor
+    return TOPIC, json.dumps(body).encode()
+
+
+def make() -> tuple[Ingest, FakeCounters]:
+    counters = FakeCounters()
+    return Ingest(State(), {}, counters), counters
+
+
+def test_in_order_events_apply_and_advance_progress() -> None:
+    """Three events in order: all applied, progress 3, lag measured from event time."""
+    ingest, counters = make()
+    effects = ingest.process([state_event(1), state_event(2, "down"), state_event(3)], NOW)
+    assert {"snmp-alta-1": 3} == effects.progress
+    assert {"snmp-alta-1": 3} == effects.counts
+    assert {"state": 3} == dict(counters.applied_by_stream)
+    assert [2.0, 2.0, 2.0] == counters.lags
+    assert "up" == ingest.state.devices["loppa-sw1"].state
+
+
+def test_duplicates_and_gaps_are_not_applied() -> None:
+    """A redelivery is dropped; an event after a gap waits for the resend."""
+    ingest, counters = make()
+    ingest.process([state_event(1)], NOW)
+    effects = ingest.process([state_event(1), state_event(3), state_event(2),
+                              state_event(3)], NOW)
+    assert (1, 1) == (counters.duplicates, counters.gaps)
+    assert {"snmp-alta-1": 3} == effects.progress
+    assert {"snmp-alta-1": 2} == effects.counts
+
+
+def test_floor_skips_what_the_source_no_longer_holds() -> None:
+    """After 2, the source says it holds only from 6: 3..5 are given up and counted."""
+    ingest, counters = make()
+    ingest.process([state_event(1), state_event(2)], NOW)
+    effects = ingest.process([state_event(6, floor=6)], NOW)
+    assert {"snmp-alta-1": 6} == effects.progress
+    assert 3 == counters.skipped_total
+
+
+def test_late_state_never_overwrites_newer() -> None:
+    """Event time decides: an older 'down' that arrives last does not win."""
+    ingest, _ = make()
+    ingest.process([state_event(1, "up", ts=NOW - 10), state_event(2, "down", ts=NOW - 60)],
+                   NOW)
+    status = ingest.state.devices["loppa-sw1"]
+    assert ("up", NOW - 10, NOW - 10) == (status.state, status.state_since, status.last_seen)
+
+
+def test_rejected_payload_counts_as_processed_only_in_order() -> None:
+    """A bad payload with a readable src/seq advances progress if it is the next one,
+    and only then; every rejection is dead-lettered with its reason."""
+    ingest, counters = make()
+    bad_next = (TOPIC, b'{"v":1,"ts":1,"src":"snmp-alta-1","seq":1,"device":"loppa-sw1"}')
+    bad_ahead = (TOPIC, b'{"src":"snmp-alta-1","seq":5,"garbage":true}')
+    mismatch = state_event(2, device="loppa-sw2")
+    effects = ingest.process([bad_next, bad_ahead, mismatch, (TOPIC, b"\xff\xfe")], NOW)
+    assert {"snmp-alta-1": 2} == effects.progress
+    assert {"invalid": 2, "topic_mismatch": 1, "malformed_json": 1} == dict(
+        counters.rejected_by_reason)
+    assert [("snmp-alta-1", "invalid"), ("snmp-alta-1", "invalid"),
+            ("snmp-alta-1", "topic_mismatch"), (None, "malformed_json")] == [
+        (d.src, d.reason) for d in effects.dead]
+    assert "loppa-sw2" not in ingest.state.devices
+
+
+def test_log_limiter_allows_once_per_key_per_period() -> None:
+    """One line per (source, reason) per minute; other keys are independent."""
+    limiter = LogLimiter(period=60)
+    assert [True, False, True, False, True] == [
+        limiter.allow(("a", "invalid"), 0.0),
+        limiter.allow(("a", "invalid"), 59.9),
+        limiter.allow(("b", "invalid"), 59.9),
+        limiter.allow(("a", "invalid"), 59.99),
+        limiter.allow(("a", "invalid"), 60.0),
+    ]
