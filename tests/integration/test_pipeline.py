@@ -79,7 +79,7 @@ async def test_ten_thousand_events_applied_exactly_once(tmp_path: Path, broker: 
         assert 10_000 == await _metric(engine.url, "driftsvakt_samples_applied_total")
         assert 0 == await _metric(engine.url, "driftsvakt_events_rejected_total")
         assert 10 == await _metric(engine.url, "driftsvakt_device_up")
-        assert 1 == await _metric(engine.url, "driftsvakt_component_up")
+        assert 2 == await _metric(engine.url, "driftsvakt_component_up")  # engine, snmp
         assert 0 == await _metric(engine.url, "driftsvakt_outbox_dropped_total")
         assert {"snmp-alta-1": (10_000, 10_000)} == await engine.store.source_counts()
         assert 10_000 == publisher.stats.acknowledged
