@@ -17,11 +17,14 @@ import re
 import typing
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
+from zoneinfo import ZoneInfoNotFoundError
 
 import yaml
 
+from monitor.officehours import OSLO, Schedule
 from monitor.yamlmodel import Check, Document, Problem, Problems, convert, is_missing
 from monitor.yamlmodel import load_documents as _load_documents
 
@@ -33,6 +36,7 @@ __all__ = [
     "EngineSettings",
     "Location",
     "Municipality",
+    "OfficeHours",
     "OutboxSettings",
     "SecretRef",
     "Site",
@@ -83,6 +87,9 @@ Positive = Annotated[float, Check(_positive)]
 PositiveInt = Annotated[int, Check(_positive)]
 NonNegativeInt = Annotated[int, Check(_non_negative)]
 
+DEFAULT_OFFICE_HOURS: Final = Schedule.from_text({"mon-fri": ["07:00-16:00"]})
+DEFAULT_GRACE: Final = 1800.0
+
 DeviceClass = Literal["server", "pc", "switch", "router", "firewall", "ap", "ups", "printer"]
 DEVICE_CLASSES: Final[tuple[str, ...]] = (
     "server", "pc", "switch", "router", "firewall", "ap", "ups", "printer",
@@ -121,6 +128,31 @@ class SecretRef:
 
 
 @dataclass(frozen=True, slots=True)
+class OfficeHours:
+    """When PCs are expected on, for a municipality or a site (Europe/Oslo by default)."""
+
+    id: Slug
+    weekly: dict[str, list[str]]
+    timezone: str = OSLO
+    public_holidays: bool = True
+    closed: list[str] = field(default_factory=list)
+    grace: Positive = 1800.0
+
+    def __post_init__(self) -> None:
+        self.schedule()  # raises ValueError with the reason, reported at this entry
+
+    def schedule(self) -> Schedule:
+        try:
+            days = frozenset(date.fromisoformat(d) for d in self.closed)
+            return Schedule.from_text(self.weekly, timezone=self.timezone,
+                                      public_holidays=self.public_holidays, closed_days=days)
+        except ZoneInfoNotFoundError:
+            raise ValueError(f"unknown time zone {self.timezone!r}") from None
+        except ValueError as exc:
+            raise ValueError(f"office hours: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
 class Location:
     id: Slug
     name: str
@@ -131,6 +163,7 @@ class Municipality:
     id: Slug
     name: str
     org_number: str | None = None
+    office_hours: Slug | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +177,7 @@ class Site:
         "kindergarten", "datacentre", "office", "other",
     ] = "other"
     address: str | None = None
+    office_hours: Slug | None = None
 
 
 SnmpAuth = Literal["SHA", "SHA-224", "SHA-256", "SHA-384", "SHA-512", "MD5"]
@@ -239,6 +273,7 @@ class _File:
 
     locations: list[Location] = field(default_factory=list)
     municipalities: list[Municipality] = field(default_factory=list)
+    office_hours: list[OfficeHours] = field(default_factory=list)
     sites: list[Site] = field(default_factory=list)
     snmp_profiles: list[SnmpProfile] = field(default_factory=list)
     devices: list[Device] = field(default_factory=list)
@@ -257,6 +292,7 @@ class Config:
     brokers: dict[str, Broker]
     engine: EngineSettings
     outbox: OutboxSettings
+    office_hours: dict[str, OfficeHours] = field(default_factory=dict)
     source: str = ""
 
     def summary(self) -> str:
@@ -270,6 +306,16 @@ class Config:
 
     def broker_for(self, location: str) -> Broker:
         return self.brokers.get(location) or Broker(location=location)
+
+    def office_hours_for(self, device_id: str) -> tuple[Schedule, float]:
+        """The office hours (and grace, seconds) that apply to a device: its site's,
+        else its municipality's, else Monday to Friday 07:00-16:00 without holidays."""
+        site = self.sites[self.devices[device_id].site]
+        ref = site.office_hours or self.municipalities[site.municipality].office_hours
+        if ref is None:
+            return DEFAULT_OFFICE_HOURS, DEFAULT_GRACE
+        hours = self.office_hours[ref]
+        return hours.schedule(), hours.grace
 
     def municipality_of(self, device_id: str) -> str:
         return self.sites[self.devices[device_id].site].municipality
@@ -288,7 +334,8 @@ class _Where:
         self.doc.problem(path, message)
 
 
-_LISTS: Final = ("locations", "municipalities", "sites", "snmp_profiles", "devices", "brokers")
+_LISTS: Final = ("locations", "municipalities", "office_hours", "sites", "snmp_profiles",
+                  "devices", "brokers")
 _ID_KEY: Final = {name: "location" if name == "brokers" else "id" for name in _LISTS}
 
 
@@ -350,6 +397,7 @@ def load_config(path: str | Path) -> Config:
         snmp_profiles=typed["snmp_profiles"],
         devices=typed["devices"],
         brokers=typed["brokers"],
+        office_hours=typed["office_hours"],
         engine=engine,
         outbox=outbox,
         source=str(root),
@@ -402,6 +450,9 @@ def _check_references(records: dict[str, dict[str, _Record]]) -> None:
     for rec in sites.values():
         must_exist(rec, "location", locations, "location")
         must_exist(rec, "municipality", municipalities, "municipality")
+        must_exist(rec, "office_hours", records["office_hours"], "office hours")
+    for rec in municipalities.values():
+        must_exist(rec, "office_hours", records["office_hours"], "office hours")
     for rec in records["brokers"].values():
         must_exist(rec, "location", locations, "location")
     addresses: dict[str, str] = {}

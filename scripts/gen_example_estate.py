@@ -91,7 +91,18 @@ def generate() -> dict[str, dict[str, Any]]:
             {"id": "hammerfest", "name": "Driftssentralen Hammerfest"},
         ],
         "municipalities": [
-            {"id": m[0], "name": m[1], "org_number": m[2]} for m in MUNICIPALITIES
+            {"id": m[0], "name": m[1], "org_number": m[2], "office_hours": "kontortid"}
+            for m in MUNICIPALITIES
+        ],
+        "office_hours": [
+            {"id": "kontortid", "weekly": {"mon-fri": ["07:00-16:00"]},
+             "closed": ["2026-12-24", "2026-12-31", "2027-12-24", "2027-12-31"],
+             "grace": 1800},
+            {"id": "skoletid", "weekly": {"mon-fri": ["07:30-15:30"]},
+             "closed": ["2026-12-24", "2026-12-31", "2027-12-24", "2027-12-31"],
+             "grace": 2700},
+            {"id": "helse-dogn", "weekly": {"mon-sun": ["00:00-24:00"]},
+             "public_holidays": False, "grace": 900},
         ],
         "brokers": [
             {"location": "alta", "host": "127.0.0.1", "port": 1883},
@@ -119,8 +130,13 @@ def generate() -> dict[str, dict[str, Any]]:
         for suffix, site_name, kind in msites:
             site_id = suffix if suffix != "radhus" else f"{mun}-radhus"
             site_ids.append(site_id)
-            sites.append({"id": site_id, "name": site_name, "location": loc,
-                          "municipality": mun, "kind": kind})
+            site: dict[str, Any] = {"id": site_id, "name": site_name, "location": loc,
+                                    "municipality": mun, "kind": kind}
+            if kind == "school":
+                site["office_hours"] = "skoletid"
+            elif kind in ("care-home", "health-centre"):
+                site["office_hours"] = "helse-dogn"  # PCs in care work day and night
+            sites.append(site)
         hall = f"{mun}-radhus"
         fw = f"{mun}-fw1"
         core = f"{mun}-core1"
