@@ -40,6 +40,20 @@ def _demo(args: argparse.Namespace) -> int:
                                 workdir=args.workdir))
 
 
+def _agent(args: argparse.Namespace) -> int:
+    from collectors.agent.run import run_agent
+    from collectors.agent.settings import load_settings
+    from monitor.yamlmodel import Problems
+
+    try:
+        settings = load_settings(args)
+    except Problems as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    return asyncio.run(run_agent(settings))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="driftsvakt", description=__doc__)
     parser.add_argument("--log-level", default="info",
@@ -60,6 +74,23 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--http-port", type=int, default=None,
                         help="override engine.http_port (0 picks a free port)")
     engine.set_defaults(func=_engine)
+
+    agent = sub.add_parser(
+        "agent", help="run the host agent (servers and PCs)",
+        description="Settings come from --config, then DRIFTSVAKT_AGENT_* environment "
+                    "variables (LOCATION, MUNICIPALITY, DEVICE, CLASS, INTERVAL, OUTBOX, "
+                    "BROKER_HOST, BROKER_PORT, BROKER_PASSWORD_ENV), then these flags.")
+    agent.add_argument("--config", default=None, help="agent.yaml")
+    agent.add_argument("--location")
+    agent.add_argument("--municipality")
+    agent.add_argument("--device", help="device id (default: from the host name)")
+    agent.add_argument("--class", dest="device_class", choices=["server", "pc"])
+    agent.add_argument("--interval", type=float,
+                       help="seconds between readings (default 30 for servers, 60 for PCs)")
+    agent.add_argument("--outbox", help="path of the outbox database")
+    agent.add_argument("--broker-host")
+    agent.add_argument("--broker-port", type=int)
+    agent.set_defaults(func=_agent)
 
     demo = sub.add_parser("demo", help="run broker, engines and a simulated estate")
     demo.add_argument("--config", default=None,

@@ -21,8 +21,6 @@ from functools import lru_cache
 from typing import Final, Literal
 from zoneinfo import ZoneInfo
 
-import holidays as holidays_lib
-
 __all__ = [
     "ALWAYS",
     "OSLO",
@@ -59,6 +57,8 @@ def parse_interval(text: str) -> tuple[int, int]:
 @lru_cache(maxsize=64)
 def norwegian_holidays(year: int) -> frozenset[date]:
     """Norwegian public holidays of ``year`` (Sundays are closed by the weekly pattern)."""
+    import holidays as holidays_lib  # imported on first use: the host agent never needs it
+
     return frozenset(holidays_lib.country_holidays("NO", years=year).keys())
 
 

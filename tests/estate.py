@@ -6,9 +6,10 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["DEVICES", "write_estate"]
+__all__ = ["DEVICES", "SERVER", "write_estate"]
 
 DEVICES = [f"loppa-sw{i}" for i in range(1, 11)]
+SERVER = "loppa-srv1"
 
 
 def write_estate(directory: Path, broker_port: int, http_port: int = 0) -> Path:
@@ -20,7 +21,9 @@ def write_estate(directory: Path, broker_port: int, http_port: int = 0) -> Path:
         "sites": [{"id": "oksfjord", "name": "Øksfjord", "location": "alta",
                    "municipality": "loppa"}],
         "devices": [{"id": d, "name": d, "class": "switch", "site": "oksfjord",
-                     "address": f"127.0.1.{i}"} for i, d in enumerate(DEVICES, 1)],
+                     "address": f"127.0.1.{i}"} for i, d in enumerate(DEVICES, 1)]
+        + [{"id": SERVER, "name": "Fagsystem Loppa", "class": "server", "site": "oksfjord",
+            "address": "127.0.1.100", "parent": DEVICES[0]}],
         "brokers": [{"location": "alta", "host": "127.0.0.1", "port": broker_port},
                     {"location": "hammerfest", "host": "127.0.0.1", "port": broker_port}],
         "engine": {"http_host": "127.0.0.1", "http_port": http_port,
