@@ -54,6 +54,12 @@ def _agent(args: argparse.Namespace) -> int:
     return asyncio.run(run_agent(settings))
 
 
+def _collect_checks(args: argparse.Namespace) -> int:
+    from collectors.checks.service import run_checks
+
+    return asyncio.run(run_checks(args.config, args.location))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="driftsvakt", description=__doc__)
     parser.add_argument("--log-level", default="info",
@@ -74,6 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--http-port", type=int, default=None,
                         help="override engine.http_port (0 picks a free port)")
     engine.set_defaults(func=_engine)
+
+    collect = sub.add_parser("collect", help="run a collector of one location")
+    collect_sub = collect.add_subparsers(dest="collector", required=True)
+    checks = collect_sub.add_parser("checks", help="service checks: icmp, tcp, http, tls, dns")
+    checks.add_argument("--config", required=True)
+    checks.add_argument("--location", required=True)
+    checks.set_defaults(func=_collect_checks)
 
     agent = sub.add_parser(
         "agent", help="run the host agent (servers and PCs)",

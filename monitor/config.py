@@ -31,6 +31,7 @@ from monitor.yamlmodel import load_documents as _load_documents
 __all__ = [
     "DEVICE_CLASSES",
     "Broker",
+    "CheckSpec",
     "Config",
     "Device",
     "EngineSettings",
@@ -233,6 +234,57 @@ class Device:
     interval: Positive | None = None
 
 
+CheckKind = Literal["icmp", "tcp", "http", "tls", "dns"]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckSpec:
+    """A service check run from the centre; its results are events of ``device``.
+
+    ``target``: a host or address (icmp), ``host:port`` (tcp, tls), a URL (http), or a
+    name to resolve (dns).
+    """
+
+    id: Slug
+    kind: CheckKind
+    device: Slug
+    target: str
+    interval: Positive = 60.0
+    timeout: Positive = 5.0
+    retries: NonNegativeInt = 1
+    expect_status: list[int] = field(default_factory=lambda: [200])
+    body_match: str | None = None
+    follow_redirects: bool = True
+    ca_file: str | None = None
+    server_name: str | None = None
+    expect: list[str] = field(default_factory=list)
+    location: Slug | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind in ("tcp", "tls"):
+            host, _, port = self.target.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"a {self.kind} check's target is host:port, "
+                                 f"not {self.target!r}")
+        elif self.kind == "http":
+            if not re.match(r"^https?://[^/\s]+", self.target):
+                raise ValueError(f"an http check's target is an http(s) URL, "
+                                 f"not {self.target!r}")
+        elif self.kind in ("icmp", "dns") and _address(self.target.strip("[]")) is not None:
+            raise ValueError(f"{self.target!r} is neither an IP address nor a host name")
+        if self.body_match is not None:
+            try:
+                re.compile(self.body_match)
+            except re.error as exc:
+                raise ValueError(f"body_match is not a regular expression: {exc}") from None
+        if self.timeout > self.interval:
+            raise ValueError("timeout must not exceed interval")
+
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.target.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
 @dataclass(frozen=True, slots=True)
 class Broker:
     """The MQTT broker of one location."""
@@ -277,6 +329,7 @@ class _File:
     sites: list[Site] = field(default_factory=list)
     snmp_profiles: list[SnmpProfile] = field(default_factory=list)
     devices: list[Device] = field(default_factory=list)
+    checks: list[CheckSpec] = field(default_factory=list)
     brokers: list[Broker] = field(default_factory=list)
     engine: EngineSettings | None = None
     outbox: OutboxSettings | None = None
@@ -293,6 +346,7 @@ class Config:
     engine: EngineSettings
     outbox: OutboxSettings
     office_hours: dict[str, OfficeHours] = field(default_factory=dict)
+    checks: dict[str, CheckSpec] = field(default_factory=dict)
     source: str = ""
 
     def summary(self) -> str:
@@ -301,7 +355,8 @@ class Config:
         return (
             f"{len(self.locations)} locations, {len(self.municipalities)} municipalities, "
             f"{len(self.sites)} sites, {len(self.devices)} devices ({per_class}), "
-            f"{len(self.snmp_profiles)} SNMP profiles, {len(self.brokers)} brokers"
+            f"{len(self.checks)} checks, {len(self.snmp_profiles)} SNMP profiles, "
+            f"{len(self.brokers)} brokers"
         )
 
     def broker_for(self, location: str) -> Broker:
@@ -335,7 +390,7 @@ class _Where:
 
 
 _LISTS: Final = ("locations", "municipalities", "office_hours", "sites", "snmp_profiles",
-                  "devices", "brokers")
+                  "devices", "checks", "brokers")
 _ID_KEY: Final = {name: "location" if name == "brokers" else "id" for name in _LISTS}
 
 
@@ -398,6 +453,7 @@ def load_config(path: str | Path) -> Config:
         devices=typed["devices"],
         brokers=typed["brokers"],
         office_hours=typed["office_hours"],
+        checks=typed["checks"],
         engine=engine,
         outbox=outbox,
         source=str(root),
@@ -471,6 +527,9 @@ def _check_references(records: dict[str, dict[str, _Record]]) -> None:
             other = addresses.setdefault(address, device_id)
             if other != device_id:
                 rec.where.problem("address", f"address {address} is also used by {other!r}")
+    for rec in records["checks"].values():
+        must_exist(rec, "device", devices, "device")
+        must_exist(rec, "location", locations, "location")
     parents = {d: rec.facts.get("parent") for d, rec in devices.items()}
     for cycle in _parent_cycles(parents):
         devices[cycle[0]].where.problem(

@@ -126,6 +126,7 @@ class StateCollector(Collector):
         yield up
         yield seen
         yield from self._series(labels_of)
+        yield from self._checks(labels_of)
         component = GaugeMetricFamily(
             "driftsvakt_component_up", "1 while a collector or engine reports itself online",
             labels=["location", "component", "instance"])
@@ -146,6 +147,28 @@ class StateCollector(Collector):
         yield component
         yield rows
         yield dropped
+
+    def _checks(self, labels_of: dict[str, list[str]]) -> Iterator[Metric]:
+        labels = [*_DEVICE_LABELS, "check", "kind"]
+        up = GaugeMetricFamily("driftsvakt_check_up", "1 when the check's last run passed",
+                               labels=labels)
+        latency = GaugeMetricFamily("driftsvakt_check_latency_seconds",
+                                    "Response time of the check's last run", labels=labels)
+        expiry = GaugeMetricFamily("driftsvakt_check_certificate_expiry_seconds",
+                                   "Seconds until the certificate's notAfter", labels=labels)
+        status = GaugeMetricFamily("driftsvakt_check_http_status_code",
+                                   "HTTP status of the check's last run", labels=labels)
+        for (device, check), event in self.state.checks.items():
+            base = labels_of.get(device) or ["", "", "", device, "unknown"]
+            key = [*base, check, event.kind]
+            up.add_metric(key, 1.0 if event.ok else 0.0)
+            if event.latency is not None:
+                latency.add_metric(key, event.latency)
+            if "expiry_seconds" in event.values:
+                expiry.add_metric(key, event.values["expiry_seconds"])
+            if "status" in event.values:
+                status.add_metric(key, event.values["status"])
+        yield from (up, latency, expiry, status)
 
     def _series(self, labels_of: dict[str, list[str]]) -> Iterator[Metric]:
         families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {}
