@@ -8,18 +8,21 @@ so they cost nothing on the ingest path.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from monitor.config import Config
-from monitor.state import State
+from monitor.config import DEFAULT_GRACE, DEFAULT_OFFICE_HOURS, Config
+from monitor.officehours import ALWAYS, OpenPeriods, Schedule, classify_silence
+from monitor.state import DeviceStatus, State
 
-__all__ = ["EngineMetrics", "StateCollector"]
+__all__ = ["DeviceClassifier", "EngineMetrics", "StateCollector"]
 
 _LAG_BUCKETS: Final = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 UP_STATES: Final = frozenset({"up", "online"})
@@ -90,14 +93,77 @@ class EngineMetrics:
 
 
 _DEVICE_LABELS: Final = ["location", "municipality", "site", "device", "class"]
+SILENT_AFTER_INTERVALS: Final = 3.0
+DEFAULT_INTERVAL: Final = 60.0
+
+
+class DeviceClassifier:
+    """A device's status at one instant, from its last report and the office hours.
+
+    A device that reported a failure (down, unreachable, auth_error) has that status.
+    Otherwise one heard from within three of its intervals is up; a silent one, or one
+    whose agent said offline or stopping, is judged by ``classify_silence``: a PC is
+    off outside office hours and during the grace period, everything else is down.
+    Office-hours answers are computed once per schedule per instant.
+    """
+
+    def __init__(self, config: Config, now: datetime) -> None:
+        self.config = config
+        self.now = now
+        self._hours: dict[str, tuple[OpenPeriods, float]] = {}
+
+    def __call__(self, device: str, device_class: str, status: DeviceStatus) -> str:
+        if status.state in ("down", "unreachable", "auth_error"):
+            return status.state
+        every = status.interval or DEFAULT_INTERVAL
+        last = datetime.fromtimestamp(status.last_seen, UTC) if status.last_seen else None
+        if status.state in ("offline", "stopping"):
+            last = datetime.fromtimestamp(status.state_since or 0.0, UTC)
+            every = 0.0
+        if device_class != "pc":
+            return classify_silence(device_class, last, self.now,
+                                    expected_every=timedelta(seconds=every *
+                                                             SILENT_AFTER_INTERVALS),
+                                    hours=ALWAYS, grace=timedelta(0))
+        hours, grace = self._office_hours(device)
+        return classify_silence("pc", last, self.now,
+                                expected_every=timedelta(seconds=every *
+                                                         SILENT_AFTER_INTERVALS),
+                                hours=hours, grace=timedelta(seconds=grace))
+
+    def _office_hours(self, device: str) -> tuple[OpenPeriods, float]:
+        if device not in self.config.devices:
+            return DEFAULT_OFFICE_HOURS, DEFAULT_GRACE
+        site = self.config.devices[device].site
+        found = self._hours.get(site)
+        if found is None:
+            schedule, grace = self.config.office_hours_for(device)
+            found = self._hours[site] = (_CachedPeriods(schedule), grace)
+        return found
+
+
+class _CachedPeriods:
+    """A schedule's period_start, remembered per instant (one scrape asks the same
+    question for every PC of a site)."""
+
+    def __init__(self, inner: Schedule) -> None:
+        self._inner = inner
+        self._cache: dict[datetime, datetime | None] = {}
+
+    def period_start(self, at: datetime) -> datetime | None:
+        if at not in self._cache:
+            self._cache[at] = self._inner.period_start(at)
+        return self._cache[at]
 
 
 class StateCollector(Collector):
     """Device, series and component metrics, rendered from state at scrape time."""
 
-    def __init__(self, state: State, config: Config) -> None:
+    def __init__(self, state: State, config: Config,
+                 clock: Callable[[], float] = time.time) -> None:
         self.state = state
         self.config = config
+        self.clock = clock
 
     def _device_labels(self, device: str, location: str, municipality: str) -> list[str]:
         known = self.config.devices.get(device)
@@ -112,19 +178,25 @@ class StateCollector(Collector):
         seen = GaugeMetricFamily("driftsvakt_device_last_seen_timestamp_seconds",
                                  "Event time of the device's newest event",
                                  labels=_DEVICE_LABELS)
+        verdict = GaugeMetricFamily(
+            "driftsvakt_device_status",
+            "1 for the device's status: up, down, off (a PC outside office hours or in "
+            "its grace period), unreachable or auth_error", labels=[*_DEVICE_LABELS, "status"])
         labels_of: dict[str, list[str]] = {}
+        classify = DeviceClassifier(self.config, datetime.fromtimestamp(self.clock(), UTC))
         for device, status in self.state.devices.items():
             labels = self._device_labels(device, status.location, status.municipality)
             labels_of[device] = labels
             seen.add_metric(labels, status.last_seen)
-            if status.state in UP_STATES:
+            current = classify(device, labels[4], status)
+            verdict.add_metric([*labels, current], 1.0)
+            if current == "up":
                 up.add_metric(labels, 1.0)
-            elif status.state in DOWN_STATES:
+            elif current != "off":
                 up.add_metric(labels, 0.0)
-            elif status.state is None and status.last_seen:
-                up.add_metric(labels, 1.0)  # it sends metrics: it is up
         yield up
         yield seen
+        yield verdict
         yield from self._series(labels_of)
         yield from self._checks(labels_of)
         component = GaugeMetricFamily(

@@ -18,12 +18,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
-from typing import Final, Literal
+from typing import Final, Literal, Protocol
 from zoneinfo import ZoneInfo
 
 __all__ = [
     "ALWAYS",
     "OSLO",
+    "OpenPeriods",
     "Schedule",
     "SilenceVerdict",
     "classify_silence",
@@ -167,11 +168,18 @@ ALWAYS: Final = Schedule(tuple(((0, MINUTES_PER_DAY),) for _ in WEEKDAYS),
                          public_holidays=False)
 
 SilenceVerdict = Literal["up", "off", "down"]
+
+
+class OpenPeriods(Protocol):
+    """What classify_silence needs of a schedule."""
+
+    def period_start(self, at: datetime) -> datetime | None: ...
+
 OFFICE_CLASSES: Final = frozenset({"pc"})
 
 
 def classify_silence(device_class: str, last_seen: datetime | None, now: datetime, *,
-                     expected_every: timedelta, hours: Schedule, grace: timedelta
+                     expected_every: timedelta, hours: OpenPeriods, grace: timedelta
                      ) -> SilenceVerdict:
     """What a device's silence means at ``now``.
 
