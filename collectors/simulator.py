@@ -2,7 +2,9 @@
 
 Each device reports on its own schedule, spread with jitter; switches and routers
 send interface counters that grow with a daily traffic curve, servers CPU, memory
-and disk, UPSes battery figures, PCs a heartbeat and their CPU. Now and then a
+and disk, UPSes battery figures, PCs a heartbeat and their CPU. PCs keep their
+site's office hours: they are switched off (their agent says ``stopping``) when the
+office closes and come on during the first half hour after it opens. Now and then a
 device goes down for a while and comes back, so the demo has something to show.
 Everything goes through the real :class:`~collectors.common.publisher.Publisher`.
 """
@@ -17,6 +19,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Final
 
 import structlog
@@ -42,6 +45,7 @@ class _DeviceSim:
     cpu: float = 0.1
     down_until: float = 0.0
     last_state: str = ""
+    arrives_after: float = 0.0  # a PC: seconds after the office opens that it is turned on
 
 
 class Simulator:
@@ -64,7 +68,8 @@ class Simulator:
         now = clock()
         self.devices = {
             d.id: _DeviceSim(d, config.municipality_of(d.id),
-                             booted=now - self.rng.uniform(3600, 90 * 86400))
+                             booted=now - self.rng.uniform(3600, 90 * 86400),
+                             arrives_after=self.rng.uniform(0, 1800))
             for d in config.devices.values() if config.location_of(d.id) == location
         }
 
@@ -107,9 +112,26 @@ class Simulator:
         log.info("simulated_fault", location=self.location, device=sim.device.id,
                  until=round(sim.down_until - now))
 
+    def _pc_is_on(self, sim: _DeviceSim, now: float) -> bool:
+        hours, _ = self.config.office_hours_for(sim.device.id)
+        at = datetime.fromtimestamp(now, UTC)
+        opened = hours.period_start(at)
+        return opened is not None and (at - opened).total_seconds() >= sim.arrives_after
+
     async def _report(self, sim: _DeviceSim, now: float) -> None:
         device = sim.device
         emit = self.publisher.emit
+        if device.device_class == "pc":
+            if not self._pc_is_on(sim, now):
+                if sim.last_state != "stopping":
+                    sim.last_state = "stopping"
+                    await emit(sim.municipality, device.id, "state", now, state="stopping",
+                               reason="switched off (simulated office hours)")
+                return
+            if sim.last_state != "online":
+                sim.last_state = "online"
+                sim.booted = now
+                await emit(sim.municipality, device.id, "state", now, state="online")
         if now < sim.down_until:
             if sim.last_state != "down":
                 sim.last_state = "down"

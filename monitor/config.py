@@ -348,6 +348,8 @@ class Config:
     office_hours: dict[str, OfficeHours] = field(default_factory=dict)
     checks: dict[str, CheckSpec] = field(default_factory=dict)
     source: str = ""
+    # built once from office_hours at load: a schedule is asked about on every scrape
+    schedules: dict[str, Schedule] = field(default_factory=dict)
 
     def summary(self) -> str:
         classes = Counter(d.device_class for d in self.devices.values())
@@ -369,8 +371,8 @@ class Config:
         ref = site.office_hours or self.municipalities[site.municipality].office_hours
         if ref is None:
             return DEFAULT_OFFICE_HOURS, DEFAULT_GRACE
-        hours = self.office_hours[ref]
-        return hours.schedule(), hours.grace
+        schedule = self.schedules.get(ref) or self.office_hours[ref].schedule()
+        return schedule, self.office_hours[ref].grace
 
     def municipality_of(self, device_id: str) -> str:
         return self.sites[self.devices[device_id].site].municipality
@@ -454,6 +456,7 @@ def load_config(path: str | Path) -> Config:
         brokers=typed["brokers"],
         office_hours=typed["office_hours"],
         checks=typed["checks"],
+        schedules={k: v.schedule() for k, v in typed["office_hours"].items()},
         engine=engine,
         outbox=outbox,
         source=str(root),

@@ -23,8 +23,10 @@ from typing import Any, Final
 
 import structlog
 
+from collectors.checks.runner import CheckRunner
 from collectors.common.outbox import Outbox
 from collectors.common.publisher import Publisher
+from collectors.demo_services import demo_checks, demo_web
 from collectors.simulator import Simulator
 from monitor.app import EngineApp, start_engine
 from monitor.config import Broker, Config, load_config
@@ -181,8 +183,11 @@ async def run_demo(config_path: str | None, *, http_port: int = 9810, broker: st
             app = await start_engine(config, loc, http_port=http_port + i, v5=use_mosquitto)
             engines.append(app)
             stack.push_async_callback(app.stop)
+        web_ = await stack.enter_async_context(demo_web(config, work))
+        config = dataclasses.replace(config, checks=demo_checks(config, web_))
         publishers: list[Publisher] = []
         simulators: list[Simulator] = []
+        runners: list[CheckRunner] = []
         for loc in locations:
             outbox = await Outbox.open(work / "outbox" / f"sim-{loc}.db",
                                        max_rows=config.outbox.max_rows,
@@ -193,6 +198,14 @@ async def run_demo(config_path: str | None, *, http_port: int = 9810, broker: st
                                   v5=use_mosquitto, ack_timeout=config.outbox.ack_timeout)
             publishers.append(publisher)
             simulators.append(Simulator(config, loc, publisher))
+            checks_outbox = await Outbox.open(work / "outbox" / f"checks-{loc}.db")
+            stack.push_async_callback(checks_outbox.close)
+            checks_publisher = Publisher(broker=config.broker_for(loc), location=loc,
+                                         component="checks", instance=f"checks-{loc}",
+                                         outbox=checks_outbox, v5=use_mosquitto,
+                                         ack_timeout=config.outbox.ack_timeout)
+            publishers.append(checks_publisher)
+            runners.append(CheckRunner(config, loc, checks_publisher))
         print("driftsvakt demo is running (Ctrl-C stops it):", flush=True)
         for loc, app in zip(locations, engines, strict=True):
             print(f"  engine {loc:<11} {app.url}/metrics  {app.url}/readyz", flush=True)
@@ -200,13 +213,16 @@ async def run_demo(config_path: str | None, *, http_port: int = 9810, broker: st
               f" ({'mosquitto, bridged' if use_mosquitto else 'amqtt, MQTT 3.1.1'})",
               flush=True)
         print(f"  data         {work}", flush=True)
-        await _run_until_signal(publishers, simulators, engines)
+        print(f"  checked      http://127.0.0.1:{web_.http_port}/alta"
+              f"{'' if web_.https_port is None else f' and TLS on {web_.https_port}'}",
+              flush=True)
+        await _run_until_signal(publishers, simulators, runners, engines)
     log.info("demo_stopped")
     return 0
 
 
 async def _run_until_signal(publishers: list[Publisher], simulators: list[Simulator],
-                            engines: list[EngineApp]) -> None:
+                            runners: list[CheckRunner], engines: list[EngineApp]) -> None:
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -218,6 +234,8 @@ async def _run_until_signal(publishers: list[Publisher], simulators: list[Simula
                 tasks.append(tg.create_task(pub.run(), name=f"publisher-{pub.instance}"))
             for sim in simulators:
                 tasks.append(tg.create_task(sim.run(), name=f"simulator-{sim.location}"))
+            for runner in runners:
+                tasks.append(tg.create_task(runner.run(), name=f"checks-{runner.location}"))
             engine_failed = [app.task for app in engines]
             waiter = asyncio.create_task(stopping.wait())
             await asyncio.wait({waiter, *engine_failed}, return_when=asyncio.FIRST_COMPLETED)
@@ -225,6 +243,8 @@ async def _run_until_signal(publishers: list[Publisher], simulators: list[Simula
             log.info("demo_stopping")
             for sim in simulators:
                 sim.stop()
+            for runner in runners:
+                runner.stop()
             for pub in publishers:
                 pub.stop()
     finally:
