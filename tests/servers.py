@@ -34,6 +34,15 @@ def wait_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None
     raise TimeoutError(f"nothing listens on {host}:{port} after {timeout} s")
 
 
+def _passwd_binary() -> str:
+    found = shutil.which("mosquitto_passwd") or next(
+        (p for p in ("/usr/bin/mosquitto_passwd", "/usr/sbin/mosquitto_passwd")
+         if os.path.exists(p)), None)
+    if found is None:
+        raise RuntimeError("mosquitto_passwd is not installed (package mosquitto)")
+    return found
+
+
 def mosquitto_binary() -> str | None:
     return shutil.which("mosquitto") or next(
         (p for p in ("/usr/sbin/mosquitto", "/usr/bin/mosquitto") if os.path.exists(p)), None)
@@ -43,7 +52,8 @@ class Mosquitto:
     """One mosquitto process on 127.0.0.1:``port`` with a config written into ``workdir``."""
 
     def __init__(self, workdir: Path, port: int | None = None, extra: str = "",
-                 acl: str | None = None) -> None:
+                 acl: str | None = None, tls: tuple[Path, Path] | None = None,
+                 users: dict[str, str] | None = None) -> None:
         binary = mosquitto_binary()
         if binary is None:
             raise RuntimeError("mosquitto is not installed (the test command installs it)")
@@ -54,7 +64,7 @@ class Mosquitto:
         self.proc: subprocess.Popen[bytes] | None = None
         lines = [
             f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
+            f"allow_anonymous {'false' if users else 'true'}",
             "persistence false",
             "max_queued_messages 100000",
             "max_inflight_messages 0",
@@ -66,6 +76,15 @@ class Mosquitto:
             # As root, mosquitto switches to its own user and then cannot read files in
             # the test's private temporary directory: stay the user that started it.
             lines.append("user root")
+        if tls is not None:
+            lines += [f"certfile {tls[0]}", f"keyfile {tls[1]}"]
+        if users:
+            passwd = self.workdir / "passwd"
+            passwd.touch()
+            for user, password in users.items():
+                subprocess.run([_passwd_binary(), "-b", str(passwd), user, password],
+                               check=True, capture_output=True)
+            lines.append(f"password_file {passwd}")
         if acl is not None:
             acl_file = self.workdir / "acl"
             acl_file.write_text(acl, encoding="utf-8")

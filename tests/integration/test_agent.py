@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import sqlite3
+import ssl
 import subprocess
 import sys
 import time
@@ -161,3 +162,53 @@ def test_broker_down_for_30_s_loses_no_sample(rig: Rig) -> None:
     assert produced >= 4 + 2 * 25  # a metrics event and a heartbeat per second while away
     assert applied == events  # every seq from the first applied, each once, none skipped
     assert "driftsvakt_events_skipped_total 0.0" in rig.metrics()
+
+
+def test_agent_over_tls_with_a_password(tmp_path: Path) -> None:
+    """The agent connects with MQTT v5 over TLS (a CA file) and a password from the
+    environment; the broker refuses anonymous clients."""
+    import trustme
+    import yaml
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    cert_file, key_file, ca_file = (tmp_path / "cert.pem", tmp_path / "key.pem",
+                                    tmp_path / "ca.pem")
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    ca.cert_pem.write_to_path(str(ca_file))
+    broker = Mosquitto(tmp_path / "broker", tls=(cert_file, key_file),
+                       users={"agent": "s3cret-agent"}).start()
+    settings = tmp_path / "agent.yaml"
+    settings.write_text(yaml.safe_dump({
+        "location": "alta", "municipality": "loppa", "device": SERVER, "class": "server",
+        "interval": 1,
+        "broker": {"location": "alta", "host": "localhost", "port": broker.port,
+                   "username": "agent", "password": {"env": "AGENT_MQTT_PASSWORD"},
+                   "tls_ca": str(ca_file)},
+        "outbox": str(tmp_path / "outbox.db")}), encoding="utf-8")
+    log = open(tmp_path / "agent.log", "wb")  # noqa: SIM115 - the child owns it
+    agent = subprocess.Popen([sys.executable, "-m", "monitor.cli", "--log-json", "agent",
+                              "--config", str(settings)], stdout=log, stderr=log, cwd=ROOT,
+                             env={**os.environ, "AGENT_MQTT_PASSWORD": "s3cret-agent"})
+
+    async def first_reading() -> bytes:
+        context = ssl.create_default_context(cafile=str(ca_file))
+        async with aiomqtt.Client("localhost", broker.port, username="agent",
+                                  password="s3cret-agent", tls_context=context,
+                                  protocol=aiomqtt.ProtocolVersion.V5) as client:
+            await client.subscribe(f"driftsvakt/v1/alta/loppa/{SERVER}/metrics", qos=1)
+            async with asyncio.timeout(20):
+                async for message in client.messages:
+                    assert isinstance(message.payload, bytes)
+                    return message.payload
+        raise AssertionError("no message")
+
+    try:
+        payload = asyncio.run(first_reading())
+        assert b'"memory_used_ratio"' in payload
+        assert b"s3cret" not in (tmp_path / "agent.log").read_bytes()
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(15)
+        broker.stop()
