@@ -25,7 +25,15 @@ from zoneinfo import ZoneInfoNotFoundError
 import yaml
 
 from monitor.officehours import OSLO, Schedule
-from monitor.yamlmodel import Check, Document, Problem, Problems, convert, is_missing
+from monitor.yamlmodel import (
+    Check,
+    Document,
+    FieldError,
+    Problem,
+    Problems,
+    convert,
+    is_missing,
+)
 from monitor.yamlmodel import load_documents as _load_documents
 
 __all__ = [
@@ -218,7 +226,9 @@ class SnmpProfile:
         if self.priv_protocol and not self.auth_protocol:
             raise ValueError("SNMP v3: privacy needs authentication (authPriv)")
         if not self.legacy and (self.auth_protocol == "MD5" or self.priv_protocol == "DES"):
-            raise ValueError("MD5 and DES are broken; set 'legacy: true' to use them anyway")
+            key = "auth_protocol" if self.auth_protocol == "MD5" else "priv_protocol"
+            raise FieldError(key, "MD5 and DES are broken; set 'legacy: true' to use them "
+                                  "anyway")
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,21 +274,23 @@ class CheckSpec:
         if self.kind in ("tcp", "tls"):
             host, _, port = self.target.rpartition(":")
             if not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ValueError(f"a {self.kind} check's target is host:port, "
-                                 f"not {self.target!r}")
+                raise FieldError("target", f"a {self.kind} check's target is host:port, "
+                                           f"not {self.target!r}")
         elif self.kind == "http":
             if not re.match(r"^https?://[^/\s]+", self.target):
-                raise ValueError(f"an http check's target is an http(s) URL, "
-                                 f"not {self.target!r}")
+                raise FieldError("target", f"an http check's target is an http(s) URL, "
+                                           f"not {self.target!r}")
         elif self.kind in ("icmp", "dns") and _address(self.target.strip("[]")) is not None:
-            raise ValueError(f"{self.target!r} is neither an IP address nor a host name")
+            raise FieldError("target",
+                             f"{self.target!r} is neither an IP address nor a host name")
         if self.body_match is not None:
             try:
                 re.compile(self.body_match)
             except re.error as exc:
-                raise ValueError(f"body_match is not a regular expression: {exc}") from None
+                raise FieldError("body_match",
+                                 f"not a regular expression: {exc}") from None
         if self.timeout > self.interval:
-            raise ValueError("timeout must not exceed interval")
+            raise FieldError("timeout", "timeout must not exceed interval")
 
     def host_port(self) -> tuple[str, int]:
         host, _, port = self.target.rpartition(":")

@@ -27,7 +27,8 @@ from typing import Any, Final, Literal, TypeVar, get_args, get_origin, get_type_
 
 import yaml
 
-__all__ = ["Check", "Document", "Problem", "Problems", "convert", "load_documents"]
+__all__ = ["Check", "Document", "FieldError", "Problem", "Problems", "convert",
+           "load_documents"]
 
 T = TypeVar("T")
 
@@ -55,6 +56,14 @@ class Problems(Exception):
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = sorted(problems)
         super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class FieldError(ValueError):
+    """Raised by a dataclass's ``__post_init__`` to blame one of its keys."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,6 +302,10 @@ def _convert_dataclass(doc: Document, node: yaml.Node, tp: Any, path: str) -> An
         return _MISSING
     try:
         return tp(**values)
+    except FieldError as exc:
+        key_path = f"{path}.{exc.key}" if path else exc.key
+        doc.problem(key_path, str(exc), doc.lines.get(key_path, _line(node)))
+        return _MISSING
     except (TypeError, ValueError) as exc:
         doc.problem(path, str(exc), _line(node))
         return _MISSING
