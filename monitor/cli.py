@@ -54,6 +54,12 @@ def _agent(args: argparse.Namespace) -> int:
     return asyncio.run(run_agent(settings))
 
 
+def _collect_snmp(args: argparse.Namespace) -> int:
+    from collectors.snmp.service import run_snmp
+
+    return asyncio.run(run_snmp(args.config, args.location))
+
+
 def _collect_checks(args: argparse.Namespace) -> int:
     from collectors.checks.service import run_checks
 
@@ -83,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     collect = sub.add_parser("collect", help="run a collector of one location")
     collect_sub = collect.add_subparsers(dest="collector", required=True)
+    snmp = collect_sub.add_parser("snmp", help="SNMP poller (v1, v2c, v3)")
+    snmp.add_argument("--config", required=True)
+    snmp.add_argument("--location", required=True)
+    snmp.set_defaults(func=_collect_snmp)
     checks = collect_sub.add_parser("checks", help="service checks: icmp, tcp, http, tls, dns")
     checks.add_argument("--config", required=True)
     checks.add_argument("--location", required=True)

@@ -8,14 +8,16 @@ extras="${1:-test,demo}"
 
 need_apt=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
+command -v snmpd >/dev/null 2>&1 || [ -x /usr/sbin/snmpd ] || need_apt+=(snmpd)
+command -v snmpbulkwalk >/dev/null 2>&1 || need_apt+=(snmp)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing ${need_apt[*]} with apt-get"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
       "${need_apt[@]}" >/dev/null
-    # The package starts a system broker on port 1883; driftsvakt starts its own.
-    if command -v systemctl >/dev/null 2>&1; then systemctl disable --now mosquitto \
+    # The packages start a system broker and agent; driftsvakt starts its own.
+    if command -v systemctl >/dev/null 2>&1; then systemctl disable --now mosquitto snmpd \
       >/dev/null 2>&1 || true; fi
   else
     echo "setup: ${need_apt[*]} missing and not root: install it, or the demo uses amqtt" >&2

@@ -14,7 +14,8 @@ import subprocess
 import time
 from pathlib import Path
 
-__all__ = ["Mosquitto", "free_port", "mosquitto_binary", "wait_port"]
+__all__ = ["Mosquitto", "Snmpd", "free_port", "free_udp_port", "mosquitto_binary",
+           "wait_port"]
 
 
 def free_port() -> int:
@@ -128,3 +129,70 @@ class Mosquitto:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Snmpd:
+    """net-snmp's snmpd on 127.0.0.1:``port`` (UDP), with a v2c community and a v3
+    authPriv user (SHA-256, AES-128) from the config this writes."""
+
+    COMMUNITY = "dv-test-public"
+    USER, AUTH_KEY, PRIV_KEY = "dvuser", "auth-key-123", "priv-key-123"
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        binary = shutil.which("snmpd") or "/usr/sbin/snmpd"
+        if not os.path.exists(binary):
+            raise RuntimeError("snmpd is not installed (the test command installs it)")
+        self.binary = binary
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_udp_port()
+        self.conf = workdir / "snmpd.conf"
+        self.conf.write_text(
+            f"rocommunity {self.COMMUNITY} 127.0.0.1\n"
+            f"createUser {self.USER} SHA-256 {self.AUTH_KEY} AES {self.PRIV_KEY}\n"
+            f"rouser {self.USER} priv\n"
+            "maxGetbulkResponses 250\n"
+            "sysName driftsvakt-test-agent\n"
+            "sysLocation Alta rådhus, serverrom\n", encoding="utf-8")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Snmpd:
+        env = {**os.environ, "SNMP_PERSISTENT_DIR": str(self.workdir / "persist")}
+        self.proc = subprocess.Popen(
+            [self.binary, "-f", "-Lf", str(self.workdir / "snmpd.log"), "-C", "-c",
+             str(self.conf), "-I", "-smux",
+             f"udp:127.0.0.1:{self.port},udp:127.0.0.2:{self.port}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            probe = subprocess.run(["snmpget", "-v2c", "-c", self.COMMUNITY, "-t", "0.3",
+                                    "-r", "0", f"127.0.0.1:{self.port}", "1.3.6.1.2.1.1.5.0"],
+                                   capture_output=True, check=False)
+            if probe.returncode == 0:
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("snmpd did not answer within 10 s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def bulkwalk(self, oid: str) -> dict[str, str]:
+        """net-snmp's own snmpbulkwalk of ``oid``: numeric OID -> value text."""
+        out = subprocess.run(["snmpbulkwalk", "-v2c", "-c", self.COMMUNITY, "-On", "-Oe",
+                              "-Oq", "-Ot", f"127.0.0.1:{self.port}", oid],
+                             capture_output=True, text=True, check=True).stdout
+        found = {}
+        for line in out.splitlines():
+            key, _, value = line.partition(" ")
+            found[key.lstrip(".")] = value.strip().strip('"')
+        return found

@@ -23,7 +23,7 @@ import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import aiomqtt
 import msgspec
@@ -35,7 +35,7 @@ from monitor.events import ComponentStatus, Rejected, ack_topic, decode_ack, dev
 from monitor.events import sys_topic as make_sys_topic
 from monitor.mqtt import Backoff, MqttClient, broker_trouble, client_for
 
-__all__ = ["Publisher", "PublisherStats"]
+__all__ = ["Emitter", "Publisher", "PublisherStats"]
 
 log = structlog.get_logger(__name__)
 
@@ -44,6 +44,13 @@ EXPIRE_EVERY: Final = 60.0
 REFUSED_BACKOFF: Final = 5.0
 RESEND_AFTER_MAX: Final = 120.0
 _ENCODER: Final = msgspec.json.Encoder()
+
+
+class Emitter(Protocol):
+    """What a collector needs of the publisher: store an event, get its seq."""
+
+    async def emit(self, municipality: str, device: str, stream: str, ts: float,
+                   **body: Any) -> int: ...
 
 
 @dataclass

@@ -1,0 +1,182 @@
+"""One device's SNMP session: credentials from a profile, GET and multi-column GETBULK.
+
+pysnmp 7 (asyncio) does USM, transports and the wire format. Its results are
+translated here, where it is called, into values or a :class:`CollectError` of a
+small fixed set of kinds: ``timeout`` (no answer: the device may be down),
+``auth_error`` (wrong credentials: not down), ``protocol`` (an error status, a
+malformed or non-increasing response), ``config`` (a cipher that is not available).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from pysnmp.hlapi.v3arch.asyncio import (
+    CommunityData,
+    ContextData,
+    ObjectIdentity,
+    ObjectType,
+    SnmpEngine,
+    UdpTransportTarget,
+    UsmUserData,
+    bulk_cmd,
+    get_cmd,
+)
+from pysnmp.hlapi.v3arch.asyncio import auth as usm
+from pysnmp.proto import errind
+from pysnmp.proto.rfc1902 import Counter32, Counter64, Gauge32, Integer32, TimeTicks
+from pysnmp.proto.rfc1905 import EndOfMibView, NoSuchInstance, NoSuchObject
+
+from monitor.config import SnmpProfile
+
+__all__ = ["CollectError", "SnmpSession", "Value"]
+
+ErrorKind = Literal["timeout", "auth_error", "protocol", "config"]
+
+_AUTH: Final = {
+    "MD5": usm.usmHMACMD5AuthProtocol, "SHA": usm.usmHMACSHAAuthProtocol,
+    "SHA-224": usm.usmHMAC128SHA224AuthProtocol, "SHA-256": usm.usmHMAC192SHA256AuthProtocol,
+    "SHA-384": usm.usmHMAC256SHA384AuthProtocol, "SHA-512": usm.usmHMAC384SHA512AuthProtocol,
+}
+_PRIV: Final = {
+    "DES": usm.usmDESPrivProtocol, "AES": usm.usmAesCfb128Protocol,
+    "AES-192": usm.usmAesCfb192Protocol, "AES-256": usm.usmAesCfb256Protocol,
+}
+_AUTH_ERRORS: Final = (errind.WrongDigest, errind.UnknownUserName, errind.AuthenticationError,
+                       errind.UnknownSecurityName, errind.UnsupportedSecurityLevel,
+                       errind.DecryptionError, errind.NotInTimeWindow)
+
+
+class CollectError(Exception):
+    def __init__(self, kind: ErrorKind, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind: ErrorKind = kind
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Value:
+    """A decoded varbind value: a number (with its SNMP type) or text."""
+
+    number: float | None
+    text: str
+    snmp_type: str
+
+
+def _decode(value: Any) -> Value | None:
+    if isinstance(value, NoSuchObject | NoSuchInstance | EndOfMibView):
+        return None
+    name = type(value).__name__
+    if isinstance(value, Counter32 | Counter64 | Gauge32 | Integer32 | TimeTicks):
+        return Value(float(int(value)), "", name)
+    try:
+        number = float(int(value))
+        return Value(number, "", name)
+    except (TypeError, ValueError):
+        pass
+    if name == "ObjectIdentifier":
+        return Value(None, str(value), name)
+    raw = bytes(value) if hasattr(value, "asOctets") else str(value).encode()
+    return Value(None, raw.decode("utf-8", errors="replace").strip("\x00"), name)
+
+
+class SnmpSession:
+    """Requests to one device with one profile; ``engine`` is shared by all devices."""
+
+    def __init__(self, engine: SnmpEngine, address: str, profile: SnmpProfile,
+                 secrets: dict[str, str]) -> None:
+        self.engine = engine
+        self.address = address
+        self.profile = profile
+        self.auth = _auth_data(profile, secrets)
+        self._target: UdpTransportTarget | None = None
+
+    async def _transport(self) -> UdpTransportTarget:
+        if self._target is None:
+            self._target = await UdpTransportTarget.create(
+                (self.address, self.profile.port), timeout=self.profile.timeout,
+                retries=self.profile.retries)
+        return self._target
+
+    async def get(self, oids: Sequence[str]) -> dict[str, Value]:
+        """GET scalars; absent ones (noSuchObject/Instance) are left out."""
+        if not oids:
+            return {}
+        target = await self._transport()
+        try:
+            error, status, _, binds = await get_cmd(
+                self.engine, self.auth, target, ContextData(),
+                *(ObjectType(ObjectIdentity(o)) for o in oids), lookupMib=False)
+        except (OverflowError, ValueError, TypeError) as exc:  # pyasn1 on bad packets
+            raise CollectError("protocol", f"undecodable response: {exc}") from None
+        _check(error, status)
+        found: dict[str, Value] = {}
+        for oid, value in binds:
+            decoded = _decode(value)
+            if decoded is not None:
+                found[str(oid)] = decoded
+        return found
+
+    async def walk(self, columns: Sequence[str], max_repetitions: int = 25
+                   ) -> dict[str, dict[str, Value]]:
+        """Walk several table columns together with GETBULK: column -> {index: value}."""
+        target = await self._transport()
+        result: dict[str, dict[str, Value]] = {c: {} for c in columns}
+        cursor = {c: c for c in columns}  # the last OID seen in each unfinished column
+        while cursor:
+            pending = list(cursor)
+            try:
+                error, status, _, binds = await bulk_cmd(
+                    self.engine, self.auth, target, ContextData(), 0, max_repetitions,
+                    *(ObjectType(ObjectIdentity(cursor[c])) for c in pending), lookupMib=False)
+            except (OverflowError, ValueError, TypeError) as exc:
+                raise CollectError("protocol", f"undecodable response: {exc}") from None
+            _check(error, status)
+            if not binds:
+                break
+            progressed = False
+            for i, (oid_obj, value) in enumerate(binds):
+                column = pending[i % len(pending)]
+                if column not in cursor:
+                    continue
+                oid = str(oid_obj)
+                if not oid.startswith(column + ".") or isinstance(value, EndOfMibView):
+                    del cursor[column]  # left the column: it is done
+                    continue
+                if _oid_key(oid) <= _oid_key(cursor[column]):
+                    raise CollectError("protocol", f"non-increasing OID {oid} after "
+                                                   f"{cursor[column]}")
+                cursor[column] = oid
+                progressed = True
+                decoded = _decode(value)
+                if decoded is not None:
+                    result[column][oid[len(column) + 1:]] = decoded
+            if not progressed:
+                break
+        return result
+
+
+def _oid_key(oid: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in oid.split("."))
+
+
+def _check(error: Any, status: Any) -> None:
+    if error:
+        if isinstance(error, errind.RequestTimedOut):
+            raise CollectError("timeout", str(error))
+        if isinstance(error, _AUTH_ERRORS):
+            raise CollectError("auth_error", f"{type(error).__name__}: {error}")
+        raise CollectError("protocol", f"{type(error).__name__}: {error}")
+    if status and int(status) != 0:
+        raise CollectError("protocol", f"error status {status.prettyPrint()}")
+
+
+def _auth_data(profile: SnmpProfile, secrets: dict[str, str]) -> CommunityData | UsmUserData:
+    if profile.version in ("1", "2c"):
+        return CommunityData(secrets["community"], mpModel=0 if profile.version == "1" else 1)
+    auth = _AUTH[profile.auth_protocol] if profile.auth_protocol else usm.usmNoAuthProtocol
+    priv = _PRIV[profile.priv_protocol] if profile.priv_protocol else usm.usmNoPrivProtocol
+    return UsmUserData(profile.user or "", secrets.get("auth_key"), secrets.get("priv_key"),
+                       authProtocol=auth, privProtocol=priv)

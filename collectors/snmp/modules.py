@@ -1,0 +1,92 @@
+"""What to collect is data: small YAML modules per MIB set, chosen per device class.
+
+Like snmp_exporter's modules: each names scalars (GET), tables (columns walked with
+GETBULK, rows keyed by index and labelled from label columns) and an optional info
+metric of string scalars. The shipped modules live in ``collectors/snmp/modules/``;
+they load through the same strict converter as the config, so a broken module is
+reported with file, line and key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Final, Literal
+
+from monitor.yamlmodel import Check, Problems, convert, is_missing, load_documents
+
+__all__ = ["SHIPPED", "Column", "Module", "Scalar", "Table", "load_modules", "modules_for"]
+
+SHIPPED: Final = Path(__file__).parent / "modules"
+
+
+def _oid(value: str) -> str | None:
+    parts = value.split(".")
+    if len(parts) < 2 or not all(p.isdigit() for p in parts):
+        return f"{value!r} is not a numeric OID"
+    return None
+
+
+Oid = Annotated[str, Check(_oid)]
+Kind = Literal["gauge", "counter32", "counter64"]
+
+
+@dataclass(frozen=True, slots=True)
+class Scalar:
+    name: str
+    oid: Oid
+    kind: Kind = "gauge"
+    scale: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    name: str
+    oid: Oid
+    kind: Kind = "gauge"
+    scale: float = 1.0
+    fallback: Oid | None = None     # walked when the device has no row in ``oid``
+    fallback_kind: Kind = "gauge"
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    name: str
+    index: str
+    columns: list[Column]
+    # label -> candidate columns, the first that answers for a row wins
+    labels: dict[str, list[Oid]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Info:
+    name: str
+    labels: dict[str, Oid]
+
+
+@dataclass(frozen=True, slots=True)
+class Module:
+    name: str
+    classes: list[str]
+    scalars: list[Scalar] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    info: Info | None = None
+
+
+def load_modules(directory: Path = SHIPPED) -> dict[str, Module]:
+    modules: dict[str, Module] = {}
+    docs = load_documents(directory)
+    for doc in docs:
+        if doc.root is None:
+            continue
+        module = convert(doc, doc.root, Module)
+        if not is_missing(module):
+            modules[module.name] = module
+    problems = [p for d in docs for p in d.problems]
+    if problems:
+        raise Problems(problems)
+    return modules
+
+
+def modules_for(device_class: str, modules: dict[str, Module]) -> list[Module]:
+    return [m for m in modules.values() if device_class in m.classes]

@@ -1,0 +1,45 @@
+"""The shipped SNMP modules load, and a poll's values become the right samples."""
+
+from __future__ import annotations
+
+from collectors.snmp.client import Value
+from collectors.snmp.modules import load_modules, modules_for
+from collectors.snmp.poller import samples_from
+
+
+def test_shipped_modules_load_and_are_chosen_by_class() -> None:
+    modules = load_modules()
+    assert {"system", "if_mib", "host_resources", "ucd", "ups_mib"} == set(modules)
+    assert ["system", "ups_mib"] == sorted(m.name for m in modules_for("ups", modules))
+    assert ["host_resources", "if_mib", "system", "ucd"] == sorted(
+        m.name for m in modules_for("server", modules))
+
+
+def n(value: float, kind: str = "Counter64") -> Value:
+    return Value(value, "", kind)
+
+
+def t(text: str) -> Value:
+    return Value(None, text, "OctetString")
+
+
+def test_samples_use_ifname_and_fall_back_to_32_bit_counters() -> None:
+    """ifName labels an interface where the device has it, ifDescr where not; with no
+    64-bit column the 32-bit octets are used, typed counter32."""
+    modules = [m for m in load_modules().values() if m.name in ("system", "if_mib")]
+    scalars = {"1.3.6.1.2.1.1.3.0": n(123456, "TimeTicks"),
+               "1.3.6.1.2.1.1.5.0": t("alta-core1")}
+    columns = {
+        "1.3.6.1.2.1.2.2.1.2": {"1": t("GigabitEthernet1/0/1"), "2": t("Vlan10")},
+        "1.3.6.1.2.1.31.1.1.1.1": {"1": t("Gi1/0/1")},
+        "1.3.6.1.2.1.2.2.1.10": {"1": n(4_000_000_000, "Counter32"), "2": n(7, "Counter32")},
+        "1.3.6.1.2.1.2.2.1.8": {"1": n(1, "Integer32"), "2": n(2, "Integer32")},
+    }
+    samples = samples_from(modules, scalars, columns)
+    got = {(s.name, tuple(sorted(s.labels.items())), s.kind): s.value for s in samples}
+    assert 1234.56 == got[("sys_uptime_seconds", (), "gauge")]
+    assert 1.0 == got[("snmp_system_info", (("sys_name", "alta-core1"),), "gauge")]
+    assert 4e9 == got[("if_in_octets", (("ifindex", "1"), ("ifname", "Gi1/0/1")), "counter32")]
+    assert 7.0 == got[("if_in_octets", (("ifindex", "2"), ("ifname", "Vlan10")), "counter32")]
+    assert 2.0 == got[("if_oper_status", (("ifindex", "2"), ("ifname", "Vlan10")), "gauge")]
+    assert 6 == len(samples)
