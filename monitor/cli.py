@@ -60,6 +60,12 @@ def _collect_snmp(args: argparse.Namespace) -> int:
     return asyncio.run(run_snmp(args.config, args.location))
 
 
+def _collect_traps(args: argparse.Namespace) -> int:
+    from collectors.traps.service import run_traps
+
+    return asyncio.run(run_traps(args.config, args.location, args.port))
+
+
 def _collect_checks(args: argparse.Namespace) -> int:
     from collectors.checks.service import run_checks
 
@@ -93,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     snmp.add_argument("--config", required=True)
     snmp.add_argument("--location", required=True)
     snmp.set_defaults(func=_collect_snmp)
+    traps = collect_sub.add_parser("traps", help="SNMP trap and inform receiver")
+    traps.add_argument("--config", required=True)
+    traps.add_argument("--location", required=True)
+    traps.add_argument("--port", type=int, default=None, help="override traps.port")
+    traps.set_defaults(func=_collect_traps)
     checks = collect_sub.add_parser("checks", help="service checks: icmp, tcp, http, tls, dns")
     checks.add_argument("--config", required=True)
     checks.add_argument("--location", required=True)

@@ -298,6 +298,37 @@ class CheckSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class TrapUserSettings:
+    """A USM user allowed to send v3 traps and informs to the trap receiver."""
+
+    user: str
+    auth_protocol: SnmpAuth | None = None
+    auth_key: SecretRef | None = None
+    priv_protocol: SnmpPriv | None = None
+    priv_key: SecretRef | None = None
+    engine_id: str | None = None  # hex, the sender's; needed for v3 traps, not informs
+
+    def __post_init__(self) -> None:
+        if (self.auth_protocol is None) != (self.auth_key is None):
+            raise FieldError("auth_key", "'auth_protocol' and 'auth_key' go together")
+        if (self.priv_protocol is None) != (self.priv_key is None):
+            raise FieldError("priv_key", "'priv_protocol' and 'priv_key' go together")
+        if self.engine_id is not None:
+            try:
+                bytes.fromhex(self.engine_id)
+            except ValueError:
+                raise FieldError("engine_id", f"{self.engine_id!r} is not hex") from None
+
+
+@dataclass(frozen=True, slots=True)
+class TrapSettings:
+    host: str = "0.0.0.0"
+    port: Port = 162
+    communities: list[SecretRef] = field(default_factory=list)
+    users: list[TrapUserSettings] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
 class Broker:
     """The MQTT broker of one location."""
 
@@ -345,6 +376,7 @@ class _File:
     brokers: list[Broker] = field(default_factory=list)
     engine: EngineSettings | None = None
     outbox: OutboxSettings | None = None
+    traps: TrapSettings | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,6 +394,7 @@ class Config:
     source: str = ""
     # built once from office_hours at load: a schedule is asked about on every scrape
     schedules: dict[str, Schedule] = field(default_factory=dict)
+    traps: TrapSettings = field(default_factory=TrapSettings)
 
     def summary(self) -> str:
         classes = Counter(d.device_class for d in self.devices.values())
@@ -446,7 +479,7 @@ def load_config(path: str | Path) -> Config:
             if name in _LISTS:
                 (item_tp,) = typing.get_args(hints[name])
                 _collect_list(doc, name, value_node, item_tp, records, typed)
-            elif name in ("engine", "outbox"):
+            elif name in ("engine", "outbox", "traps"):
                 value = convert(doc, value_node, hints[name], name)
                 if name in singletons:
                     other = singletons[name][1]
@@ -459,6 +492,7 @@ def load_config(path: str | Path) -> Config:
         raise Problems(problems)
     engine = singletons.get("engine", (EngineSettings(), None))[0]
     outbox = singletons.get("outbox", (OutboxSettings(), None))[0]
+    traps = singletons.get("traps", (TrapSettings(), None))[0]
     return Config(
         locations=typed["locations"],
         municipalities=typed["municipalities"],
@@ -471,6 +505,7 @@ def load_config(path: str | Path) -> Config:
         schedules={k: v.schedule() for k, v in typed["office_hours"].items()},
         engine=engine,
         outbox=outbox,
+        traps=traps,
         source=str(root),
     )
 

@@ -35,12 +35,12 @@ __all__ = ["CollectError", "SnmpSession", "Value"]
 
 ErrorKind = Literal["timeout", "auth_error", "protocol", "config"]
 
-_AUTH: Final = {
+AUTH_PROTOCOLS: Final = {
     "MD5": usm.usmHMACMD5AuthProtocol, "SHA": usm.usmHMACSHAAuthProtocol,
     "SHA-224": usm.usmHMAC128SHA224AuthProtocol, "SHA-256": usm.usmHMAC192SHA256AuthProtocol,
     "SHA-384": usm.usmHMAC256SHA384AuthProtocol, "SHA-512": usm.usmHMAC384SHA512AuthProtocol,
 }
-_PRIV: Final = {
+PRIV_PROTOCOLS: Final = {
     "DES": usm.usmDESPrivProtocol, "AES": usm.usmAesCfb128Protocol,
     "AES-192": usm.usmAesCfb192Protocol, "AES-256": usm.usmAesCfb256Protocol,
 }
@@ -176,7 +176,7 @@ def _check(error: Any, status: Any) -> None:
 def _auth_data(profile: SnmpProfile, secrets: dict[str, str]) -> CommunityData | UsmUserData:
     if profile.version in ("1", "2c"):
         return CommunityData(secrets["community"], mpModel=0 if profile.version == "1" else 1)
-    auth = _AUTH[profile.auth_protocol] if profile.auth_protocol else usm.usmNoAuthProtocol
-    priv = _PRIV[profile.priv_protocol] if profile.priv_protocol else usm.usmNoPrivProtocol
+    auth = AUTH_PROTOCOLS[profile.auth_protocol] if profile.auth_protocol else usm.usmNoAuthProtocol
+    priv = PRIV_PROTOCOLS[profile.priv_protocol] if profile.priv_protocol else usm.usmNoPrivProtocol
     return UsmUserData(profile.user or "", secrets.get("auth_key"), secrets.get("priv_key"),
                        authProtocol=auth, privProtocol=priv)

@@ -1,0 +1,178 @@
+"""``driftsvakt collect traps``: SNMP v1/v2c traps and v3 traps and informs, to MQTT.
+
+pysnmp's notification receiver does the protocol (communities, USM users, the
+response to an inform). Each notification becomes a ``trap`` event of the device
+whose address sent it; a source that is no known device is counted and published
+under device ``unknown`` with its address, never dropped. linkDown and linkUp
+(with ifIndex and ifName where sent), coldStart, warmStart and authenticationFailure
+are named; every other trap is published with its OID and varbinds, names resolved
+through the MIBs pysnmp ships where it has them.
+
+Port 162 needs privilege: run with CAP_NET_BIND_SERVICE (see deploy/systemd/).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import structlog
+from pysnmp.carrier.asyncio.dgram import udp
+from pysnmp.entity import config as snmp_config
+from pysnmp.entity import engine as snmp_engine
+from pysnmp.entity.rfc3413 import ntfrcv
+from pysnmp.smi import builder, view
+
+from collectors.common.publisher import Emitter
+from collectors.snmp.client import AUTH_PROTOCOLS, PRIV_PROTOCOLS
+from monitor.config import Config
+
+__all__ = ["TrapReceiver", "TrapUser", "name_of"]
+
+log = structlog.get_logger(__name__)
+
+SNMP_TRAP_OID: Final = "1.3.6.1.6.3.1.1.4.1.0"
+SYS_UPTIME: Final = "1.3.6.1.2.1.1.3.0"
+# Generic traps (SNMPv2-MIB, IF-MIB) and the varbinds they carry. IF-MIB is not among
+# the MIBs pysnmp ships, so its names used here are listed by hand.
+KNOWN: Final = {
+    "1.3.6.1.6.3.1.1.5.1": "coldStart",
+    "1.3.6.1.6.3.1.1.5.2": "warmStart",
+    "1.3.6.1.6.3.1.1.5.3": "linkDown",
+    "1.3.6.1.6.3.1.1.5.4": "linkUp",
+    "1.3.6.1.6.3.1.1.5.5": "authenticationFailure",
+    "1.3.6.1.2.1.2.2.1.1": "ifIndex",
+    "1.3.6.1.2.1.2.2.1.2": "ifDescr",
+    "1.3.6.1.2.1.2.2.1.7": "ifAdminStatus",
+    "1.3.6.1.2.1.2.2.1.8": "ifOperStatus",
+    "1.3.6.1.2.1.31.1.1.1.1": "ifName",
+    "1.3.6.1.2.1.31.1.1.1.18": "ifAlias",
+}
+UNKNOWN_DEVICE: Final = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class TrapUser:
+    """A USM user that may send v3 traps or informs to us."""
+
+    name: str
+    auth_protocol: str | None = None
+    auth_key: str | None = None
+    priv_protocol: str | None = None
+    priv_key: str | None = None
+    engine_id: bytes | None = None  # the sender's, for v3 traps (informs discover ours)
+
+
+class _Names:
+    def __init__(self) -> None:
+        mib_builder = builder.MibBuilder()
+        mib_builder.load_modules("SNMPv2-MIB", "RFC1213-MIB")
+        self.view = view.MibViewController(mib_builder)
+
+    def __call__(self, oid: str) -> str | None:
+        # An instance (ifIndex.3) is named by its column.
+        for candidate in (oid, oid.rsplit(".", 1)[0]):
+            if candidate in KNOWN:
+                return KNOWN[candidate]
+        try:
+            _, label, suffix = self.view.get_node_name(tuple(int(p) for p in oid.split(".")))
+        except Exception:
+            return None
+        # The node itself or one instance of it; a far ancestor ("enterprises" for a
+        # vendor's trap) would only mislead.
+        return str(label[-1]) if label and len(suffix) <= 1 else None
+
+
+name_of: Final = _Names()
+
+
+@dataclass
+class TrapStats:
+    received: int = 0
+    unknown_source: int = 0
+    by_name: Counter[str] = field(default_factory=Counter)
+
+
+class TrapReceiver:
+    """Listens on ``host:port`` (UDP) and emits a trap event per notification."""
+
+    def __init__(self, config: Config, location: str, emitter: Emitter, *,
+                 host: str = "0.0.0.0", port: int = 162, communities: tuple[str, ...] = (),
+                 users: tuple[TrapUser, ...] = ()) -> None:
+        self.config = config
+        self.location = location
+        self.emitter = emitter
+        self.host = host
+        self.port = port
+        self.communities = communities
+        self.users = users
+        self.stats = TrapStats()
+        self.by_address = {d.address: d.id for d in config.devices.values() if d.address}
+        self._engine: Any = None
+        self._tasks: set[asyncio.Task[int]] = set()
+
+    def start(self) -> None:
+        engine = snmp_engine.SnmpEngine()
+        transport = udp.UdpAsyncioTransport().open_server_mode((self.host, self.port))
+        snmp_config.add_transport(engine, udp.DOMAIN_NAME, transport)
+        for i, community in enumerate(self.communities):
+            snmp_config.add_v1_system(engine, f"community-{i}", community)
+        for user in self.users:
+            auth = (AUTH_PROTOCOLS[user.auth_protocol] if user.auth_protocol
+                    else snmp_config.USM_AUTH_NONE)
+            priv = (PRIV_PROTOCOLS[user.priv_protocol] if user.priv_protocol
+                    else snmp_config.USM_PRIV_NONE)
+            snmp_config.add_v3_user(engine, user.name, auth, user.auth_key, priv, user.priv_key,
+                                    securityEngineId=user.engine_id)
+        ntfrcv.NotificationReceiver(engine, self._on_notification)
+        self._engine = engine
+        log.info("trap_receiver_started", host=self.host, port=self.port,
+                 communities=len(self.communities), users=len(self.users))
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close_dispatcher()
+            self._engine = None
+
+    async def drain(self) -> None:
+        """Wait until every notification received so far is in the outbox."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _on_notification(self, engine: Any, state_reference: Any, context_engine_id: Any,
+                         context_name: Any, var_binds: Any, cb_ctx: Any) -> None:
+        received = time.time()
+        _, address = engine.message_dispatcher.get_transport_info(state_reference)
+        source = str(address[0])
+        binds = [(str(oid), value) for oid, value in var_binds]
+        trap_oid = next((str(v) for o, v in binds if o == SNMP_TRAP_OID), "0.0")
+        device = self.by_address.get(source)
+        if device is None:
+            self.stats.unknown_source += 1
+            device, municipality = UNKNOWN_DEVICE, UNKNOWN_DEVICE
+            log.warning("trap_from_unknown_source", source=source, trap_oid=trap_oid)
+        else:
+            municipality = self.config.municipality_of(device)
+        varbinds = [{"oid": o, "type": type(v).__name__[:32], "value": _text(v)[:1024],
+                     **({"name": n} if (n := name_of(o)) else {})}
+                    for o, v in binds if o not in (SNMP_TRAP_OID, SYS_UPTIME)]
+        trap_name = name_of(trap_oid)
+        self.stats.received += 1
+        self.stats.by_name[trap_name or "other"] += 1
+        task = asyncio.get_running_loop().create_task(self.emitter.emit(
+            municipality, device, "trap", received, trap_oid=trap_oid,
+            trap_name=trap_name, agent_addr=source, varbinds=varbinds))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _text(value: Any) -> str:
+    if hasattr(value, "asOctets") and type(value).__name__ == "OctetString":
+        return bytes(value.asOctets()).decode("utf-8", errors="replace")
+    try:
+        return str(int(value))
+    except (TypeError, ValueError):
+        return str(value.prettyPrint() if hasattr(value, "prettyPrint") else value)

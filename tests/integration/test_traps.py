@@ -1,0 +1,87 @@
+"""Traps sent with net-snmp's snmptrap/snmpinform arrive on MQTT as typed events in < 1 s."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from pathlib import Path
+
+import aiomqtt
+import msgspec
+import pytest
+
+from collectors.common.outbox import Outbox
+from collectors.common.publisher import Publisher
+from collectors.traps.receiver import TrapReceiver, TrapUser
+from monitor.config import load_config
+from monitor.events import TrapEvent
+from tests.estate import DEVICES, write_estate
+from tests.servers import Mosquitto, free_udp_port
+
+pytestmark = pytest.mark.integration
+
+COMMUNITY = "dv-traps"
+USER = TrapUser("dvtrap", "SHA-256", "trap-auth-123", "AES", "trap-priv-123")
+
+
+async def test_v2c_trap_and_v3_inform_arrive_as_typed_events(tmp_path: Path) -> None:
+    """A v2c linkDown from a known switch, a v3 authPriv inform (coldStart) and a trap
+    from an unknown address each reach MQTT within 1 s, named, with the source."""
+    with Mosquitto(tmp_path / "broker") as broker:
+        config = load_config(write_estate(tmp_path, broker.port))
+        outbox = await Outbox.open(tmp_path / "traps.db")
+        publisher = Publisher(broker=config.broker_for("alta"), location="alta",
+                              component="traps", instance="traps-alta", outbox=outbox)
+        port = free_udp_port()
+        receiver = TrapReceiver(config, "alta", publisher, host="127.0.0.1", port=port,
+                                communities=(COMMUNITY,), users=(USER,))
+        receiver.start()
+        sender = asyncio.create_task(publisher.run())
+        decoder = msgspec.json.Decoder(TrapEvent)
+        try:
+            async with aiomqtt.Client("127.0.0.1", broker.port) as client:
+                await client.subscribe("driftsvakt/v1/alta/+/+/trap", qos=1)
+                await asyncio.sleep(0.3)
+                sends = [
+                    ["snmptrap", "-v2c", "-c", COMMUNITY, "--clientaddr=127.0.1.1",
+                     f"127.0.0.1:{port}", "", "1.3.6.1.6.3.1.1.5.3",
+                     "1.3.6.1.2.1.2.2.1.1.3", "i", "3",
+                     "1.3.6.1.2.1.31.1.1.1.1.3", "s", "Gi1/0/3"],
+                    ["snmpinform", "-v3", "-l", "authPriv", "-u", USER.name, "-a", "SHA-256",
+                     "-A", str(USER.auth_key), "-x", "AES", "-X", str(USER.priv_key),
+                     "--clientaddr=127.0.1.2", f"127.0.0.1:{port}", "",
+                     "1.3.6.1.6.3.1.1.5.1"],
+                    ["snmptrap", "-v2c", "-c", COMMUNITY, f"127.0.0.1:{port}", "",
+                     "1.3.6.1.4.1.9999.1.2", "1.3.6.1.4.1.9999.1.2.1", "s", "vendor thing"],
+                ]
+                got: list[tuple[str, TrapEvent, float]] = []
+                for argv in sends:
+                    sent = time.monotonic()
+                    proc = await asyncio.create_subprocess_exec(
+                        *argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                    async with asyncio.timeout(5):
+                        async for message in client.messages:
+                            assert isinstance(message.payload, bytes)
+                            got.append((message.topic.value, decoder.decode(message.payload),
+                                        time.monotonic() - sent))
+                            break
+                    _, err = await proc.communicate()
+                    assert 0 == proc.returncode, err.decode()
+        finally:
+            publisher.stop()
+            await asyncio.wait_for(sender, 10)
+            receiver.close()
+            await outbox.close()
+    (t1, link, d1), (t2, cold, d2), (t3, other, d3) = got
+    assert f"driftsvakt/v1/alta/loppa/{DEVICES[0]}/trap" == t1
+    assert ("linkDown", "127.0.1.1") == (link.trap_name, link.agent_addr)
+    assert [("ifIndex", "3"), ("ifName", "Gi1/0/3")] == [(v.name, v.value)
+                                                        for v in link.varbinds]
+    assert (f"driftsvakt/v1/alta/loppa/{DEVICES[1]}/trap", "coldStart") == (t2, cold.trap_name)
+    assert "driftsvakt/v1/alta/unknown/unknown/trap" == t3
+    assert ("1.3.6.1.4.1.9999.1.2", None, "127.0.0.1") == (other.trap_oid, other.trap_name,
+                                                            other.agent_addr)
+    assert "vendor thing" == other.varbinds[0].value
+    assert max(d1, d2, d3) < 1.0, (d1, d2, d3)
+    assert (3, 1) == (receiver.stats.received, receiver.stats.unknown_source)
