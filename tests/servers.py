@@ -144,8 +144,10 @@ class Snmpd:
     COMMUNITY = "dv-test-public"
     USER, AUTH_KEY, PRIV_KEY = "dvuser", "auth-key-123", "priv-key-123"
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None,
+                 addresses: tuple[str, ...] = ("127.0.0.1", "127.0.0.2")) -> None:
         binary = shutil.which("snmpd") or "/usr/sbin/snmpd"
+        self.addresses = addresses
         if not os.path.exists(binary):
             raise RuntimeError("snmpd is not installed (the test command installs it)")
         self.binary = binary
@@ -167,7 +169,7 @@ class Snmpd:
         self.proc = subprocess.Popen(
             [self.binary, "-f", "-Lf", str(self.workdir / "snmpd.log"), "-C", "-c",
              str(self.conf), "-I", "-smux",
-             f"udp:127.0.0.1:{self.port},udp:127.0.0.2:{self.port}"],
+             ",".join(f"udp:{a}:{self.port}" for a in self.addresses)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

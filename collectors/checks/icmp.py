@@ -23,15 +23,16 @@ import structlog
 from icmplib import ICMPRequest, ICMPv4Socket, ICMPv6Socket
 from icmplib.exceptions import ICMPLibError, SocketPermissionError
 
+from collectors.common.sockets import grow_receive_buffer
+
 __all__ = ["IcmpUnavailable", "Pinger"]
 
 log = structlog.get_logger(__name__)
 
 ECHO_REPLY: Final = {4: 0, 6: 129}
-# A reply dropped from a full receive buffer is a false "host down". A raw socket also
-# queues our own requests on loopback, so each ping can take two buffer slots of ~1 KiB
-# (kernel accounting); the default buffer overflowed at 128 pings in flight.
-RECEIVE_BUFFER: Final = 8 * 1024 * 1024
+# A raw socket also queues our own requests on loopback, so each ping can take two
+# buffer slots of ~1 KiB (kernel accounting): the default buffer overflowed at 128
+# pings in flight (see collectors/common/sockets.py).
 MAX_IN_FLIGHT: Final = 1000
 
 
@@ -87,7 +88,7 @@ class Pinger:
             raise IcmpUnavailable("; ".join(errors))
         raw: socket.socket = icmp.sock
         raw.setblocking(False)
-        _grow_receive_buffer(raw)
+        grow_receive_buffer(raw)
         family = _Family(icmp, privileged, {})
         asyncio.get_running_loop().add_reader(raw.fileno(), self._on_readable, family)
         self._families[version] = family
@@ -149,21 +150,6 @@ class Pinger:
             _, sent, future = entry
             if not future.done():
                 future.set_result(now - sent)
-
-
-def _grow_receive_buffer(sock: socket.socket) -> None:
-    """As large as allowed: SO_RCVBUFFORCE with privilege, else up to net.core.rmem_max."""
-    force = getattr(socket, "SO_RCVBUFFORCE", None)
-    try:
-        if force is None:
-            raise PermissionError
-        sock.setsockopt(socket.SOL_SOCKET, force, RECEIVE_BUFFER)
-    except PermissionError:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
-    got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
-    if got < RECEIVE_BUFFER:
-        log.warning("icmp_receive_buffer_small", bytes=got, wanted=RECEIVE_BUFFER,
-                    hint="raise net.core.rmem_max, or ping fewer hosts at once")
 
 
 def _normal(address: str) -> str:
