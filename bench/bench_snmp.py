@@ -43,7 +43,7 @@ async def one_run() -> tuple[float, float, float]:
         addresses = tuple(f"127.0.0.{i}" for i in range(1, DEVICES + 1))
         agent = Snmpd(tmp / "snmpd", addresses=addresses).start()
         if shutil.which("taskset") and agent.proc is not None:
-            subprocess.run(["taskset", "-pc", "1", str(agent.proc.pid)], check=False,
+            subprocess.run(["taskset", "-pc", "1", str(agent.proc.pid)], check=False,  # noqa: ASYNC221
                            capture_output=True)
             os.sched_setaffinity(0, {0})
         try:
