@@ -160,12 +160,17 @@ class SnmpSession:
                 if column not in cursor:
                     continue
                 oid = str(oid_obj)
-                if not oid.startswith(column + ".") or isinstance(value, EndOfMibView):
-                    del cursor[column]  # left the column: it is done
+                if isinstance(value, EndOfMibView):
+                    del cursor[column]  # the agent has nothing after it
                     continue
+                # GETBULK answers with the OIDs after the ones asked: anything else is a
+                # broken agent, and following it could loop forever.
                 if _oid_key(oid) <= _oid_key(cursor[column]):
                     raise CollectError("protocol", f"non-increasing OID {oid} after "
                                                    f"{cursor[column]}")
+                if not oid.startswith(column + "."):
+                    del cursor[column]  # left the column: it is done
+                    continue
                 cursor[column] = oid
                 progressed = True
                 decoded = _decode(value)
