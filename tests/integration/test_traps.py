@@ -85,3 +85,47 @@ async def test_v2c_trap_and_v3_inform_arrive_as_typed_events(tmp_path: Path) -> 
     assert "vendor thing" == other.varbinds[0].value
     assert max(d1, d2, d3) < 1.0, (d1, d2, d3)
     assert (3, 1) == (receiver.stats.received, receiver.stats.unknown_source)
+
+
+def test_collect_traps_command_end_to_end(tmp_path: Path) -> None:
+    """`driftsvakt collect traps` with the community from the environment: a linkUp
+    from a known switch reaches MQTT; SIGTERM stops it with exit 0."""
+    import os
+    import signal
+    import sys
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    with Mosquitto(tmp_path / "broker") as broker:
+        path = write_estate(tmp_path, broker.port)
+        estate = yaml.safe_load(path.read_text(encoding="utf-8"))
+        estate["traps"] = {"host": "127.0.0.1", "communities": [{"env": "DV_TRAP_COMMUNITY"}]}
+        path.write_text(yaml.safe_dump(estate), encoding="utf-8")
+        port = free_udp_port()
+        sub = subprocess.Popen(["mosquitto_sub", "-p", str(broker.port), "-t",
+                                "driftsvakt/v1/alta/+/+/trap", "-C", "1", "-W", "20"],
+                               stdout=subprocess.PIPE)
+        receiver = subprocess.Popen(
+            [sys.executable, "-m", "monitor.cli", "collect", "traps", "--config", str(path),
+             "--location", "alta", "--port", str(port)], cwd=root,
+            env={**os.environ, "DV_TRAP_COMMUNITY": "secret-community"},
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 15
+            while sub.poll() is None and time.monotonic() < deadline:
+                subprocess.run(["snmptrap", "-v2c", "-c", "secret-community",
+                                "--clientaddr=127.0.1.3", f"127.0.0.1:{port}", "",
+                                "1.3.6.1.6.3.1.1.5.4", "1.3.6.1.2.1.2.2.1.1.7", "i", "7"],
+                               check=True, capture_output=True)
+                time.sleep(0.5)
+            out, _ = sub.communicate(timeout=10)
+            event = msgspec.json.decode(out.strip().splitlines()[0], type=TrapEvent)
+            assert ("loppa-sw3", "linkUp", "traps-alta") == (event.device, event.trap_name,
+                                                             event.src)
+        finally:
+            receiver.send_signal(signal.SIGTERM)
+            code = receiver.wait(15)
+            sub.kill()
+            sub.wait()
+        assert 0 == code, receiver.stderr.read().decode() if receiver.stderr else ""

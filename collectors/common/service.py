@@ -1,0 +1,83 @@
+"""What every collector process does around its own work: config, outbox, publisher,
+signals, and a clear message instead of a traceback when it cannot start."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from collectors.common.outbox import Outbox
+from collectors.common.publisher import Publisher
+from monitor.config import Config, load_config
+from monitor.yamlmodel import Problems
+
+__all__ = ["CannotStart", "CollectorContext", "collector_context", "load_for", "report",
+           "stop_on_signals"]
+
+
+class CannotStart(Exception):
+    """Says, for the operator, why the collector cannot start."""
+
+
+@dataclass(frozen=True, slots=True)
+class CollectorContext:
+    config: Config
+    location: str
+    publisher: Publisher
+    outbox: Outbox
+
+
+def load_for(config_path: str, location: str) -> Config:
+    try:
+        config = load_config(Path(config_path))
+    except Problems as exc:
+        raise CannotStart(str(exc)) from None
+    if location not in config.locations:
+        raise CannotStart(f"{config_path}: location {location!r} is not in the config")
+    return config
+
+
+@asynccontextmanager
+async def collector_context(config: Config, location: str, component: str
+                            ) -> AsyncIterator[CollectorContext]:
+    """The publisher of collector ``component`` at ``location``, on its own outbox."""
+    broker = config.broker_for(location)
+    instance = f"{component}-{location}"
+    try:
+        password = broker.password.resolve() if broker.password else None
+    except (KeyError, OSError) as exc:
+        raise CannotStart(f"broker password: {exc}") from None
+    outbox = await Outbox.open(Path(config.outbox.directory) / f"{instance}.db",
+                               max_rows=config.outbox.max_rows, max_age=config.outbox.max_age)
+    try:
+        publisher = Publisher(broker=broker, location=location, component=component,
+                              instance=instance, outbox=outbox, password=password,
+                              wait_for=config.outbox.wait_for, window=config.outbox.window,
+                              ack_timeout=config.outbox.ack_timeout)
+        yield CollectorContext(config, location, publisher, outbox)
+    finally:
+        await outbox.close()
+
+
+def stop_on_signals(*stops: Callable[[], None]) -> None:
+    """SIGTERM and SIGINT call every ``stop`` (where the platform has signal handlers)."""
+    loop = asyncio.get_running_loop()
+
+    def stop_all() -> None:
+        for stop in stops:
+            stop()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop_all)
+
+
+def report(exc: CannotStart) -> int:
+    print(f"cannot start: {exc}", file=sys.stderr)
+    return 1
