@@ -33,7 +33,7 @@ from pysnmp.proto.rfc1905 import EndOfMibView, NoSuchInstance, NoSuchObject
 from collectors.common.sockets import grow_receive_buffer
 from monitor.config import SnmpProfile
 
-__all__ = ["CollectError", "SnmpSession", "Value"]
+__all__ = ["END", "CollectError", "Session", "SnmpSession", "Value"]
 
 ErrorKind = Literal["timeout", "auth_error", "protocol", "config"]
 
@@ -100,8 +100,58 @@ def _decode(value: Any) -> Value | None:
     return Value(None, raw.decode("utf-8", errors="replace").strip("\x00"), name)
 
 
-class SnmpSession:
-    """Requests to one device with one profile; ``engine`` is shared by all devices."""
+END: Final = object()  # endOfMibView in a walk result
+
+
+class Session:
+    """Requests to one device. Subclasses provide ``get`` and ``bulk``; the walk of
+    several columns at once, and its checks, are shared."""
+
+    async def get(self, oids: Sequence[str]) -> dict[str, Value]:
+        raise NotImplementedError
+
+    async def bulk(self, oids: Sequence[str], max_repetitions: int
+                   ) -> list[tuple[str, Value | object | None]]:
+        """One GETBULK: (oid, Value, None for noSuch*, or END) in response order."""
+        raise NotImplementedError
+
+    async def walk(self, columns: Sequence[str], max_repetitions: int = 25
+                   ) -> dict[str, dict[str, Value]]:
+        """Walk several table columns together with GETBULK: column -> {index: value}."""
+        result: dict[str, dict[str, Value]] = {c: {} for c in columns}
+        cursor = {c: c for c in columns}  # the last OID seen in each unfinished column
+        while cursor:
+            pending = list(cursor)
+            binds = await self.bulk([cursor[c] for c in pending], max_repetitions)
+            if not binds:
+                break
+            progressed = False
+            for i, (oid, value) in enumerate(binds):
+                column = pending[i % len(pending)]
+                if column not in cursor:
+                    continue
+                if value is END:
+                    del cursor[column]  # the agent has nothing after it
+                    continue
+                # GETBULK answers with the OIDs after the ones asked: anything else is a
+                # broken agent, and following it could loop forever.
+                if _oid_key(oid) <= _oid_key(cursor[column]):
+                    raise CollectError("protocol", f"non-increasing OID {oid} after "
+                                                   f"{cursor[column]}")
+                if not oid.startswith(column + "."):
+                    del cursor[column]  # left the column: it is done
+                    continue
+                cursor[column] = oid
+                progressed = True
+                if isinstance(value, Value):
+                    result[column][oid[len(column) + 1:]] = value
+            if not progressed:
+                break
+        return result
+
+
+class SnmpSession(Session):
+    """Through pysnmp: v1, and v3 with USM; ``engine`` is shared by all devices."""
 
     def __init__(self, engine: SnmpEngine, address: str, profile: SnmpProfile,
                  secrets: dict[str, str]) -> None:
@@ -137,48 +187,18 @@ class SnmpSession:
                 found[str(oid)] = decoded
         return found
 
-    async def walk(self, columns: Sequence[str], max_repetitions: int = 25
-                   ) -> dict[str, dict[str, Value]]:
-        """Walk several table columns together with GETBULK: column -> {index: value}."""
+    async def bulk(self, oids: Sequence[str], max_repetitions: int
+                   ) -> list[tuple[str, Value | object | None]]:
         target = await self._transport()
-        result: dict[str, dict[str, Value]] = {c: {} for c in columns}
-        cursor = {c: c for c in columns}  # the last OID seen in each unfinished column
-        while cursor:
-            pending = list(cursor)
-            try:
-                error, status, _, binds = await bulk_cmd(
-                    self.engine, self.auth, target, ContextData(), 0, max_repetitions,
-                    *(ObjectType(ObjectIdentity(cursor[c])) for c in pending), lookupMib=False)
-            except (OverflowError, ValueError, TypeError) as exc:
-                raise CollectError("protocol", f"undecodable response: {exc}") from None
-            _check(error, status)
-            if not binds:
-                break
-            progressed = False
-            for i, (oid_obj, value) in enumerate(binds):
-                column = pending[i % len(pending)]
-                if column not in cursor:
-                    continue
-                oid = str(oid_obj)
-                if isinstance(value, EndOfMibView):
-                    del cursor[column]  # the agent has nothing after it
-                    continue
-                # GETBULK answers with the OIDs after the ones asked: anything else is a
-                # broken agent, and following it could loop forever.
-                if _oid_key(oid) <= _oid_key(cursor[column]):
-                    raise CollectError("protocol", f"non-increasing OID {oid} after "
-                                                   f"{cursor[column]}")
-                if not oid.startswith(column + "."):
-                    del cursor[column]  # left the column: it is done
-                    continue
-                cursor[column] = oid
-                progressed = True
-                decoded = _decode(value)
-                if decoded is not None:
-                    result[column][oid[len(column) + 1:]] = decoded
-            if not progressed:
-                break
-        return result
+        try:
+            error, status, _, binds = await bulk_cmd(
+                self.engine, self.auth, target, ContextData(), 0, max_repetitions,
+                *(ObjectType(ObjectIdentity(o)) for o in oids), lookupMib=False)
+        except (OverflowError, ValueError, TypeError) as exc:
+            raise CollectError("protocol", f"undecodable response: {exc}") from None
+        _check(error, status)
+        return [(str(oid), END if isinstance(value, EndOfMibView) else _decode(value))
+                for oid, value in binds]
 
 
 def _oid_key(oid: str) -> tuple[int, ...]:

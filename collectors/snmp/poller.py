@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import random
 import time
 from collections import Counter
@@ -27,7 +28,8 @@ import structlog
 from pysnmp.hlapi.v3arch.asyncio import SnmpEngine
 
 from collectors.common.publisher import Emitter
-from collectors.snmp.client import CollectError, SnmpSession, Value
+from collectors.snmp.client import CollectError, Session, SnmpSession, Value
+from collectors.snmp.community import CommunitySession, UdpRequester
 from collectors.snmp.modules import Module, modules_for
 from monitor.config import Config, Device
 from monitor.events import Sample
@@ -85,6 +87,13 @@ def samples_from(modules: list[Module], scalars: dict[str, Value],
     return samples
 
 
+def _is_ipv4(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).version == 4
+    except ValueError:
+        return False  # a host name: pysnmp resolves it
+
+
 class SnmpPoller:
     """Polls the SNMP devices of ``location`` until stopped."""
 
@@ -101,13 +110,14 @@ class SnmpPoller:
         self.rng = rng or random.Random()
         self.clock = clock
         self.stats = PollerStats()
+        self.requester = UdpRequester()
         self.devices = [d for d in config.devices.values()
                         if d.snmp_profile and d.address and config.location_of(d.id) == location]
         self.sessions = {d.id: self._session(d) for d in self.devices}
         self.state: dict[str, str] = {}
         self._stop = asyncio.Event()
 
-    def _session(self, device: Device) -> SnmpSession:
+    def _session(self, device: Device) -> Session:
         assert device.snmp_profile is not None
         assert device.address is not None
         profile = self.config.snmp_profiles[device.snmp_profile]
@@ -116,10 +126,17 @@ class SnmpPoller:
             ref = getattr(profile, key)
             if ref is not None:
                 secrets[key] = ref.resolve()  # missing secret: fail at start, naming it
+        if profile.version == "2c" and _is_ipv4(device.address):
+            # the lean path: prebuilt requests, our BER reader, one shared socket
+            return CommunitySession(self.requester, device.address, profile,
+                                    secrets["community"])
         return SnmpSession(self.engine, device.address, profile, secrets)
 
     def stop(self) -> None:
         self._stop.set()
+
+    def close(self) -> None:
+        self.requester.close()
 
     async def poll(self, device: Device) -> list[Sample]:
         """One poll of ``device``; raises CollectError."""
@@ -173,9 +190,12 @@ class SnmpPoller:
 
     async def run(self) -> None:
         log.info("snmp_poller_started", location=self.location, devices=len(self.devices))
-        async with asyncio.TaskGroup() as tg:
-            for device in self.devices:
-                tg.create_task(self._loop(device), name=f"snmp-{device.id}")
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for device in self.devices:
+                    tg.create_task(self._loop(device), name=f"snmp-{device.id}")
+        finally:
+            self.close()
 
     async def _loop(self, device: Device) -> None:
         interval = device.interval or DEFAULT_INTERVAL
