@@ -31,6 +31,7 @@ from pysnmp.proto.rfc1902 import Counter32, Counter64, Gauge32, Integer32, TimeT
 from pysnmp.proto.rfc1905 import EndOfMibView, NoSuchInstance, NoSuchObject
 
 from collectors.common.sockets import grow_receive_buffer
+from collectors.snmp.wire import WireError, oid_arcs, oid_content, oid_text, suffix_arcs
 from monitor.config import SnmpProfile
 
 __all__ = ["END", "CollectError", "Session", "SnmpSession", "Value"]
@@ -101,6 +102,7 @@ def _decode(value: Any) -> Value | None:
 
 
 END: Final = object()  # endOfMibView in a walk result
+MAX_ROWS: Final = 100_000  # per column and poll: an agent that walks forever is broken
 
 
 class Session:
@@ -110,41 +112,64 @@ class Session:
     async def get(self, oids: Sequence[str]) -> dict[str, Value]:
         raise NotImplementedError
 
-    async def bulk(self, oids: Sequence[str], max_repetitions: int
-                   ) -> list[tuple[str, Value | object | None]]:
-        """One GETBULK: (oid, Value, None for noSuch*, or END) in response order."""
+    async def bulk(self, oids: Sequence[bytes], max_repetitions: int
+                   ) -> list[tuple[bytes, Value | object | None]]:
+        """One GETBULK of OIDs given as BER content octets: (oid, Value, None for
+        noSuch*, or END), in response order, OIDs again as content octets."""
         raise NotImplementedError
 
     async def walk(self, columns: Sequence[str], max_repetitions: int = 25
                    ) -> dict[str, dict[str, Value]]:
-        """Walk several table columns together with GETBULK: column -> {index: value}."""
+        """Walk several table columns together with GETBULK: column -> {index: value}.
+
+        OIDs stay BER content octets: a column's octets prefix exactly its rows', so a
+        row is matched without decoding, and only its index (a few arcs) is decoded to
+        check order and to key the row; a full OID is decoded once per column, at its end.
+        """
         result: dict[str, dict[str, Value]] = {c: {} for c in columns}
-        cursor = {c: c for c in columns}  # the last OID seen in each unfinished column
+        bases = {c: oid_content(c) for c in columns}
+        base_arcs = {c: tuple(int(a) for a in c.split(".")) for c in columns}
+        # per unfinished column: the last OID seen (octets) and its index arcs
+        cursor: dict[str, tuple[bytes, tuple[int, ...]]] = {c: (b, ()) for c, b in
+                                                            bases.items()}
         while cursor:
             pending = list(cursor)
-            binds = await self.bulk([cursor[c] for c in pending], max_repetitions)
+            binds = await self.bulk([cursor[c][0] for c in pending], max_repetitions)
             if not binds:
                 break
             progressed = False
             for i, (oid, value) in enumerate(binds):
                 column = pending[i % len(pending)]
-                if column not in cursor:
+                state = cursor.get(column)
+                if state is None:
                     continue
                 if value is END:
                     del cursor[column]  # the agent has nothing after it
                     continue
-                # GETBULK answers with the OIDs after the ones asked: anything else is a
-                # broken agent, and following it could loop forever.
-                if _oid_key(oid) <= _oid_key(cursor[column]):
-                    raise CollectError("protocol", f"non-increasing OID {oid} after "
-                                                   f"{cursor[column]}")
-                if not oid.startswith(column + "."):
+                last_index = state[1]
+                base = bases[column]
+                try:
+                    inside = len(oid) > len(base) and oid.startswith(base)
+                    index = suffix_arcs(oid[len(base):]) if inside else None
+                    # GETBULK answers with the OIDs after the ones asked: anything else
+                    # is a broken agent, and following it could loop forever.
+                    if (index is not None and index <= last_index) or (index is None and \
+                            oid_arcs(oid) <= base_arcs[column] + last_index):
+                        raise CollectError("protocol", f"non-increasing OID {_text(oid)} "
+                                                       f"after {_text(state[0])}")
+                except WireError as exc:
+                    raise CollectError("protocol", str(exc)) from None
+                if index is None:
                     del cursor[column]  # left the column: it is done
                     continue
-                cursor[column] = oid
+                cursor[column] = (oid, index)
                 progressed = True
                 if isinstance(value, Value):
-                    result[column][oid[len(column) + 1:]] = value
+                    rows = result[column]
+                    rows[".".join(str(a) for a in index)] = value
+                    if len(rows) > MAX_ROWS:
+                        raise CollectError("protocol", f"more than {MAX_ROWS} rows in "
+                                                       f"{column}")
             if not progressed:
                 break
         return result
@@ -187,22 +212,26 @@ class SnmpSession(Session):
                 found[str(oid)] = decoded
         return found
 
-    async def bulk(self, oids: Sequence[str], max_repetitions: int
-                   ) -> list[tuple[str, Value | object | None]]:
+    async def bulk(self, oids: Sequence[bytes], max_repetitions: int
+                   ) -> list[tuple[bytes, Value | object | None]]:
         target = await self._transport()
         try:
             error, status, _, binds = await bulk_cmd(
                 self.engine, self.auth, target, ContextData(), 0, max_repetitions,
-                *(ObjectType(ObjectIdentity(o)) for o in oids), lookupMib=False)
+                *(ObjectType(ObjectIdentity(oid_text(o))) for o in oids), lookupMib=False)
         except (OverflowError, ValueError, TypeError) as exc:
             raise CollectError("protocol", f"undecodable response: {exc}") from None
         _check(error, status)
-        return [(str(oid), END if isinstance(value, EndOfMibView) else _decode(value))
+        return [(oid_content(str(oid)),
+                 END if isinstance(value, EndOfMibView) else _decode(value))
                 for oid, value in binds]
 
 
-def _oid_key(oid: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in oid.split("."))
+def _text(content: bytes) -> str:
+    try:
+        return oid_text(content)
+    except WireError:
+        return content.hex()
 
 
 def _check(error: Any, status: Any) -> None:

@@ -27,8 +27,10 @@ from collectors.snmp.wire import (
     Response,
     WireError,
     decode_response,
-    encode_oid,
     encode_request,
+    oid_content,
+    oid_text,
+    oid_tlv,
 )
 from monitor.config import SnmpProfile
 
@@ -131,22 +133,9 @@ class CommunitySession(Session):
         self.address = address
         self.profile = profile
         self.community = community.encode()
-        self._oids: dict[str, bytes] = {}
-
-    def _encoded(self, oid: str) -> bytes:
-        encoded = self._oids.get(oid)
-        if encoded is None:
-            try:
-                encoded = encode_oid(oid)
-            except WireError as exc:
-                raise CollectError("protocol", str(exc)) from None
-            if len(self._oids) < 4096:
-                self._oids[oid] = encoded
-        return encoded
-
-    async def _send(self, pdu_type: int, oids: Sequence[str], max_repetitions: int = 0
+    async def _send(self, pdu_type: int, oids: Sequence[bytes], max_repetitions: int = 0
                     ) -> Response:
-        encoded = [self._encoded(o) for o in oids]
+        encoded = [oid_tlv(o) for o in oids]
         response = await self.requester.request(
             self.address, self.profile.port,
             lambda rid: encode_request(1, self.community, pdu_type, rid, encoded, 0,
@@ -160,16 +149,23 @@ class CommunitySession(Session):
     async def get(self, oids: Sequence[str]) -> dict[str, Value]:
         if not oids:
             return {}
-        response = await self._send(GET, oids)
+        try:
+            contents = [oid_content(o) for o in oids]
+        except WireError as exc:
+            raise CollectError("protocol", str(exc)) from None
+        response = await self._send(GET, contents)
         found: dict[str, Value] = {}
         for (oid, raw), kind in zip(response.varbinds, response.snmp_types, strict=True):
             value = _value(raw, kind)
             if isinstance(value, Value):
-                found[oid] = value
+                try:
+                    found[oid_text(oid)] = value
+                except WireError as exc:
+                    raise CollectError("protocol", str(exc)) from None
         return found
 
-    async def bulk(self, oids: Sequence[str], max_repetitions: int
-                   ) -> list[tuple[str, Value | object | None]]:
+    async def bulk(self, oids: Sequence[bytes], max_repetitions: int
+                   ) -> list[tuple[bytes, Value | object | None]]:
         response = await self._send(GETBULK, oids, max_repetitions)
         return [(oid, _value(raw, kind))
                 for (oid, raw), kind in zip(response.varbinds, response.snmp_types,

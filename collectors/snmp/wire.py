@@ -22,6 +22,12 @@ __all__ = [
     "decode_response",
     "encode_oid",
     "encode_request",
+    "oid_arcs",
+    "oid_content",
+    "oid_text",
+    "oid_tlv",
+    "suffix_arcs",
+    "suffix_text",
 ]
 
 GET: Final = 0xA0
@@ -46,8 +52,9 @@ class Response:
     request_id: int
     error_status: int
     error_index: int
-    # (oid, value): value is int, bytes, str (OID or IP address), NO_SUCH or END_OF_MIB
-    varbinds: list[tuple[str, object]]
+    # (OID content octets, value): value is int, bytes, str (an OID value or IP address),
+    # NO_SUCH or END_OF_MIB
+    varbinds: list[tuple[bytes, object]]
     snmp_types: list[str]
 
 
@@ -69,6 +76,18 @@ def _integer(value: int) -> bytes:
 
 def encode_oid(oid: str) -> bytes:
     """The BER OBJECT IDENTIFIER (tag and length included) of a dotted OID."""
+    return oid_tlv(oid_content(oid))
+
+
+def oid_tlv(content: bytes) -> bytes:
+    return _tlv(0x06, content)
+
+
+def oid_content(oid: str) -> bytes:
+    """The content octets of an OID's BER encoding. Each arc's encoding ends in a byte
+    below 0x80, so a column's octets are a prefix of exactly its rows' octets: a walk can
+    match rows to columns without decoding them. (Byte order is *not* OID order: 256 is
+    82 00 and 16384 is 81 80 00.)"""
     try:
         arcs = [int(p) for p in oid.split(".")]
     except ValueError:
@@ -83,7 +102,7 @@ def encode_oid(oid: str) -> bytes:
             chunk.append(0x80 | (arc & 0x7F))
             arc >>= 7
         out.extend(reversed(chunk))
-    return _tlv(0x06, bytes(out))
+    return bytes(out)
 
 
 _NULL: Final = b"\x05\x00"
@@ -123,6 +142,33 @@ def _int(data: bytes, start: int, stop: int) -> int:
     if start == stop or stop - start > 9:
         raise WireError(f"bad INTEGER at byte {start}")
     return int.from_bytes(data[start:stop], "big", signed=True)
+
+
+def oid_text(content: bytes) -> str:
+    return _oid(content, 0, len(content))
+
+
+def suffix_arcs(content: bytes) -> tuple[int, ...]:
+    """The arcs of an OID's tail (a row index) from its content octets."""
+    if not content or content[-1] & 0x80:
+        raise WireError("bad OID suffix")
+    arcs: list[int] = []
+    value = 0
+    for byte in content:
+        value = (value << 7) | (byte & 0x7F)
+        if not byte & 0x80:
+            arcs.append(value)
+            value = 0
+    return tuple(arcs)
+
+
+def suffix_text(content: bytes) -> str:
+    return ".".join(str(a) for a in suffix_arcs(content))
+
+
+def oid_arcs(content: bytes) -> tuple[int, ...]:
+    """All arcs of an OID from its content octets (the first byte holds two)."""
+    return tuple(int(a) for a in oid_text(content).split("."))
 
 
 def _oid(data: bytes, start: int, stop: int) -> str:
@@ -167,16 +213,16 @@ def decode_response(data: bytes) -> Response:
     tag, pos, list_end = _read(data, pos, pdu_end)
     if tag != 0x30:
         raise WireError("no varbind list")
-    binds: list[tuple[str, object]] = []
+    binds: list[tuple[bytes, object]] = []
     types: list[str] = []
     while pos < list_end:
         tag, s, bind_end = _read(data, pos, list_end)
         if tag != 0x30:
             raise WireError(f"bad varbind at byte {pos}")
         tag, os_, oe = _read(data, s, bind_end)
-        if tag != 0x06:
-            raise WireError(f"varbind without OID at byte {s}")
-        oid = _oid(data, os_, oe)
+        if tag != 0x06 or os_ == oe or data[oe - 1] & 0x80:
+            raise WireError(f"varbind without a well-formed OID at byte {s}")
+        oid = data[os_:oe]
         vtag, vs, ve = _read(data, oe, bind_end)
         value: object
         if vtag == 0x02:
