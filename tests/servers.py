@@ -145,7 +145,8 @@ class Snmpd:
     USER, AUTH_KEY, PRIV_KEY = "dvuser", "auth-key-123", "priv-key-123"
 
     def __init__(self, workdir: Path, port: int | None = None,
-                 addresses: tuple[str, ...] = ("127.0.0.1", "127.0.0.2")) -> None:
+                 addresses: tuple[str, ...] = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
+                 ) -> None:
         binary = shutil.which("snmpd") or "/usr/sbin/snmpd"
         self.addresses = addresses
         if not os.path.exists(binary):

@@ -24,6 +24,7 @@ from pysnmp.hlapi.v3arch.asyncio import (
     UsmUserData,
     bulk_cmd,
     get_cmd,
+    next_cmd,
 )
 from pysnmp.hlapi.v3arch.asyncio import auth as usm
 from pysnmp.proto import errind
@@ -102,6 +103,7 @@ def _decode(value: Any) -> Value | None:
 
 
 END: Final = object()  # endOfMibView in a walk result
+V1_NO_SUCH_NAME: Final = 2
 MAX_ROWS: Final = 100_000  # per column and poll: an agent that walks forever is broken
 
 
@@ -193,27 +195,61 @@ class SnmpSession(Session):
                 retries=self.profile.retries)
         return self._target
 
+    async def _v1(self, command: Any, oids: list[str]) -> dict[int, tuple[str, Any]]:
+        """A v1 GET or GETNEXT. v1 has no per-varbind exceptions: a missing OID (or the
+        end of the MIB view) fails the whole request with noSuchName at its index, so
+        that varbind is dropped and the rest asked again. Returns position -> (oid,
+        value) for the varbinds that were answered."""
+        remaining = list(range(len(oids)))
+        target = await self._transport()
+        while remaining:
+            try:
+                error, status, index, binds = await command(
+                    self.engine, self.auth, target, ContextData(),
+                    *(ObjectType(ObjectIdentity(oids[i])) for i in remaining),
+                    lookupMib=False)
+            except (OverflowError, ValueError, TypeError) as exc:
+                raise CollectError("protocol", f"undecodable response: {exc}") from None
+            if not error and status and int(status) == V1_NO_SUCH_NAME and \
+                    0 < int(index) <= len(remaining):
+                del remaining[int(index) - 1]
+                continue
+            _check(error, status)
+            return {i: (str(oid), value) for i, (oid, value) in zip(remaining, binds,
+                                                                   strict=True)}
+        return {}
+
     async def get(self, oids: Sequence[str]) -> dict[str, Value]:
         """GET scalars; absent ones (noSuchObject/Instance) are left out."""
         if not oids:
             return {}
-        target = await self._transport()
-        try:
-            error, status, _, binds = await get_cmd(
-                self.engine, self.auth, target, ContextData(),
-                *(ObjectType(ObjectIdentity(o)) for o in oids), lookupMib=False)
-        except (OverflowError, ValueError, TypeError) as exc:  # pyasn1 on bad packets
-            raise CollectError("protocol", f"undecodable response: {exc}") from None
-        _check(error, status)
+        if self.profile.version == "1":
+            answered = list((await self._v1(get_cmd, list(oids))).values())
+        else:
+            target = await self._transport()
+            try:
+                error, status, _, binds = await get_cmd(
+                    self.engine, self.auth, target, ContextData(),
+                    *(ObjectType(ObjectIdentity(o)) for o in oids), lookupMib=False)
+            except (OverflowError, ValueError, TypeError) as exc:  # pyasn1 on bad packets
+                raise CollectError("protocol", f"undecodable response: {exc}") from None
+            _check(error, status)
+            answered = [(str(oid), value) for oid, value in binds]
         found: dict[str, Value] = {}
-        for oid, value in binds:
+        for oid, value in answered:
             decoded = _decode(value)
             if decoded is not None:
-                found[str(oid)] = decoded
+                found[oid] = decoded
         return found
 
     async def bulk(self, oids: Sequence[bytes], max_repetitions: int
                    ) -> list[tuple[bytes, Value | object | None]]:
+        if self.profile.version == "1":
+            # v1 has no GETBULK: one GETNEXT, one row per column; a column whose next
+            # OID is past the end of the view is reported as END.
+            answered = await self._v1(next_cmd, [oid_text(o) for o in oids])
+            return [(oid_content(answered[i][0]), _decode(answered[i][1]))
+                    if i in answered else (o, END) for i, o in enumerate(oids)]
         target = await self._transport()
         try:
             error, status, _, binds = await bulk_cmd(

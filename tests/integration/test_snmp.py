@@ -67,6 +67,7 @@ def estate(tmp_path: Path, agent: Snmpd, monkeypatch: pytest.MonkeyPatch,
         "sites": [{"id": "radhus", "name": "Rådhus", "location": "alta",
                    "municipality": "alta"}],
         "snmp_profiles": [
+            {"id": "v1", "version": "1", "community": {"env": "DV_COMMUNITY"}, **common},
             {"id": "v2c", "version": "2c", "community": {"env": "DV_COMMUNITY"}, **common},
             {"id": "v3", "version": "3", "user": Snmpd.USER, "auth_protocol": "SHA-256",
              "auth_key": {"env": "DV_AUTH"}, "priv_protocol": "AES",
@@ -77,9 +78,11 @@ def estate(tmp_path: Path, agent: Snmpd, monkeypatch: pytest.MonkeyPatch,
              "address": "127.0.0.1", "snmp_profile": "v2c", "interval": interval},
             {"id": "srv-v3", "name": "v3", "class": "server", "site": "radhus",
              "address": "127.0.0.2", "snmp_profile": "v3", "interval": interval},
+            {"id": "srv-v1", "name": "v1", "class": "server", "site": "radhus",
+             "address": "127.0.0.3", "snmp_profile": "v1", "interval": interval},
         ],
     }), encoding="utf-8")
-    return load_config(path)  # the agent listens on 127.0.0.1 and 127.0.0.2
+    return load_config(path)  # the agent listens on 127.0.0.1, .2 and .3
 
 
 async def _poll(config: Config, device: str) -> dict[tuple[str, tuple[tuple[str, str], ...]],
@@ -89,24 +92,30 @@ async def _poll(config: Config, device: str) -> dict[tuple[str, tuple[tuple[str,
     return {(s.name, tuple(sorted(s.labels.items()))): s.value for s in samples}
 
 
-@pytest.mark.parametrize("device", ["srv-v2c", "srv-v3"])
+@pytest.mark.parametrize(("device", "octets"), [
+    ("srv-v2c", "1.3.6.1.2.1.31.1.1.1.6"),
+    ("srv-v3", "1.3.6.1.2.1.31.1.1.1.6"),
+    # SNMPv1 has no Counter64: snmpd skips ifHCInOctets, the poller falls back to ifInOctets
+    ("srv-v1", "1.3.6.1.2.1.2.2.1.10"),
+])
 async def test_values_equal_snmpbulkwalk(tmp_path: Path, snmpd: Snmpd,
-                                         monkeypatch: pytest.MonkeyPatch, device: str) -> None:
-    """v2c and v3 authPriv (SHA-256 + AES) poll the same values net-snmp's own
-    snmpbulkwalk reads; moving counters lie between a walk before and one after."""
+                                         monkeypatch: pytest.MonkeyPatch, device: str,
+                                         octets: str) -> None:
+    """v1 (GETNEXT), v2c and v3 authPriv (SHA-256 + AES) poll the same values net-snmp's
+    own snmpbulkwalk reads; moving counters lie between a walk before and one after."""
     config = estate(tmp_path, snmpd, monkeypatch)
-    before = snmpd.bulkwalk("1.3.6.1.2.1.31.1.1.1.6")
+    before = snmpd.bulkwalk(octets)
     got = await _poll(config, device)
-    after = snmpd.bulkwalk("1.3.6.1.2.1.31.1.1.1.6")
+    after = snmpd.bulkwalk(octets)
     names = snmpd.bulkwalk("1.3.6.1.2.1.31.1.1.1.1")
     oper = snmpd.bulkwalk("1.3.6.1.2.1.2.2.1.8")
     for oid, name in names.items():
         index = oid.rsplit(".", 1)[1]
         labels = (("ifindex", index), ("ifname", name))
         assert float(oper[f"1.3.6.1.2.1.2.2.1.8.{index}"]) == got[("if_oper_status", labels)]
-        octets = got[("if_in_octets", labels)]
-        key = f"1.3.6.1.2.1.31.1.1.1.6.{index}"
-        assert float(before[key]) <= octets <= float(after[key])
+        polled = got[("if_in_octets", labels)]
+        key = f"{octets}.{index}"
+        assert float(before[key]) <= polled <= float(after[key])
     info = [k for k in got if k[0] == "snmp_system_info"]
     assert [("snmp_system_info", (("sys_descr", info[0][1][0][1]),
                                   ("sys_name", "driftsvakt-test-agent"),
