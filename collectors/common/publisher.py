@@ -189,10 +189,12 @@ class Publisher:
         return min(self.acked[loc] for loc in self.wait_for)
 
     async def _ack_loop(self, client: MqttClient) -> None:
-        prefix_len = len("driftsvakt/v1/_ack/")
+        prefix = ack_topic("", "")[:-1]  # driftsvakt/v1/_ack/
         async for message in client.messages:
             topic = message.topic.value
-            location = topic[prefix_len:].split("/", 1)[0]
+            if not topic.startswith(prefix):
+                continue  # amqtt has been seen delivering other retained topics here
+            location = topic[len(prefix):].split("/", 1)[0]
             payload = message.payload if isinstance(message.payload, bytes) else b""
             if not payload or location not in self.wait_for:
                 continue

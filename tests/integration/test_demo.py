@@ -31,7 +31,7 @@ def _device_status_lines(port: int) -> int:
 @pytest.mark.parametrize("broker", ["mosquitto", "amqtt"])
 def test_demo_serves_devices_and_stops_on_sigint(tmp_path: Path, broker: str) -> None:
     """Both engines show all 3,388 demo devices with a status (PCs outside office hours
-    as off) within 30 s; SIGINT stops everything, exit 0."""
+    as off) within 60 s (about 12 s here when idle); SIGINT stops everything, exit 0."""
     port = free_port()
     while free_port() == port + 1:  # the second engine takes port + 1
         port = free_port()
@@ -40,14 +40,18 @@ def test_demo_serves_devices_and_stops_on_sigint(tmp_path: Path, broker: str) ->
          "--broker", broker, "--workdir", str(tmp_path / "demo")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         counts = (0, 0)
         while time.monotonic() < deadline:
             counts = (_device_status_lines(port), _device_status_lines(port + 1))
             if min(counts) >= 3388:
                 break
             time.sleep(0.5)
-        assert (3388, 3388) == counts
+        if counts != (3388, 3388):
+            os.kill(proc.pid, signal.SIGINT)
+            _, err = proc.communicate(timeout=20)
+            pytest.fail(f"device statuses {counts} after 60 s; demo said:\n"
+                        + err.decode(errors="replace")[-6000:])
         os.kill(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=20)
         assert 0 == proc.returncode, err.decode()[-3000:]
