@@ -1,0 +1,1 @@
+"""Rules and alerts: rule files, their evaluation, and the alert lifecycle."""

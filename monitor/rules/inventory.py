@@ -1,0 +1,88 @@
+"""What the rules know about each device: where it is, what it is, what it hangs off.
+
+Built from the config (or, for rule unit tests, from a short device list), once per
+load; the topology questions — who is behind a device, is anything on its path to
+the centre down — are answered from precomputed maps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from monitor.config import Config
+
+__all__ = ["DeviceInfo", "Inventory"]
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    id: str
+    name: str
+    device_class: str
+    site: str
+    site_name: str
+    municipality: str
+    location: str
+    tags: frozenset[str] = frozenset()
+    parent: str | None = None
+    interval: float | None = None
+
+    def context(self) -> dict[str, str]:
+        """The labels every alert about this device carries."""
+        return {"device": self.id, "class": self.device_class, "site": self.site,
+                "municipality": self.municipality, "location": self.location}
+
+
+@dataclass(slots=True)
+class Inventory:
+    devices: dict[str, DeviceInfo]
+    children: dict[str, list[str]] = field(default_factory=dict)
+    _behind: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for device in self.devices.values():
+            if device.parent is not None:
+                self.children.setdefault(device.parent, []).append(device.id)
+
+    @classmethod
+    def from_config(cls, config: Config) -> Inventory:
+        devices = {}
+        for d in config.devices.values():
+            site = config.sites[d.site]
+            devices[d.id] = DeviceInfo(d.id, d.name, d.device_class, d.site, site.name,
+                                       site.municipality, site.location, frozenset(d.tags),
+                                       d.parent, d.interval)
+        return cls(devices)
+
+    @classmethod
+    def from_list(cls, devices: Iterable[DeviceInfo]) -> Inventory:
+        return cls({d.id: d for d in devices})
+
+    def ancestors(self, device: str) -> Iterator[str]:
+        seen = {device}
+        info = self.devices.get(device)
+        while info is not None and info.parent is not None and info.parent not in seen:
+            seen.add(info.parent)
+            yield info.parent
+            info = self.devices.get(info.parent)
+
+    def descendants(self, device: str) -> list[str]:
+        out: list[str] = []
+        stack = list(self.children.get(device, ()))
+        seen = {device}
+        while stack:
+            child = stack.pop()
+            if child in seen:
+                continue
+            seen.add(child)
+            out.append(child)
+            stack.extend(self.children.get(child, ()))
+        return out
+
+    def behind(self, device: str) -> int:
+        """How many devices reach the centre only through ``device``."""
+        count = self._behind.get(device)
+        if count is None:
+            count = self._behind[device] = len(self.descendants(device))
+        return count

@@ -1,0 +1,371 @@
+"""Rule files: their YAML shape, checked strictly, and compiled into :class:`Rule` s.
+
+A rule file holds ``rules:`` and optionally ``inhibit:``. ``load_rules`` reads one
+file or a directory and raises :class:`~monitor.yamlmodel.Problems` with every error
+(file, line, key path) in one pass — shape, durations, matchers, regular expressions,
+templates and duplicate names — so a broken file is refused as a whole.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+
+from jinja2 import StrictUndefined, TemplateSyntaxError, meta
+from jinja2.sandbox import SandboxedEnvironment
+
+from monitor.config import DEVICE_CLASSES
+from monitor.rules.matchers import Matcher, MatcherError, compile_regex, parse_matcher
+from monitor.yamlmodel import Check, Document, FieldError, Problem, Problems, convert, is_missing
+from monitor.yamlmodel import load_documents as _load_documents
+
+__all__ = ["SEVERITIES", "Inhibition", "Rule", "RuleSet", "load_rules", "parse_duration"]
+
+SEVERITIES: Final = ("critical", "major", "warning", "info")
+Severity = Literal["critical", "major", "warning", "info"]
+Kind = Literal["threshold", "rate", "absence", "state", "trap"]
+Subject = Literal["series", "device", "interface", "check", "component"]
+Op = Literal[">", ">=", "<", "<="]
+
+# What a template may use; anything else is refused when the file is loaded.
+TEMPLATE_VARIABLES: Final = frozenset({
+    "device", "device_name", "class", "site", "site_name", "municipality", "location",
+    "value", "labels", "behind", "since", "alertname", "severity", "threshold",
+})
+
+_DURATION: Final = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?$")
+_ALERTNAME: Final = re.compile(r"^[A-Z][A-Za-z0-9_]{0,63}$")
+_OID: Final = re.compile(r"^[0-9]+(\.[0-9]+)+$")
+
+
+def parse_duration(text: str) -> float:
+    """``90s``, ``5m``, ``1h30m``, ``7d`` → seconds. Raises ValueError."""
+    found = _DURATION.match(text.strip())
+    if not text.strip() or found is None or not any(found.groups()):
+        raise ValueError(f"{text!r} is not a duration (write e.g. 30s, 5m, 1h30m, 7d)")
+    d, h, m, s = found.groups()
+    return int(d or 0) * 86400 + int(h or 0) * 3600 + int(m or 0) * 60 + float(s or 0)
+
+
+def _duration(text: str) -> str | None:
+    try:
+        parse_duration(text)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _matcher(text: str) -> str | None:
+    try:
+        parse_matcher(text)
+    except MatcherError as exc:
+        return str(exc)
+    return None
+
+
+def _alertname(text: str) -> str | None:
+    if _ALERTNAME.match(text):
+        return None
+    return f"{text!r} is not a rule name: CamelCase letters, digits and '_', at most 64"
+
+
+def _oid(text: str) -> str | None:
+    return None if _OID.match(text) else f"{text!r} is not a numeric OID like 1.3.6.1.6.3.1.1.5.3"
+
+
+Duration = Annotated[str, Check(_duration)]
+MatcherText = Annotated[str, Check(_matcher)]
+AlertName = Annotated[str, Check(_alertname)]
+Oid = Annotated[str, Check(_oid)]
+
+_ENV: Final = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+
+
+def _template(text: str) -> str | None:
+    try:
+        parsed = _ENV.parse(text)
+    except TemplateSyntaxError as exc:
+        return f"template syntax: {exc.message} (template line {exc.lineno})"
+    unknown = meta.find_undeclared_variables(parsed) - TEMPLATE_VARIABLES
+    if unknown:
+        return (f"template uses unknown variable(s) {', '.join(sorted(unknown))}; "
+                f"known: {', '.join(sorted(TEMPLATE_VARIABLES))}")
+    return None
+
+
+TemplateText = Annotated[str, Check(_template)]
+
+
+@dataclass(frozen=True, slots=True)
+class SelectSpec:
+    """Which series or devices a rule looks at; empty lists mean "any"."""
+
+    metric: str | None = None
+    classes: list[Literal["server", "pc", "switch", "router", "firewall", "ap", "ups",
+                          "printer"]] = field(default_factory=list, metadata={"key": "class"})
+    tags: list[str] = field(default_factory=list)
+    locations: list[str] = field(default_factory=list, metadata={"key": "location"})
+    municipalities: list[str] = field(default_factory=list, metadata={"key": "municipality"})
+    sites: list[str] = field(default_factory=list, metadata={"key": "site"})
+    devices: list[str] = field(default_factory=list, metadata={"key": "device"})
+    components: list[str] = field(default_factory=list, metadata={"key": "component"})
+    labels: list[MatcherText] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class FlappingSpec:
+    """Flagged flapping after more than ``changes`` state changes within ``window``;
+    settled again at ``settle`` changes or fewer (default half of ``changes``)."""
+
+    changes: Annotated[int, Check(lambda n: None if n >= 2 else "must be at least 2")]
+    window: Duration
+    settle: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.settle is not None and not 0 <= self.settle < self.changes:
+            raise FieldError("settle", f"must be between 0 and changes - 1 ({self.changes - 1})")
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSpec:
+    name: AlertName
+    kind: Kind
+    severity: Severity
+    subject: Subject | None = None
+    select: SelectSpec = field(default_factory=SelectSpec)
+    op: Op = ">"
+    value: float | None = None
+    clear: float | None = None
+    for_: Duration = field(default="0s", metadata={"key": "for"})
+    scale: float = 1.0
+    percent_of: str | None = None
+    missed: float = 3.0
+    states: list[str] = field(default_factory=list)
+    trap_oid: Oid | None = None
+    varbinds: list[MatcherText] = field(default_factory=list)
+    identify_by: dict[str, Oid] = field(default_factory=dict)
+    resolve_oid: Oid | None = None
+    resolve_after: Duration | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, TemplateText] = field(default_factory=dict)
+    flapping: FlappingSpec | None = None
+
+    def __post_init__(self) -> None:
+        subject = self.subject or _DEFAULT_SUBJECT[self.kind]
+        if subject not in _SUBJECTS[self.kind]:
+            raise FieldError("subject", f"a {self.kind} rule's subject is one of "
+                                        f"{', '.join(_SUBJECTS[self.kind])}, not {subject!r}")
+        if self.kind in ("threshold", "rate"):
+            if self.value is None:
+                raise FieldError("value", f"a {self.kind} rule needs 'value' (the threshold)")
+            if self.select.metric is None:
+                raise FieldError("select", f"a {self.kind} rule needs 'select.metric'")
+            if self.clear is not None:
+                wrong = self.clear > self.value if self.op in (">", ">=") else \
+                    self.clear < self.value
+                if wrong:
+                    side = "at or below" if self.op in (">", ">=") else "at or above"
+                    raise FieldError("clear", f"the clear threshold must lie {side} the "
+                                              f"firing threshold {self.value} (hysteresis)")
+        elif self.value is not None or self.clear is not None:
+            raise FieldError("value", f"a {self.kind} rule takes no 'value' or 'clear'")
+        if self.percent_of is not None and self.kind != "rate":
+            raise FieldError("percent_of", "only a rate rule takes 'percent_of'")
+        if self.kind == "state":
+            allowed = _STATES[subject]
+            if not self.states:
+                raise FieldError("states", f"a state rule needs 'states' (some of "
+                                           f"{', '.join(allowed)})")
+            for state in self.states:
+                if state not in allowed:
+                    raise FieldError("states", f"{state!r} is not a {subject} state; "
+                                               f"known: {', '.join(allowed)}")
+        elif self.states:
+            raise FieldError("states", "only a state rule takes 'states'")
+        if self.kind == "trap":
+            if self.trap_oid is None:
+                raise FieldError("trap_oid", "a trap rule needs 'trap_oid'")
+            if self.resolve_oid is None and self.resolve_after is None:
+                raise FieldError("resolve_after", "a trap rule needs 'resolve_oid', "
+                                                  "'resolve_after' or both")
+        elif self.trap_oid or self.varbinds or self.identify_by or self.resolve_oid:
+            raise FieldError("trap_oid", "only a trap rule takes trap_oid, varbinds, "
+                                         "identify_by and resolve_oid")
+        if self.kind == "absence" and self.missed < 1:
+            raise FieldError("missed", "must be at least 1 (intervals without data)")
+        for key in self.labels:
+            if not re.match(r"^[a-zA-Z_][a-zA-Z0-9_]*$", key):
+                raise FieldError(f"labels.{key}", "not a label name")
+            if key in _RESERVED_LABELS:
+                raise FieldError(f"labels.{key}", f"{key!r} is set by the engine")
+
+
+_DEFAULT_SUBJECT: Final[dict[str, str]] = {
+    "threshold": "series", "rate": "series", "absence": "device", "state": "device",
+    "trap": "device",
+}
+_SUBJECTS: Final[dict[str, tuple[str, ...]]] = {
+    "threshold": ("series", "check", "component"),
+    "rate": ("series", "component"),
+    "absence": ("device",),
+    "state": ("device", "interface", "check", "component"),
+    "trap": ("device",),
+}
+_STATES: Final[dict[str, tuple[str, ...]]] = {
+    "device": ("down", "unreachable", "auth_error", "offline", "stopping"),
+    "interface": ("down",),
+    "check": ("failed",),
+    "component": ("offline", "stopping", "degraded"),
+}
+_RESERVED_LABELS: Final = frozenset({
+    "alertname", "severity", "device", "location", "municipality", "site", "class",
+})
+
+
+@dataclass(frozen=True, slots=True)
+class InhibitSpec:
+    """Alertmanager's inhibition: a firing ``source`` alert mutes ``target`` alerts that
+    carry the same values of the ``equal`` labels."""
+
+    source: list[MatcherText]
+    target: list[MatcherText]
+    equal: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _RuleFile:
+    rules: list[RuleSpec] = field(default_factory=list)
+    inhibit: list[InhibitSpec] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """A compiled rule, as the evaluator uses it."""
+
+    spec: RuleSpec
+    subject: str
+    for_seconds: float
+    matchers: tuple[Matcher, ...]
+    varbinds: tuple[Matcher, ...]
+    resolve_after: float | None
+    flap_window: float
+    source: str
+    templates: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def condition(self, value: float, active: bool) -> bool:
+        """Is the condition met by ``value``? Once ``active``, it holds until ``clear``."""
+        spec = self.spec
+        threshold = spec.clear if active and spec.clear is not None else spec.value
+        assert threshold is not None
+        if spec.op == ">":
+            return value > threshold
+        if spec.op == ">=":
+            return value >= threshold
+        if spec.op == "<":
+            return value < threshold
+        return value <= threshold
+
+    def render(self, variables: dict[str, Any]) -> dict[str, str]:
+        out = {}
+        for key, template in self.templates.items():
+            try:
+                out[key] = template.render(variables)
+            except Exception as exc:  # a template error must never stop evaluation
+                out[key] = f"(template error: {exc})"
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Inhibition:
+    source: tuple[Matcher, ...]
+    target: tuple[Matcher, ...]
+    equal: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSet:
+    rules: tuple[Rule, ...]
+    inhibitions: tuple[Inhibition, ...]
+    source: str
+
+    def summary(self) -> str:
+        kinds: dict[str, int] = {}
+        for rule in self.rules:
+            kinds[rule.spec.kind] = kinds.get(rule.spec.kind, 0) + 1
+        detail = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+        return (f"{len(self.rules)} rules ({detail}), {len(self.inhibitions)} inhibitions "
+                f"in {self.source}")
+
+
+def load_rules(path: str | Path) -> RuleSet:
+    """Load and check every rule file; raise Problems with all errors found."""
+    root = Path(path)
+    if not root.exists():
+        raise Problems([Problem(str(root), 0, "", "no such file or directory")])
+    docs = _load_documents(root)
+    rules: list[Rule] = []
+    inhibitions: list[Inhibition] = []
+    first_seen: dict[str, tuple[str, int]] = {}
+    for doc in docs:
+        if doc.root is None:
+            continue
+        parsed = convert(doc, doc.root, _RuleFile)
+        if is_missing(parsed):
+            continue
+        for i, spec in enumerate(parsed.rules):
+            where = f"rules[{i}]"
+            if spec.name in first_seen:
+                file, line = first_seen[spec.name]
+                doc.problem(f"{where}.name", f"duplicate rule name {spec.name!r} "
+                                             f"(first at {file}:{line})")
+                continue
+            first_seen[spec.name] = (doc.file, doc.line_of(f"{where}.name"))
+            rules.append(_compile(doc, where, spec))
+        for i, inh in enumerate(parsed.inhibit):
+            inhibitions.append(Inhibition(
+                tuple(parse_matcher(m) for m in inh.source),
+                tuple(parse_matcher(m) for m in inh.target), tuple(inh.equal)))
+            if not inh.source or not inh.target:
+                doc.problem(f"inhibit[{i}]", "an inhibition needs source and target matchers")
+    problems = [p for doc in docs for p in doc.problems]
+    if problems:
+        raise Problems(problems)
+    return RuleSet(tuple(rules), tuple(inhibitions), str(root))
+
+
+def _compile(doc: Document, where: str, spec: RuleSpec) -> Rule:
+    subject = spec.subject or _DEFAULT_SUBJECT[spec.kind]
+    for i, tag in enumerate(spec.select.tags):
+        if not re.match(r"^[a-z0-9][a-z0-9-]{0,62}$", tag):
+            doc.problem(f"{where}.select.tags[{i}]", f"{tag!r} is not a slug")
+    for i, cls in enumerate(spec.select.classes):
+        if cls not in DEVICE_CLASSES:  # pragma: no cover - the Literal already refuses
+            doc.problem(f"{where}.select.class[{i}]", f"unknown class {cls!r}")
+    templates = {key: _ENV.from_string(text) for key, text in spec.annotations.items()}
+    return Rule(
+        spec=spec,
+        subject=subject,
+        for_seconds=parse_duration(spec.for_),
+        matchers=tuple(parse_matcher(m) for m in spec.select.labels),
+        varbinds=tuple(parse_matcher(m) for m in spec.varbinds),
+        resolve_after=parse_duration(spec.resolve_after) if spec.resolve_after else None,
+        flap_window=parse_duration(spec.flapping.window) if spec.flapping else 0.0,
+        source=f"{doc.file}:{doc.line_of(where)}",
+        templates=templates,
+    )
+
+
+def check_regex(pattern: str) -> str | None:
+    """For callers outside rule files (silences): the RE2 verdict on a pattern."""
+    try:
+        compile_regex(pattern)
+    except MatcherError as exc:
+        return str(exc)
+    return None
+
