@@ -169,12 +169,14 @@ class Simulator:
                     counters[i] += load * SPEED_BPS / 8 * self.interval * rng.uniform(0.5, 1.5)
                 oper_up = not (port == PORTS[cls] and rng.random() < 0.02)
                 labels = {"ifname": ifname}
-                samples += [
-                    Sample(name="if_hc_in_octets", value=float(int(counters[0])),
+                samples += [  # the names the SNMP poller's if_mib module gives them
+                    Sample(name="if_in_octets", value=float(int(counters[0])),
                            labels=labels, kind="counter64"),
-                    Sample(name="if_hc_out_octets", value=float(int(counters[1])),
+                    Sample(name="if_out_octets", value=float(int(counters[1])),
                            labels=labels, kind="counter64"),
+                    Sample(name="if_admin_status", value=1.0, labels=labels),
                     Sample(name="if_oper_status", value=1.0 if oper_up else 2.0, labels=labels),
+                    Sample(name="if_speed_bps", value=float(SPEED_BPS), labels=labels),
                 ]
             return samples
         if cls == "server":
@@ -187,10 +189,12 @@ class Simulator:
                 Sample(name="load1", value=round(sim.cpu * 4, 2)),
             ]
         if cls == "ups":
-            return [
-                Sample(name="ups_on_battery", value=0.0),
-                Sample(name="ups_battery_charge_ratio", value=1.0),
-                Sample(name="ups_runtime_seconds", value=round(rng.uniform(1700, 1900))),
+            return [  # as the SNMP poller's ups_mib module names them; 3 = normal
+                Sample(name="ups_output_source", value=3.0),
+                Sample(name="ups_seconds_on_battery", value=0.0),
+                Sample(name="ups_estimated_charge_remaining_percent", value=100.0),
+                Sample(name="ups_estimated_minutes_remaining",
+                       value=float(round(rng.uniform(28, 32)))),
             ]
         if cls == "pc":
             return [Sample(name="cpu_usage_ratio", value=round(sim.cpu, 4))]

@@ -27,6 +27,42 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rules_check(args: argparse.Namespace) -> int:
+    from monitor.rules.model import load_rules
+    from monitor.yamlmodel import Problems
+
+    try:
+        rules = load_rules(args.path)
+    except Problems as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"{len(exc.problems)} error(s) in {args.path}", file=sys.stderr)
+        return 1
+    print(f"ok: {rules.summary()}")
+    return 0
+
+
+def _rules_test(args: argparse.Namespace) -> int:
+    from monitor.rules.ruletest import run_file
+    from monitor.yamlmodel import Problems
+
+    failed = False
+    for path in args.files:
+        try:
+            count, failures, _, _ = run_file(path)
+        except Problems as exc:
+            for problem in exc.problems:
+                print(problem, file=sys.stderr)
+            failed = True
+            continue
+        for failure in failures:
+            print(f"FAILED {failure}", file=sys.stderr)
+        failed = failed or bool(failures)
+        failing_tests = len({f.test for f in failures})
+        print(f"{path}: {count - failing_tests} of {count} tests passed")
+    return 1 if failed else 0
+
+
 def _engine(args: argparse.Namespace) -> int:
     from monitor.app import run_engine
 
@@ -85,6 +121,15 @@ def build_parser() -> argparse.ArgumentParser:
     check_config = check_sub.add_parser("config", help="validate a config file or directory")
     check_config.add_argument("path")
     check_config.set_defaults(func=_check_config)
+
+    rules = sub.add_parser("rules", help="check rule files, run rule unit tests")
+    rules_sub = rules.add_subparsers(dest="what", required=True)
+    rules_check = rules_sub.add_parser("check", help="validate a rule file or directory")
+    rules_check.add_argument("path")
+    rules_check.set_defaults(func=_rules_check)
+    rules_test = rules_sub.add_parser("test", help="run rule unit tests (YAML)")
+    rules_test.add_argument("files", nargs="+")
+    rules_test.set_defaults(func=_rules_test)
 
     engine = sub.add_parser("engine", help="run the monitor engine of one location")
     engine.add_argument("--config", required=True)

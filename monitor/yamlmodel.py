@@ -198,7 +198,8 @@ def _convert(doc: Document, node: yaml.Node | None, tp: Any, path: str) -> Any:
             child_path = f"{path}[{i}]"
             doc.lines.setdefault(child_path, _line(child))
             items.append(_convert(doc, child, item_tp, child_path))
-        return items
+        # a broken item breaks its list: nothing is built from half-checked data
+        return _MISSING if any(item is _MISSING for item in items) else items
     if origin is dict:
         key_tp, value_tp = get_args(tp)
         if not isinstance(node, yaml.MappingNode):
@@ -215,7 +216,7 @@ def _convert(doc: Document, node: yaml.Node | None, tp: Any, path: str) -> Any:
                 continue
             doc.lines.setdefault(child_path, _line(key_node))
             result[key] = _convert(doc, value_node, value_tp, child_path)
-        return result
+        return _MISSING if any(v is _MISSING for v in result.values()) else result
     if origin is Literal:
         allowed = get_args(tp)
         if isinstance(node, yaml.ScalarNode):

@@ -33,6 +33,7 @@ class MatcherError(ValueError):
 def compile_regex(pattern: str) -> Any:
     """Compile ``pattern`` anchored at both ends on RE2, or raise MatcherError saying why."""
     try:
+        re2.compile(pattern, _RE2_OPTIONS)  # on its own first, so errors quote it as written
         return re2.compile(f"^(?:{pattern})$", _RE2_OPTIONS)
     except re2.error as exc:
         detail = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else exc
@@ -61,7 +62,7 @@ class Matcher:
         return found if self.op == "=~" else not found
 
     def __str__(self) -> str:
-        escaped = self.value.replace("\\", "\\\\").replace('"', '\\"')
+        escaped = self.value.replace('"', '\\"')
         return f'{self.name}{self.op}"{escaped}"'
 
 
@@ -71,6 +72,6 @@ def parse_matcher(text: str) -> Matcher:
         raise MatcherError(f'{text!r} is not a matcher: write name="value", name!="value", '
                            f'name=~"regex" or name!~"regex"')
     name, op, raw = found.groups()
-    value = re.sub(r"\\(.)", r"\1", raw)
+    value = raw.replace('\\"', '"')  # only the quote is escaped: regexes keep their \d
     regex = compile_regex(value) if op in ("=~", "!~") else None
     return Matcher(name, op, value, regex)  # type: ignore[arg-type]

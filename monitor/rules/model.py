@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
+import yaml
 from jinja2 import StrictUndefined, TemplateSyntaxError, meta
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -309,17 +310,16 @@ def load_rules(path: str | Path) -> RuleSet:
     if not root.exists():
         raise Problems([Problem(str(root), 0, "", "no such file or directory")])
     docs = _load_documents(root)
+    if root.is_dir():  # rule unit tests live beside the rules, in tests/
+        docs = [d for d in docs if "tests" not in Path(d.file).relative_to(root).parts[:-1]]
     rules: list[Rule] = []
     inhibitions: list[Inhibition] = []
     first_seen: dict[str, tuple[str, int]] = {}
     for doc in docs:
         if doc.root is None:
             continue
-        parsed = convert(doc, doc.root, _RuleFile)
-        if is_missing(parsed):
-            continue
-        for i, spec in enumerate(parsed.rules):
-            where = f"rules[{i}]"
+        specs, inhibits = _entries(doc)
+        for where, spec in specs:
             if spec.name in first_seen:
                 file, line = first_seen[spec.name]
                 doc.problem(f"{where}.name", f"duplicate rule name {spec.name!r} "
@@ -327,16 +327,46 @@ def load_rules(path: str | Path) -> RuleSet:
                 continue
             first_seen[spec.name] = (doc.file, doc.line_of(f"{where}.name"))
             rules.append(_compile(doc, where, spec))
-        for i, inh in enumerate(parsed.inhibit):
+        for where, inh in inhibits:
+            if not inh.source or not inh.target:
+                doc.problem(where, "an inhibition needs source and target matchers")
+                continue
             inhibitions.append(Inhibition(
                 tuple(parse_matcher(m) for m in inh.source),
                 tuple(parse_matcher(m) for m in inh.target), tuple(inh.equal)))
-            if not inh.source or not inh.target:
-                doc.problem(f"inhibit[{i}]", "an inhibition needs source and target matchers")
     problems = [p for doc in docs for p in doc.problems]
     if problems:
         raise Problems(problems)
     return RuleSet(tuple(rules), tuple(inhibitions), str(root))
+
+
+def _entries(doc: Document) -> tuple[list[tuple[str, RuleSpec]],
+                                      list[tuple[str, InhibitSpec]]]:
+    """Each rule and inhibition of a file, converted one by one: a broken rule is
+    reported and left out, the others are still checked (duplicates, templates)."""
+    root = doc.root
+    if not isinstance(root, yaml.MappingNode):
+        convert(doc, root, _RuleFile)  # reports "expected a mapping"
+        return [], []
+    specs: list[tuple[str, RuleSpec]] = []
+    inhibits: list[tuple[str, InhibitSpec]] = []
+    for key_node, value_node in root.value:
+        key = getattr(key_node, "value", "")
+        doc.lines.setdefault(key, key_node.start_mark.line + 1)
+        item_type: Any = {"rules": RuleSpec, "inhibit": InhibitSpec}.get(key)
+        if item_type is None:
+            doc.problem(key, "unknown key; a rule file holds 'rules' and 'inhibit'")
+            continue
+        if not isinstance(value_node, yaml.SequenceNode):
+            doc.problem(key, f"'{key}' is a list")
+            continue
+        for i, node in enumerate(value_node.value):
+            where = f"{key}[{i}]"
+            value = convert(doc, node, item_type, where)
+            if is_missing(value):
+                continue
+            (specs if key == "rules" else inhibits).append((where, value))
+    return specs, inhibits
 
 
 def _compile(doc: Document, where: str, spec: RuleSpec) -> Rule:
