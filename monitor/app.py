@@ -18,10 +18,12 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from monitor.api import add_api_routes
 from monitor.config import Config, load_config
 from monitor.engine import Engine
 from monitor.ingest import Ingest
 from monitor.metrics import EngineMetrics, StateCollector
+from monitor.rules.service import RulesService
 from monitor.state import DeviceStatus, State
 from monitor.store.db import Store
 from monitor.web import build_app
@@ -44,6 +46,9 @@ class EngineApp:
     runner: web.AppRunner
     task: asyncio.Task[None]
     url: str
+    rules: RulesService
+    ticks: asyncio.Task[None]
+    ticks_stop: asyncio.Event
 
     async def stop(self) -> None:
         self.engine.stop()
@@ -54,6 +59,14 @@ class EngineApp:
             self.task.cancel()
         except Exception:
             pass
+        self.ticks_stop.set()  # the last tick writes what the rules still hold
+        try:
+            await asyncio.wait_for(asyncio.shield(self.ticks), SHUTDOWN_ENGINE_SECONDS)
+        except TimeoutError:
+            log.warning("shutdown_stage_timeout", stage="rules")
+            self.ticks.cancel()
+        except Exception:
+            log.exception("rules_tick_failed")
         try:
             await asyncio.wait_for(self.runner.cleanup(), SHUTDOWN_HTTP_SECONDS)
         except TimeoutError:
@@ -82,15 +95,23 @@ async def start_engine(config: Config, location: str, *, http_port: int | None =
     registry = CollectorRegistry()
     metrics = EngineMetrics(registry)
     registry.register(StateCollector(state, config))
-    ingest = Ingest(state, await store.load_progress(), metrics)
+    try:
+        rules = await RulesService.start(config, store, state, registry)
+    except BaseException:
+        await store.close()
+        raise
+    ingest = Ingest(state, await store.load_progress(), metrics, observer=rules)
     engine = Engine(broker=broker, location=location, store=store, ingest=ingest,
                     metrics=metrics, password=password, v5=v5,
-                    batch_max=config.engine.batch_max, batch_wait=config.engine.batch_wait)
+                    batch_max=config.engine.batch_max, batch_wait=config.engine.batch_wait,
+                    rules=rules)
 
     async def ready() -> dict[str, bool]:
         return {"broker": engine.connected, "store": await store.writable()}
 
-    runner = web.AppRunner(build_app(registry, ready), access_log=None)
+    runner = web.AppRunner(build_app(registry, ready,
+                                     lambda app: add_api_routes(app, config, rules)),
+                           access_log=None)
     await runner.setup()
     port = config.engine.http_port if http_port is None else http_port
     site = web.TCPSite(runner, config.engine.http_host, port)
@@ -98,9 +119,11 @@ async def start_engine(config: Config, location: str, *, http_port: int | None =
     bound = runner.addresses[0][1] if runner.addresses else port
     url = f"http://{config.engine.http_host}:{bound}"
     task = asyncio.create_task(engine.run(), name=f"engine-{location}")
+    ticks_stop = asyncio.Event()
+    ticks = asyncio.create_task(rules.run(ticks_stop), name=f"rules-{location}")
     log.info("engine_started", location=location, url=url, store=store_path,
              broker=f"{broker.host}:{broker.port}")
-    return EngineApp(engine, store, runner, task, url)
+    return EngineApp(engine, store, runner, task, url, rules, ticks, ticks_stop)
 
 
 async def run_engine(config_path: str, location: str, *, http_port: int | None = None) -> int:
@@ -115,12 +138,21 @@ async def run_engine(config_path: str, location: str, *, http_port: int | None =
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    done, _ = await asyncio.wait({app.task, asyncio.create_task(stopping.wait())},
+    reloads: set[asyncio.Task[list[str]]] = set()
+
+    def reload() -> None:
+        task = asyncio.create_task(app.rules.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    done, _ = await asyncio.wait({app.task, app.ticks, asyncio.create_task(stopping.wait())},
                                  return_when=asyncio.FIRST_COMPLETED)
-    failed = app.task in done and app.task.exception() is not None
-    if failed:
-        log.error("engine_failed", location=location, exc_info=app.task.exception())
+    failed = next((t for t in (app.task, app.ticks)
+                   if t in done and t.exception() is not None), None)
+    if failed is not None:
+        log.error("engine_failed", location=location, exc_info=failed.exception())
     log.info("engine_stopping", location=location)
     await app.stop()
     log.info("engine_stopped", location=location)
-    return 1 if failed else 0
+    return 1 if failed is not None else 0

@@ -38,6 +38,7 @@ from monitor.yamlmodel import load_documents as _load_documents
 
 __all__ = [
     "DEVICE_CLASSES",
+    "ApiUser",
     "Broker",
     "CheckSpec",
     "Config",
@@ -348,6 +349,10 @@ class EngineSettings:
     store: str = "var/engine-{location}.db"
     batch_max: PositiveInt = 2000
     batch_wait: Positive = 0.02
+    # rule files (file or directory); default: the rules/ shipped beside the package
+    rules: str | None = None
+    # a pending ``for:`` survives an engine outage shorter than this (seconds)
+    outage_tolerance: Positive = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,6 +368,23 @@ class OutboxSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiUser:
+    """Someone who may use the engine's API, by bearer token. ``viewer`` s see one
+    municipality only; ``operator`` s acknowledge and silence; ``admin`` s also reload
+    rules and plan maintenance."""
+
+    id: Slug
+    role: Literal["admin", "operator", "viewer"]
+    token: SecretRef
+    name: str | None = None
+    municipality: Slug | None = None
+
+    def __post_init__(self) -> None:
+        if self.role == "viewer" and self.municipality is None:
+            raise FieldError("municipality", "a viewer sees one municipality: name it")
+
+
+@dataclass(frozen=True, slots=True)
 class _File:
     """The shape of one config file: every key optional, lists merged across files."""
 
@@ -374,6 +396,7 @@ class _File:
     devices: list[Device] = field(default_factory=list)
     checks: list[CheckSpec] = field(default_factory=list)
     brokers: list[Broker] = field(default_factory=list)
+    users: list[ApiUser] = field(default_factory=list)
     engine: EngineSettings | None = None
     outbox: OutboxSettings | None = None
     traps: TrapSettings | None = None
@@ -395,6 +418,7 @@ class Config:
     # built once from office_hours at load: a schedule is asked about on every scrape
     schedules: dict[str, Schedule] = field(default_factory=dict)
     traps: TrapSettings = field(default_factory=TrapSettings)
+    users: dict[str, ApiUser] = field(default_factory=dict)
 
     def summary(self) -> str:
         classes = Counter(d.device_class for d in self.devices.values())
@@ -437,7 +461,7 @@ class _Where:
 
 
 _LISTS: Final = ("locations", "municipalities", "office_hours", "sites", "snmp_profiles",
-                  "devices", "checks", "brokers")
+                  "devices", "checks", "brokers", "users")
 _ID_KEY: Final = {name: "location" if name == "brokers" else "id" for name in _LISTS}
 
 
@@ -506,6 +530,7 @@ def load_config(path: str | Path) -> Config:
         engine=engine,
         outbox=outbox,
         traps=traps,
+        users=typed["users"],
         source=str(root),
     )
 
@@ -577,6 +602,8 @@ def _check_references(records: dict[str, dict[str, _Record]]) -> None:
             other = addresses.setdefault(address, device_id)
             if other != device_id:
                 rec.where.problem("address", f"address {address} is also used by {other!r}")
+    for rec in records["users"].values():
+        must_exist(rec, "municipality", municipalities, "municipality")
     for rec in records["checks"].values():
         must_exist(rec, "device", devices, "device")
         must_exist(rec, "location", locations, "location")

@@ -23,6 +23,7 @@ from monitor.events import ComponentStatus, Rejected, ack_topic, encode, sys_top
 from monitor.ingest import Ingest
 from monitor.metrics import EngineMetrics
 from monitor.mqtt import Backoff, MqttClient, broker_trouble, client_for
+from monitor.rules.service import RulesService
 from monitor.store.db import Store
 
 __all__ = ["Engine"]
@@ -41,8 +42,9 @@ class Engine:
     def __init__(self, *, broker: Broker, location: str, store: Store, ingest: Ingest,
                  metrics: EngineMetrics, password: str | None = None, v5: bool = True,
                  batch_max: int = 2000, batch_wait: float = 0.02,
-                 instance: str | None = None) -> None:
+                 instance: str | None = None, rules: RulesService | None = None) -> None:
         self.broker = broker
+        self.rules = rules
         self.location = location
         self.store = store
         self.ingest = ingest
@@ -150,10 +152,11 @@ class Engine:
             else:
                 device_messages.append((topic, payload))
         effects = self.ingest.process(device_messages, now)
-        if effects:
+        alerts = self.rules.changes() if self.rules is not None else None
+        if effects or alerts:
             try:
                 await self.store.commit_batch(effects.progress, effects.devices.values(),
-                                              effects.dead, effects.counts)
+                                              effects.dead, effects.counts, alerts)
             except Exception:
                 self.metrics.store_errors.inc()
                 log.exception("store_commit_failed", path=self.store.path)
@@ -176,6 +179,8 @@ class Engine:
                 "invalid", str(exc))))
             return
         self.ingest.state.apply_component(parts[3], parts[4], parts[5], status)
+        if self.rules is not None:
+            self.rules.on_component(parts[3], parts[4], parts[5], status)
 
     async def _ack_loop(self, client: MqttClient) -> None:
         while True:

@@ -28,7 +28,7 @@ from monitor.sequencing import Verdict, admit
 from monitor.state import DeviceStatus, State
 from monitor.store.db import DeadLetter, DeviceRow
 
-__all__ = ["BatchEffects", "Ingest", "IngestCounters", "LogLimiter"]
+__all__ = ["BatchEffects", "EventObserver", "Ingest", "IngestCounters", "LogLimiter"]
 
 log = structlog.get_logger(__name__)
 
@@ -41,6 +41,12 @@ class IngestCounters(Protocol):
     def duplicate(self) -> None: ...
     def gap(self) -> None: ...
     def skipped(self, count: int) -> None: ...
+
+
+class EventObserver(Protocol):
+    """Told of each applied event, after the state has it (the rules)."""
+
+    def on_event(self, topic: DeviceTopic, event: Event, state: State) -> None: ...
 
 
 class LogLimiter:
@@ -98,8 +104,10 @@ class Ingest:
     """Decode, sequence and apply batches of events to :class:`State`."""
 
     def __init__(self, state: State, progress: dict[str, int], counters: IngestCounters,
-                 limiter: LogLimiter | None = None) -> None:
+                 limiter: LogLimiter | None = None,
+                 observer: EventObserver | None = None) -> None:
         self.state = state
+        self.observer = observer
         self.progress = progress  # src -> highest seq applied; persisted by the caller
         self.counters = counters
         self.limiter = limiter or LogLimiter()
@@ -138,6 +146,8 @@ class Ingest:
                 self._advance(effects, event.src, decision.base)
             return
         status = self.state.apply(where, event)
+        if self.observer is not None:
+            self.observer.on_event(where, event, self.state)
         self._advance(effects, event.src, event.seq)
         effects.counts[event.src] = effects.counts.get(event.src, 0) + 1
         effects.devices[event.device] = _row(event.device, status)

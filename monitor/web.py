@@ -13,7 +13,8 @@ __all__ = ["build_app"]
 ReadyCheck = Callable[[], Awaitable[dict[str, bool]]]
 
 
-def build_app(registry: CollectorRegistry, ready: ReadyCheck) -> web.Application:
+def build_app(registry: CollectorRegistry, ready: ReadyCheck,
+              extend: Callable[[web.Application], None] | None = None) -> web.Application:
     async def metrics(request: web.Request) -> web.Response:
         body = generate_latest(registry)
         headers = {"Content-Type": CONTENT_TYPE_LATEST}
@@ -34,4 +35,6 @@ def build_app(registry: CollectorRegistry, ready: ReadyCheck) -> web.Application
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    if extend is not None:
+        extend(app)
     return app

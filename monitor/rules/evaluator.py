@@ -247,6 +247,10 @@ class RuleEngine:
             for child in self.inventory.descendants(device):  # their effective state changed
                 self._evaluate_device_state(child, ts)
 
+    def observe_state(self, device: str, state: str | None) -> None:
+        """Know a device's reported state without evaluating (restored from the store)."""
+        self._raw_state[device] = state
+
     def effective_state(self, device: str) -> str | None:
         raw = self._raw_state.get(device)
         if raw == "down" and self.parent_down(device):

@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Self
 
 import aiosqlite
 
-__all__ = ["MIGRATIONS", "DeadLetter", "DeviceRow", "Store"]
+__all__ = ["MIGRATIONS", "AlertChanges", "DeadLetter", "DeviceRow", "Store"]
 
 # Append only: a migration that shipped is never edited, a new one is added.
 MIGRATIONS: Final[tuple[str, ...]] = (
@@ -46,9 +46,65 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     );
     CREATE INDEX dead_letter_received ON dead_letter (received_at);
     """,
+    # 2: alerts, their log, silences, maintenance windows, the audit log, engine facts
+    """
+    CREATE TABLE alert (
+        fingerprint TEXT PRIMARY KEY,
+        rule        TEXT NOT NULL,
+        state       TEXT NOT NULL,          -- pending, firing, resolved
+        body        TEXT NOT NULL,          -- the whole alert as JSON
+        updated     REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX alert_state ON alert (state);
+    CREATE TABLE alert_log (
+        id          INTEGER PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        ts          REAL NOT NULL,
+        state       TEXT NOT NULL,
+        detail      TEXT
+    );
+    CREATE INDEX alert_log_fingerprint ON alert_log (fingerprint, ts);
+    CREATE TABLE silence (
+        id          TEXT PRIMARY KEY,
+        body        TEXT NOT NULL,
+        ends_at     REAL NOT NULL,
+        deleted_at  REAL
+    ) WITHOUT ROWID;
+    CREATE TABLE maintenance (
+        id          TEXT PRIMARY KEY,
+        body        TEXT NOT NULL,
+        deleted_at  REAL
+    ) WITHOUT ROWID;
+    CREATE TABLE audit (
+        id          INTEGER PRIMARY KEY,
+        ts          REAL NOT NULL,
+        actor       TEXT NOT NULL,
+        action      TEXT NOT NULL,
+        target      TEXT NOT NULL,
+        detail      TEXT NOT NULL
+    );
+    CREATE TABLE engine_fact (
+        key         TEXT PRIMARY KEY,
+        value       REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
 
 DEAD_LETTER_KEEP: Final = 10_000
+
+
+@dataclass(slots=True)
+class AlertChanges:
+    """What the rules changed since the last write: alerts (as JSON bodies), pending
+    alerts that were dropped, and the log of transitions."""
+
+    upsert: list[tuple[str, str, str, bytes]] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    log: list[tuple[str, float, str, str | None]] = field(default_factory=list)
+    evaluated_at: float | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.upsert or self.dropped or self.log or self.evaluated_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,17 +190,147 @@ class Store:
 
     async def commit_batch(self, progress: dict[str, int], devices: Iterable[DeviceRow],
                            dead: Iterable[DeadLetter],
-                           counts: dict[str, int] | None = None) -> None:
-        """Write one batch's effects in one transaction."""
+                           counts: dict[str, int] | None = None,
+                           alerts: AlertChanges | None = None) -> None:
+        """Write one batch's effects — the alerts it changed included — in one
+        transaction."""
         async with self._tx:
-            await self._commit_batch(progress, devices, dead, counts or {})
+            await self._commit_batch(progress, devices, dead, counts or {}, alerts)
+
+    async def commit_alerts(self, alerts: AlertChanges) -> None:
+        """Write what a rules tick changed (timers, absence, expiry)."""
+        async with self._tx:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                await self._write_alerts(alerts)
+                await self._db.execute("COMMIT")
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+
+    async def _write_alerts(self, alerts: AlertChanges) -> None:
+        db = self._db
+        now = time.time()
+        if alerts.upsert:
+            await db.executemany(
+                "INSERT INTO alert (fingerprint, rule, state, body, updated) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (fingerprint) DO UPDATE SET "
+                "rule = excluded.rule, state = excluded.state, body = excluded.body, "
+                "updated = excluded.updated",
+                [(fp, rule, state, body, now) for fp, rule, state, body in alerts.upsert])
+        if alerts.dropped:
+            await db.executemany("DELETE FROM alert WHERE fingerprint = ? AND state = 'pending'",
+                                 [(fp,) for fp in alerts.dropped])
+        if alerts.log:
+            await db.executemany(
+                "INSERT INTO alert_log (fingerprint, ts, state, detail) VALUES (?, ?, ?, ?)",
+                alerts.log)
+        if alerts.evaluated_at is not None:
+            await db.execute(
+                "INSERT INTO engine_fact (key, value) VALUES ('last_eval', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (alerts.evaluated_at,))
+
+    async def load_alerts(self, resolved_since: float) -> list[bytes]:
+        """Bodies of every alert not resolved, and of those resolved since then."""
+        query = ("SELECT body FROM alert WHERE state != 'resolved' OR updated >= ?")
+        async with self._db.execute(query, (resolved_since,)) as cur:
+            return [bytes(row[0]) if isinstance(row[0], bytes) else str(row[0]).encode()
+                    async for row in cur]
+
+    async def alert_log(self, fingerprint: str | None = None, limit: int = 1000
+                        ) -> list[tuple[str, float, str, str | None]]:
+        args: tuple[object, ...] = (limit,)
+        query = "SELECT fingerprint, ts, state, detail FROM alert_log ORDER BY id LIMIT ?"
+        if fingerprint is not None:
+            args = (fingerprint, limit)
+            query = ("SELECT fingerprint, ts, state, detail FROM alert_log "
+                     "WHERE fingerprint = ? ORDER BY id LIMIT ?")
+        async with self._db.execute(query, args) as cur:
+            return [(str(a), float(b), str(c), d) async for a, b, c, d in cur]
+
+    async def fact(self, key: str) -> float | None:
+        async with self._db.execute("SELECT value FROM engine_fact WHERE key = ?",
+                                    (key,)) as cur:
+            row = await cur.fetchone()
+        return float(row[0]) if row else None
+
+    async def put_silence(self, sid: str, body: bytes, ends_at: float, actor: str,
+                          action: str) -> None:
+        await self._change(
+            "INSERT INTO silence (id, body, ends_at) VALUES (?, ?, ?) ON CONFLICT (id) DO "
+            "UPDATE SET body = excluded.body, ends_at = excluded.ends_at, deleted_at = NULL",
+            (sid, body, ends_at), actor, action, f"silence/{sid}", body)
+
+    async def delete_silence(self, sid: str, actor: str) -> None:
+        await self._change("UPDATE silence SET deleted_at = ? WHERE id = ?",
+                           (time.time(), sid), actor, "expire_silence", f"silence/{sid}", b"{}")
+
+    async def silences(self, since: float) -> list[bytes]:
+        query = "SELECT body FROM silence WHERE deleted_at IS NULL AND ends_at >= ?"
+        async with self._db.execute(query, (since,)) as cur:
+            return [bytes(row[0]) async for row in cur]
+
+    async def put_maintenance(self, mid: str, body: bytes, actor: str, action: str) -> None:
+        await self._change(
+            "INSERT INTO maintenance (id, body) VALUES (?, ?) ON CONFLICT (id) DO "
+            "UPDATE SET body = excluded.body, deleted_at = NULL",
+            (mid, body), actor, action, f"maintenance/{mid}", body)
+
+    async def delete_maintenance(self, mid: str, actor: str) -> None:
+        await self._change("UPDATE maintenance SET deleted_at = ? WHERE id = ?",
+                           (time.time(), mid), actor, "delete_maintenance",
+                           f"maintenance/{mid}", b"{}")
+
+    async def maintenance_windows(self) -> list[bytes]:
+        query = "SELECT body FROM maintenance WHERE deleted_at IS NULL"
+        async with self._db.execute(query) as cur:
+            return [bytes(row[0]) async for row in cur]
+
+    async def audit(self, actor: str, action: str, target: str, detail: bytes,
+                    alerts: AlertChanges | None = None) -> None:
+        """Record a change made by a person, with what it did to the alerts."""
+        async with self._tx:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                await self._audit(actor, action, target, detail)
+                if alerts:
+                    await self._write_alerts(alerts)
+                await self._db.execute("COMMIT")
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+
+    async def audit_log(self, limit: int = 100) -> list[tuple[float, str, str, str, str]]:
+        query = "SELECT ts, actor, action, target, detail FROM audit ORDER BY id DESC LIMIT ?"
+        async with self._db.execute(query, (limit,)) as cur:
+            return [(float(a), str(b), str(c), str(d), str(e)) async for a, b, c, d, e in cur]
+
+    async def _audit(self, actor: str, action: str, target: str, detail: bytes) -> None:
+        await self._db.execute(
+            "INSERT INTO audit (ts, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+            (time.time(), actor, action, target, detail.decode()))
+
+    async def _change(self, sql: str, args: tuple[object, ...], actor: str, action: str,
+                      target: str, detail: bytes) -> None:
+        async with self._tx:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                await self._db.execute(sql, args)
+                await self._audit(actor, action, target, detail)
+                await self._db.execute("COMMIT")
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
 
     async def _commit_batch(self, progress: dict[str, int], devices: Iterable[DeviceRow],
-                            dead: Iterable[DeadLetter], counts: dict[str, int]) -> None:
+                            dead: Iterable[DeadLetter], counts: dict[str, int],
+                            alerts: AlertChanges | None) -> None:
         now = time.time()
         db = self._db
         await db.execute("BEGIN IMMEDIATE")
         try:
+            if alerts:
+                await self._write_alerts(alerts)
             await db.executemany(
                 "INSERT INTO source_progress (src, applied, events, updated) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (src) DO UPDATE SET applied = excluded.applied, "

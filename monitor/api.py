@@ -1,0 +1,242 @@
+"""The engine's JSON API: alerts, acknowledgements, silences, maintenance, rule reload.
+
+Authentication is by bearer token (``Authorization: Bearer …``), one per user in the
+config's ``users``. Roles: ``viewer`` (reads, and only its own municipality's
+alerts), ``operator`` (also acknowledges and silences), ``admin`` (also plans
+maintenance, reloads rules and reads the audit log). With no users configured the
+API reads without a token and refuses every change. Every change is written to the
+audit log (who, what, when) in the same transaction as the change itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+import msgspec
+import structlog
+from aiohttp import web
+
+from monitor.config import ApiUser, Config
+from monitor.rules.alerts import Alert
+from monitor.rules.service import RulesService
+from monitor.rules.suppress import Maintenance, Silence, SpecError
+
+__all__ = ["add_api_routes"]
+
+log = structlog.get_logger(__name__)
+
+ROLES: Final = {"viewer": 0, "operator": 1, "admin": 2}
+_ENCODER: Final = msgspec.json.Encoder()
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class _Ack(msgspec.Struct, forbid_unknown_fields=True):
+    comment: str = ""
+
+
+def _problem(status: int, detail: str) -> web.Response:
+    return web.json_response({"error": detail}, status=status)
+
+
+class Api:
+    def __init__(self, config: Config, rules: RulesService) -> None:
+        self.rules = rules
+        self.tokens: dict[bytes, ApiUser] = {}
+        for user in config.users.values():
+            try:
+                token = user.token.resolve()
+            except (KeyError, OSError) as exc:
+                log.error("api_user_token_unavailable", user=user.id, error=str(exc))
+                continue
+            self.tokens[hashlib.sha256(token.encode()).digest()] = user
+
+    def user_of(self, request: web.Request) -> ApiUser | web.Response | None:
+        header = request.headers.get("Authorization", "")
+        if not self.tokens:
+            return None  # no users configured: reads are open, changes refused
+        if not header.startswith("Bearer "):
+            return _problem(401, "send Authorization: Bearer <token>")
+        digest = hashlib.sha256(header[7:].strip().encode()).digest()
+        for known, user in self.tokens.items():
+            if hmac.compare_digest(known, digest):
+                return user
+        return _problem(401, "unknown token")
+
+    def guard(self, role: str, handler: Callable[[web.Request, ApiUser | None],
+                                                  Awaitable[web.StreamResponse]]) -> Handler:
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            user = self.user_of(request)
+            if isinstance(user, web.Response):
+                return user
+            if role != "viewer" and user is None:
+                return _problem(403, "changes need an API user: configure 'users'")
+            if user is not None and ROLES[user.role] < ROLES[role]:
+                return _problem(403, f"{user.id} is a {user.role}; this needs {role}")
+            return await handler(request, user)
+        return guarded
+
+    # -- alerts ------------------------------------------------------------------------
+
+    def _visible(self, alert: Alert, user: ApiUser | None) -> bool:
+        return user is None or user.role != "viewer" or \
+            alert.labels.get("municipality") == user.municipality
+
+    async def list_alerts(self, request: web.Request, user: ApiUser | None
+                          ) -> web.StreamResponse:
+        query = request.query
+        wanted = {k: query[k] for k in ("severity", "location", "municipality", "alertname")
+                  if k in query}
+        state = query.get("state")
+        out = []
+        for alert in self.rules.engine.alerts.values():
+            if not self._visible(alert, user):
+                continue
+            if state is not None and state not in (alert.shown_state(), alert.state):
+                continue
+            if state is None and alert.state == "resolved":
+                continue
+            if any(alert.labels.get(k) != v for k, v in wanted.items()):
+                continue
+            out.append(alert.as_json())
+        out.sort(key=lambda a: (a["state"] != "firing", a["active_since"]))
+        return web.json_response({"alerts": out, "count": len(out)})
+
+    async def get_alert(self, request: web.Request, user: ApiUser | None
+                        ) -> web.StreamResponse:
+        alert = self.rules.engine.alerts.get(request.match_info["id"])
+        if alert is None or not self._visible(alert, user):
+            return _problem(404, "no such alert")
+        body = alert.as_json()
+        body["log"] = [{"ts": ts, "state": state, "detail": detail} for _, ts, state, detail
+                       in await self.rules.store.alert_log(alert.fingerprint)]
+        return web.json_response(body)
+
+    async def ack(self, request: web.Request, user: ApiUser | None) -> web.StreamResponse:
+        assert user is not None
+        try:
+            body = msgspec.json.decode(await request.read() or b"{}", type=_Ack)
+        except msgspec.DecodeError as exc:
+            return _problem(400, str(exc))
+        fp = request.match_info["id"]
+        try:
+            alert = self.rules.engine.acknowledge(fp, user.id, body.comment, time.time())
+        except KeyError:
+            return _problem(404, "no such alert, or it is resolved")
+        await self.rules.store.audit(user.id, "acknowledge", f"alert/{fp}",
+                                     _ENCODER.encode({"comment": body.comment}),
+                                     self.rules.changes())
+        return web.json_response(alert.as_json())
+
+    # -- silences and maintenance ------------------------------------------------------
+
+    async def list_silences(self, _: web.Request, user: ApiUser | None) -> web.StreamResponse:
+        now = time.time()
+        out = [{**msgspec.to_builtins(s.spec), "active": s.start <= now < s.end}
+               for s in self.rules.engine.silences.values() if s.end > now]
+        return web.json_response({"silences": out})
+
+    async def add_silence(self, request: web.Request, user: ApiUser | None
+                          ) -> web.StreamResponse:
+        assert user is not None
+        try:
+            silence = msgspec.json.decode(await request.read(), type=Silence)
+            silence.id = f"s-{secrets.token_hex(6)}"
+            silence.created_by = user.id
+            self.rules.engine.add_silence(silence, time.time())
+        except (msgspec.DecodeError, SpecError) as exc:
+            return _problem(400, str(exc))
+        body = _ENCODER.encode(silence)
+        await self.rules.store.put_silence(silence.id, body, silence.ends_at.timestamp(),
+                                           user.id, "create_silence")
+        await self.rules.store.commit_alerts(self.rules.changes())
+        return web.json_response(msgspec.to_builtins(silence), status=201)
+
+    async def delete_silence(self, request: web.Request, user: ApiUser | None
+                             ) -> web.StreamResponse:
+        assert user is not None
+        sid = request.match_info["id"]
+        if sid not in self.rules.engine.silences:
+            return _problem(404, "no such silence")
+        self.rules.engine.remove_silence(sid, time.time())
+        await self.rules.store.delete_silence(sid, user.id)
+        await self.rules.store.commit_alerts(self.rules.changes())
+        return web.json_response({"expired": sid})
+
+    async def list_maintenance(self, _: web.Request, user: ApiUser | None
+                               ) -> web.StreamResponse:
+        now = time.time()
+        out = [{**msgspec.to_builtins(m), "active": m.active(now)}
+               for m in self.rules.engine.maintenance.values()
+               if user is None or user.role != "viewer"
+               or user.municipality in m.municipalities]
+        return web.json_response({"maintenance": out})
+
+    async def add_maintenance(self, request: web.Request, user: ApiUser | None
+                              ) -> web.StreamResponse:
+        assert user is not None
+        try:
+            window = msgspec.json.decode(await request.read(), type=Maintenance)
+            window.id = f"m-{secrets.token_hex(6)}"
+            window.created_by = user.id
+            self.rules.engine.add_maintenance(window, time.time())
+        except (msgspec.DecodeError, SpecError) as exc:
+            return _problem(400, str(exc))
+        await self.rules.store.put_maintenance(window.id, _ENCODER.encode(window), user.id,
+                                               "create_maintenance")
+        await self.rules.store.commit_alerts(self.rules.changes())
+        return web.json_response(msgspec.to_builtins(window), status=201)
+
+    async def delete_maintenance(self, request: web.Request, user: ApiUser | None
+                                 ) -> web.StreamResponse:
+        assert user is not None
+        mid = request.match_info["id"]
+        if mid not in self.rules.engine.maintenance:
+            return _problem(404, "no such maintenance window")
+        self.rules.engine.remove_maintenance(mid, time.time())
+        await self.rules.store.delete_maintenance(mid, user.id)
+        await self.rules.store.commit_alerts(self.rules.changes())
+        return web.json_response({"deleted": mid})
+
+    # -- administration ----------------------------------------------------------------
+
+    async def reload(self, _: web.Request, user: ApiUser | None) -> web.StreamResponse:
+        assert user is not None
+        problems = await self.rules.reload()
+        await self.rules.store.audit(user.id, "reload_rules", str(self.rules.path),
+                                     _ENCODER.encode({"problems": problems}))
+        if problems:
+            return web.json_response({"reloaded": False, "problems": problems}, status=400)
+        return web.json_response({"reloaded": True,
+                                  "rules": len(self.rules.engine.rules.rules)})
+
+    async def audit(self, request: web.Request, user: ApiUser | None) -> web.StreamResponse:
+        limit = min(int(request.query.get("limit", "100")), 10_000)
+        rows = await self.rules.store.audit_log(limit)
+        return web.json_response({"audit": [
+            {"ts": ts, "actor": actor, "action": action, "target": target,
+             "detail": msgspec.json.decode(detail)}
+            for ts, actor, action, target, detail in rows]})
+
+
+def add_api_routes(app: web.Application, config: Config, rules: RulesService) -> None:
+    api = Api(config, rules)
+    routes: list[tuple[str, str, str, Any]] = [
+        ("GET", "/api/v1/alerts", "viewer", api.list_alerts),
+        ("GET", "/api/v1/alerts/{id}", "viewer", api.get_alert),
+        ("POST", "/api/v1/alerts/{id}/ack", "operator", api.ack),
+        ("GET", "/api/v1/silences", "viewer", api.list_silences),
+        ("POST", "/api/v1/silences", "operator", api.add_silence),
+        ("DELETE", "/api/v1/silences/{id}", "operator", api.delete_silence),
+        ("GET", "/api/v1/maintenance", "viewer", api.list_maintenance),
+        ("POST", "/api/v1/maintenance", "admin", api.add_maintenance),
+        ("DELETE", "/api/v1/maintenance/{id}", "admin", api.delete_maintenance),
+        ("POST", "/-/reload", "admin", api.reload),
+        ("GET", "/api/v1/audit", "admin", api.audit),
+    ]
+    for method, path, role, handler in routes:
+        app.router.add_route(method, path, api.guard(role, handler))

@@ -1,0 +1,203 @@
+"""The rules inside a running engine: evaluation on ingest, the tick, persistence, reload.
+
+What the rules change is written with the batch of events that caused it (one
+transaction, before the collectors are acknowledged), or by the tick for what time
+alone changes. On start the store gives back the alerts, silences and maintenance
+windows, and the time of the last evaluation (for the ``for:`` outage tolerance).
+A reload reads the rule files afresh; if any is broken the whole reload is refused
+and the running rules go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Final
+
+import msgspec
+import structlog
+from prometheus_client import CollectorRegistry, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from monitor.config import Config
+from monitor.events import ComponentStatus, DeviceTopic, Event
+from monitor.rules.alerts import Alert
+from monitor.rules.evaluator import KEEP_RESOLVED, RuleEngine
+from monitor.rules.inventory import Inventory
+from monitor.rules.model import RuleSet, load_rules
+from monitor.rules.suppress import Maintenance, Silence, SpecError
+from monitor.state import State
+from monitor.store.db import AlertChanges, Store
+from monitor.yamlmodel import Problems
+
+__all__ = ["RulesService", "default_rules_path"]
+
+log = structlog.get_logger(__name__)
+
+TICK_SECONDS: Final = 1.0
+_ENCODER: Final = msgspec.json.Encoder()
+_ALERT: Final = msgspec.json.Decoder(Alert)
+_SILENCE: Final = msgspec.json.Decoder(Silence)
+_MAINTENANCE: Final = msgspec.json.Decoder(Maintenance)
+
+
+def default_rules_path(config: Config) -> Path:
+    """``engine.rules`` from the config, else the rule set shipped with driftsvakt."""
+    if config.engine.rules is not None:
+        return Path(config.engine.rules)
+    return Path(__file__).resolve().parents[2] / "rules"
+
+
+class RulesMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.eval_seconds = Histogram(
+            "driftsvakt_rule_evaluation_duration_seconds",
+            "Rule evaluation per ingest batch and per tick", ["trigger"],
+            buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+            registry=registry)
+        self.loaded = Gauge("driftsvakt_rules_loaded", "Rules in the running rule set",
+                            registry=registry)
+        self.reload_ok = Gauge("driftsvakt_rules_last_reload_success",
+                               "1 if the last rule (re)load succeeded", registry=registry)
+        self.reload_at = Gauge("driftsvakt_rules_last_reload_success_timestamp_seconds",
+                               "When the rules were last loaded successfully",
+                               registry=registry)
+        self.on_batch = self.eval_seconds.labels("events")
+        self.on_tick = self.eval_seconds.labels("tick")
+
+
+class AlertsCollector(Collector):
+    """``driftsvakt_alerts``: alerts not resolved, counted at scrape time."""
+
+    def __init__(self, engine: RuleEngine) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "driftsvakt_alerts", "Alerts by state shown (pending, firing, acknowledged, "
+            "suppressed), severity, location, municipality and rule",
+            labels=["state", "severity", "location", "municipality", "alertname"])
+        counts: dict[tuple[str, str, str, str, str], int] = {}
+        for alert in self.engine.alerts.values():
+            if alert.state == "resolved":
+                continue
+            key = (alert.shown_state(), alert.severity, alert.labels.get("location", ""),
+                   alert.labels.get("municipality", ""), alert.rule)
+            counts[key] = counts.get(key, 0) + 1
+        for key, count in counts.items():
+            family.add_metric(list(key), float(count))
+        yield family
+
+
+class RulesService:
+    def __init__(self, engine: RuleEngine, store: Store, state: State, path: Path,
+                 registry: CollectorRegistry) -> None:
+        self.engine = engine
+        self.store = store
+        self.state = state
+        self.path = path
+        self.metrics = RulesMetrics(registry)
+        registry.register(AlertsCollector(engine))
+        self.metrics.loaded.set(len(engine.rules.rules))
+        self.metrics.reload_ok.set(1)
+        self.metrics.reload_at.set(time.time())
+        self._batch_seconds = 0.0
+
+    @classmethod
+    async def start(cls, config: Config, store: Store, state: State,
+                    registry: CollectorRegistry) -> RulesService:
+        """Load the rules (raising Problems if broken) and what the store kept."""
+        path = default_rules_path(config)
+        rules = load_rules(path)
+        now = time.time()
+        engine = RuleEngine(rules, Inventory.from_config(config), started=now,
+                            hours_for=config.office_hours_for,
+                            outage_tolerance=config.engine.outage_tolerance)
+        service = cls(engine, store, state, path, registry)
+        await service._restore(now)
+        log.info("rules_loaded", path=str(path), summary=rules.summary(),
+                 alerts=len(engine.active()))
+        return service
+
+    async def _restore(self, now: float) -> None:
+        alerts = [_ALERT.decode(body) for body in
+                  await self.store.load_alerts(now - KEEP_RESOLVED)]
+        last_eval = await self.store.fact("last_eval")
+        for raw in await self.store.silences(now):
+            silence = _SILENCE.decode(raw)
+            try:
+                self.engine.add_silence(silence, now)
+            except SpecError as exc:  # pragma: no cover - checked when it was made
+                log.warning("silence_unusable", id=silence.id, error=str(exc))
+        for raw in await self.store.maintenance_windows():
+            window = _MAINTENANCE.decode(raw)
+            self.engine.add_maintenance(window, now)
+        # Device states as the store kept them: topology holds across the restart.
+        for device, status in self.state.devices.items():
+            if status.state is not None:
+                self.engine.observe_state(device, status.state)
+        self.engine.restore(alerts, last_eval, now)
+
+    # -- on the ingest path ------------------------------------------------------------
+
+    def on_event(self, topic: DeviceTopic, event: Event, state: State) -> None:
+        started = time.perf_counter()
+        self.engine.on_event(topic, event, state)
+        self._batch_seconds += time.perf_counter() - started
+
+    def on_component(self, location: str, component: str, instance: str,
+                     status: ComponentStatus) -> None:
+        started = time.perf_counter()
+        self.engine.on_component(location, component, instance, status)
+        self._batch_seconds += time.perf_counter() - started
+
+    def changes(self, evaluated_at: float | None = None) -> AlertChanges:
+        """Take what the rules changed, encoded for the store; closes a batch's timing."""
+        if self._batch_seconds:
+            self.metrics.on_batch.observe(self._batch_seconds)
+            self._batch_seconds = 0.0
+        upsert, dropped, transitions = self.engine.take_changes()
+        return AlertChanges(
+            upsert=[(a.fingerprint, a.rule, a.state, _ENCODER.encode(a)) for a in upsert],
+            dropped=dropped,
+            log=[(t.fingerprint, t.ts, t.state, t.detail) for t in transitions],
+            evaluated_at=evaluated_at)
+
+    # -- the tick ----------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Tick until ``stop``; a store failure ends the engine, as in ingest."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), TICK_SECONDS)
+            await self.tick(time.time())
+
+    async def tick(self, now: float) -> None:
+        started = time.perf_counter()
+        self.engine.tick(now, self.state)
+        self.metrics.on_tick.observe(time.perf_counter() - started)
+        await self.store.commit_alerts(self.changes(evaluated_at=now))
+
+    # -- reload ------------------------------------------------------------------------
+
+    async def reload(self) -> list[str]:
+        """Read the rule files again; return the problems (empty on success)."""
+        try:
+            rules: RuleSet = await asyncio.to_thread(load_rules, self.path)
+        except Problems as exc:
+            self.metrics.reload_ok.set(0)
+            problems = [str(p) for p in exc.problems]
+            log.error("rules_reload_refused", path=str(self.path), problems=len(problems),
+                      first=problems[0] if problems else None)
+            return problems
+        self.engine.load(rules, time.time())
+        self.metrics.loaded.set(len(rules.rules))
+        self.metrics.reload_ok.set(1)
+        self.metrics.reload_at.set(time.time())
+        await self.store.commit_alerts(self.changes())
+        log.info("rules_reloaded", path=str(self.path), summary=rules.summary())
+        return []
