@@ -29,7 +29,7 @@ import heapq
 import itertools
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -75,7 +75,8 @@ class Tracker:
     last_ts: float = float("-inf")
     prev_value: float | None = None
     prev_ts: float = 0.0
-    changes: deque[float] = field(default_factory=deque)
+    changes: deque[float] | None = None  # only for rules with flapping (an empty deque
+    # is 600 bytes, times every series)
     flapping: bool = False
 
 
@@ -120,6 +121,7 @@ class RuleEngine:
         self.by_name = {r.name: r for r in rules.rules}
         self._trackers: dict[tuple[Any, ...], Tracker] = {}
         self._device_ok: dict[tuple[str, str], bool] = {}
+        self._device_rules: dict[str, dict[str, list[Rule]]] = {}
         self._by_metric: dict[str, list[Rule]] = {}
         self._state_rules: list[Rule] = []
         self._check_rules: list[Rule] = []
@@ -149,6 +151,7 @@ class RuleEngine:
             else:
                 assert spec.select.metric is not None
                 self._by_metric.setdefault(spec.select.metric, []).append(rule)
+        self._count_sources()
         for fp, alert in list(self.alerts.items()):
             if alert.rule not in self.by_name and alert.state != "resolved":
                 self._resolve(alert, now, "rule removed")
@@ -176,45 +179,64 @@ class RuleEngine:
         elif isinstance(event, TrapEvent):
             self._on_trap(event)
 
+    def _metric_rules(self, device: str) -> dict[str, list[Rule]]:
+        """The metric rules whose device selectors take ``device``, by metric name."""
+        found = self._device_rules.get(device)
+        if found is None:
+            found = {}
+            for metric, rules in self._by_metric.items():
+                mine = [r for r in rules if self._device_matches(r, device)]
+                if mine:
+                    found[metric] = mine
+            self._device_rules[device] = found
+        return found
+
     def _on_metrics(self, event: MetricsEvent, state: State) -> None:
-        by_metric = self._by_metric
         device, ts = event.device, event.ts
+        by_metric = self._metric_rules(device)
         reboot = False
+        matched = []
         for sample in event.samples:
-            if sample.name in UPTIME_METRICS:
+            name = sample.name
+            if name in UPTIME_METRICS:
                 before = self._uptime.get(device)
                 if before is not None and sample.value < before:
                     reboot = True
                 self._uptime[device] = sample.value
-        for sample in event.samples:
-            rules = by_metric.get(sample.name)
-            if rules is None:
-                continue
+            rules = by_metric.get(name)
+            if rules is not None:
+                matched.append((sample, rules))
+        trackers = self._trackers
+        for sample, rules in matched:
             labels = sample.labels
+            lkey = tuple(labels.items()) if len(labels) < 2 else tuple(sorted(labels.items()))
+            value = sample.value
             for rule in rules:
-                if not self._device_matches(rule, device):
-                    continue
                 if rule.matchers and not all(m.matches(labels) for m in rule.matchers):
                     continue
-                lkey = tuple(sorted(labels.items()))
-                kind = rule.spec.kind
+                kind = rule.kind
                 if kind == "absence":
                     self._last_metric[(rule.name, device)] = ts
                     continue
-                tracker = self._tracker(rule, (rule.name, device, lkey),
-                                        (("device", device), *lkey))
+                tracker = trackers.get((rule.name, device, lkey))
+                if tracker is None:
+                    tracker = self._tracker(rule, (rule.name, device, lkey),
+                                            (("device", device), *lkey))
                 if ts <= tracker.last_ts:
                     continue
-                if rule.subject == "interface":
+                if kind == "threshold":
+                    met = rule.condition(value, tracker.active)
+                elif rule.subject == "interface":
                     admin = state.series.get((device, "if_admin_status", lkey))
-                    met = admin is not None and admin.value == 1 and sample.value in (2, 7)
-                    self._set(rule, tracker, met, sample.value, ts, device)
-                elif kind == "threshold":
-                    met = rule.condition(sample.value, tracker.active)
-                    self._set(rule, tracker, met, sample.value, ts, device)
+                    met = admin is not None and admin.value == 1 and value in (2, 7)
                 else:
-                    self._rate(rule, tracker, sample.value, sample.kind, ts, device, lkey,
-                               state, reboot)
+                    self._rate(rule, tracker, value, sample.kind, ts, device, lkey, state,
+                               reboot)
+                    continue
+                if not met and not tracker.active:
+                    tracker.last_ts = ts  # the common case: quiet, and was quiet
+                    continue
+                self._set(rule, tracker, met, value, ts, device)
 
     def _rate(self, rule: Rule, tracker: Tracker, value: float, kind: str, ts: float,
               device: str, lkey: tuple[tuple[str, str], ...], state: State,
@@ -437,8 +459,8 @@ class RuleEngine:
         if device is not None and rule.spec.kind == "state" and "down" in rule.spec.states:
             alert.behind = self.inventory.behind(device)
         alert.annotations = rule.render(self._variables(alert, rule))
-        index = self._inhibition_index() if self.rules.inhibitions else []
-        alert.suppressed = self._suppression(alert, ts, index)
+        self._count_source(alert, 1)
+        alert.suppressed = self._suppression(alert, ts, self._inhibition_index())
         self._note(alert, ts, "firing", alert.suppressed)
 
     def _resolve(self, alert: Alert, ts: float, detail: str | None = None) -> None:
@@ -448,6 +470,8 @@ class RuleEngine:
             self.dropped.add(alert.fingerprint)
             self.log.append(Transition(alert.fingerprint, ts, "dropped", detail))
             return
+        if alert.state == "firing":
+            self._count_source(alert, -1)
         alert.state = "resolved"
         alert.resolved_at = ts
         self._note(alert, ts, "resolved", detail)
@@ -460,20 +484,23 @@ class RuleEngine:
         spec = rule.spec.flapping
         if spec is None:
             return
+        if tracker.changes is None:
+            tracker.changes = deque()
         tracker.changes.append(ts)
         self._settle(rule, tracker, ts)
 
     def _settle(self, rule: Rule, tracker: Tracker, now: float) -> None:
         spec = rule.spec.flapping
-        if spec is None:
+        changes = tracker.changes
+        if spec is None or changes is None:
             return
-        while tracker.changes and tracker.changes[0] < now - rule.flap_window:
-            tracker.changes.popleft()
+        while changes and changes[0] < now - rule.flap_window:
+            changes.popleft()
         settle = spec.settle if spec.settle is not None else spec.changes // 2
         flapping = tracker.flapping
-        if not flapping and len(tracker.changes) > spec.changes:
+        if not flapping and len(changes) > spec.changes:
             flapping = True
-        elif flapping and len(tracker.changes) <= settle:
+        elif flapping and len(changes) <= settle:
             flapping = False
         if flapping != tracker.flapping:
             tracker.flapping = flapping
@@ -567,17 +594,30 @@ class RuleEngine:
 
     # -- suppression -----------------------------------------------------------------
 
-    def _inhibition_index(self) -> list[tuple[Inhibition, set[tuple[str, ...]]]]:
-        index = []
-        for inh in self.rules.inhibitions:
-            sources = {tuple(a.labels.get(k, "") for k in inh.equal)
-                       for a in self.alerts.values()
-                       if a.state == "firing" and all(m.matches(a.labels) for m in inh.source)}
-            index.append((inh, sources))
-        return index
+    def _count_sources(self) -> None:
+        """Count, per inhibition, the firing source alerts by their ``equal`` labels;
+        kept up to date by every firing and resolving, so no check scans the alerts."""
+        self._sources: list[dict[tuple[str, ...], int]] = [{} for _ in self.rules.inhibitions]
+        for alert in self.alerts.values():
+            if alert.state == "firing":
+                self._count_source(alert, 1)
+
+    def _count_source(self, alert: Alert, delta: int) -> None:
+        for inh, counts in zip(self.rules.inhibitions, self._sources, strict=True):
+            if all(m.matches(alert.labels) for m in inh.source):
+                key = tuple(alert.labels.get(k, "") for k in inh.equal)
+                left = counts.get(key, 0) + delta
+                if left > 0:
+                    counts[key] = left
+                else:
+                    counts.pop(key, None)
+
+    def _inhibition_index(self) -> list[tuple[Inhibition, dict[tuple[str, ...], int]]]:
+        return list(zip(self.rules.inhibitions, self._sources, strict=True))
 
     def _suppression(self, alert: Alert, now: float,
-                     inhibitions: list[tuple[Inhibition, set[tuple[str, ...]]]]) -> str | None:
+                     inhibitions: list[tuple[Inhibition, dict[tuple[str, ...], int]]]
+                     ) -> str | None:
         info = self.inventory.devices.get(alert.device or "")
         if info is not None:
             for mid, window in self.maintenance.items():
@@ -600,7 +640,7 @@ class RuleEngine:
 
     def refresh(self, now: float) -> None:
         """Re-decide suppression of firing alerts; forget long-resolved ones."""
-        index = self._inhibition_index() if self.rules.inhibitions else []
+        index = self._inhibition_index()
         for fp, alert in list(self.alerts.items()):
             if alert.state == "resolved":
                 if alert.resolved_at is not None and now - alert.resolved_at > KEEP_RESOLVED:
@@ -659,6 +699,7 @@ class RuleEngine:
                 alert.active_since = now
                 self.changed.add(alert.fingerprint)
             self._schedule(alert.active_since + rule.for_seconds, "fire", alert.fingerprint)
+        self._count_sources()
         for alert in self.alerts.values():
             rule = self.by_name.get(alert.rule)
             if alert.state == "firing" and rule is not None and rule.resolve_after:

@@ -246,6 +246,8 @@ class Rule:
     """A compiled rule, as the evaluator uses it."""
 
     spec: RuleSpec
+    name: str
+    kind: str
     subject: str
     for_seconds: float
     matchers: tuple[Matcher, ...]
@@ -254,10 +256,6 @@ class Rule:
     flap_window: float
     source: str
     templates: dict[str, Any]
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
 
     def condition(self, value: float, active: bool) -> bool:
         """Is the condition met by ``value``? Once ``active``, it holds until ``clear``."""
@@ -380,6 +378,8 @@ def _compile(doc: Document, where: str, spec: RuleSpec) -> Rule:
     templates = {key: _ENV.from_string(text) for key, text in spec.annotations.items()}
     return Rule(
         spec=spec,
+        name=spec.name,
+        kind=spec.kind,
         subject=subject,
         for_seconds=parse_duration(spec.for_),
         matchers=tuple(parse_matcher(m) for m in spec.select.labels),
