@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
-import os
 import re
 import typing
 from collections import Counter
@@ -24,7 +23,9 @@ from zoneinfo import ZoneInfoNotFoundError
 
 import yaml
 
+from monitor.notify.settings import NotificationSettings, check_notifications
 from monitor.officehours import OSLO, Schedule
+from monitor.secrets import SecretRef
 from monitor.yamlmodel import (
     Check,
     Document,
@@ -58,7 +59,6 @@ _SLUG_RE: Final = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _HOSTNAME_RE: Final = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
 )
-_ENV_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def _slug(value: str) -> str | None:
@@ -104,37 +104,6 @@ DeviceClass = Literal["server", "pc", "switch", "router", "firewall", "ap", "ups
 DEVICE_CLASSES: Final[tuple[str, ...]] = (
     "server", "pc", "switch", "router", "firewall", "ap", "ups", "printer",
 )
-
-
-@dataclass(frozen=True, slots=True)
-class SecretRef:
-    """Where a secret lives: an environment variable or a file (first line, stripped)."""
-
-    __scalar_hint__ = (
-        "secrets are given by reference, never inline: use {env: NAME} or {file: PATH}"
-    )
-
-    env: str | None = None
-    file: str | None = None
-
-    def __post_init__(self) -> None:
-        if (self.env is None) == (self.file is None):
-            raise ValueError("a secret reference takes exactly one of 'env' or 'file'")
-        if self.env is not None and not _ENV_RE.match(self.env):
-            raise ValueError(f"{self.env!r} is not an environment variable name")
-
-    def resolve(self) -> str:
-        """Read the secret now; raises ``KeyError``/``OSError`` naming the reference only."""
-        if self.env is not None:
-            value = os.environ.get(self.env)
-            if value is None:
-                raise KeyError(f"environment variable {self.env} is not set")
-            return value
-        assert self.file is not None
-        return Path(self.file).read_text(encoding="utf-8").strip()
-
-    def __repr__(self) -> str:
-        return f"SecretRef(env={self.env!r})" if self.env else f"SecretRef(file={self.file!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -400,6 +369,7 @@ class _File:
     engine: EngineSettings | None = None
     outbox: OutboxSettings | None = None
     traps: TrapSettings | None = None
+    notifications: NotificationSettings | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,6 +389,7 @@ class Config:
     schedules: dict[str, Schedule] = field(default_factory=dict)
     traps: TrapSettings = field(default_factory=TrapSettings)
     users: dict[str, ApiUser] = field(default_factory=dict)
+    notifications: NotificationSettings = field(default_factory=NotificationSettings)
 
     def summary(self) -> str:
         classes = Counter(d.device_class for d in self.devices.values())
@@ -503,7 +474,7 @@ def load_config(path: str | Path) -> Config:
             if name in _LISTS:
                 (item_tp,) = typing.get_args(hints[name])
                 _collect_list(doc, name, value_node, item_tp, records, typed)
-            elif name in ("engine", "outbox", "traps"):
+            elif name in ("engine", "outbox", "traps", "notifications"):
                 value = convert(doc, value_node, hints[name], name)
                 if name in singletons:
                     other = singletons[name][1]
@@ -511,6 +482,10 @@ def load_config(path: str | Path) -> Config:
                 elif not is_missing(value):
                     singletons[name] = (value, doc)
     _check_references(records)
+    if "notifications" in singletons:
+        settings, doc = singletons["notifications"]
+        for path, message in check_notifications(settings, set(records["office_hours"])):
+            doc.problem(f"notifications.{path}", message)
     problems = [p for doc in docs for p in doc.problems]
     if problems:
         raise Problems(problems)
@@ -531,6 +506,7 @@ def load_config(path: str | Path) -> Config:
         outbox=outbox,
         traps=traps,
         users=typed["users"],
+        notifications=singletons.get("notifications", (NotificationSettings(), None))[0],
         source=str(root),
     )
 

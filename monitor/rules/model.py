@@ -17,7 +17,6 @@ import yaml
 from jinja2 import StrictUndefined, TemplateSyntaxError, meta
 from jinja2.sandbox import SandboxedEnvironment
 
-from monitor.config import DEVICE_CLASSES
 from monitor.rules.matchers import Matcher, MatcherError, compile_regex, parse_matcher
 from monitor.yamlmodel import Check, Document, FieldError, Problem, Problems, convert, is_missing
 from monitor.yamlmodel import load_documents as _load_documents
@@ -372,9 +371,6 @@ def _compile(doc: Document, where: str, spec: RuleSpec) -> Rule:
     for i, tag in enumerate(spec.select.tags):
         if not re.match(r"^[a-z0-9][a-z0-9-]{0,62}$", tag):
             doc.problem(f"{where}.select.tags[{i}]", f"{tag!r} is not a slug")
-    for i, cls in enumerate(spec.select.classes):
-        if cls not in DEVICE_CLASSES:  # pragma: no cover - the Literal already refuses
-            doc.problem(f"{where}.select.class[{i}]", f"unknown class {cls!r}")
     templates = {key: _ENV.from_string(text) for key, text in spec.annotations.items()}
     return Rule(
         spec=spec,

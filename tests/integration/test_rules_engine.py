@@ -160,7 +160,7 @@ class Rig:
 
 @pytest.fixture
 def rig(tmp_path: Path) -> Iterator[Rig]:
-    with Mosquitto(tmp_path / "broker").start() as broker:
+    with Mosquitto(tmp_path / "broker") as broker:
         rig = Rig(tmp_path, broker)
         try:
             yield rig

@@ -1,0 +1,1 @@
+"""Notifications: routing, grouping, receivers, delivery, on-call and escalation."""
