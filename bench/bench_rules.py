@@ -171,7 +171,7 @@ def main() -> None:
     if profile:
         run(True, rounds, inventory, profile=True)
         return
-    results = {}
+    results: dict[bool, list[tuple[float, int, RuleEngine | None]]] = {}
     for with_rules in (False, True, False, True, False, True):
         elapsed, samples, engine = run(with_rules, rounds, inventory)
         results.setdefault(with_rules, []).append((elapsed, samples, engine))

@@ -23,6 +23,7 @@ from monitor.config import Config, load_config
 from monitor.engine import Engine
 from monitor.ingest import Ingest
 from monitor.metrics import EngineMetrics, StateCollector
+from monitor.notify.service import NotifyService
 from monitor.rules.service import RulesService
 from monitor.state import DeviceStatus, State
 from monitor.store.db import Store
@@ -49,6 +50,8 @@ class EngineApp:
     rules: RulesService
     ticks: asyncio.Task[None]
     ticks_stop: asyncio.Event
+    notify: NotifyService
+    notify_task: asyncio.Task[None]
 
     async def stop(self) -> None:
         self.engine.stop()
@@ -67,6 +70,13 @@ class EngineApp:
             self.ticks.cancel()
         except Exception:
             log.exception("rules_tick_failed")
+        try:  # the last flush queues what the rules' last tick decided
+            await asyncio.wait_for(asyncio.shield(self.notify_task), SHUTDOWN_ENGINE_SECONDS)
+        except TimeoutError:
+            log.warning("shutdown_stage_timeout", stage="notify")
+            self.notify_task.cancel()
+        except Exception:
+            log.exception("notify_failed")
         try:
             await asyncio.wait_for(self.runner.cleanup(), SHUTDOWN_HTTP_SECONDS)
         except TimeoutError:
@@ -97,6 +107,7 @@ async def start_engine(config: Config, location: str, *, http_port: int | None =
     registry.register(StateCollector(state, config))
     try:
         rules = await RulesService.start(config, store, state, registry)
+        notify = await NotifyService.start(config, store, rules, registry)
     except BaseException:
         await store.close()
         raise
@@ -109,9 +120,11 @@ async def start_engine(config: Config, location: str, *, http_port: int | None =
     async def ready() -> dict[str, bool]:
         return {"broker": engine.connected, "store": await store.writable()}
 
-    runner = web.AppRunner(build_app(registry, ready,
-                                     lambda app: add_api_routes(app, config, rules)),
-                           access_log=None)
+    def routes(app: web.Application) -> None:
+        add_api_routes(app, config, rules)
+        notify.add_routes(app)
+
+    runner = web.AppRunner(build_app(registry, ready, routes), access_log=None)
     await runner.setup()
     port = config.engine.http_port if http_port is None else http_port
     site = web.TCPSite(runner, config.engine.http_host, port)
@@ -121,9 +134,11 @@ async def start_engine(config: Config, location: str, *, http_port: int | None =
     task = asyncio.create_task(engine.run(), name=f"engine-{location}")
     ticks_stop = asyncio.Event()
     ticks = asyncio.create_task(rules.run(ticks_stop), name=f"rules-{location}")
+    notify_task = asyncio.create_task(notify.run(ticks_stop), name=f"notify-{location}")
     log.info("engine_started", location=location, url=url, store=store_path,
              broker=f"{broker.host}:{broker.port}")
-    return EngineApp(engine, store, runner, task, url, rules, ticks, ticks_stop)
+    return EngineApp(engine, store, runner, task, url, rules, ticks, ticks_stop, notify,
+                     notify_task)
 
 
 async def run_engine(config_path: str, location: str, *, http_port: int | None = None) -> int:

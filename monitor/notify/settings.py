@@ -239,7 +239,8 @@ class StepSettings:
 class EscalationSettings:
     id: Slug
     steps: list[StepSettings]
-    repeat: int = 0  # run the whole chain again this many times
+    repeat: int = 0  # run the whole chain again this many times ...
+    repeat_after: Duration = "30m"  # ... starting this long after its last step
 
     def __post_init__(self) -> None:
         if not self.steps:

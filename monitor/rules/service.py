@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Final
 
@@ -106,6 +106,8 @@ class RulesService:
         self.metrics.reload_ok.set(1)
         self.metrics.reload_at.set(time.time())
         self._batch_seconds = 0.0
+        # told of every alert that changed (notifications), after each evaluation
+        self.listeners: list[Callable[[list[Alert]], None]] = []
 
     @classmethod
     async def start(cls, config: Config, store: Store, state: State,
@@ -161,6 +163,9 @@ class RulesService:
             self.metrics.on_batch.observe(self._batch_seconds)
             self._batch_seconds = 0.0
         upsert, dropped, transitions = self.engine.take_changes()
+        if upsert:
+            for listener in self.listeners:
+                listener(upsert)
         return AlertChanges(
             upsert=[(a.fingerprint, a.rule, a.state, _ENCODER.encode(a)) for a in upsert],
             dropped=dropped,

@@ -88,6 +88,33 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         value       REAL NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 3: notifications: the delivery outbox, the notification log, escalation chains
+    """
+    CREATE TABLE notification (
+        id          INTEGER PRIMARY KEY,
+        dedup       TEXT NOT NULL UNIQUE,    -- one message per flush and recipient
+        receiver    TEXT NOT NULL,
+        body        BLOB NOT NULL,           -- the rendered message (JSON)
+        created     REAL NOT NULL,
+        next_at     REAL NOT NULL,
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        state       TEXT NOT NULL,           -- queued, sending, sent, failed, handed_over
+        detail      TEXT,
+        sent_at     REAL
+    );
+    CREATE INDEX notification_due ON notification (state, next_at);
+    CREATE INDEX notification_sent ON notification (receiver, sent_at);
+    CREATE TABLE nflog (
+        key         TEXT PRIMARY KEY,
+        body        BLOB NOT NULL,
+        updated     REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE escalation (
+        grp         TEXT PRIMARY KEY,
+        body        BLOB NOT NULL,
+        updated     REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
 
 DEAD_LETTER_KEEP: Final = 10_000
@@ -357,6 +384,79 @@ class Store:
         except BaseException:
             await db.execute("ROLLBACK")
             raise
+
+    # -- notifications -----------------------------------------------------------------
+
+    async def enqueue_notifications(self, messages: Iterable[tuple[str, str, bytes]],
+                                    nflog: dict[str, bytes], chains: dict[str, bytes]
+                                    ) -> None:
+        """Queue (dedup key, receiver, body) messages with the notification log and the
+        escalation chains that say they were made: all or nothing."""
+        now = time.time()
+        async with self._tx:
+            db = self._db
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                await db.executemany(
+                    "INSERT OR IGNORE INTO notification (dedup, receiver, body, created, "
+                    "next_at, state) VALUES (?, ?, ?, ?, ?, 'queued')",
+                    [(d, r, b, now, now) for d, r, b in messages])
+                await db.executemany(
+                    "INSERT INTO nflog (key, body, updated) VALUES (?, ?, ?) ON CONFLICT "
+                    "(key) DO UPDATE SET body = excluded.body, updated = excluded.updated",
+                    [(k, b, now) for k, b in nflog.items()])
+                await db.executemany(
+                    "INSERT INTO escalation (grp, body, updated) VALUES (?, ?, ?) ON CONFLICT "
+                    "(grp) DO UPDATE SET body = excluded.body, updated = excluded.updated",
+                    [(k, b, now) for k, b in chains.items()])
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+
+    async def due_notifications(self, now: float, limit: int = 100
+                                ) -> list[tuple[int, str, bytes, int, float]]:
+        query = ("SELECT id, receiver, body, attempts, created FROM notification "
+                 "WHERE state = 'queued' AND next_at <= ? ORDER BY id LIMIT ?")
+        async with self._db.execute(query, (now, limit)) as cur:
+            return [(int(i), str(r), bytes(b), int(a), float(c)) async for i, r, b, a, c in cur]
+
+    async def mark_notification(self, nid: int, state: str, detail: str,
+                                next_at: float | None = None, attempts: int | None = None
+                                ) -> None:
+        async with self._tx:
+            await self._db.execute(
+                "UPDATE notification SET state = ?, detail = ?, next_at = COALESCE(?, next_at),"
+                " attempts = COALESCE(?, attempts), sent_at = CASE WHEN ? = 'sent' THEN ? "
+                "ELSE sent_at END WHERE id = ?",
+                (state, detail, next_at, attempts, state, time.time(), nid))
+            await self._db.commit()
+
+    async def sent_since(self, receiver: str, since: float) -> int:
+        query = "SELECT COUNT(*) FROM notification WHERE receiver = ? AND sent_at >= ?"
+        async with self._db.execute(query, (receiver, since)) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def notification_counts(self) -> dict[str, int]:
+        async with self._db.execute(
+                "SELECT state, COUNT(*) FROM notification GROUP BY state") as cur:
+            return {str(s): int(n) async for s, n in cur}
+
+    async def notifications(self, limit: int = 1000) -> list[tuple[str, str, bytes, int,
+                                                                    str | None]]:
+        query = ("SELECT receiver, state, body, attempts, detail FROM notification "
+                 "ORDER BY id LIMIT ?")
+        async with self._db.execute(query, (limit,)) as cur:
+            return [(str(r), str(s), bytes(b), int(a), d) async for r, s, b, a, d in cur]
+
+    async def load_nflog(self) -> dict[str, bytes]:
+        async with self._db.execute("SELECT key, body FROM nflog") as cur:
+            return {str(k): bytes(b) async for k, b in cur}
+
+    async def load_chains(self) -> dict[str, bytes]:
+        async with self._db.execute("SELECT grp, body FROM escalation") as cur:
+            return {str(k): bytes(b) async for k, b in cur}
 
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         query = ("SELECT received_at, topic, src, reason, detail, payload FROM dead_letter "

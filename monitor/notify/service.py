@@ -1,0 +1,341 @@
+"""Notifications inside a running engine: from alert changes to delivered messages.
+
+Alert changes come from the rules (each batch and tick). A 1 s loop flushes the
+groups that are due, runs escalation chains, renders messages and queues them in the
+store's delivery outbox *in the same transaction* as the notification log and chain
+state that say they were made; a restart therefore never makes a message twice. A
+delivery loop sends what is queued, retrying with exponential backoff (or the
+receiver's Retry-After) for retryable failures, handing over to the fallback
+receiver after ``fallback_after`` failures, and holding to each receiver's hourly
+rate limit. A message is marked sent only after the receiver took it: a crash in
+between sends it once more after the restart — at most one duplicate, never a loss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+import aiohttp
+import msgspec
+import structlog
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from monitor.config import Config
+from monitor.notify.dispatch import Dispatcher, Flush, SentLog, build_routes
+from monitor.notify.escalation import Chain, Escalator, Page
+from monitor.notify.links import ack_url, verify
+from monitor.notify.oncall import OnCall
+from monitor.notify.receivers import Message, Outcome, send
+from monitor.notify.settings import ReceiverSettings
+from monitor.notify.templates import DEFAULTS, alert_view, render
+from monitor.rules.alerts import Alert
+from monitor.rules.model import parse_duration
+from monitor.rules.service import RulesService
+from monitor.store.db import Store
+
+__all__ = ["NotifyService"]
+
+log = structlog.get_logger(__name__)
+
+BACKOFF_BASE: Final = 2.0
+BACKOFF_CAP: Final = 30.0
+_MESSAGE: Final = msgspec.json.Decoder(Message)
+_ENCODER: Final = msgspec.json.Encoder()
+
+
+class _SentLogBody(msgspec.Struct):
+    firing: list[str]
+    resolved: list[str]
+    at: float
+
+
+class NotifyMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.outcomes = Counter("driftsvakt_notifications_total",
+                                "Delivery attempts by receiver and outcome (sent, retry, "
+                                "failed, rate_limited, handed_over)", ["receiver", "outcome"],
+                                registry=registry)
+        self.latency = Histogram(
+            "driftsvakt_notification_delivery_seconds",
+            "From queueing a notification to the receiver taking it", ["receiver"],
+            buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600), registry=registry)
+        self.depth = Gauge("driftsvakt_notification_outbox_messages",
+                           "Notifications waiting in the delivery outbox", registry=registry)
+
+
+class NotifyService:
+    def __init__(self, config: Config, store: Store, rules: RulesService,
+                 registry: CollectorRegistry, backoff_cap: float = BACKOFF_CAP) -> None:
+        settings = config.notifications
+        self.config = config
+        self.settings = settings
+        self.store = store
+        self.rules = rules
+        self.metrics = NotifyMetrics(registry)
+        self.backoff_cap = backoff_cap
+        self.receivers: dict[str, ReceiverSettings] = {r.id: r for r in settings.receivers}
+        self.people = {p.id: p for p in settings.people}
+        self.schedules = {s.id: OnCall(s, config.schedules.get(s.calendar or ""))
+                          for s in settings.schedules}
+        self.escalator = Escalator({e.id: e for e in settings.escalations}, self.schedules)
+        self.site_names = {s.id: s.name for s in config.sites.values()}
+        self.device_names = {d.id: d.name for d in config.devices.values()}
+        secret = settings.ack_secret.resolve() if settings.ack_secret is not None else None
+        self.ack_secret = secret.encode() if secret else None
+        self.ack_ttl = parse_duration(settings.ack_link_ttl)
+        self._nflog_dirty: dict[str, bytes] = {}
+        root = build_routes(settings.route, config.schedules) if settings.route else None
+        self.dispatcher = Dispatcher(root, on_sent=self._remember) if root else None
+        self._wake = asyncio.Event()
+        self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    async def start(cls, config: Config, store: Store, rules: RulesService,
+                    registry: CollectorRegistry) -> NotifyService:
+        service = cls(config, store, rules, registry)
+        if service.dispatcher is not None:
+            for key, raw in (await store.load_nflog()).items():
+                body = msgspec.json.decode(raw, type=_SentLogBody)
+                service.dispatcher.sent[key] = SentLog(frozenset(body.firing),
+                                                       frozenset(body.resolved), body.at)
+            for key, raw in (await store.load_chains()).items():
+                service.escalator.chains[key] = msgspec.json.decode(raw, type=Chain)
+            now = time.time()
+            for alert in rules.engine.alerts.values():
+                service.dispatcher.update(alert, now)
+        rules.listeners.append(service.on_alerts)
+        return service
+
+    def _remember(self, key: str, entry: SentLog) -> None:
+        self._nflog_dirty[key] = _ENCODER.encode(_SentLogBody(
+            sorted(entry.firing), sorted(entry.resolved), entry.at))
+
+    def on_alerts(self, alerts: Iterable[Alert]) -> None:
+        if self.dispatcher is None:
+            return
+        now = time.time()
+        for alert in alerts:
+            self.dispatcher.update(alert, now)
+
+    # -- making messages ---------------------------------------------------------------
+
+    async def tick(self, now: float) -> int:
+        """Flush due groups and escalations into the outbox; return messages queued."""
+        if self.dispatcher is None:
+            return 0
+        messages: list[tuple[str, str, bytes]] = []
+        for flush in self.dispatcher.due(now):
+            if flush.route.escalation is not None:
+                messages += self._pages(self.escalator.flush(flush, now), now)
+            elif flush.route.receiver is not None:
+                messages.append(self._message(flush, flush.route.receiver, None, now))
+        engine = self.rules.engine
+
+        def acknowledged(fingerprints: list[str]) -> bool:
+            found = [engine.alerts.get(fp) for fp in fingerprints]
+            return all(a is None or a.ack_by is not None or a.state == "resolved"
+                       for a in found)
+
+        messages += self._pages(self.escalator.tick(now, acknowledged), now)
+        chains = {k: _ENCODER.encode(c) for k, c in self.escalator.chains.items()}
+        if messages or self._nflog_dirty:
+            await self.store.enqueue_notifications(messages, self._nflog_dirty, chains)
+            self._nflog_dirty = {}
+            for key in [k for k, c in self.escalator.chains.items() if c.done]:
+                if key not in self.dispatcher.groups:
+                    del self.escalator.chains[key]
+        if messages:
+            self._wake.set()
+        return len(messages)
+
+    def _pages(self, pages: list[Page], now: float) -> list[tuple[str, str, bytes]]:
+        return [self._message(page.flush, page.receiver, page.person, now,
+                              resolved_only=page.resolved_notice, step=page.step)
+                for page in pages]
+
+    def _message(self, flush: Flush, receiver_id: str, person: str | None, now: float,
+                 resolved_only: bool = False, step: int = 0) -> tuple[str, str, bytes]:
+        receiver = self.receivers[receiver_id]
+        language = receiver.language
+        firing = () if resolved_only else flush.firing
+        resolved = flush.resolved
+
+        def link(alert: Alert) -> str | None:
+            if self.ack_secret is None:
+                return None
+            return ack_url(self.settings.external_url, self.ack_secret, alert.fingerprint,
+                           person or receiver_id, self.ack_ttl, now)
+
+        views = [alert_view(a, self.settings.external_url, self.site_names,
+                            self.device_names, link(a)) for a in firing]
+        done = [alert_view(a, self.settings.external_url, self.site_names,
+                           self.device_names, None) for a in resolved]
+        context: dict[str, Any] = {"firing": views, "resolved": done, "labels": flush.labels,
+                                   "count": len(views), "external_url":
+                                   self.settings.external_url}
+        templates = DEFAULTS[language]
+        recipients: list[str] = []
+        if person is not None:
+            who = self.people.get(person)
+            if who is not None and receiver.email is not None and who.email:
+                recipients = [who.email]
+            elif who is not None and receiver.sms is not None and who.phone:
+                recipients = [who.phone]
+        for view, alert in zip([*views, *done], [*firing, *resolved], strict=True):
+            view["starts_at"] = datetime.fromtimestamp(alert.active_since, UTC).isoformat()
+            view["ends_at"] = (datetime.fromtimestamp(alert.resolved_at, UTC).isoformat()
+                               if alert.resolved_at else None)
+        message = Message(
+            receiver=receiver_id,
+            subject=render(receiver.subject or templates["subject"], context),
+            body=render(receiver.body or templates["body"], context),
+            sms=render(templates["sms"], context),
+            recipients=recipients, status="firing" if views else "resolved",
+            group=flush.group, alerts=[*views, *done])
+        dedup = f"{flush.dedup_key}:{receiver_id}:{person or ''}:{step}" \
+                f"{':resolved' if resolved_only else ''}"
+        return dedup, receiver_id, _ENCODER.encode(message)
+
+    # -- delivery ----------------------------------------------------------------------
+
+    async def deliver(self, now: float) -> int:
+        """Send what is due; return how many were attempted."""
+        rows = await self.store.due_notifications(now)
+        if not rows:
+            return 0
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        await asyncio.gather(*(self._deliver_one(row, now) for row in rows))
+        counts = await self.store.notification_counts()
+        self.metrics.depth.set(counts.get("queued", 0))
+        return len(rows)
+
+    async def _deliver_one(self, row: tuple[int, str, bytes, int, float], now: float) -> None:
+        nid, receiver_id, body, attempts, created = row
+        receiver = self.receivers.get(receiver_id)
+        if receiver is None:
+            await self.store.mark_notification(nid, "failed", "receiver no longer configured")
+            self.metrics.outcomes.labels(receiver_id, "failed").inc()
+            return
+        if receiver.rate_limit_per_hour:
+            sent = await self.store.sent_since(receiver_id, now - 3600)
+            if sent >= receiver.rate_limit_per_hour:
+                await self.store.mark_notification(nid, "queued", "rate limited", now + 60)
+                self.metrics.outcomes.labels(receiver_id, "rate_limited").inc()
+                return
+        message = _MESSAGE.decode(body)
+        assert self._session is not None
+        outcome: Outcome = await send(message, receiver, self._session)
+        attempts += 1
+        if outcome.result == "sent":
+            await self.store.mark_notification(nid, "sent", outcome.detail, attempts=attempts)
+            self.metrics.outcomes.labels(receiver_id, "sent").inc()
+            self.metrics.latency.labels(receiver_id).observe(max(time.time() - created, 0))
+            return
+        log.warning("notification_failed", receiver=receiver_id, attempt=attempts,
+                    outcome=outcome.result, detail=outcome.detail)
+        give_up = outcome.result == "permanent" or (
+            receiver.fallback is not None and attempts >= receiver.fallback_after)
+        if give_up and receiver.fallback is not None:
+            await self.store.enqueue_notifications(
+                [(f"{nid}:fallback", receiver.fallback,
+                  _ENCODER.encode(msgspec.structs.replace(message,
+                                                          receiver=receiver.fallback)))],
+                {}, {})
+            await self.store.mark_notification(nid, "handed_over", outcome.detail,
+                                               attempts=attempts)
+            self.metrics.outcomes.labels(receiver_id, "handed_over").inc()
+            self._wake.set()
+        elif outcome.result == "permanent":
+            await self.store.mark_notification(nid, "failed", outcome.detail,
+                                               attempts=attempts)
+            self.metrics.outcomes.labels(receiver_id, "failed").inc()
+        else:
+            delay = outcome.retry_after if outcome.retry_after is not None else \
+                min(BACKOFF_BASE * 2 ** (attempts - 1), self.backoff_cap)
+            await self.store.mark_notification(nid, "queued", outcome.detail, now + delay,
+                                               attempts)
+            self.metrics.outcomes.labels(receiver_id, "retry").inc()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        try:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), 1.0)
+                self._wake.clear()
+                now = time.time()
+                await self.tick(now)
+                await self.deliver(now)
+        finally:
+            if self._session is not None:
+                await self._session.close()
+
+    # -- HTTP: on-call and acknowledgement links ---------------------------------------
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/api/v1/oncall/{schedule}", self._oncall)
+        app.router.add_get("/api/v1/oncall/{schedule}/calendar.ics", self._ical)
+        app.router.add_get("/ack/{alert}", self._ack_form)
+        app.router.add_post("/ack/{alert}", self._ack)
+
+    async def _oncall(self, request: web.Request) -> web.Response:
+        oncall = self.schedules.get(request.match_info["schedule"])
+        if oncall is None:
+            return web.json_response({"error": "no such schedule"}, status=404)
+        at = datetime.now(UTC)
+        change = oncall.next_change(at)
+        return web.json_response({
+            "schedule": oncall.settings.id, "now": oncall.who(at),
+            "next": None if change is None else {"at": change[0].isoformat(),
+                                                 "who": change[1]}})
+
+    async def _ical(self, request: web.Request) -> web.Response:
+        oncall = self.schedules.get(request.match_info["schedule"])
+        if oncall is None:
+            return web.json_response({"error": "no such schedule"}, status=404)
+        at = datetime.now(UTC)
+        body = oncall.ical(at - timedelta(days=7), at + timedelta(days=56), self.people)
+        return web.Response(body=body, content_type="text/calendar", charset="utf-8")
+
+    def _check_link(self, request: web.Request) -> str | None:
+        if self.ack_secret is None:
+            return "acknowledgement links are not configured"
+        q = request.query
+        return verify(self.ack_secret, request.match_info["alert"], q.get("by", ""),
+                      q.get("exp", ""), q.get("sig", ""))
+
+    async def _ack_form(self, request: web.Request) -> web.Response:
+        problem = self._check_link(request)
+        if problem is not None:
+            return web.Response(status=403, text=problem)
+        alert = self.rules.engine.alerts.get(request.match_info["alert"])
+        summary = alert.annotations.get("summary", alert.rule) if alert else "?"
+        return web.Response(content_type="text/html", text=(
+            "<!doctype html><meta charset=utf-8><title>Kvitter alarm</title>"
+            f"<p>{_escape(summary)}</p><form method=post action='{_escape(request.path_qs)}'>"
+            "<button>Kvitter / acknowledge</button></form>"))
+
+    async def _ack(self, request: web.Request) -> web.Response:
+        problem = self._check_link(request)
+        if problem is not None:
+            return web.Response(status=403, text=problem)
+        fp = request.match_info["alert"]
+        who = f"{request.query.get('by', '')} (link)"
+        try:
+            self.rules.engine.acknowledge(fp, who, "acknowledged by link", time.time())
+        except KeyError:
+            return web.Response(status=404, text="no such alert, or it is resolved")
+        await self.store.audit(who, "acknowledge", f"alert/{fp}", b'{"via": "link"}',
+                               self.rules.changes())
+        return web.Response(text="Kvittert / acknowledged.")
+
+
+def _escape(text: str) -> str:
+    return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace("'", "&#39;").replace('"', "&quot;"))

@@ -1,0 +1,117 @@
+"""Subjects and bodies of notifications: Jinja2, sandboxed, Norwegian and English.
+
+A receiver may give its own ``subject`` and ``body`` templates; they see ``firing``
+and ``resolved`` (lists of alerts as dicts: alertname, severity, summary, device,
+device_name, site, municipality, value, since, behind, url, ack_url), ``labels`` (the
+group's), ``count`` and ``external_url``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Final
+from zoneinfo import ZoneInfo
+
+from jinja2 import StrictUndefined
+from jinja2.sandbox import SandboxedEnvironment
+
+from monitor.rules.alerts import Alert
+
+__all__ = ["DEFAULTS", "alert_view", "render"]
+
+OSLO: Final = ZoneInfo("Europe/Oslo")
+_ENV: Final = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False,
+                                   trim_blocks=True, lstrip_blocks=True)
+
+DEFAULTS: Final[dict[str, dict[str, str]]] = {
+    "nb": {
+        "subject": (
+            "{% if firing %}[ALARM:{{ firing|length }}]{% else %}[OK]{% endif %} "
+            "{{ (firing or resolved)[0].alertname }}"
+            "{% if (firing or resolved)[0].site_name %} – {{ (firing or resolved)[0].site_name }}"
+            "{% endif %}{% if (firing or resolved)[0].municipality %}, "
+            "{{ (firing or resolved)[0].municipality }}{% endif %}"),
+        "body": (
+            "{% for a in firing %}"
+            "ALARM ({{ a.severity }}): {{ a.summary }}\n"
+            "  Enhet: {{ a.device_name }} ({{ a.device }}), {{ a.site_name }}, "
+            "{{ a.municipality }}\n"
+            "{% if a.value is not none %}  Verdi: {{ a.value }}\n{% endif %}"
+            "  Siden: {{ a.since }}\n"
+            "{% if a.behind %}  {{ a.behind }} enheter bak denne er utilgjengelige\n{% endif %}"
+            "  Detaljer: {{ a.url }}\n"
+            "{% if a.ack_url %}  Kvitter: {{ a.ack_url }}\n{% endif %}"
+            "\n{% endfor %}"
+            "{% for a in resolved %}"
+            "OK: {{ a.summary }} ({{ a.device }}, {{ a.site_name }}) er løst {{ a.resolved }}\n"
+            "{% endfor %}"),
+        "sms": (
+            "{% for a in firing %}ALARM {{ a.severity|upper }}: {{ a.summary }}"
+            "{% if a.ack_url %} Kvitter: {{ a.ack_url }}{% endif %}\n{% endfor %}"
+            "{% for a in resolved %}OK: {{ a.summary }}\n{% endfor %}"),
+    },
+    "en": {
+        "subject": (
+            "{% if firing %}[FIRING:{{ firing|length }}]{% else %}[RESOLVED]{% endif %} "
+            "{{ (firing or resolved)[0].alertname }}"
+            "{% if (firing or resolved)[0].site_name %} – {{ (firing or resolved)[0].site_name }}"
+            "{% endif %}{% if (firing or resolved)[0].municipality %}, "
+            "{{ (firing or resolved)[0].municipality }}{% endif %}"),
+        "body": (
+            "{% for a in firing %}"
+            "FIRING ({{ a.severity }}): {{ a.summary }}\n"
+            "  Device: {{ a.device_name }} ({{ a.device }}), {{ a.site_name }}, "
+            "{{ a.municipality }}\n"
+            "{% if a.value is not none %}  Value: {{ a.value }}\n{% endif %}"
+            "  Since: {{ a.since }}\n"
+            "{% if a.behind %}  {{ a.behind }} devices behind it are unreachable\n{% endif %}"
+            "  Details: {{ a.url }}\n"
+            "{% if a.ack_url %}  Acknowledge: {{ a.ack_url }}\n{% endif %}"
+            "\n{% endfor %}"
+            "{% for a in resolved %}"
+            "RESOLVED: {{ a.summary }} ({{ a.device }}, {{ a.site_name }}) at {{ a.resolved }}\n"
+            "{% endfor %}"),
+        "sms": (
+            "{% for a in firing %}FIRING {{ a.severity|upper }}: {{ a.summary }}"
+            "{% if a.ack_url %} Ack: {{ a.ack_url }}{% endif %}\n{% endfor %}"
+            "{% for a in resolved %}RESOLVED: {{ a.summary }}\n{% endfor %}"),
+    },
+}
+
+
+def _local(ts: float | None) -> str:
+    if ts is None:
+        return ""
+    return datetime.fromtimestamp(ts, OSLO).strftime("%d.%m.%Y %H:%M")
+
+
+def alert_view(alert: Alert, external_url: str, site_names: dict[str, str],
+               device_names: dict[str, str], ack_url: str | None) -> dict[str, Any]:
+    device = alert.labels.get("device") or alert.labels.get("instance", "")
+    site = alert.labels.get("site", "")
+    return {
+        "id": alert.fingerprint, "alertname": alert.rule, "severity": alert.severity,
+        "summary": alert.annotations.get("summary") or alert.rule,
+        "description": alert.annotations.get("description", ""),
+        "device": device, "device_name": device_names.get(device, device),
+        "site": site, "site_name": site_names.get(site, site),
+        "municipality": alert.labels.get("municipality", ""),
+        "location": alert.labels.get("location", ""),
+        "value": None if alert.value is None else round(alert.value, 3),
+        "since": _local(alert.active_since), "resolved": _local(alert.resolved_at),
+        "behind": alert.behind, "labels": alert.labels,
+        "url": f"{external_url.rstrip('/')}/api/v1/alerts/{alert.fingerprint}",
+        "ack_url": ack_url,
+    }
+
+
+def render(template: str, context: dict[str, Any]) -> str:
+    return _ENV.from_string(template).render(context)
+
+
+def check_template(text: str) -> str | None:
+    try:
+        _ENV.parse(text)
+    except Exception as exc:  # jinja2.TemplateSyntaxError, reported at config load
+        return f"template syntax: {exc}"
+    return None
