@@ -1,0 +1,180 @@
+"""Routing, grouping, the notification log and escalation, on a fake clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from monitor.events import DeviceTopic, StateEvent
+from monitor.notify.dispatch import Dispatcher, Flush, build_routes
+from monitor.notify.escalation import Escalator
+from monitor.notify.oncall import OnCall
+from monitor.notify.settings import (
+    EscalationSettings,
+    Layer,
+    RouteSettings,
+    ScheduleSettings,
+    StepSettings,
+)
+from monitor.officehours import Schedule
+from monitor.rules.alerts import Alert
+from monitor.rules.evaluator import RuleEngine
+from monitor.rules.inventory import DeviceInfo, Inventory
+from monitor.rules.model import load_rules
+from monitor.state import State
+
+T0 = datetime(2026, 11, 24, 22, 0, tzinfo=UTC).timestamp()  # Tuesday 23:00 in Oslo
+
+
+def alert(fp: str, site: str = "rh", severity: str = "critical", state: str = "firing",
+          **extra: str) -> Alert:
+    labels = {"alertname": "DeviceDown", "device": fp, "site": site, "severity": severity,
+              **extra}
+    return Alert(fp, "DeviceDown", severity, labels, state, T0)  # type: ignore[arg-type]
+
+
+def dispatcher(route: RouteSettings) -> Dispatcher:
+    return Dispatcher(build_routes(route, {}))
+
+
+def whom(flushes: list[Flush]) -> list[tuple[str | None, list[str], list[str]]]:
+    return [(f.route.receiver or f.route.escalation, sorted(a.fingerprint for a in f.firing),
+             sorted(a.fingerprint for a in f.resolved)) for f in flushes]
+
+
+def test_group_wait_interval_and_repeat() -> None:
+    d = dispatcher(RouteSettings(receiver="drift", group_by=["site"], group_wait="30s",
+                                 group_interval="5m", repeat_interval="4h"))
+    d.update(alert("sw1"), T0)
+    assert [] == d.due(T0 + 29)
+    d.update(alert("sw2"), T0 + 10)
+    assert [("drift", ["sw1", "sw2"], [])] == whom(d.due(T0 + 30))
+    d.update(alert("sw3"), T0 + 40)
+    assert [] == d.due(T0 + 329)                       # group_interval not yet passed
+    assert [("drift", ["sw1", "sw2", "sw3"], [])] == whom(d.due(T0 + 330))
+    assert [] == d.due(T0 + 630)                       # nothing new: not sent again
+    resolved = alert("sw2", state="resolved")
+    d.update(resolved, T0 + 700)
+    assert [("drift", ["sw1", "sw3"], ["sw2"])] == whom(d.due(T0 + 930))
+    assert [] == d.due(T0 + 330 + 4 * 3600 - 1)
+    assert [] == d.due(T0 + 930 + 4 * 3600 - 300)  # repeat_interval counts from the last
+    assert [("drift", ["sw1", "sw3"], [])] == whom(d.due(T0 + 930 + 4 * 3600))
+
+
+def test_resolved_is_announced_only_if_firing_was() -> None:
+    d = dispatcher(RouteSettings(receiver="drift", group_wait="30s"))
+    d.update(alert("sw1"), T0)
+    d.update(alert("sw1", state="resolved"), T0 + 5)
+    assert [] == d.due(T0 + 30)                        # fired and cleared within group_wait
+    assert {} == d.groups
+
+
+def test_suppressed_acknowledged_and_flapping_alerts_are_not_sent() -> None:
+    d = dispatcher(RouteSettings(receiver="drift", group_wait="0s"))
+    quiet = [alert("a"), alert("b"), alert("c")]
+    quiet[0].suppressed = "topology"
+    quiet[1].ack_by = "ola"
+    quiet[2].flapping = True
+    for a in quiet:
+        d.update(a, T0)
+    assert [] == d.due(T0)
+
+
+def test_routing_tree_continue_and_after_hours() -> None:
+    tree = RouteSettings(receiver="epost", group_by=["alertname"], group_wait="0s", routes=[
+        RouteSettings(matchers=['severity="critical"'], receiver="teams", continue_=True),
+        RouteSettings(matchers=['severity="critical"'], escalation="beredskap",
+                      active="after_hours"),
+        RouteSettings(matchers=['severity="warning"'], receiver="teams"),
+    ])
+    root = build_routes(tree, {"kontortid": Schedule.from_text({"mon-fri": ["07:00-16:00"]})})
+    night, day = Dispatcher(root), Dispatcher(root)
+    night.update(alert("sw1"), T0)                           # Tuesday 23:00
+    day.update(alert("sw1"), T0 - 10 * 3600)                 # Tuesday 13:00
+    assert [("teams", ["sw1"], []), ("beredskap", ["sw1"], [])] == whom(night.due(T0))
+    assert [("teams", ["sw1"], [])] == whom(day.due(T0))
+    low = Dispatcher(root)
+    low.update(alert("sw9", severity="info"), T0)
+    assert [("epost", ["sw9"], [])] == whom(low.due(T0))     # no child matched: the root
+
+
+def test_a_storm_behind_a_core_switch_is_one_message(tmp_path: Path) -> None:
+    """300 devices at a site report down with their core switch: one alert, one message."""
+    devices = [DeviceInfo("core", "Kjernesvitsj", "switch", "rh", "Rådhus", "alta", "alta")]
+    devices += [DeviceInfo(f"d{i}", f"D{i}", "server" if i % 3 else "switch", "rh",
+                           "Rådhus", "alta", "alta", parent="core") for i in range(300)]
+    rules = load_rules(Path(__file__).resolve().parents[2] / "rules" / "devices.yaml")
+    engine = RuleEngine(rules, Inventory.from_list(devices), started=T0)
+    state = State()
+    d = dispatcher(RouteSettings(receiver="drift", group_by=["site"], group_wait="30s"))
+    seq = 0
+    for i, dev in enumerate(["core", *(f"d{i}" for i in range(300))]):
+        seq += 1
+        event = StateEvent(v=1, ts=T0 + (5 if dev == "core" else i % 10), src="snmp", seq=seq,
+                           device=dev, state="down")
+        topic = DeviceTopic("alta", "alta", dev, "state")
+        state.apply(topic, event)
+        engine.on_event(topic, event, state)
+    sent: list[Flush] = []
+    for at in range(0, 600, 1):
+        engine.tick(T0 + at, state)
+        for changed in engine.take_changes()[0]:
+            d.update(changed, T0 + at)
+        sent += d.due(T0 + at)
+    assert 1 == len(sent)
+    (only,) = sent[0].firing
+    assert ("core", 300) == (only.device, only.behind)
+
+
+def test_escalation_steps_ack_and_resolved_notices() -> None:
+    policy = EscalationSettings(id="beredskap", repeat=1, repeat_after="30m", steps=[
+        StepSettings(after="0m", schedule="vakt", via=["sms"]),
+        StepSettings(after="15m", people=["teamleder"], via=["sms", "epost"]),
+    ])
+    vakt = OnCall(ScheduleSettings(id="vakt", layers=[Layer(members=["ola", "kari"],
+                                                            rotation="weekly",
+                                                            handover="mon 08:00")]))
+    root = build_routes(RouteSettings(escalation="beredskap", group_wait="0s"), {})
+    d = Dispatcher(root)
+    esc = Escalator({"beredskap": policy}, {"vakt": vakt})
+    fire = alert("sw1")
+    d.update(fire, T0)
+    (flush,) = d.due(T0)
+    pages = esc.flush(flush, T0)
+    assert [("ola", "sms", 0)] == [(p.person, p.receiver, p.step) for p in pages]  # ola's week
+
+    def not_acked(_: list[str]) -> bool:
+        return False
+
+    assert [] == esc.tick(T0 + 15 * 60 - 1, not_acked)
+    second = esc.tick(T0 + 15 * 60, not_acked)
+    assert [("teamleder", "sms", 1), ("teamleder", "epost", 1)] == [
+        (p.person, p.receiver, p.step) for p in second]
+    # the chain runs once more 30 minutes after its last step
+    assert [] == esc.tick(T0 + 45 * 60 - 1, not_acked)
+    assert [("ola", "sms", 0)] == [(p.person, p.receiver, p.step)
+                                   for p in esc.tick(T0 + 45 * 60, not_acked)]
+    assert 2 == len(esc.tick(T0 + 60 * 60, not_acked))       # the team lead again
+    assert [] == esc.tick(T0 + 5 * 3600, not_acked)          # repeat: 1, no third round
+    resolved = alert("sw1", state="resolved")
+    d.update(resolved, T0 + 6000)
+    (done,) = d.due(T0 + 6000 + 300)
+    notices = esc.flush(done, T0 + 6300)
+    assert {("ola", "sms"), ("teamleder", "sms"), ("teamleder", "epost")} == {
+        (p.person, p.receiver) for p in notices}
+    assert all(p.resolved_notice for p in notices)
+
+
+def test_acknowledgement_stops_the_chain() -> None:
+    policy = EscalationSettings(id="b", steps=[StepSettings(after="0m", people=["ola"],
+                                                            via=["sms"]),
+                                               StepSettings(after="10m", people=["kari"],
+                                                            via=["sms"])])
+    root = build_routes(RouteSettings(escalation="b", group_wait="0s"), {})
+    d = Dispatcher(root)
+    esc = Escalator({"b": policy}, {})
+    d.update(alert("sw1"), T0)
+    (flush,) = d.due(T0)
+    assert 1 == len(esc.flush(flush, T0))
+    assert [] == esc.tick(T0 + 600, lambda fps: fps == ["sw1"])  # acknowledged at 9 min
+    assert [] == esc.tick(T0 + 3600, lambda fps: False)          # stopped for good
