@@ -211,7 +211,22 @@ class NotifyService:
             return 0
         if self._session is None:
             self._session = aiohttp.ClientSession()
-        await asyncio.gather(*(self._deliver_one(row, now) for row in rows))
+        allowed: dict[str, int] = {}
+        sending = []
+        for row in rows:  # the hourly limit is decided here, before sending in parallel
+            receiver = self.receivers.get(row[1])
+            if receiver is not None and receiver.rate_limit_per_hour:
+                if row[1] not in allowed:
+                    allowed[row[1]] = receiver.rate_limit_per_hour - \
+                        await self.store.sent_since(row[1], now - 3600)
+                if allowed[row[1]] <= 0:
+                    await self.store.mark_notification(row[0], "queued", "rate limited",
+                                                       now + 60)
+                    self.metrics.outcomes.labels(row[1], "rate_limited").inc()
+                    continue
+                allowed[row[1]] -= 1
+            sending.append(row)
+        await asyncio.gather(*(self._deliver_one(row, now) for row in sending))
         counts = await self.store.notification_counts()
         self.metrics.depth.set(counts.get("queued", 0))
         return len(rows)
@@ -223,12 +238,6 @@ class NotifyService:
             await self.store.mark_notification(nid, "failed", "receiver no longer configured")
             self.metrics.outcomes.labels(receiver_id, "failed").inc()
             return
-        if receiver.rate_limit_per_hour:
-            sent = await self.store.sent_since(receiver_id, now - 3600)
-            if sent >= receiver.rate_limit_per_hour:
-                await self.store.mark_notification(nid, "queued", "rate limited", now + 60)
-                self.metrics.outcomes.labels(receiver_id, "rate_limited").inc()
-                return
         message = _MESSAGE.decode(body)
         assert self._session is not None
         outcome: Outcome = await send(message, receiver, self._session)

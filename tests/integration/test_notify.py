@@ -1,0 +1,410 @@
+"""Notifications against real servers started by the tests.
+
+A real SMTP server (aiosmtpd, STARTTLS with a certificate made here, AUTH required)
+and real HTTP servers (aiohttp) as the webhook, SMS-gateway and Alertmanager
+receivers. Alertmanager itself cannot run here; its API v2 endpoint is served by the
+test and checked for the body Alertmanager documents. Failure tests are timelines:
+an alert at t, the delivery wanted between a and b, and the total count checked, so
+that a duplicate fails the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import json
+import logging
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+import yaml
+from aiohttp import web
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+from prometheus_client import CollectorRegistry, generate_latest
+
+from monitor.config import load_config
+from monitor.events import DeviceTopic, StateEvent
+from monitor.logging import configure_logging
+from monitor.notify.service import NotifyService
+from monitor.rules.service import RulesService
+from monitor.state import State
+from monitor.store.db import Store
+from tests.estate import DEVICES, write_estate
+from tests.servers import free_port
+
+pytestmark = pytest.mark.integration
+
+RULES = """
+rules:
+  - name: SwitchDown
+    kind: state
+    severity: critical
+    select: {class: [switch]}
+    states: [down]
+    annotations:
+      summary: "{{ device_name }} is down"
+"""
+
+
+@dataclass
+class Http:
+    """An HTTP receiver: answers as ``behave`` says, records what it was sent."""
+
+    port: int
+    received: list[tuple[float, str, Any]] = field(default_factory=list)
+    behave: Callable[[float, str], tuple[int, dict[str, str]]] = lambda _t, _p: (200, {})
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        status, headers = self.behave(time.monotonic(), request.path)
+        if status < 300:
+            try:
+                payload: Any = json.loads(body) if body else None
+            except ValueError:
+                payload = body.decode()
+            self.received.append((time.monotonic(), request.path_qs, payload))
+        return web.Response(status=status, headers=headers, text="{}")
+
+
+class Mailbox:
+    def __init__(self) -> None:
+        self.messages: list[tuple[float, str, list[str], bytes]] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append((time.monotonic(), envelope.mail_from, envelope.rcpt_tos,
+                              envelope.content))
+        return "250 OK"
+
+
+def _authenticator(password: str) -> Callable[..., AuthResult]:
+    def check(server: Any, session: Any, envelope: Any, mechanism: str,
+              data: Any) -> AuthResult:
+        ok = isinstance(data, LoginPassword) and data.login == b"driftsvakt" and \
+            data.password == password.encode()
+        return AuthResult(success=ok, handled=False)
+    return check
+
+
+class Rig:
+    """Store, rules and notifications of one engine, in this process."""
+
+    def __init__(self, tmp: Path, notifications: dict[str, Any], ca: trustme.CA) -> None:
+        self.tmp = tmp
+        self.ca = ca
+        config = write_estate(tmp, free_port())
+        estate = yaml.safe_load(config.read_text(encoding="utf-8"))
+        (tmp / "rules.yaml").write_text(RULES, encoding="utf-8")
+        estate["engine"]["rules"] = str(tmp / "rules.yaml")
+        estate["notifications"] = notifications
+        config.write_text(yaml.safe_dump(estate, allow_unicode=True), encoding="utf-8")
+        self.config = load_config(config)
+        self.state = State()
+        self.seq = 0
+
+    async def start(self, backoff_cap: float = 5.0) -> None:
+        self.store = await Store.open(self.tmp / "engine.db")
+        self.registry = CollectorRegistry()
+        self.rules = await RulesService.start(self.config, self.store, self.state,
+                                              self.registry)
+        self.notify = await NotifyService.start(self.config, self.store, self.rules,
+                                                self.registry)
+        self.notify.backoff_cap = backoff_cap
+        self.stop_event = asyncio.Event()
+        self.task = asyncio.create_task(self.notify.run(self.stop_event))
+
+    async def stop(self) -> None:
+        self.stop_event.set()
+        await self.task
+        await self.store.close()
+
+    async def down(self, device: str, state: str = "down") -> float:
+        self.seq += 1
+        event = StateEvent(v=1, ts=time.time(), src="test", seq=self.seq, device=device,
+                           state=state)  # type: ignore[arg-type]
+        topic = DeviceTopic("alta", "loppa", device, "state")
+        self.state.apply(topic, event)
+        self.rules.on_event(topic, event, self.state)
+        await self.store.commit_alerts(self.rules.changes())
+        return time.monotonic()
+
+
+@pytest.fixture
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[Http]:
+    receiver = Http(free_port())
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", receiver.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", receiver.port).start()
+    yield receiver
+    await runner.cleanup()
+
+
+def _smtp(ca: trustme.CA, port: int, mailbox: Mailbox, password: str) -> Controller:
+    cert = ca.issue_cert("127.0.0.1")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(context)
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port, tls_context=context,
+                            require_starttls=True, auth_required=True,
+                            authenticator=_authenticator(password))
+    controller.start()
+    return controller
+
+
+def _ca_file(tmp: Path, ca: trustme.CA) -> str:
+    path = tmp / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return str(path)
+
+
+async def _wait(predicate: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s")
+        await asyncio.sleep(0.1)
+
+
+async def test_every_receiver_gets_the_right_message(tmp_path: Path, ca: trustme.CA,
+                                                     http: Http,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    smtp_port = free_port()
+    mailbox = Mailbox()
+    controller = _smtp(ca, smtp_port, mailbox, "smtp-passord")
+    monkeypatch.setenv("SMTP_PASSWORD", "smtp-passord")
+    monkeypatch.setenv("TEAMS_URL", f"http://127.0.0.1:{http.port}/teams/token-abc")
+    monkeypatch.setenv("SLACK_URL", f"http://127.0.0.1:{http.port}/slack")
+    monkeypatch.setenv("SMS_KEY", "sms-key")
+    rig = Rig(tmp_path, {
+        "external_url": "https://drift.example.no",
+        "receivers": [
+            {"id": "epost", "language": "nb", "email": {
+                "smarthost": f"127.0.0.1:{smtp_port}", "from": "driftsvakt@example.no",
+                "to": ["drift@example.no", "vakt@example.no"], "starttls": True,
+                "username": "driftsvakt", "password": {"env": "SMTP_PASSWORD"},
+                "ca_file": _ca_file(tmp_path, ca)}},
+            {"id": "teams", "webhook": {"url": {"env": "TEAMS_URL"}, "format": "teams"}},
+            {"id": "slack", "language": "en",
+             "webhook": {"url": {"env": "SLACK_URL"}, "format": "slack"}},
+            {"id": "sms", "sms": {
+                "url": f"http://127.0.0.1:{http.port}/sms?to={{{{ to }}}}",
+                "method": "POST", "headers": {"Authorization": "Bearer {{ secret }}"},
+                "body": '{"text": {{ message | tojson }}}', "secret": {"env": "SMS_KEY"},
+                "to": ["+4799999999"]}},
+            {"id": "am", "alertmanager": {"urls": [f"http://127.0.0.1:{http.port}"]}},
+        ],
+        "route": {"receiver": "epost", "group_by": ["site"], "group_wait": "0s",
+                  "group_interval": "1s", "routes": [
+            {"receiver": "teams", "continue": True},
+            {"receiver": "slack", "continue": True},
+            {"receiver": "sms", "continue": True},
+            {"receiver": "am", "continue": True},
+            {"receiver": "epost"},
+        ]},
+    }, ca)
+    await rig.start()
+    try:
+        await rig.down(DEVICES[0])
+        await _wait(lambda: len(mailbox.messages) == 1 and len(http.received) == 4, 15)
+        _, sender, recipients, content = mailbox.messages[0]
+        mail = email.message_from_bytes(content, policy=email.policy.default)
+        assert ("driftsvakt@example.no", ["drift@example.no", "vakt@example.no"]) == (
+            sender, recipients)
+        assert "[ALARM:1] SwitchDown – Øksfjord, loppa" == mail["Subject"]
+        text = mail.get_content()
+        assert "ALARM (critical): loppa-sw1 is down" in text
+        assert "Enhet: loppa-sw1 (loppa-sw1), Øksfjord, loppa" in text
+        assert "1 enhet bak denne er utilgjengelig" in text  # the server behind the switch
+        assert "Detaljer: https://drift.example.no/api/v1/alerts/" in text
+        by_path = {path.split("?")[0]: body for _, path, body in http.received}
+        card = by_path["/teams/token-abc"]["attachments"][0]["content"]
+        assert "AdaptiveCard" == card["type"]
+        assert card["body"][0]["text"].startswith("[ALARM:1] SwitchDown")
+        assert by_path["/slack"]["text"].startswith("**[FIRING:1] SwitchDown")
+        assert "FIRING (critical): loppa-sw1 is down" in by_path["/slack"]["text"]
+        assert "ALARM CRITICAL: loppa-sw1 is down" in by_path["/sms"]["text"]
+        (sms_path,) = [p for _, p, _ in http.received if p.startswith("/sms")]
+        assert "/sms?to=%2B4799999999" == sms_path or "/sms?to=+4799999999" == sms_path
+        (am_alert,) = by_path["/api/v2/alerts"]
+        assert ("SwitchDown", "loppa-sw1") == (am_alert["labels"]["alertname"],
+                                               am_alert["labels"]["device"])
+        assert "endsAt" not in am_alert
+        # resolved: one more message each, saying so
+        await rig.down(DEVICES[0], "up")
+        await _wait(lambda: len(mailbox.messages) == 2 and len(http.received) == 8, 15)
+        resolved_mail = email.message_from_bytes(mailbox.messages[1][3],
+                                                 policy=email.policy.default)
+        assert resolved_mail["Subject"].startswith("[OK] SwitchDown")
+        resolved_am = [b for _, p, b in http.received if p == "/api/v2/alerts"][1][0]
+        assert "endsAt" in resolved_am
+    finally:
+        await rig.stop()
+        controller.stop()
+
+
+async def test_webhook_500_for_60_s_is_delivered_once_after(
+        tmp_path: Path, ca: trustme.CA, http: Http, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOOK_URL", f"http://127.0.0.1:{http.port}/hook")
+    rig = Rig(tmp_path, {
+        "receivers": [{"id": "hook", "webhook": {"url": {"env": "HOOK_URL"}}}],
+        "route": {"receiver": "hook", "group_wait": "0s"}}, ca)
+    outage_until = time.monotonic() + 60
+    http.behave = lambda t, _p: (500, {}) if t < outage_until else (200, {})
+    await rig.start(backoff_cap=8.0)
+    try:
+        pushed = await rig.down(DEVICES[1])
+        await _wait(lambda: len(http.received) >= 1, 90)
+        await asyncio.sleep(3)  # would a duplicate follow?
+        assert 1 == len(http.received)
+        delay = http.received[0][0] - pushed
+        assert 60 <= delay < 60 + 8 + 2, delay
+    finally:
+        await rig.stop()
+
+
+async def test_smtp_down_queues_and_delivers_after(tmp_path: Path, ca: trustme.CA,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    port = free_port()
+    monkeypatch.setenv("SMTP_PASSWORD", "pw")
+    rig = Rig(tmp_path, {
+        "receivers": [{"id": "epost", "email": {
+            "smarthost": f"127.0.0.1:{port}", "from": "d@example.no", "to": ["v@example.no"],
+            "username": "driftsvakt", "password": {"env": "SMTP_PASSWORD"},
+            "ca_file": _ca_file(tmp_path, ca)}}],
+        "route": {"receiver": "epost", "group_wait": "0s"}}, ca)
+    await rig.start(backoff_cap=2.0)
+    mailbox = Mailbox()
+    controller = None
+    try:
+        await rig.down(DEVICES[2])
+        await asyncio.sleep(4)
+        counts = await rig.store.notification_counts()
+        assert {"queued": 1} == counts  # kept, with attempts behind it
+        controller = _smtp(ca, port, mailbox, "pw")
+        started = time.monotonic()
+        await _wait(lambda: len(mailbox.messages) == 1, 10)
+        assert mailbox.messages[0][0] - started < 3
+        await asyncio.sleep(2.5)
+        assert 1 == len(mailbox.messages)
+        assert {"sent": 1} == await rig.store.notification_counts()
+    finally:
+        await rig.stop()
+        if controller is not None:
+            controller.stop()
+
+
+async def test_retry_after_fallback_rate_limit_and_no_resend_on_restart(
+        tmp_path: Path, ca: trustme.CA, http: Http, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRIMARY", f"http://127.0.0.1:{http.port}/primary")
+    monkeypatch.setenv("BACKUP", f"http://127.0.0.1:{http.port}/backup")
+    monkeypatch.setenv("COSTLY", f"http://127.0.0.1:{http.port}/costly")
+    notifications = {
+        "receivers": [
+            {"id": "primary", "webhook": {"url": {"env": "PRIMARY"}}, "fallback": "backup",
+             "fallback_after": 3},
+            {"id": "backup", "webhook": {"url": {"env": "BACKUP"}}},
+            {"id": "costly", "webhook": {"url": {"env": "COSTLY"}}, "rate_limit_per_hour": 2},
+        ],
+        "route": {"receiver": "primary", "group_by": ["device"], "group_wait": "0s",
+                  "routes": [{"matchers": [f'device="{DEVICES[5]}"'], "receiver": "primary"},
+                             {"receiver": "costly"}]}}
+    started = time.monotonic()
+    http.behave = lambda t, _p: ((429, {"Retry-After": "3"}) if t - started < 1.5
+                                 else (200, {}))
+    rig = Rig(tmp_path, notifications, ca)
+    await rig.start(backoff_cap=1.0)
+    try:
+        pushed = await rig.down(DEVICES[6])  # to costly: 429 Retry-After 3, then 200
+        await _wait(lambda: len(http.received) == 1, 10)
+        assert 3 <= http.received[0][0] - pushed < 5
+        # primary keeps failing: after three attempts, the backup receiver takes it
+        primary_calls: list[float] = []
+
+        def primary_down(t: float, path: str) -> tuple[int, dict[str, str]]:
+            if path != "/primary":
+                return (200, {})
+            primary_calls.append(t)
+            return (503, {})
+        http.behave = primary_down
+        await rig.down(DEVICES[5])
+        await _wait(lambda: any(p == "/backup" for _, p, _ in http.received), 15)
+        assert 3 == len(primary_calls)
+        # the rate limit, 2 an hour: one more message to costly goes out, two wait
+        for device in DEVICES[7:10]:
+            await rig.down(device)
+        await asyncio.sleep(4)
+        costly = [p for _, p, _ in http.received if p == "/costly"]
+        assert 2 == len(costly)
+        counts = await rig.store.notification_counts()
+        assert 2 == counts.get("queued")  # they wait for the hour to pass
+    finally:
+        await rig.stop()
+    before = len(http.received)
+    # a restart on the same store: nothing already sent goes out again
+    again = Rig(tmp_path, notifications, ca)
+    again.state = rig.state
+    await again.start()
+    try:
+        await asyncio.sleep(3)
+        assert before == len(http.received)
+    finally:
+        await again.stop()
+
+
+async def test_a_canary_secret_never_shows(tmp_path: Path, ca: trustme.CA, http: Http,
+                                           capfd: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    canary = "CANARY-5e1f0c9b"
+    for name in ("SMTP_PASSWORD", "SMS_KEY", "ACK_SECRET", "TOKEN"):
+        monkeypatch.setenv(name, canary)
+    monkeypatch.setenv("HOOK_URL", f"http://127.0.0.1:{http.port}/hook/{canary}")
+    smtp_port = free_port()
+    controller = _smtp(ca, smtp_port, Mailbox(), "another-password")  # refuses the canary
+    http.behave = lambda t, _p: (500, {})
+    configure_logging("debug", json=True)
+    logging.getLogger().setLevel(logging.DEBUG)
+    rig = Rig(tmp_path, {
+        "ack_secret": {"env": "ACK_SECRET"},
+        "receivers": [
+            {"id": "epost", "email": {
+                "smarthost": f"127.0.0.1:{smtp_port}", "from": "d@example.no",
+                "to": ["v@example.no"], "username": "driftsvakt",
+                "password": {"env": "SMTP_PASSWORD"}, "ca_file": _ca_file(tmp_path, ca)}},
+            {"id": "hook", "webhook": {"url": {"env": "HOOK_URL"}}},
+            {"id": "sms", "sms": {"url": f"http://127.0.0.1:{http.port}/sms?key={{{{ secret }}}}",
+                                  "secret": {"env": "SMS_KEY"}, "to": ["+4791234567"]}},
+        ],
+        "route": {"receiver": "epost", "group_wait": "0s", "routes": [
+            {"receiver": "hook", "continue": True}, {"receiver": "sms", "continue": True},
+            {"receiver": "epost"}]}}, ca)
+    await rig.start(backoff_cap=1.0)
+    try:
+        await rig.down(DEVICES[3])
+        await asyncio.sleep(4)
+        rows = await rig.store.notifications()
+        assert {"failed", "queued"} >= {state for _, state, _, _, _ in rows}
+        details = " ".join(str(d) for *_, d in rows)
+        metrics = generate_latest(rig.registry).decode()
+        alerts = json.dumps([a.as_json() for a in rig.rules.engine.alerts.values()])
+        config_text = repr(rig.config)
+    finally:
+        await rig.stop()
+        controller.stop()
+    logs = capfd.readouterr()
+    assert "notification_failed" in logs.err  # the failures were logged ...
+    for where, text in (("logs", logs.out + logs.err), ("store", details),
+                        ("metrics", metrics), ("alerts", alerts), ("config", config_text)):
+        assert canary not in text, where  # ... and the secret never was
