@@ -55,7 +55,8 @@ TOKENS = {"ola": "ola-operator-token", "kari": "kari-admin-token", "liv": "liv-v
 
 
 class Rig:
-    def __init__(self, tmp: Path, broker: Mosquitto) -> None:
+    def __init__(self, tmp: Path, broker: Mosquitto,
+                 extra: dict[str, Any] | None = None) -> None:
         self.tmp = tmp
         self.http_port = free_port()
         config = write_estate(tmp, broker.port, self.http_port)
@@ -71,6 +72,7 @@ class Rig:
             {"id": "liv", "role": "viewer", "municipality": "alta",
              "token": {"env": "TOKEN_LIV"}},
         ]
+        estate.update(extra or {})
         config.write_text(yaml.safe_dump(estate, allow_unicode=True), encoding="utf-8")
         self.config = config
         self.store = tmp / "engine-alta.db"
