@@ -41,8 +41,16 @@ def _app(config: Config) -> web.Application:
             return web.Response(status=500, text="Intern feil")
         return web.Response(text=f"Intranett for {config.municipalities[mun].name}")
 
+    async def chat(request: web.Request) -> web.Response:
+        """The operators' chat channel of the demo: notifications land here."""
+        body = await request.json()
+        first = str(body.get("text", "")).splitlines()[0] if body.get("text") else ""
+        log.info("demo_notification", message=first[:200])
+        return web.Response(text="ok")
+
     app = web.Application()
     app.router.add_get("/{municipality}", page)
+    app.router.add_post("/chat", chat)
     return app
 
 

@@ -26,10 +26,17 @@ import structlog
 from collectors.checks.runner import CheckRunner
 from collectors.common.outbox import Outbox
 from collectors.common.publisher import Publisher
-from collectors.demo_services import demo_checks, demo_web
+from collectors.demo_services import DemoWeb, demo_checks, demo_web
 from collectors.simulator import Simulator
 from monitor.app import EngineApp, start_engine
 from monitor.config import Broker, Config, load_config
+from monitor.notify.settings import (
+    NotificationSettings,
+    ReceiverSettings,
+    RouteSettings,
+    WebhookSettings,
+)
+from monitor.secrets import SecretRef
 from monitor.yamlmodel import Problems
 
 __all__ = ["run_demo"]
@@ -144,6 +151,19 @@ def _demo_config(config: Config, workdir: Path, ports: dict[str, int]) -> Config
     return dataclasses.replace(config, brokers=brokers, engine=engine, outbox=outbox)
 
 
+def _demo_notifications(web_: DemoWeb, work: Path, http_port: int) -> NotificationSettings:
+    """Whatever the estate's own receivers, the demo notifies only its own chat sink on
+    loopback (the log shows each message as ``demo_notification``)."""
+    url_file = work / "chat-url"
+    url_file.write_text(f"http://127.0.0.1:{web_.http_port}/chat\n", encoding="utf-8")
+    return NotificationSettings(
+        route=RouteSettings(receiver="vaktrom", group_by=["alertname", "site"],
+                            group_wait="30s", group_interval="5m"),
+        receivers=[ReceiverSettings(id="vaktrom", webhook=WebhookSettings(
+            url=SecretRef(file=str(url_file)), format="slack"))],
+        external_url=f"http://127.0.0.1:{http_port}")
+
+
 async def run_demo(config_path: str | None, *, http_port: int = 9810, broker: str = "auto",
                    workdir: str | None = None) -> int:
     try:
@@ -178,13 +198,14 @@ async def run_demo(config_path: str | None, *, http_port: int = 9810, broker: st
                     _mosquitto(binary, work, loc, ports[loc], bridge))
         else:
             await stack.enter_async_context(_amqtt(ports[locations[0]]))
+        web_ = await stack.enter_async_context(demo_web(config, work))
+        config = dataclasses.replace(config, checks=demo_checks(config, web_),
+                                     notifications=_demo_notifications(web_, work, http_port))
         engines: list[EngineApp] = []
         for i, loc in enumerate(locations):
             app = await start_engine(config, loc, http_port=http_port + i, v5=use_mosquitto)
             engines.append(app)
             stack.push_async_callback(app.stop)
-        web_ = await stack.enter_async_context(demo_web(config, work))
-        config = dataclasses.replace(config, checks=demo_checks(config, web_))
         publishers: list[Publisher] = []
         simulators: list[Simulator] = []
         runners: list[CheckRunner] = []

@@ -90,6 +90,8 @@ async def send(message: Message, settings: ReceiverSettings,
             return await _sms(message, settings, session)
         assert settings.alertmanager is not None
         return await _alertmanager(message, settings, session)
+    except KeyError as exc:  # an environment variable named by a secret is not set
+        return Outcome("permanent", f"secret unavailable: {exc.args[0] if exc.args else exc}")
     except TimeoutError:
         return Outcome("retry", "timed out")
     except aiohttp.ClientError as exc:

@@ -38,6 +38,7 @@ from monitor.rules.alerts import Alert
 from monitor.rules.model import parse_duration
 from monitor.rules.service import RulesService
 from monitor.store.db import Store
+from monitor.yamlmodel import Problem, Problems
 
 __all__ = ["NotifyService"]
 
@@ -86,7 +87,11 @@ class NotifyService:
         self.escalator = Escalator({e.id: e for e in settings.escalations}, self.schedules)
         self.site_names = {s.id: s.name for s in config.sites.values()}
         self.device_names = {d.id: d.name for d in config.devices.values()}
-        secret = settings.ack_secret.resolve() if settings.ack_secret is not None else None
+        try:
+            secret = settings.ack_secret.resolve() if settings.ack_secret is not None else None
+        except (KeyError, OSError) as exc:
+            raise Problems([Problem(config.source, 0, "notifications.ack_secret",
+                                    f"cannot read the secret: {exc}")]) from None
         self.ack_secret = secret.encode() if secret else None
         self.ack_ttl = parse_duration(settings.ack_link_ttl)
         self._nflog_dirty: dict[str, bytes] = {}

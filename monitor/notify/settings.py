@@ -63,6 +63,12 @@ def _iso_date(value: str) -> str | None:
     return None
 
 
+def _handover(value: str) -> str | None:
+    if _HANDOVER.match(value):
+        return None
+    return f"{value!r} is not a handover like 08:00 or 'mon 08:00'"
+
+
 Slug = Annotated[str, Check(_slug)]
 Duration = Annotated[str, Check(_duration)]
 MatcherText = Annotated[str, Check(_matcher)]
@@ -187,9 +193,7 @@ class Layer:
 
     members: list[Slug]
     rotation: Literal["daily", "weekly"] = "weekly"
-    handover: Annotated[str, Check(lambda v: None if _HANDOVER.match(v) else
-                                   f"{v!r} is not a handover like 08:00 or 'mon 08:00'")] = \
-        "mon 08:00"
+    handover: Annotated[str, Check(_handover)] = "mon 08:00"
     start: Annotated[str, Check(_iso_date)] = "2026-01-05"
     only: Literal["always", "office_hours", "after_hours"] = "always"
 
