@@ -63,6 +63,52 @@ def _rules_test(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _oncall(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime, timedelta
+
+    from monitor.config import load_config
+    from monitor.notify.oncall import OnCall
+    from monitor.yamlmodel import Problems
+
+    try:
+        config = load_config(args.config)
+    except Problems as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    settings = {s.id: s for s in config.notifications.schedules}
+    wanted = [args.schedule] if args.schedule else sorted(settings)
+    if not wanted or any(w not in settings for w in wanted):
+        print(f"no such schedule; known: {', '.join(sorted(settings)) or 'none'}",
+              file=sys.stderr)
+        return 1
+    at = datetime.fromisoformat(args.at) if args.at else datetime.now(UTC)
+    if at.tzinfo is None:
+        print("--at needs a UTC offset, e.g. 2026-12-24T18:00:00+01:00", file=sys.stderr)
+        return 1
+    people = {p.id: p for p in config.notifications.people}
+    for schedule_id in wanted:
+        oncall = OnCall(settings[schedule_id],
+                        config.schedules.get(settings[schedule_id].calendar or ""))
+        if args.what == "ical":
+            sys.stdout.buffer.write(oncall.ical(at, at + timedelta(days=args.days), people))
+            continue
+        if args.what == "now":
+            who = oncall.who(at)
+            name = people[who].name if who in people else who
+            print(f"{schedule_id}: {name or 'nobody'}")
+        else:
+            change = oncall.next_change(at)
+            if change is None:
+                print(f"{schedule_id}: no change within 60 days")
+            else:
+                when, who = change
+                name = people[who].name if who in people else who
+                local = when.astimezone(oncall.zone).strftime("%Y-%m-%d %H:%M %Z")
+                print(f"{schedule_id}: {name or 'nobody'} from {local}")
+    return 0
+
+
 def _engine(args: argparse.Namespace) -> int:
     from monitor.app import run_engine
 
@@ -130,6 +176,14 @@ def build_parser() -> argparse.ArgumentParser:
     rules_test = rules_sub.add_parser("test", help="run rule unit tests (YAML)")
     rules_test.add_argument("files", nargs="+")
     rules_test.set_defaults(func=_rules_test)
+
+    oncall = sub.add_parser("oncall", help="who is on call now, who is next; iCalendar")
+    oncall.add_argument("what", choices=["now", "next", "ical"])
+    oncall.add_argument("--config", required=True)
+    oncall.add_argument("--schedule", default=None, help="default: every schedule")
+    oncall.add_argument("--at", default=None, help="ISO time with offset (default: now)")
+    oncall.add_argument("--days", type=int, default=56, help="ical: how far ahead")
+    oncall.set_defaults(func=_oncall)
 
     engine = sub.add_parser("engine", help="run the monitor engine of one location")
     engine.add_argument("--config", required=True)

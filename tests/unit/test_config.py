@@ -98,3 +98,48 @@ def test_secret_ref_resolves_from_env_and_file(tmp_path: Path,
     assert "s3cret" not in repr(SecretRef(env="DV_TEST_SECRET"))
     with pytest.raises(ValueError, match="exactly one"):
         SecretRef()
+
+
+def test_notification_references_are_checked(tmp_path: Path) -> None:
+    """Receivers, escalations, people, schedules and calendars named but not defined."""
+    path = tmp_path / "estate.yaml"
+    path.write_text(
+        "notifications:\n"
+        "  receivers:\n"
+        "    - {id: sms, sms: {url: 'https://sms.example/'}, fallback: nosuch}\n"
+        "  route:\n"
+        "    receiver: nosuch-receiver\n"
+        "    calendar: nosuch-hours\n"
+        "    routes:\n"
+        "      - {escalation: nosuch-chain}\n"
+        "  people: [{id: ola, name: Ola}]\n"
+        "  schedules:\n"
+        "    - {id: vakt, layers: [{members: [ola, ghost]}]}\n"
+        "  escalations:\n"
+        "    - {id: b, steps: [{after: 0m, schedule: nope, via: [sms, nix]}]}\n",
+        encoding="utf-8")
+    with pytest.raises(Problems) as caught:
+        load_config(path)
+    found = [(p.line, p.key, p.message) for p in caught.value.problems]
+    assert [
+        (3, "notifications.receivers[0].fallback", "unknown receiver 'nosuch'"),
+        (5, "notifications.route.receiver", "unknown receiver 'nosuch-receiver'"),
+        (6, "notifications.route.calendar", "unknown office hours 'nosuch-hours'"),
+        (8, "notifications.route.routes[0].escalation", "unknown escalation 'nosuch-chain'"),
+        (11, "notifications.schedules[0].layers[0].members", "unknown person 'ghost'"),
+        (13, "notifications.escalations[0].steps[0].schedule", "unknown schedule 'nope'"),
+        (13, "notifications.escalations[0].steps[0].via", "unknown receiver 'nix'"),
+    ] == found
+
+
+def test_oncall_cli() -> None:
+    now = subprocess.run([sys.executable, "-m", "monitor.cli", "oncall", "now", "--config",
+                          str(EXAMPLE), "--at", "2026-12-24T18:00:00+01:00"],
+                         capture_output=True, text=True, check=False)
+    assert (0, "andrelinje: Kari Nilsen\nberedskap-alta: Per Isaksen\n") == (
+        now.returncode, now.stdout)
+    nxt = subprocess.run([sys.executable, "-m", "monitor.cli", "oncall", "next", "--config",
+                          str(EXAMPLE), "--schedule", "beredskap-alta", "--at",
+                          "2026-12-24T18:00:00+01:00"], capture_output=True, text=True,
+                         check=False)
+    assert "beredskap-alta: Anne Hætta from 2026-12-28 08:00 CET\n" == nxt.stdout
