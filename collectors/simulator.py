@@ -108,7 +108,11 @@ class Simulator:
         if not candidates:
             return
         sim = self.rng.choice(candidates)
-        sim.down_until = now + self.rng.uniform(30, 120)
+        # Two in three are blips, shorter than DeviceDown's for: 2m (no alert); the
+        # others are outages of 3 to 10 minutes that alert, notify and resolve.
+        outage = self.rng.random() < 1 / 3
+        sim.down_until = now + (self.rng.uniform(180, 600) if outage
+                                else self.rng.uniform(30, 110))
         log.info("simulated_fault", location=self.location, device=sim.device.id,
                  until=round(sim.down_until - now))
 

@@ -107,7 +107,7 @@ async def start_engine(config: Config, location: str, *, http_port: int | None =
     registry.register(StateCollector(state, config))
     try:
         rules = await RulesService.start(config, store, state, registry)
-        notify = await NotifyService.start(config, store, rules, registry)
+        notify = await NotifyService.start(config, store, rules, registry, location, state)
     except BaseException:
         await store.close()
         raise

@@ -37,6 +37,7 @@ from monitor.notify.templates import DEFAULTS, alert_view, render
 from monitor.rules.alerts import Alert
 from monitor.rules.model import parse_duration
 from monitor.rules.service import RulesService
+from monitor.state import State
 from monitor.store.db import Store
 from monitor.yamlmodel import Problem, Problems
 
@@ -46,6 +47,7 @@ log = structlog.get_logger(__name__)
 
 BACKOFF_BASE: Final = 2.0
 BACKOFF_CAP: Final = 30.0
+TAKEOVER_SECONDS: Final = 30.0
 _MESSAGE: Final = msgspec.json.Decoder(Message)
 _ENCODER: Final = msgspec.json.Encoder()
 
@@ -72,7 +74,8 @@ class NotifyMetrics:
 
 class NotifyService:
     def __init__(self, config: Config, store: Store, rules: RulesService,
-                 registry: CollectorRegistry, backoff_cap: float = BACKOFF_CAP) -> None:
+                 registry: CollectorRegistry, backoff_cap: float = BACKOFF_CAP,
+                 location: str | None = None, state: State | None = None) -> None:
         settings = config.notifications
         self.config = config
         self.settings = settings
@@ -99,11 +102,18 @@ class NotifyService:
         self.dispatcher = Dispatcher(root, on_sent=self._remember) if root else None
         self._wake = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
+        # Hot standby: both locations' engines evaluate everything; each notifies for
+        # its own location, and for a peer's whose engine has been away for 30 s.
+        self.location = location
+        self.state = state
+        self.started = time.time()
+        self.covering: set[str] | None = None if location is None else {location}
 
     @classmethod
     async def start(cls, config: Config, store: Store, rules: RulesService,
-                    registry: CollectorRegistry) -> NotifyService:
-        service = cls(config, store, rules, registry)
+                    registry: CollectorRegistry, location: str | None = None,
+                    state: State | None = None) -> NotifyService:
+        service = cls(config, store, rules, registry, location=location, state=state)
         if service.dispatcher is not None:
             for key, raw in (await store.load_nflog()).items():
                 body = msgspec.json.decode(raw, type=_SentLogBody)
@@ -113,7 +123,8 @@ class NotifyService:
                 service.escalator.chains[key] = msgspec.json.decode(raw, type=Chain)
             now = time.time()
             for alert in rules.engine.alerts.values():
-                service.dispatcher.update(alert, now)
+                if service.mine(alert):
+                    service.dispatcher.update(alert, now)
         rules.listeners.append(service.on_alerts)
         return service
 
@@ -121,12 +132,45 @@ class NotifyService:
         self._nflog_dirty[key] = _ENCODER.encode(_SentLogBody(
             sorted(entry.firing), sorted(entry.resolved), entry.at))
 
+    def mine(self, alert: Alert) -> bool:
+        return self.covering is None or alert.labels.get("location", self.location) \
+            in self.covering
+
     def on_alerts(self, alerts: Iterable[Alert]) -> None:
         if self.dispatcher is None:
             return
         now = time.time()
         for alert in alerts:
-            self.dispatcher.update(alert, now)
+            if self.mine(alert):
+                self.dispatcher.update(alert, now)
+
+    def _take_over(self, now: float) -> None:
+        """Cover the locations whose engine has been offline (or unheard) for 30 s."""
+        if self.covering is None or self.dispatcher is None or self.state is None:
+            return
+        covering = {self.location or ""}
+        for location in self.config.locations:
+            if location == self.location:
+                continue
+            peer = next((c for (loc, comp, _), c in self.state.components.items()
+                         if loc == location and comp == "engine"), None)
+            if peer is None:
+                away_since = self.started
+            elif peer.status != "online":
+                away_since = peer.ts
+            else:
+                continue
+            if now - away_since >= TAKEOVER_SECONDS:
+                covering.add(location)
+        gained = covering - self.covering
+        if gained or covering != self.covering:
+            if gained:
+                log.warning("notify_takeover", locations=sorted(gained),
+                            why="their engine is offline")
+            self.covering = covering
+            for alert in self.rules.engine.alerts.values():
+                if alert.labels.get("location") in gained:
+                    self.dispatcher.update(alert, now)
 
     # -- making messages ---------------------------------------------------------------
 
@@ -134,6 +178,7 @@ class NotifyService:
         """Flush due groups and escalations into the outbox; return messages queued."""
         if self.dispatcher is None:
             return 0
+        self._take_over(now)
         messages: list[tuple[str, str, bytes]] = []
         for flush in self.dispatcher.due(now):
             if flush.route.escalation is not None:

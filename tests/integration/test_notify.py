@@ -11,6 +11,7 @@ that a duplicate fails the test.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email
 import email.policy
 import json
@@ -31,7 +32,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from prometheus_client import CollectorRegistry, generate_latest
 
 from monitor.config import load_config
-from monitor.events import DeviceTopic, StateEvent
+from monitor.events import ComponentStatus, DeviceTopic, StateEvent
 from monitor.logging import configure_logging
 from monitor.notify.service import NotifyService
 from monitor.rules.service import RulesService
@@ -109,13 +110,13 @@ class Rig:
         self.state = State()
         self.seq = 0
 
-    async def start(self, backoff_cap: float = 5.0) -> None:
+    async def start(self, backoff_cap: float = 5.0, location: str | None = None) -> None:
         self.store = await Store.open(self.tmp / "engine.db")
         self.registry = CollectorRegistry()
         self.rules = await RulesService.start(self.config, self.store, self.state,
                                               self.registry)
         self.notify = await NotifyService.start(self.config, self.store, self.rules,
-                                                self.registry)
+                                                self.registry, location, self.state)
         self.notify.backoff_cap = backoff_cap
         self.stop_event = asyncio.Event()
         self.task = asyncio.create_task(self.notify.run(self.stop_event))
@@ -125,11 +126,11 @@ class Rig:
         await self.task
         await self.store.close()
 
-    async def down(self, device: str, state: str = "down") -> float:
+    async def down(self, device: str, state: str = "down", location: str = "alta") -> float:
         self.seq += 1
         event = StateEvent(v=1, ts=time.time(), src="test", seq=self.seq, device=device,
                            state=state)  # type: ignore[arg-type]
-        topic = DeviceTopic("alta", "loppa", device, "state")
+        topic = DeviceTopic(location, "loppa", device, "state")
         self.state.apply(topic, event)
         self.rules.on_event(topic, event, self.state)
         await self.store.commit_alerts(self.rules.changes())
@@ -408,3 +409,38 @@ async def test_a_canary_secret_never_shows(tmp_path: Path, ca: trustme.CA, http:
     for where, text in (("logs", logs.out + logs.err), ("store", details),
                         ("metrics", metrics), ("alerts", alerts), ("config", config_text)):
         assert canary not in text, where  # ... and the secret never was
+
+
+async def test_each_location_notifies_its_own_until_the_peer_engine_is_away(
+        tmp_path: Path, ca: trustme.CA, http: Http, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hot standby: the alta engine notifies for alta; for hammerfest only once the
+    hammerfest engine has been offline for 30 s."""
+    monkeypatch.setenv("HOOK_URL", f"http://127.0.0.1:{http.port}/hook")
+    rig = Rig(tmp_path, {"receivers": [{"id": "hook", "webhook": {"url": {"env": "HOOK_URL"}}}],
+                         "route": {"receiver": "hook", "group_wait": "0s",
+                                   "group_by": ["device"]}}, ca)
+    site = rig.config.sites["oksfjord"]
+    rig.config.sites["hammerfest-site"] = dataclasses.replace(
+        site, id="hammerfest-site", location="hammerfest")
+    now = time.time()
+    rig.state.apply_component("hammerfest", "engine", "hammerfest", ComponentStatus(
+        status="online", ts=now - 60, component="engine", instance="hammerfest"))
+    await rig.start(location="alta")
+    try:
+        await rig.down(DEVICES[0])
+        await _wait(lambda: len(http.received) == 1, 10)
+        alert = next(iter(rig.rules.engine.alerts.values()))
+        # an alert of the other location: its own engine is up, so not ours to send
+        other = dataclasses.replace(alert, fingerprint="other", labels={
+            **alert.labels, "location": "hammerfest", "device": DEVICES[1]})
+        rig.rules.engine.alerts["other"] = other
+        rig.notify.on_alerts([other])
+        await asyncio.sleep(2)
+        assert 1 == len(http.received)
+        rig.state.apply_component("hammerfest", "engine", "hammerfest", ComponentStatus(
+            status="offline", ts=time.time() - 29, component="engine", instance="hammerfest"))
+        await asyncio.sleep(2.5)  # 31 s offline: taken over
+        await _wait(lambda: len(http.received) == 2, 5)
+        assert DEVICES[1] == http.received[1][2]["alerts"][0]["device"]
+    finally:
+        await rig.stop()
