@@ -27,7 +27,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from monitor.config import Config
-from monitor.notify.dispatch import Dispatcher, Flush, SentLog, build_routes
+from monitor.notify.dispatch import Dispatcher, Flush, Route, SentLog, build_routes
 from monitor.notify.escalation import Chain, Escalator, Page
 from monitor.notify.links import ack_url, verify
 from monitor.notify.oncall import OnCall
@@ -119,9 +119,16 @@ class NotifyService:
                 body = msgspec.json.decode(raw, type=_SentLogBody)
                 service.dispatcher.sent[key] = SentLog(frozenset(body.firing),
                                                        frozenset(body.resolved), body.at)
-            for key, raw in (await store.load_chains()).items():
-                service.escalator.chains[key] = msgspec.json.decode(raw, type=Chain)
             now = time.time()
+            for key, raw in (await store.load_chains()).items():
+                chain = msgspec.json.decode(raw, type=Chain)
+                service.escalator.chains[key] = chain
+                route = _route_with(service.dispatcher.root, chain.policy)
+                firing = tuple(a for fp in chain.firing
+                               if (a := rules.engine.alerts.get(fp)) is not None)
+                if route is not None and firing and not chain.done:
+                    # the chain goes on where it was, with the alerts it was about
+                    service.escalator.last_flush[key] = Flush(key, route, {}, firing, (), now)
             for alert in rules.engine.alerts.values():
                 if service.mine(alert):
                     service.dispatcher.update(alert, now)
@@ -393,6 +400,16 @@ class NotifyService:
         await self.store.audit(who, "acknowledge", f"alert/{fp}", b'{"via": "link"}',
                                self.rules.changes())
         return web.Response(text="Kvittert / acknowledged.")
+
+
+def _route_with(route: Route, escalation: str) -> Route | None:
+    if route.escalation == escalation:
+        return route
+    for child in route.children:
+        found = _route_with(child, escalation)
+        if found is not None:
+            return found
+    return None
 
 
 def _escape(text: str) -> str:

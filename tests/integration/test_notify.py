@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import trustme
 import yaml
@@ -444,3 +445,84 @@ async def test_each_location_notifies_its_own_until_the_peer_engine_is_away(
         assert DEVICES[1] == http.received[1][2]["alerts"][0]["device"]
     finally:
         await rig.stop()
+
+
+def _escalating(http: Http, external_url: str) -> dict[str, Any]:
+    return {
+        "external_url": external_url,
+        "ack_secret": {"env": "ACK_SECRET"},
+        "people": [{"id": "ola", "name": "Ola", "phone": "+4790000001"},
+                   {"id": "kari", "name": "Kari", "phone": "+4790000002"}],
+        "receivers": [{"id": "sms", "language": "en", "sms": {
+            "url": f"http://127.0.0.1:{http.port}/sms?to={{{{ to }}}}",
+            "body": "{{ message }}"}}],
+        "escalations": [{"id": "vakt", "steps": [
+            {"after": "0s", "people": ["ola"], "via": ["sms"]},
+            {"after": "4s", "people": ["kari"], "via": ["sms"]}]}],
+        "route": {"escalation": "vakt", "receiver": "sms", "group_wait": "0s",
+                  "routes": [{"escalation": "vakt"}]},
+    }
+
+
+def _sms_to(http: Http) -> list[str]:
+    return [path.split("to=")[1] for _, path, _ in http.received if path.startswith("/sms")]
+
+
+async def test_a_signed_link_acknowledges_and_stops_the_chain(
+        tmp_path: Path, ca: trustme.CA, http: Http, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ACK_SECRET", "a-long-random-secret")
+    port = free_port()
+    rig = Rig(tmp_path, _escalating(http, f"http://127.0.0.1:{port}"), ca)
+    await rig.start()
+    app = web.Application()
+    rig.notify.add_routes(app)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        await rig.down(DEVICES[0])
+        await _wait(lambda: len(http.received) == 1, 10)
+        assert ["%2B4790000001"] == _sms_to(http) or ["+4790000001"] == _sms_to(http)
+        text = http.received[0][2]
+        link = text.split("Ack: ")[1].split()[0]
+        assert link.startswith(f"http://127.0.0.1:{port}/ack/")
+        async with aiohttp.ClientSession() as session:
+            async with session.get(link) as resp:  # opening it acknowledges nothing
+                assert (200, "Kvitter") == (resp.status, "Kvitter" if "Kvitter" in
+                                            await resp.text() else "")
+            assert rig.rules.engine.active()[0].ack_by is None
+            async with session.post(link.replace("sig=", "sig=0")) as resp:
+                assert 403 == resp.status
+            async with session.post(link) as resp:
+                assert 200 == resp.status
+        assert "ola (link)" == rig.rules.engine.active()[0].ack_by
+        await asyncio.sleep(6)  # past the second step's 4 s: kari is not paged
+        assert 1 == len(http.received)
+        audit = await rig.store.audit_log()
+        assert [("ola (link)", "acknowledge")] == [(a[1], a[2]) for a in audit]
+    finally:
+        await runner.cleanup()
+        await rig.stop()
+
+
+async def test_an_escalation_continues_across_a_restart(
+        tmp_path: Path, ca: trustme.CA, http: Http, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ACK_SECRET", "a-long-random-secret")
+    settings = _escalating(http, "http://127.0.0.1:9")
+    rig = Rig(tmp_path, settings, ca)
+    await rig.start()
+    try:
+        await rig.down(DEVICES[0])
+        await _wait(lambda: len(http.received) == 1, 10)
+    finally:
+        await rig.stop()
+    again = Rig(tmp_path, settings, ca)
+    again.state = rig.state
+    await again.start()
+    try:
+        await _wait(lambda: len(http.received) == 2, 10)
+        assert 2 == len(set(_sms_to(http)))  # ola, then kari: once each
+        await asyncio.sleep(2)
+        assert 2 == len(http.received)
+    finally:
+        await again.stop()
