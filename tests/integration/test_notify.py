@@ -25,6 +25,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import structlog
 import trustme
 import yaml
 from aiohttp import web
@@ -376,8 +377,11 @@ async def test_a_canary_secret_never_shows(tmp_path: Path, ca: trustme.CA, http:
     smtp_port = free_port()
     controller = _smtp(ca, smtp_port, Mailbox(), "another-password")  # refuses the canary
     http.behave = lambda t, _p: (500, {})
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
     configure_logging("debug", json=True)
-    logging.getLogger().setLevel(logging.DEBUG)
+    root.setLevel(logging.DEBUG)  # the libraries' debug output too
     rig = Rig(tmp_path, {
         "ack_secret": {"env": "ACK_SECRET"},
         "receivers": [
@@ -405,6 +409,8 @@ async def test_a_canary_secret_never_shows(tmp_path: Path, ca: trustme.CA, http:
     finally:
         await rig.stop()
         controller.stop()
+        structlog.configure(**saved)
+        root.handlers[:], root.level = saved_handlers, saved_level
     logs = capfd.readouterr()
     assert "notification_failed" in logs.err  # the failures were logged ...
     for where, text in (("logs", logs.out + logs.err), ("store", details),
