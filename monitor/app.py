@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 from monitor.api import add_api_routes
 from monitor.config import Config, load_config
 from monitor.engine import Engine
+from monitor.exposition import SeriesExposition
 from monitor.ingest import Ingest
 from monitor.metrics import EngineMetrics, StateCollector
 from monitor.notify.service import NotifyService
@@ -104,7 +105,9 @@ async def start_engine(config: Config, location: str, *, http_port: int | None =
         state.devices[row.device] = status
     registry = CollectorRegistry()
     metrics = EngineMetrics(registry)
-    registry.register(StateCollector(state, config))
+    collector = StateCollector(state, config)
+    registry.register(collector)
+    exposition = SeriesExposition(state, collector.device_labels)
     try:
         rules = await RulesService.start(config, store, state, registry)
         notify = await NotifyService.start(config, store, rules, registry, location, state)
@@ -124,7 +127,8 @@ async def start_engine(config: Config, location: str, *, http_port: int | None =
         add_api_routes(app, config, rules)
         notify.add_routes(app)
 
-    runner = web.AppRunner(build_app(registry, ready, routes), access_log=None)
+    runner = web.AppRunner(build_app(registry, ready, routes, exposition.render),
+                           access_log=None)
     await runner.setup()
     port = config.engine.http_port if http_port is None else http_port
     site = web.TCPSite(runner, config.engine.http_host, port)

@@ -9,7 +9,6 @@ so they cost nothing on the ingest path.
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Final
@@ -157,7 +156,8 @@ class _CachedPeriods:
 
 
 class StateCollector(Collector):
-    """Device, series and component metrics, rendered from state at scrape time."""
+    """Device, check and component metrics, rendered from state at scrape time (the
+    device series themselves: monitor.exposition)."""
 
     def __init__(self, state: State, config: Config,
                  clock: Callable[[], float] = time.time) -> None:
@@ -165,7 +165,7 @@ class StateCollector(Collector):
         self.config = config
         self.clock = clock
 
-    def _device_labels(self, device: str, location: str, municipality: str) -> list[str]:
+    def device_labels(self, device: str, location: str, municipality: str) -> list[str]:
         known = self.config.devices.get(device)
         if known is None:
             return [location, municipality, "", device, "unknown"]
@@ -185,7 +185,7 @@ class StateCollector(Collector):
         labels_of: dict[str, list[str]] = {}
         classify = DeviceClassifier(self.config, datetime.fromtimestamp(self.clock(), UTC))
         for device, status in self.state.devices.items():
-            labels = self._device_labels(device, status.location, status.municipality)
+            labels = self.device_labels(device, status.location, status.municipality)
             labels_of[device] = labels
             seen.add_metric(labels, status.last_seen)
             current = classify(device, labels[4], status)
@@ -197,7 +197,6 @@ class StateCollector(Collector):
         yield up
         yield seen
         yield verdict
-        yield from self._series(labels_of)
         yield from self._checks(labels_of)
         component = GaugeMetricFamily(
             "driftsvakt_component_up", "1 while a collector or engine reports itself online",
@@ -241,26 +240,3 @@ class StateCollector(Collector):
             if "status" in event.values:
                 status.add_metric(key, event.values["status"])
         yield from (up, latency, expiry, status)
-
-    def _series(self, labels_of: dict[str, list[str]]) -> Iterator[Metric]:
-        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {}
-        extra_names: dict[str, list[str]] = defaultdict(list)
-        for (device, name, labels), value in self.state.series.items():
-            family = families.get(name)
-            extra = [k for k, _ in labels]
-            if family is None:
-                metric = f"driftsvakt_{name}"
-                if value.kind == "gauge":
-                    family = GaugeMetricFamily(metric, f"{name} as reported by the device",
-                                               labels=[*_DEVICE_LABELS, *extra])
-                else:
-                    family = CounterMetricFamily(metric.removesuffix("_total"),
-                                                 f"{name} as reported by the device",
-                                                 labels=[*_DEVICE_LABELS, *extra])
-                families[name] = family
-                extra_names[name] = extra
-            if extra != extra_names[name]:
-                continue  # one name, one label set: a collector that mixes them is ignored
-            base = labels_of.get(device) or [ "", "", "", device, "unknown"]
-            family.add_metric([*base, *(v for _, v in labels)], value.value)
-        yield from families.values()

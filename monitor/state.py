@@ -7,6 +7,7 @@ value, so both locations end with the same picture whatever order they received 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from monitor.events import (
     CheckEvent,
@@ -30,6 +31,10 @@ class SeriesValue:
     value: float
     ts: float
     kind: str
+    # the series' exposition text up to its value, and its metric family, filled in
+    # by monitor.exposition at the first scrape that sees it
+    text: str | None = None
+    family: Any = None
 
 
 @dataclass(slots=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 from collections.abc import Awaitable, Callable
 
@@ -14,12 +15,18 @@ ReadyCheck = Callable[[], Awaitable[dict[str, bool]]]
 
 
 def build_app(registry: CollectorRegistry, ready: ReadyCheck,
-              extend: Callable[[web.Application], None] | None = None) -> web.Application:
+              extend: Callable[[web.Application], None] | None = None,
+              series: Callable[[], Awaitable[bytes]] | None = None) -> web.Application:
+    """``series``: the device series' text (monitor.exposition), appended to the
+    registry's own, rendered without holding the event loop."""
+
     async def metrics(request: web.Request) -> web.Response:
         body = generate_latest(registry)
+        if series is not None:
+            body += await series()
         headers = {"Content-Type": CONTENT_TYPE_LATEST}
         if "gzip" in request.headers.get("Accept-Encoding", ""):
-            body = gzip.compress(body, compresslevel=1)
+            body = await asyncio.to_thread(gzip.compress, body, compresslevel=1)
             headers["Content-Encoding"] = "gzip"
         return web.Response(body=body, headers=headers)
 
