@@ -10,6 +10,8 @@ need_apt=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
 command -v snmpd >/dev/null 2>&1 || [ -x /usr/sbin/snmpd ] || need_apt+=(snmpd)
 command -v snmpbulkwalk >/dev/null 2>&1 || need_apt+=(snmp)
+# promtool tests deploy/prometheus; a real Prometheus scrapes an engine in the tests
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing ${need_apt[*]} with apt-get"
@@ -17,7 +19,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
       "${need_apt[@]}" >/dev/null
     # The packages start a system broker and agent; driftsvakt starts its own.
-    if command -v systemctl >/dev/null 2>&1; then systemctl disable --now mosquitto snmpd \
+    if command -v systemctl >/dev/null 2>&1; then systemctl disable --now mosquitto snmpd prometheus \
       >/dev/null 2>&1 || true; fi
   else
     echo "setup: ${need_apt[*]} missing and not root: install it, or the demo uses amqtt" >&2
