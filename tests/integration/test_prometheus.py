@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -101,6 +102,14 @@ def test_a_real_prometheus_scrapes_the_engine(tmp_path: Path) -> None:
             assert ["SwitchDown"] == [r["metric"]["alertname"] for r in firing]
             # the engine's own health rules see a healthy engine
             assert [] == _query(port, 'ALERTS{alertname="DriftsvaktEngineDown"}')
+            # every dashboard query is PromQL this Prometheus accepts
+            for path in sorted((ROOT / "dashboards").glob("*.json")):
+                board = json.loads(path.read_text(encoding="utf-8"))
+                for panel in board["panels"]:
+                    for t in panel["targets"]:
+                        expr = re.sub(r"\$(location|municipality|site|device)", ".*",
+                                      t["expr"])
+                        _query(port, expr)  # raises unless status is success
         finally:
             if prometheus is not None:
                 os.kill(prometheus.pid, signal.SIGTERM)

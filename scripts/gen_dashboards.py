@@ -1,0 +1,238 @@
+"""Generate the Grafana dashboards in dashboards/ (edit this script, not the JSON).
+
+    python scripts/gen_dashboards.py [OUT_DIR]
+
+Plain dicts in Grafana's dashboard JSON model (schemaVersion 39): each dashboard has
+a stable uid, a ``${datasource}`` variable, and template variables for location,
+municipality, site and device as it needs them. A library (grafanalib,
+grafana-foundation-sdk) would add a dependency for what is here a few helpers.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+DS = {"type": "prometheus", "uid": "${datasource}"}
+SEL = 'location=~"$location", municipality=~"$municipality"'
+SITE_SEL = SEL + ', site=~"$site"'
+DEV_SEL = SITE_SEL + ', device=~"$device"'
+
+
+def datasource_var() -> dict[str, Any]:
+    return {"name": "datasource", "type": "datasource", "query": "prometheus",
+            "label": "Datakilde", "current": {}, "hide": 0}
+
+
+def query_var(name: str, label: str, query: str, multi: bool = True) -> dict[str, Any]:
+    return {"name": name, "label": label, "type": "query", "datasource": DS,
+            "query": {"query": query, "refId": name}, "definition": query,
+            "refresh": 2, "sort": 1, "multi": multi, "includeAll": multi,
+            "allValue": ".*", "current": {}, "hide": 0}
+
+
+def variables(*names: str) -> list[dict[str, Any]]:
+    out = [datasource_var()]
+    if "location" in names:
+        out.append(query_var("location", "Lokasjon",
+                             "label_values(driftsvakt_device_status, location)"))
+    if "municipality" in names:
+        out.append(query_var("municipality", "Kommune", "label_values(driftsvakt_device_status"
+                             '{location=~"$location"}, municipality)'))
+    if "site" in names:
+        out.append(query_var("site", "Lokalitet", "label_values(driftsvakt_device_status"
+                             f"{{{SEL}}}, site)"))
+    if "device" in names:
+        out.append(query_var("device", "Enhet", "label_values(driftsvakt_device_status"
+                             f"{{{SITE_SEL}}}, device)", multi=False))
+    return out
+
+
+class Panels:
+    """Lays panels out on Grafana's 24-column grid, left to right, top to bottom."""
+
+    def __init__(self) -> None:
+        self.items: list[dict[str, Any]] = []
+        self.x = self.y = self.row_h = 0
+
+    def add(self, panel: dict[str, Any], w: int, h: int) -> None:
+        if self.x + w > 24:
+            self.x, self.y, self.row_h = 0, self.y + self.row_h, 0
+        panel["id"] = len(self.items) + 1
+        panel["gridPos"] = {"x": self.x, "y": self.y, "w": w, "h": h}
+        panel["datasource"] = DS
+        self.items.append(panel)
+        self.x += w
+        self.row_h = max(self.row_h, h)
+
+
+def target(expr: str, legend: str = "", instant: bool = False,
+           fmt: str = "time_series") -> dict[str, Any]:
+    return {"datasource": DS, "expr": expr, "legendFormat": legend, "refId": "A",
+            "instant": instant, "range": not instant, "format": fmt}
+
+
+def stat(title: str, expr: str, unit: str = "short", color: str = "red") -> dict[str, Any]:
+    return {"type": "stat", "title": title, "targets": [target(expr, instant=True)],
+            "fieldConfig": {"defaults": {"unit": unit, "thresholds": {"mode": "absolute",
+                            "steps": [{"color": "green", "value": None},
+                                      {"color": color, "value": 1}]}}, "overrides": []},
+            "options": {"reduceOptions": {"calcs": ["lastNotNull"]}, "colorMode": "background"}}
+
+
+def timeseries(title: str, exprs: list[tuple[str, str]], unit: str = "short"
+               ) -> dict[str, Any]:
+    targets = []
+    for i, (expr, legend) in enumerate(exprs):
+        t = target(expr, legend)
+        t["refId"] = chr(ord("A") + i)
+        targets.append(t)
+    return {"type": "timeseries", "title": title, "targets": targets,
+            "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+            "options": {"legend": {"displayMode": "table", "placement": "bottom"}}}
+
+
+def table(title: str, expr: str, unit: str = "short") -> dict[str, Any]:
+    return {"type": "table", "title": title,
+            "targets": [target(expr, instant=True, fmt="table")],
+            "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+            "transformations": [{"id": "organize", "options": {
+                "excludeByName": {"Time": True, "__name__": True, "job": True,
+                                  "instance": True}}}]}
+
+
+def dashboard(uid: str, title: str, tags: list[str], panels: Panels,
+              variables_: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"uid": uid, "title": title, "tags": ["driftsvakt", *tags], "timezone": "browser",
+            "schemaVersion": 39, "version": 1, "editable": False, "refresh": "30s",
+            "time": {"from": "now-6h", "to": "now"}, "panels": panels.items,
+            "templating": {"list": variables_}, "annotations": {"list": []}, "links": [
+                {"type": "dashboards", "tags": ["driftsvakt"], "asDropdown": True,
+                 "title": "driftsvakt"}]}
+
+
+def overview() -> dict[str, Any]:
+    p = Panels()
+    p.add(stat("Enheter nede", f'sum(driftsvakt_device_status{{status="down", {SEL}}})'), 6, 4)
+    p.add(stat("Utilgjengelige (bak nede enhet)",
+               f'sum(driftsvakt_device_status{{status="unreachable", {SEL}}})',
+               color="orange"), 6, 4)
+    p.add(stat("Alarmer, kritiske", 'sum(driftsvakt_alerts{state="firing", '
+               f'severity="critical", {SEL}}})'), 6, 4)
+    p.add(stat("Innsamlere frakoblet", "count(driftsvakt_component_up"
+               '{component=~"snmp|traps|checks"} == 0)'), 6, 4)
+    p.add(timeseries("Aktive alarmer etter alvorlighet", [(
+        f'sum by (severity) (driftsvakt_alerts{{state="firing", {SEL}}})', "{{severity}}")]),
+        12, 8)
+    p.add(timeseries("Enheter nede per lokasjon", [(
+        f'sum by (location) (driftsvakt_device_status{{status=~"down|unreachable", {SEL}}})',
+        "{{location}}")]), 12, 8)
+    p.add(table("Lokaliteter med enheter nede", "sum by (location, municipality, site) "
+                f'(driftsvakt_device_status{{status=~"down|unreachable", {SEL}}}) > 0'), 12, 10)
+    p.add(table("Alarmer", f'driftsvakt_alerts{{state=~"firing|acknowledged", {SEL}}} > 0'),
+          12, 10)
+    return dashboard("driftsvakt-overview", "driftsvakt – driftsoversikt", ["overview"], p,
+                     variables("location", "municipality"))
+
+
+def site() -> dict[str, Any]:
+    p = Panels()
+    p.add(table("Enheter og status", f"driftsvakt_device_status{{{SITE_SEL}}} == 1"), 12, 10)
+    p.add(table("Tjenestesjekker", f"driftsvakt_check_up{{{SITE_SEL}}}"), 12, 10)
+    p.add(timeseries("Trafikk inn per enhet", [(
+        f"sum by (device) (driftsvakt:if_in_bits:rate5m{{{SITE_SEL}}})", "{{device}}")],
+        "bps"), 12, 8)
+    p.add(timeseries("Responstid, sjekker", [(
+        f"driftsvakt_check_latency_seconds{{{SITE_SEL}}}", "{{device}} {{check}}")], "s"),
+        12, 8)
+    return dashboard("driftsvakt-site", "driftsvakt – lokalitet", ["site"], p,
+                     variables("location", "municipality", "site"))
+
+
+def device() -> dict[str, Any]:
+    p = Panels()
+    p.add(stat("Status nede", f'driftsvakt_device_status{{status=~"down|unreachable", '
+               f"{DEV_SEL}}}"), 6, 4)
+    p.add(stat("Oppetid", f"driftsvakt_sys_uptime_seconds{{{DEV_SEL}}} or "
+               f"driftsvakt_uptime_seconds{{{DEV_SEL}}}", unit="s", color="green"), 6, 4)
+    p.add(stat("Alarmer", f'sum(driftsvakt_alerts{{state="firing", {SEL}}})'), 6, 4)
+    p.add(stat("Sist hørt fra", f"time() - driftsvakt_device_last_seen_timestamp_seconds"
+               f"{{{DEV_SEL}}}", unit="s", color="orange"), 6, 4)
+    p.add(timeseries("CPU", [(f"driftsvakt_cpu_usage_ratio{{{DEV_SEL}}}", "agent"),
+                             (f"avg(driftsvakt_hr_processor_load_ratio{{{DEV_SEL}}})",
+                              "SNMP")], "percentunit"), 12, 8)
+    p.add(timeseries("Minne", [(f"driftsvakt_memory_used_ratio{{{DEV_SEL}}}", "brukt")],
+                     "percentunit"), 12, 8)
+    p.add(timeseries("Disker", [(f"driftsvakt_filesystem_used_ratio{{{DEV_SEL}}}",
+                                 "{{mountpoint}}")], "percentunit"), 12, 8)
+    p.add(timeseries("Trafikk per grensesnitt", [
+        (f"driftsvakt:if_in_bits:rate5m{{{DEV_SEL}}}", "{{ifname}} inn"),
+        (f"-driftsvakt:if_out_bits:rate5m{{{DEV_SEL}}}", "{{ifname}} ut")], "bps"), 12, 8)
+    p.add(timeseries("Feil per grensesnitt", [(
+        f"driftsvakt:if_errors:rate5m{{{DEV_SEL}}}", "{{ifname}}")], "pps"), 12, 8)
+    p.add(table("Grensesnitt nede (administrativt oppe)",
+                f"(driftsvakt_if_oper_status{{{DEV_SEL}}} != 1) and on (device, ifname) "
+                f"(driftsvakt_if_admin_status{{{DEV_SEL}}} == 1)"), 12, 8)
+    return dashboard("driftsvakt-device", "driftsvakt – enhet", ["device"], p,
+                     variables("location", "municipality", "site", "device"))
+
+
+def interfaces() -> dict[str, Any]:
+    p = Panels()
+    p.add(table("Topp 20 utnyttelse inn",
+                f"topk(20, driftsvakt:if_in_utilisation:ratio5m{{{SITE_SEL}}})",
+                "percentunit"), 12, 12)
+    p.add(table("Topp 20 feilrater",
+                f"topk(20, driftsvakt:if_errors:rate5m{{{SITE_SEL}}} > 0)", "pps"), 12, 12)
+    p.add(timeseries("Topp 10 utnyttelse over tid", [(
+        f"topk(10, driftsvakt:if_in_utilisation:ratio5m{{{SITE_SEL}}})",
+        "{{device}} {{ifname}}")], "percentunit"), 24, 8)
+    return dashboard("driftsvakt-interfaces", "driftsvakt – grensesnitt, topp N",
+                     ["interfaces"], p, variables("location", "municipality", "site"))
+
+
+def health() -> dict[str, Any]:
+    p = Panels()
+    p.add(timeseries("Hendelser per sekund", [(
+        "sum by (engine, stream) (rate(driftsvakt_events_applied_total[5m]))",
+        "{{engine}} {{stream}}")], "ops"), 12, 8)
+    p.add(timeseries("Forsinkelse, hendelsestid til behandling (p99)", [(
+        "driftsvakt:event_lag_seconds:p99_5m", "{{engine}}")], "s"), 12, 8)
+    p.add(timeseries("Avviste hendelser", [(
+        "sum by (engine, reason) (rate(driftsvakt_events_rejected_total[5m]))",
+        "{{engine}} {{reason}}")], "ops"), 12, 8)
+    p.add(timeseries("Utboks (ikke kvittert)", [(
+        "driftsvakt_outbox_rows", "{{instance}}")]), 12, 8)
+    p.add(timeseries("Regelevaluering (p99)", [(
+        "histogram_quantile(0.99, sum by (engine, trigger, le) "
+        "(rate(driftsvakt_rule_evaluation_duration_seconds_bucket[5m])))",
+        "{{engine}} {{trigger}}")], "s"), 12, 8)
+    p.add(timeseries("Varsler etter utfall", [(
+        "sum by (receiver, outcome) (rate(driftsvakt_notifications_total[15m]))",
+        "{{receiver}} {{outcome}}")], "ops"), 12, 8)
+    p.add(table("Komponenter", "driftsvakt_component_up"), 12, 8)
+    p.add(stat("Varsler i kø", "sum(driftsvakt_notification_outbox_messages)",
+               color="orange"), 6, 8)
+    p.add(stat("Regelfiler avvist", "count(driftsvakt_rules_last_reload_success == 0)"),
+          6, 8)
+    return dashboard("driftsvakt-health", "driftsvakt – egen helse", ["health"], p,
+                     variables())
+
+
+DASHBOARDS = {"overview.json": overview, "site.json": site, "device.json": device,
+              "interfaces.json": interfaces, "health.json": health}
+
+
+def main() -> None:
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else "dashboards")
+    out.mkdir(parents=True, exist_ok=True)
+    for name, build in DASHBOARDS.items():
+        (out / name).write_text(json.dumps(build(), indent=2, ensure_ascii=False) + "\n",
+                                encoding="utf-8")
+    print(f"wrote {len(DASHBOARDS)} dashboards to {out}")
+
+
+if __name__ == "__main__":
+    main()
