@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sqlite3
 import sys
 from collections.abc import Sequence
 
@@ -109,6 +110,28 @@ def _oncall(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store_backup(args: argparse.Namespace) -> int:
+    from monitor.config import load_config
+    from monitor.store.backup import backup
+    from monitor.yamlmodel import Problems
+
+    try:
+        config = load_config(args.config)
+    except Problems as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    source = config.engine.store.format(location=args.location)
+    try:
+        counts = backup(source, args.target)
+    except (OSError, sqlite3.Error) as exc:
+        print(f"backup failed: {exc}", file=sys.stderr)
+        return 1
+    detail = ", ".join(f"{n} {t}" for t, n in counts.items())
+    print(f"ok: {source} -> {args.target} ({detail})")
+    return 0
+
+
 def _engine(args: argparse.Namespace) -> int:
     from monitor.app import run_engine
 
@@ -184,6 +207,15 @@ def build_parser() -> argparse.ArgumentParser:
     oncall.add_argument("--at", default=None, help="ISO time with offset (default: now)")
     oncall.add_argument("--days", type=int, default=56, help="ical: how far ahead")
     oncall.set_defaults(func=_oncall)
+
+    store = sub.add_parser("store", help="the engine's store")
+    store_sub = store.add_subparsers(dest="what", required=True)
+    store_backup = store_sub.add_parser(
+        "backup", help="copy a location's store while its engine runs (SQLite online backup)")
+    store_backup.add_argument("--config", required=True)
+    store_backup.add_argument("--location", required=True)
+    store_backup.add_argument("target", help="the new file (never overwritten)")
+    store_backup.set_defaults(func=_store_backup)
 
     engine = sub.add_parser("engine", help="run the monitor engine of one location")
     engine.add_argument("--config", required=True)

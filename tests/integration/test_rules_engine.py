@@ -277,3 +277,27 @@ def _raw_status(rig: Rig, path: str, token: str) -> int:
             return int(resp.status)
     except urllib.error.HTTPError as exc:
         return int(exc.code)
+
+
+def test_store_backup_while_the_engine_runs(rig: Rig) -> None:
+    """`driftsvakt store backup` copies the live store; the copy has what the engine
+    wrote, and the engine goes on."""
+    rig.start()
+    rig.publish(DEVICES[0], "state", state="down")
+    rig.wait_for("SwitchDown", "firing")
+    target = rig.tmp / "backup" / "engine-alta.db"
+    result = subprocess.run([sys.executable, "-m", "monitor.cli", "store", "backup",
+                             "--config", str(rig.config), "--location", "alta", str(target)],
+                            capture_output=True, text=True, env=rig.env, cwd=ROOT, check=False)
+    assert 0 == result.returncode, result.stderr
+    assert "1 alert" in result.stdout
+    with sqlite3.connect(target) as db:
+        assert [("ok",)] == db.execute("PRAGMA integrity_check").fetchall()
+        (state,) = db.execute("SELECT state FROM alert").fetchone()
+        assert "firing" == state
+    again = subprocess.run([sys.executable, "-m", "monitor.cli", "store", "backup",
+                            "--config", str(rig.config), "--location", "alta", str(target)],
+                           capture_output=True, text=True, env=rig.env, cwd=ROOT, check=False)
+    assert (1, True) == (again.returncode, "never overwrites" in again.stderr)
+    rig.publish(DEVICES[1], "state", state="down")  # the engine is still at work
+    assert "firing" == rig.wait_for("SwitchDown", "firing")["state"]
