@@ -44,6 +44,7 @@ class _DeviceSim:
     octets: dict[str, list[float]] = field(default_factory=dict)
     cpu: float = 0.1
     down_until: float = 0.0
+    errors: dict[str, list[int]] = field(default_factory=dict)
     last_state: str = ""
     arrives_after: float = 0.0  # a PC: seconds after the office opens that it is turned on
 
@@ -172,12 +173,19 @@ class Simulator:
                 for i in (0, 1):
                     counters[i] += load * SPEED_BPS / 8 * self.interval * rng.uniform(0.5, 1.5)
                 oper_up = not (port == PORTS[cls] and rng.random() < 0.02)
+                errors = sim.errors.setdefault(ifname, [0, 0])
+                if port == 1:  # a dirty uplink here and there: CRC errors now and then
+                    errors[0] = (errors[0] + int(rng.expovariate(1 / 20))) % 2**32
                 labels = {"ifname": ifname}
                 samples += [  # the names the SNMP poller's if_mib module gives them
                     Sample(name="if_in_octets", value=float(int(counters[0])),
                            labels=labels, kind="counter64"),
                     Sample(name="if_out_octets", value=float(int(counters[1])),
                            labels=labels, kind="counter64"),
+                    Sample(name="if_in_errors", value=float(errors[0]), labels=labels,
+                           kind="counter32"),
+                    Sample(name="if_out_errors", value=float(errors[1]), labels=labels,
+                           kind="counter32"),
                     Sample(name="if_admin_status", value=1.0, labels=labels),
                     Sample(name="if_oper_status", value=1.0 if oper_up else 2.0, labels=labels),
                     Sample(name="if_speed_bps", value=float(SPEED_BPS), labels=labels),

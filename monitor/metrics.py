@@ -9,6 +9,7 @@ so they cost nothing on the ingest path.
 from __future__ import annotations
 
 import time
+import typing
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Final
@@ -18,6 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from monitor.config import DEFAULT_GRACE, DEFAULT_OFFICE_HOURS, Config
+from monitor.events import RejectReason
 from monitor.officehours import ALWAYS, OpenPeriods, Schedule, classify_silence
 from monitor.state import DeviceStatus, State
 
@@ -68,6 +70,8 @@ class EngineMetrics:
                                       "End-to-end acknowledgements published", registry=registry)
         self.store_errors = Counter("driftsvakt_store_errors_total",
                                     "Failed store transactions", registry=registry)
+        for reason in typing.get_args(RejectReason):  # zeros, not missing series
+            self.rejected_total.labels(reason)
         # Children resolved once: .labels() costs a dict lookup and a lock per call.
         self._events_by_stream = {s: self.events.labels(s) for s in
                                   ("metrics", "state", "trap", "check", "heartbeat")}

@@ -115,23 +115,24 @@ def dashboard(uid: str, title: str, tags: list[str], panels: Panels,
 
 def overview() -> dict[str, Any]:
     p = Panels()
-    p.add(stat("Enheter nede", f'sum(driftsvakt_device_status{{status="down", {SEL}}})'), 6, 4)
+    p.add(stat("Enheter nede",
+               f'sum(driftsvakt_device_status{{status="down", {SEL}}}) or vector(0)'), 6, 4)
     p.add(stat("Utilgjengelige (bak nede enhet)",
-               f'sum(driftsvakt_device_status{{status="unreachable", {SEL}}})',
+               f'sum(driftsvakt_device_status{{status="unreachable", {SEL}}}) or vector(0)',
                color="orange"), 6, 4)
     p.add(stat("Alarmer, kritiske", 'sum(driftsvakt_alerts{state="firing", '
-               f'severity="critical", {SEL}}})'), 6, 4)
+               f'severity="critical", {SEL}}}) or vector(0)'), 6, 4)
     p.add(stat("Innsamlere frakoblet", "count(driftsvakt_component_up"
-               '{component=~"snmp|traps|checks"} == 0)'), 6, 4)
-    p.add(timeseries("Aktive alarmer etter alvorlighet", [(
-        f'sum by (severity) (driftsvakt_alerts{{state="firing", {SEL}}})', "{{severity}}")]),
+               '{component=~"snmp|traps|checks"} == 0) or vector(0)'), 6, 4)
+    p.add(timeseries("Alarmer etter alvorlighet og tilstand", [(
+        f"sum by (severity, state) (driftsvakt_alerts{{{SEL}}})", "{{severity}} {{state}}")]),
         12, 8)
     p.add(timeseries("Enheter nede per lokasjon", [(
         f'sum by (location) (driftsvakt_device_status{{status=~"down|unreachable", {SEL}}})',
         "{{location}}")]), 12, 8)
     p.add(table("Lokaliteter med enheter nede", "sum by (location, municipality, site) "
                 f'(driftsvakt_device_status{{status=~"down|unreachable", {SEL}}}) > 0'), 12, 10)
-    p.add(table("Alarmer", f'driftsvakt_alerts{{state=~"firing|acknowledged", {SEL}}} > 0'),
+    p.add(table("Alarmer (også ventende og kvitterte)", f"driftsvakt_alerts{{{SEL}}} > 0"),
           12, 10)
     return dashboard("driftsvakt-overview", "driftsvakt – driftsoversikt", ["overview"], p,
                      variables("location", "municipality"))
@@ -157,7 +158,8 @@ def device() -> dict[str, Any]:
                f"{DEV_SEL}}}"), 6, 4)
     p.add(stat("Oppetid", f"driftsvakt_sys_uptime_seconds{{{DEV_SEL}}} or "
                f"driftsvakt_uptime_seconds{{{DEV_SEL}}}", unit="s", color="green"), 6, 4)
-    p.add(stat("Alarmer", f'sum(driftsvakt_alerts{{state="firing", {SEL}}})'), 6, 4)
+    p.add(stat("Alarmer", f'sum(driftsvakt_alerts{{state="firing", {SEL}}}) or vector(0)'),
+          6, 4)
     p.add(stat("Sist hørt fra", f"time() - driftsvakt_device_last_seen_timestamp_seconds"
                f"{{{DEV_SEL}}}", unit="s", color="orange"), 6, 4)
     p.add(timeseries("CPU", [(f"driftsvakt_cpu_usage_ratio{{{DEV_SEL}}}", "agent"),
@@ -215,8 +217,8 @@ def health() -> dict[str, Any]:
     p.add(table("Komponenter", "driftsvakt_component_up"), 12, 8)
     p.add(stat("Varsler i kø", "sum(driftsvakt_notification_outbox_messages)",
                color="orange"), 6, 8)
-    p.add(stat("Regelfiler avvist", "count(driftsvakt_rules_last_reload_success == 0)"),
-          6, 8)
+    p.add(stat("Regelfiler avvist",
+               "count(driftsvakt_rules_last_reload_success == 0) or vector(0)"), 6, 8)
     return dashboard("driftsvakt-health", "driftsvakt – egen helse", ["health"], p,
                      variables())
 

@@ -82,6 +82,9 @@ class NotifyService:
         self.store = store
         self.rules = rules
         self.metrics = NotifyMetrics(registry)
+        for receiver in settings.receivers:  # zeros, not missing series
+            for outcome in ("sent", "retry", "failed", "rate_limited", "handed_over"):
+                self.metrics.outcomes.labels(receiver.id, outcome)
         self.backoff_cap = backoff_cap
         self.receivers: dict[str, ReceiverSettings] = {r.id: r for r in settings.receivers}
         self.people = {p.id: p for p in settings.people}
