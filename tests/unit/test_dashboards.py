@@ -37,8 +37,14 @@ def test_uids_variables_and_metric_names() -> None:
     for board in boards:
         names = [v["name"] for v in board["templating"]["list"]]
         assert "datasource" == names[0]
-        for panel in board["panels"]:
+        ids = [panel["id"] for panel in board["panels"]]
+        assert len(ids) == len(set(ids)), board["uid"]
+        for panel in board["panels"]:  # no hard-coded datasource anywhere
             assert "${datasource}" == panel["datasource"]["uid"]
+            for t in panel["targets"]:
+                assert "${datasource}" == t["datasource"]["uid"]
+        for var in board["templating"]["list"][1:]:
+            assert "${datasource}" == var["datasource"]["uid"]
         for expr in exprs(board):
             for name in re.findall(r"driftsvakt:[a-z0-9_:]+", expr):
                 assert name in recorded, (board["uid"], name)
