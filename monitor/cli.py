@@ -162,7 +162,7 @@ def _agent(args: argparse.Namespace) -> int:
 def _collect_snmp(args: argparse.Namespace) -> int:
     from collectors.snmp.service import run_snmp
 
-    return asyncio.run(run_snmp(args.config, args.location))
+    return asyncio.run(run_snmp(args.config, args.location, args.http_port, args.http_host))
 
 
 def _collect_traps(args: argparse.Namespace) -> int:
@@ -229,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     snmp = collect_sub.add_parser("snmp", help="SNMP poller (v1, v2c, v3)")
     snmp.add_argument("--config", required=True)
     snmp.add_argument("--location", required=True)
+    snmp.add_argument("--http-port", type=int, default=None,
+                      help="serve the poller's own metrics on /metrics (0: any free port)")
+    snmp.add_argument("--http-host", default="127.0.0.1")
     snmp.set_defaults(func=_collect_snmp)
     traps = collect_sub.add_parser("traps", help="SNMP trap and inform receiver")
     traps.add_argument("--config", required=True)

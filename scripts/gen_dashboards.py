@@ -174,9 +174,8 @@ def device() -> dict[str, Any]:
         (f"-driftsvakt:if_out_bits:rate5m{{{DEV_SEL}}}", "{{ifname}} ut")], "bps"), 12, 8)
     p.add(timeseries("Feil per grensesnitt", [(
         f"driftsvakt:if_errors:rate5m{{{DEV_SEL}}}", "{{ifname}}")], "pps"), 12, 8)
-    p.add(table("Grensesnitt nede (administrativt oppe)",
-                f"(driftsvakt_if_oper_status{{{DEV_SEL}}} != 1) and on (device, ifname) "
-                f"(driftsvakt_if_admin_status{{{DEV_SEL}}} == 1)"), 12, 8)
+    p.add(table("Grensesnitt: driftsstatus (1 oppe, 2 nede, 7 nedre lag nede)",
+                f"driftsvakt_if_oper_status{{{DEV_SEL}}}"), 12, 8)
     return dashboard("driftsvakt-device", "driftsvakt – enhet", ["device"], p,
                      variables("location", "municipality", "site", "device"))
 
@@ -214,6 +213,17 @@ def health() -> dict[str, Any]:
     p.add(timeseries("Varsler etter utfall", [(
         "sum by (receiver, outcome) (rate(driftsvakt_notifications_total[15m]))",
         "{{receiver}} {{outcome}}")], "ops"), 12, 8)
+    p.add(timeseries("SNMP-avspørring, varighet (p50, p99)", [
+        ("histogram_quantile(0.5, sum by (engine, le) "
+         "(rate(driftsvakt_snmp_poll_duration_seconds_bucket[5m])))", "{{engine}} p50"),
+        ("histogram_quantile(0.99, sum by (engine, le) "
+         "(rate(driftsvakt_snmp_poll_duration_seconds_bucket[5m])))", "{{engine}} p99")],
+        "s"), 12, 8)
+    p.add(timeseries("SNMP: tidsavbrudd og enheter i tilbaketrekk", [
+        ("sum by (engine) (rate(driftsvakt_snmp_poll_errors_total{kind=\"timeout\"}[5m]))",
+         "{{engine}} tidsavbrudd/s"),
+        ("sum by (engine) (driftsvakt_snmp_devices_in_backoff)", "{{engine}} i tilbaketrekk")]),
+        12, 8)
     p.add(table("Komponenter", "driftsvakt_component_up"), 12, 8)
     p.add(stat("Varsler i kø", "sum(driftsvakt_notification_outbox_messages)",
                color="orange"), 6, 8)

@@ -19,7 +19,7 @@ import contextlib
 import ipaddress
 import random
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
@@ -30,6 +30,7 @@ from pysnmp.hlapi.v3arch.asyncio import SnmpEngine
 from collectors.common.publisher import Emitter
 from collectors.snmp.client import CollectError, Session, SnmpSession, Value
 from collectors.snmp.community import CommunitySession, UdpRequester
+from collectors.snmp.metrics import PollerMetrics
 from collectors.snmp.modules import Module, modules_for
 from monitor.config import Config, Device
 from monitor.events import Sample
@@ -48,7 +49,8 @@ class PollerStats:
     errors: Counter[str] = field(default_factory=Counter)
     overruns: int = 0
     varbinds: int = 0
-    durations: list[float] = field(default_factory=list)
+    # the latest poll durations (bounded: a poller runs for months)
+    durations: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
 
 
 def samples_from(modules: list[Module], scalars: dict[str, Value],
@@ -115,6 +117,9 @@ class SnmpPoller:
                         if d.snmp_profile and d.address and config.location_of(d.id) == location]
         self.sessions = {d.id: self._session(d) for d in self.devices}
         self.state: dict[str, str] = {}
+        self.in_backoff: set[str] = set()
+        self.metrics = PollerMetrics(lambda: (self.stats, self.requester.stats,
+                                              len(self.in_backoff), self.location))
         self._stop = asyncio.Event()
 
     def _session(self, device: Device) -> Session:
@@ -170,7 +175,9 @@ class SnmpPoller:
                 state = {"timeout": "down", "auth_error": "auth_error"}.get(exc.kind, "")
                 self.stats.errors[exc.kind] += 1
         self.stats.polls += 1
-        self.stats.durations.append(time.perf_counter() - mono)
+        elapsed = time.perf_counter() - mono
+        self.stats.durations.append(elapsed)
+        self.metrics.poll_seconds.observe(elapsed)
         previous = self.state.get(device.id)
         if state and state != previous:
             self.state[device.id] = state
@@ -209,6 +216,10 @@ class SnmpPoller:
             state = await self.poll_and_publish(device)
             timeouts = timeouts + 1 if state == "down" else 0
             factor = min(MAX_BACKOFF_INTERVALS, 2 ** max(0, timeouts - 2))
+            if factor > 1:
+                self.in_backoff.add(device.id)
+            else:
+                self.in_backoff.discard(device.id)
             next_at += interval * factor
             if next_at < time.monotonic():
                 missed = int((time.monotonic() - next_at) // interval) + 1

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.servers import free_port, wait_port
+from tests.servers import Mosquitto, Snmpd, free_port, wait_port
 
 pytestmark = pytest.mark.integration
 
@@ -49,6 +49,26 @@ def _panels() -> list[tuple[str, str, list[str]]]:
 def test_no_empty_panel(tmp_path: Path) -> None:
     promtool = shutil.which("prometheus")
     assert promtool is not None, "prometheus is not installed (the test command installs it)"
+    # a real SNMP poller, for the poller panels: snmpd, a broker, `collect snmp`
+    snmpd = Snmpd(tmp_path / "snmpd", addresses=("127.0.0.1",)).start()
+    broker = Mosquitto(tmp_path / "broker").start()
+    poller_port = free_port()
+    estate = tmp_path / "poller.yaml"
+    estate.write_text(json.dumps({
+        "locations": [{"id": "alta", "name": "Alta"}],
+        "municipalities": [{"id": "alta", "name": "Alta"}],
+        "sites": [{"id": "dc", "name": "DC", "location": "alta", "municipality": "alta"}],
+        "snmp_profiles": [{"id": "v2c", "version": "2c", "community": {"env": "DV_COMMUNITY"},
+                           "port": snmpd.port, "timeout": 1, "retries": 0}],
+        "devices": [{"id": "srv", "name": "srv", "class": "server", "site": "dc",
+                     "address": "127.0.0.1", "snmp_profile": "v2c", "interval": 2}],
+        "brokers": [{"location": "alta", "host": "127.0.0.1", "port": broker.port}],
+        "outbox": {"directory": str(tmp_path / "outbox")}}), encoding="utf-8")
+    poller = subprocess.Popen(
+        [sys.executable, "-m", "monitor.cli", "collect", "snmp", "--config", str(estate),
+         "--location", "alta", "--http-port", str(poller_port)], cwd=ROOT,
+        env={**os.environ, "DV_COMMUNITY": Snmpd.COMMUNITY},
+        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "poller.log", "wb"))  # noqa: SIM115
     engine_port = free_port()
     while free_port() == engine_port + 1:
         engine_port = free_port()
@@ -70,7 +90,10 @@ def test_no_empty_panel(tmp_path: Path) -> None:
             "scrape_configs:\n  - job_name: driftsvakt-engine\n    static_configs:\n"
             f"      - {{targets: ['127.0.0.1:{engine_port}'], labels: {{engine: alta}}}}\n"
             f"      - {{targets: ['127.0.0.1:{engine_port + 1}'], "
-            "labels: {engine: hammerfest}}\n", encoding="utf-8")
+            "labels: {engine: hammerfest}}\n"
+            "  - job_name: driftsvakt-snmp\n    static_configs:\n"
+            f"      - {{targets: ['127.0.0.1:{poller_port}'], labels: {{engine: alta}}}}\n",
+            encoding="utf-8")
         prometheus = subprocess.Popen(
             [promtool, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
              f"--web.listen-address=127.0.0.1:{port}"],
@@ -98,7 +121,7 @@ def test_no_empty_panel(tmp_path: Path) -> None:
             time.sleep(3)
         assert [] == empty, "\n".join(empty)
     finally:
-        for proc in (prometheus, demo):
+        for proc in (prometheus, demo, poller):
             if proc is not None and proc.poll() is None:
                 os.kill(proc.pid, signal.SIGINT if proc is demo else signal.SIGTERM)
                 try:
@@ -106,3 +129,5 @@ def test_no_empty_panel(tmp_path: Path) -> None:
                 except subprocess.TimeoutExpired:
                     os.kill(proc.pid, signal.SIGKILL)
                     proc.wait()
+        broker.stop()
+        snmpd.stop()

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,11 +16,12 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import generate_latest
 
 from collectors.snmp.modules import load_modules
 from collectors.snmp.poller import SnmpPoller
 from monitor.config import Config, load_config
-from tests.servers import Snmpd
+from tests.servers import Mosquitto, Snmpd, free_port, wait_port
 
 pytestmark = pytest.mark.integration
 
@@ -194,3 +200,48 @@ async def test_no_false_timeouts_with_100_polls_in_flight(tmp_path: Path,
         assert 0 == sum(poller.stats.errors.values())
     finally:
         agent.stop()
+
+
+async def test_poller_metrics_count_what_happened(tmp_path: Path, snmpd: Snmpd,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The poller's own metrics: polls, durations, errors by kind, backoff, varbinds."""
+    config = estate(tmp_path, snmpd, monkeypatch)
+    poller = SnmpPoller(config, "alta", RecordingEmitter(), load_modules())
+    for device in poller.devices:
+        await poller.poll_and_publish(device)
+    text = generate_latest(poller.metrics.registry).decode()
+    assert 'driftsvakt_snmp_polls_total{location="alta"} 3.0' in text
+    assert 'driftsvakt_snmp_poll_duration_seconds_count 3.0' in text
+    assert 'driftsvakt_snmp_poll_errors_total{kind="timeout",location="alta"} 0.0' in text
+    assert 'driftsvakt_snmp_devices_in_backoff{location="alta"} 0.0' in text
+    varbinds = float(text.split('driftsvakt_snmp_varbinds_total{location="alta"} ')[1]
+                     .split()[0])
+    assert varbinds == poller.stats.varbinds > 50
+
+
+def test_collect_snmp_serves_its_metrics(tmp_path: Path, snmpd: Snmpd,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """`driftsvakt collect snmp --http-port`, with a real broker, serves /metrics."""
+    estate(tmp_path, snmpd, monkeypatch)
+    with Mosquitto(tmp_path / "broker") as broker:
+        estate_path = tmp_path / "estate.yaml"
+        data = yaml.safe_load(estate_path.read_text(encoding="utf-8"))
+        data["brokers"] = [{"location": "alta", "host": "127.0.0.1", "port": broker.port}]
+        data["outbox"] = {"directory": str(tmp_path / "outbox")}
+        estate_path.write_text(yaml.safe_dump(data), encoding="utf-8")
+        port = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "monitor.cli", "collect", "snmp", "--config",
+             str(estate_path), "--location", "alta", "--http-port", str(port)],
+            cwd=Path(__file__).resolve().parents[2], env=dict(os.environ),
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            wait_port(port, timeout=20)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                served = r.read().decode()
+            assert "driftsvakt_snmp_poll_duration_seconds_bucket" in served
+            assert 'driftsvakt_snmp_devices_in_backoff{location="alta"}' in served
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=15)
+        assert 0 == proc.returncode, err.decode()[-2000:]
