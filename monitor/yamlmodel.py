@@ -72,6 +72,17 @@ class Check:
 
     fn: Callable[[Any], str | None]
 
+    @classmethod
+    def parses(cls, parse: Callable[[Any], object]) -> Check:
+        """A check that ``parse`` accepts the value: its ValueError is the message."""
+        def check(value: Any) -> str | None:
+            try:
+                parse(value)
+            except ValueError as exc:
+                return str(exc)
+            return None
+        return cls(check)
+
 
 @dataclass(slots=True)
 class Document:

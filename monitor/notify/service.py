@@ -253,14 +253,26 @@ class NotifyService:
                                if alert.resolved_at else None)
         message = Message(
             receiver=receiver_id,
-            subject=render(receiver.subject or templates["subject"], context),
-            body=render(receiver.body or templates["body"], context),
+            subject=self._render(receiver_id, receiver.subject, templates["subject"], context),
+            body=self._render(receiver_id, receiver.body, templates["body"], context),
             sms=render(templates["sms"], context),
             recipients=recipients, status="firing" if views else "resolved",
             group=flush.group, alerts=[*views, *done])
         dedup = f"{flush.dedup_key}:{receiver_id}:{person or ''}:{step}" \
                 f"{':resolved' if resolved_only else ''}"
         return dedup, receiver_id, _ENCODER.encode(message)
+
+    @staticmethod
+    def _render(receiver: str, own: str | None, default: str, context: dict[str, Any]) -> str:
+        """A receiver's own template, or the default if it fails on this message (a name
+        it uses that this message lacks): a message goes out either way."""
+        if own is not None:
+            try:
+                return render(own, context)
+            except Exception as exc:  # jinja2 raises several kinds
+                log.warning("notification_template_failed", receiver=receiver,
+                            error=f"{type(exc).__name__}: {exc}"[:300])
+        return render(default, context)
 
     # -- delivery ----------------------------------------------------------------------
 

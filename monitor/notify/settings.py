@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Annotated, Final, Literal
 
-from monitor.rules.matchers import MatcherError, parse_matcher
-from monitor.rules.model import parse_duration
+from monitor.notify.templates import check_template
+from monitor.rules.model import Duration, MatcherText, parse_duration
 from monitor.secrets import SecretRef
 from monitor.yamlmodel import Check, FieldError
 
@@ -39,22 +39,6 @@ def _slug(value: str) -> str | None:
     return None if _SLUG.match(value) else f"{value!r} is not a slug"
 
 
-def _duration(value: str) -> str | None:
-    try:
-        parse_duration(value)
-    except ValueError as exc:
-        return str(exc)
-    return None
-
-
-def _matcher(value: str) -> str | None:
-    try:
-        parse_matcher(value)
-    except MatcherError as exc:
-        return str(exc)
-    return None
-
-
 def _iso_date(value: str) -> str | None:
     try:
         date.fromisoformat(value)
@@ -70,8 +54,7 @@ def _handover(value: str) -> str | None:
 
 
 Slug = Annotated[str, Check(_slug)]
-Duration = Annotated[str, Check(_duration)]
-MatcherText = Annotated[str, Check(_matcher)]
+NotifyTemplate = Annotated[str, Check(check_template)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,8 +122,8 @@ class ReceiverSettings:
     sms: SmsSettings | None = None
     alertmanager: AlertmanagerSettings | None = None
     language: Literal["nb", "en"] = "nb"
-    subject: str | None = None  # Jinja2 template; defaults per language
-    body: str | None = None
+    subject: NotifyTemplate | None = None  # Jinja2; defaults per language
+    body: NotifyTemplate | None = None
     # SMS costs money: at most this many messages per hour (0 = no limit)
     rate_limit_per_hour: int = 0
     # after this many failed attempts, the message goes to the fallback receiver

@@ -17,7 +17,7 @@ import yaml
 from jinja2 import StrictUndefined, TemplateSyntaxError, meta
 from jinja2.sandbox import SandboxedEnvironment
 
-from monitor.rules.matchers import Matcher, MatcherError, compile_regex, parse_matcher
+from monitor.rules.matchers import Matcher, parse_matcher
 from monitor.yamlmodel import Check, Document, FieldError, Problem, Problems, convert, is_missing
 from monitor.yamlmodel import load_documents as _load_documents
 
@@ -49,22 +49,6 @@ def parse_duration(text: str) -> float:
     return int(d or 0) * 86400 + int(h or 0) * 3600 + int(m or 0) * 60 + float(s or 0)
 
 
-def _duration(text: str) -> str | None:
-    try:
-        parse_duration(text)
-    except ValueError as exc:
-        return str(exc)
-    return None
-
-
-def _matcher(text: str) -> str | None:
-    try:
-        parse_matcher(text)
-    except MatcherError as exc:
-        return str(exc)
-    return None
-
-
 def _alertname(text: str) -> str | None:
     if _ALERTNAME.match(text):
         return None
@@ -75,8 +59,9 @@ def _oid(text: str) -> str | None:
     return None if _OID.match(text) else f"{text!r} is not a numeric OID like 1.3.6.1.6.3.1.1.5.3"
 
 
-Duration = Annotated[str, Check(_duration)]
-MatcherText = Annotated[str, Check(_matcher)]
+# shared by every YAML file that names durations or label matchers
+Duration = Annotated[str, Check.parses(parse_duration)]
+MatcherText = Annotated[str, Check.parses(parse_matcher)]
 AlertName = Annotated[str, Check(_alertname)]
 Oid = Annotated[str, Check(_oid)]
 
@@ -385,13 +370,3 @@ def _compile(doc: Document, where: str, spec: RuleSpec) -> Rule:
         source=f"{doc.file}:{doc.line_of(where)}",
         templates=templates,
     )
-
-
-def check_regex(pattern: str) -> str | None:
-    """For callers outside rule files (silences): the RE2 verdict on a pattern."""
-    try:
-        compile_regex(pattern)
-    except MatcherError as exc:
-        return str(exc)
-    return None
-

@@ -33,7 +33,7 @@ from monitor.events import (
 )
 from monitor.rules.evaluator import RuleEngine
 from monitor.rules.inventory import DeviceInfo, Inventory
-from monitor.rules.model import RuleSet, load_rules, parse_duration
+from monitor.rules.model import Duration, RuleSet, load_rules, parse_duration
 from monitor.state import State
 from monitor.yamlmodel import Check, Problem, Problems, convert, is_missing, load_documents
 
@@ -69,22 +69,6 @@ def expand(text: str) -> list[float | str | None]:
     return out
 
 
-def _series(text: str) -> str | None:
-    try:
-        expand(text)
-    except ValueError as exc:
-        return str(exc)
-    return None
-
-
-def _duration(text: str) -> str | None:
-    try:
-        parse_duration(text)
-    except ValueError as exc:
-        return str(exc)
-    return None
-
-
 def _instant(text: str) -> str | None:
     try:
         value = datetime.fromisoformat(text)
@@ -93,8 +77,7 @@ def _instant(text: str) -> str | None:
     return None if value.tzinfo else f"{text!r} needs a UTC offset (+01:00)"
 
 
-SeriesText = Annotated[str, Check(_series)]
-DurationText = Annotated[str, Check(_duration)]
+SeriesText = Annotated[str, Check.parses(expand)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +115,7 @@ class InputSpec:
     status: SeriesText | None = None
     dropped: SeriesText | None = None  # a component's outbox_dropped counter
     trap: str | None = None
-    at: DurationText = "0s"
+    at: Duration = "0s"
     varbinds: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -156,7 +139,7 @@ class ExpectedAlert:
 
 @dataclass(frozen=True, slots=True)
 class Expectation:
-    at: DurationText
+    at: Duration
     alertname: str | None = None
     alerts: list[ExpectedAlert] = field(default_factory=list)
 
@@ -166,7 +149,7 @@ class TestSpec:
     name: str
     input: list[InputSpec]
     expect: list[Expectation]
-    interval: DurationText = "1m"
+    interval: Duration = "1m"
     start: Annotated[str, Check(_instant)] | None = None  # ISO 8601 with offset
 
 

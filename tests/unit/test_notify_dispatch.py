@@ -176,3 +176,13 @@ def test_acknowledgement_stops_the_chain() -> None:
     assert 1 == len(esc.flush(flush, T0))
     assert [] == esc.tick(T0 + 600, lambda fps: fps == ["sw1"])  # acknowledged at 9 min
     assert [] == esc.tick(T0 + 3600, lambda fps: False)          # stopped for good
+
+
+def test_a_failing_receiver_template_falls_back_to_the_default() -> None:
+    from monitor.notify.service import NotifyService
+
+    context = {"firing": [], "resolved": []}
+    assert "default 0" == NotifyService._render("hook", "{{ no_such_name }}",
+                                                "default {{ firing | length }}", context)
+    assert "own 0" == NotifyService._render("hook", "own {{ firing | length }}",
+                                            "default", context)
