@@ -181,7 +181,7 @@ def test_acknowledgement_stops_the_chain() -> None:
 def test_a_failing_receiver_template_falls_back_to_the_default() -> None:
     from monitor.notify.service import NotifyService
 
-    context = {"firing": [], "resolved": []}
+    context: dict[str, object] = {"firing": [], "resolved": []}
     assert "default 0" == NotifyService._render("hook", "{{ no_such_name }}",
                                                 "default {{ firing | length }}", context)
     assert "own 0" == NotifyService._render("hook", "own {{ firing | length }}",
