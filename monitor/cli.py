@@ -13,6 +13,16 @@ from monitor.logging import configure_logging
 __all__ = ["main"]
 
 
+def _print_problems(exc: Exception, summary_of: str | None = None) -> int:
+    """Every problem of a ``Problems`` on stderr, one a line; exit status 1."""
+    problems = getattr(exc, "problems", [])
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if summary_of is not None:
+        print(f"{len(problems)} error(s) in {summary_of}", file=sys.stderr)
+    return 1
+
+
 def _check_config(args: argparse.Namespace) -> int:
     from monitor.config import load_config
     from monitor.yamlmodel import Problems
@@ -20,10 +30,7 @@ def _check_config(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.path)
     except Problems as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        print(f"{len(exc.problems)} error(s) in {args.path}", file=sys.stderr)
-        return 1
+        return _print_problems(exc, args.path)
     print(f"ok: {config.summary()}")
     return 0
 
@@ -35,10 +42,7 @@ def _rules_check(args: argparse.Namespace) -> int:
     try:
         rules = load_rules(args.path)
     except Problems as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        print(f"{len(exc.problems)} error(s) in {args.path}", file=sys.stderr)
-        return 1
+        return _print_problems(exc, args.path)
     print(f"ok: {rules.summary()}")
     return 0
 
@@ -52,8 +56,7 @@ def _rules_test(args: argparse.Namespace) -> int:
         try:
             count, failures, _, _ = run_file(path)
         except Problems as exc:
-            for problem in exc.problems:
-                print(problem, file=sys.stderr)
+            _print_problems(exc)
             failed = True
             continue
         for failure in failures:
@@ -74,9 +77,7 @@ def _oncall(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
     except Problems as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return 1
+        return _print_problems(exc)
     settings = {s.id: s for s in config.notifications.schedules}
     wanted = [args.schedule] if args.schedule else sorted(settings)
     if not wanted or any(w not in settings for w in wanted):
@@ -118,9 +119,7 @@ def _store_backup(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
     except Problems as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return 1
+        return _print_problems(exc)
     source = config.engine.store.format(location=args.location)
     try:
         counts = backup(source, args.target)
@@ -153,9 +152,7 @@ def _agent(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args)
     except Problems as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return 1
+        return _print_problems(exc)
     return asyncio.run(run_agent(settings))
 
 

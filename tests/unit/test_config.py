@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,21 +10,12 @@ import pytest
 
 from monitor.config import SecretRef, load_config
 from monitor.yamlmodel import Problems
+from tests.expectations import assert_reported_as_marked
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "deploy" / "examples" / "vest-finnmark"
 BROKEN = ROOT / "tests" / "data" / "broken-config"
 
-
-def _expected(directory: Path) -> list[tuple[str, int, str]]:
-    """(file, line, text) for each ``# expect: text`` comment in the broken config."""
-    found = []
-    for path in sorted(directory.glob("*.yaml")):
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            match = re.search(r"# expect: (.+)$", line)
-            if match:
-                found.append((str(path), number, match.group(1).strip()))
-    return found
 
 
 def test_example_estate_is_valid() -> None:
@@ -44,14 +34,7 @@ def test_every_error_is_reported_with_file_line_and_key() -> None:
     """One run reports each expected error, on its line, and nothing it did not expect."""
     with pytest.raises(Problems) as caught:
         load_config(BROKEN)
-    reported = [(p.file, p.line, str(p)) for p in caught.value.problems]
-    expected = _expected(BROKEN)
-    assert len(expected) >= 10
-    for file, line, text in expected:
-        hits = [r for r in reported if r[0] == file and r[1] == line and text in r[2]]
-        assert hits, f"{Path(file).name}:{line}: expected {text!r}; got:\n" + "\n".join(
-            r[2] for r in reported)
-    assert len(expected) == len(reported), "\n".join(r[2] for r in reported)
+    assert_reported_as_marked(BROKEN, caught.value.problems, at_least=10)
 
 
 def test_cli_exit_codes(tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ shown staying quiet; and the rule-test notation, property-tested."""
 from __future__ import annotations
 
 import contextlib
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ from hypothesis import strategies as st
 from monitor.rules.model import load_rules
 from monitor.rules.ruletest import expand, run_file
 from monitor.yamlmodel import Problems
+from tests.expectations import assert_reported_as_marked
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,27 +64,11 @@ def test_expand_never_fails_other_than_by_value_error(text: str) -> None:
 BROKEN = ROOT / "tests" / "data" / "broken-rules"
 
 
-def _expected(directory: Path) -> list[tuple[str, int, str]]:
-    found = []
-    for path in sorted(directory.glob("*.yaml")):
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            match = re.search(r"# expect: (.+)$", line)
-            if match:
-                found.append((str(path), number, match.group(1).strip()))
-    return found
-
 
 def test_every_rule_file_error_is_reported_with_file_line_and_key() -> None:
     with pytest.raises(Problems) as caught:
         load_rules(BROKEN)
-    reported = [(p.file, p.line, str(p)) for p in caught.value.problems]
-    expected = _expected(BROKEN)
-    assert len(expected) >= 12
-    for file, line, text in expected:
-        hits = [r for r in reported if r[0] == file and r[1] == line and text in r[2]]
-        assert hits, f"{Path(file).name}:{line}: expected {text!r}; got:\n" + "\n".join(
-            r[2] for r in reported)
-    assert len(expected) == len(reported), "\n".join(r[2] for r in reported)
+    assert_reported_as_marked(BROKEN, caught.value.problems, at_least=12)
 
 
 def test_rules_cli_exit_codes() -> None:
