@@ -53,36 +53,32 @@ class EngineApp:
     ticks_stop: asyncio.Event
     notify: NotifyService
     notify_task: asyncio.Task[None]
+    notify_stop: asyncio.Event
 
     async def stop(self) -> None:
         self.engine.stop()
-        try:
-            await asyncio.wait_for(asyncio.shield(self.task), SHUTDOWN_ENGINE_SECONDS)
-        except TimeoutError:
-            log.warning("shutdown_stage_timeout", stage="engine")
-            self.task.cancel()
-        except Exception:
-            pass
+        await _finish(self.task, "engine")  # its failure is reported by run_engine
         self.ticks_stop.set()  # the last tick writes what the rules still hold
-        try:
-            await asyncio.wait_for(asyncio.shield(self.ticks), SHUTDOWN_ENGINE_SECONDS)
-        except TimeoutError:
-            log.warning("shutdown_stage_timeout", stage="rules")
-            self.ticks.cancel()
-        except Exception:
-            log.exception("rules_tick_failed")
-        try:  # the last flush queues what the rules' last tick decided
-            await asyncio.wait_for(asyncio.shield(self.notify_task), SHUTDOWN_ENGINE_SECONDS)
-        except TimeoutError:
-            log.warning("shutdown_stage_timeout", stage="notify")
-            self.notify_task.cancel()
-        except Exception:
-            log.exception("notify_failed")
+        await _finish(self.ticks, "rules")
+        self.notify_stop.set()  # then notifications queue what that tick decided
+        await _finish(self.notify_task, "notify")
         try:
             await asyncio.wait_for(self.runner.cleanup(), SHUTDOWN_HTTP_SECONDS)
         except TimeoutError:
             log.warning("shutdown_stage_timeout", stage="http")
         await self.store.close()
+
+
+async def _finish(task: asyncio.Task[None], stage: str) -> None:
+    """Wait for one stage of the shutdown, within its time; cancel it past that."""
+    try:
+        await asyncio.wait_for(asyncio.shield(task), SHUTDOWN_ENGINE_SECONDS)
+    except TimeoutError:
+        log.warning("shutdown_stage_timeout", stage=stage)
+        task.cancel()
+    except Exception:
+        if stage != "engine":
+            log.exception("shutdown_stage_failed", stage=stage)
 
 
 async def start_engine(config: Config, location: str, *, http_port: int | None = None,
@@ -138,11 +134,12 @@ async def start_engine(config: Config, location: str, *, http_port: int | None =
     task = asyncio.create_task(engine.run(), name=f"engine-{location}")
     ticks_stop = asyncio.Event()
     ticks = asyncio.create_task(rules.run(ticks_stop), name=f"rules-{location}")
-    notify_task = asyncio.create_task(notify.run(ticks_stop), name=f"notify-{location}")
+    notify_stop = asyncio.Event()
+    notify_task = asyncio.create_task(notify.run(notify_stop), name=f"notify-{location}")
     log.info("engine_started", location=location, url=url, store=store_path,
              broker=f"{broker.host}:{broker.port}")
     return EngineApp(engine, store, runner, task, url, rules, ticks, ticks_stop, notify,
-                     notify_task)
+                     notify_task, notify_stop)
 
 
 async def run_engine(config_path: str, location: str, *, http_port: int | None = None) -> int:

@@ -353,6 +353,7 @@ class NotifyService:
                 now = time.time()
                 await self.tick(now)
                 await self.deliver(now)
+            await self.tick(time.time())  # queued, it goes out after the next start
         finally:
             if self._session is not None:
                 await self._session.close()
