@@ -239,7 +239,7 @@ class RuleEngine:
                 self._set(rule, tracker, met, value, ts, device)
 
     def _rate(self, rule: Rule, tracker: Tracker, value: float, kind: str, ts: float,
-              device: str, lkey: tuple[tuple[str, str], ...], state: State,
+              device: str, lkey: tuple[tuple[str, str], ...], state: State | None,
               reboot: bool) -> None:
         prev, prev_ts = tracker.prev_value, tracker.prev_ts
         tracker.prev_value, tracker.prev_ts = value, ts
@@ -251,7 +251,7 @@ class RuleEngine:
             tracker.last_ts = ts
             return
         rate *= rule.spec.scale
-        if rule.spec.percent_of:
+        if rule.spec.percent_of and state is not None:
             of = state.series.get((device, rule.spec.percent_of, lkey))
             if of is None or of.value <= 0:
                 tracker.last_ts = ts
@@ -345,7 +345,7 @@ class RuleEngine:
                           float(raw), status.ts, device)
             else:
                 self._rate(rule, tracker, float(raw), "counter", status.ts, device or "", (),
-                           State(), False)
+                           None, False)
 
     def _on_trap(self, event: TrapEvent) -> None:
         for rule in self._trap_rules.get(event.trap_oid, ()):
