@@ -28,7 +28,7 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.estate import DEVICES, SERVER, write_estate
-from tests.servers import Mosquitto, free_port, wait_port
+from tests.servers import Mosquitto, free_port, free_udp_port, wait_port
 
 pytestmark = pytest.mark.integration
 
@@ -211,6 +211,8 @@ def test_restarts_during_pending_and_firing_fire_once_and_keep_acks(rig: Rig) ->
     while rig.alert("HotServer") is not None and time.monotonic() < deadline:
         time.sleep(0.2)
     assert rig.alert("HotServer") is None
+    while len(rig.log_states(firing["id"])) < 4 and time.monotonic() < deadline:
+        time.sleep(0.1)  # the API shows memory; the log is written with the batch
     assert ["pending", "firing", "acknowledged", "resolved"] == rig.log_states(firing["id"])
     _, audit = rig.api("GET", "/api/v1/audit", who="kari")
     assert [("ola", "create_silence"), ("ola", "acknowledge")] == [
@@ -301,3 +303,60 @@ def test_store_backup_while_the_engine_runs(rig: Rig) -> None:
     assert (1, True) == (again.returncode, "never overwrites" in again.stderr)
     rig.publish(DEVICES[1], "state", state="down")  # the engine is still at work
     assert "firing" == rig.wait_for("SwitchDown", "firing")["state"]
+
+
+TRAP_RULES = """
+rules:
+  - name: LinkDownTrap
+    kind: trap
+    severity: warning
+    trap_oid: 1.3.6.1.6.3.1.1.5.3
+    identify_by: {ifindex: 1.3.6.1.2.1.2.2.1.1}
+    resolve_oid: 1.3.6.1.6.3.1.1.5.4
+    resolve_after: 1h
+"""
+
+
+def test_a_real_trap_raises_and_clears_an_alert(tmp_path: Path) -> None:
+    """snmptrap → `collect traps` → mosquitto → engine: linkDown raises the alert for
+    that ifIndex, linkUp for it resolves it."""
+    with Mosquitto(tmp_path / "broker") as broker:
+        rig = Rig(tmp_path, broker, {"traps": {
+            "host": "127.0.0.1", "communities": [{"env": "DV_TRAP_COMMUNITY"}]}})
+        rig.rules.write_text(TRAP_RULES, encoding="utf-8")
+        port = free_udp_port()
+        receiver = None
+        try:
+            rig.start()
+            log = open(tmp_path / "traps.log", "ab")  # noqa: SIM115 - the child owns it
+            receiver = subprocess.Popen(
+                [sys.executable, "-m", "monitor.cli", "--log-json", "collect", "traps",
+                 "--config", str(rig.config), "--location", "alta", "--port", str(port)],
+                env={**rig.env, "DV_TRAP_COMMUNITY": "trap-community"}, cwd=ROOT,
+                stdout=log, stderr=log)
+
+            def trap(oid: str) -> None:
+                subprocess.run(["snmptrap", "-v2c", "-c", "trap-community",
+                                "--clientaddr=127.0.1.3", f"127.0.0.1:{port}", "", oid,
+                                "1.3.6.1.2.1.2.2.1.1.7", "i", "7"],
+                               check=True, capture_output=True)
+
+            deadline = time.monotonic() + 20
+            while rig.alert("LinkDownTrap") is None and time.monotonic() < deadline:
+                trap("1.3.6.1.6.3.1.1.5.3")  # until the receiver is up
+                time.sleep(0.5)
+            alert = rig.wait_for("LinkDownTrap", "firing")
+            assert (DEVICES[2], "7") == (alert["labels"]["device"], alert["labels"]["ifindex"])
+            trap("1.3.6.1.6.3.1.1.5.4")
+            deadline = time.monotonic() + 10
+            while rig.alert("LinkDownTrap") is not None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert rig.alert("LinkDownTrap") is None
+            while len(rig.log_states(alert["id"])) < 3 and time.monotonic() < deadline:
+                time.sleep(0.1)  # the API shows memory; the log is written with the batch
+            assert ["pending", "firing", "resolved"] == rig.log_states(alert["id"])
+        finally:
+            if receiver is not None:
+                receiver.send_signal(signal.SIGTERM)
+                receiver.wait(15)
+            rig.close()
