@@ -26,6 +26,7 @@ import yaml
 from monitor.notify.settings import NotificationSettings, check_notifications
 from monitor.officehours import OSLO, Schedule
 from monitor.secrets import SecretRef
+from monitor.sla.settings import ServiceSpec, service_problems
 from monitor.yamlmodel import (
     Check,
     Document,
@@ -366,6 +367,7 @@ class _File:
     checks: list[CheckSpec] = field(default_factory=list)
     brokers: list[Broker] = field(default_factory=list)
     users: list[ApiUser] = field(default_factory=list)
+    services: list[ServiceSpec] = field(default_factory=list)
     engine: EngineSettings | None = None
     outbox: OutboxSettings | None = None
     traps: TrapSettings | None = None
@@ -390,6 +392,7 @@ class Config:
     traps: TrapSettings = field(default_factory=TrapSettings)
     users: dict[str, ApiUser] = field(default_factory=dict)
     notifications: NotificationSettings = field(default_factory=NotificationSettings)
+    services: dict[str, ServiceSpec] = field(default_factory=dict)
 
     def summary(self) -> str:
         classes = Counter(d.device_class for d in self.devices.values())
@@ -397,7 +400,8 @@ class Config:
         return (
             f"{len(self.locations)} locations, {len(self.municipalities)} municipalities, "
             f"{len(self.sites)} sites, {len(self.devices)} devices ({per_class}), "
-            f"{len(self.checks)} checks, {len(self.snmp_profiles)} SNMP profiles, "
+            f"{len(self.checks)} checks, {len(self.services)} services, "
+            f"{len(self.snmp_profiles)} SNMP profiles, "
             f"{len(self.brokers)} brokers"
         )
 
@@ -432,7 +436,7 @@ class _Where:
 
 
 _LISTS: Final = ("locations", "municipalities", "office_hours", "sites", "snmp_profiles",
-                  "devices", "checks", "brokers", "users")
+                  "devices", "checks", "brokers", "users", "services")
 _ID_KEY: Final = {name: "location" if name == "brokers" else "id" for name in _LISTS}
 
 
@@ -482,6 +486,11 @@ def load_config(path: str | Path) -> Config:
                 elif not is_missing(value):
                     singletons[name] = (value, doc)
     _check_references(records)
+    for sid, path, message in service_problems(
+            typed["services"], set(records["services"]), set(records["devices"]),
+            set(records["checks"]), set(records["municipalities"]),
+            set(records["office_hours"])):
+        records["services"][sid].where.problem(path, message)
     if "notifications" in singletons:
         settings, doc = singletons["notifications"]
         for path, message in check_notifications(settings, set(records["office_hours"])):
@@ -506,6 +515,7 @@ def load_config(path: str | Path) -> Config:
         outbox=outbox,
         traps=traps,
         users=typed["users"],
+        services=typed["services"],
         notifications=singletons.get("notifications", (NotificationSettings(), None))[0],
         source=str(root),
     )

@@ -116,6 +116,22 @@ class Recurrence(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             day += timedelta(days=1)
         return None
 
+    def occurrences(self, start: float, end: float) -> list[tuple[float, float]]:
+        """Every occurrence that overlaps [start, end), in order."""
+        zone = ZoneInfo(self.timezone)
+        length = parse_duration(self.duration)
+        hour, minute = (int(x) for x in self.at.split(":"))
+        day = datetime.fromtimestamp(start - length, zone).date()
+        last = datetime.fromtimestamp(end, zone).date()
+        out: list[tuple[float, float]] = []
+        while day <= last:
+            if self._on(day):
+                begin = datetime.combine(day, time(hour, minute), zone).timestamp()
+                if begin < end and begin + length > start:
+                    out.append((begin, begin + length))
+            day += timedelta(days=1)
+        return out
+
 
 class Maintenance(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
@@ -159,6 +175,22 @@ class Maintenance(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         if found is None:
             return None
         return max(found[0], start), min(found[1], end)
+
+    def intervals(self, start: float, end: float, deleted_at: float | None = None
+                  ) -> list[tuple[float, float]]:
+        """The stretches of [start, end) this window covered; a window deleted early
+        ended when it was deleted (one deleted before it began never happened)."""
+        first = self.starts_at.timestamp()
+        stop = self.ends_at.timestamp() if self.ends_at is not None else float("inf")
+        if deleted_at is not None:
+            stop = min(stop, deleted_at)
+        lo, hi = max(start, first), min(end, stop)
+        if lo >= hi:
+            return []
+        if self.recurrence is None:
+            return [(lo, hi)]
+        return [(max(a, lo), min(b, hi)) for a, b in self.recurrence.occurrences(lo, hi)
+                if max(a, lo) < min(b, hi)]
 
     def active(self, now: float) -> bool:
         return self.window_at(now) is not None

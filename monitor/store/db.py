@@ -16,6 +16,8 @@ from typing import Final, Self
 
 import aiosqlite
 
+from monitor.sla.ledger import RunRow
+
 __all__ = ["MIGRATIONS", "AlertChanges", "DeadLetter", "DeviceRow", "Store"]
 
 # Append only: a migration that shipped is never edited, a new one is added.
@@ -113,6 +115,24 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         grp         TEXT PRIMARY KEY,
         body        BLOB NOT NULL,
         updated     REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
+    # 4: the SLA ledger's runs of observations, and corrections to it
+    """
+    CREATE TABLE sla_run (
+        component   TEXT NOT NULL,           -- device:ID or check:ID
+        src         TEXT NOT NULL,           -- the collector that observed it
+        start       REAL NOT NULL,           -- first observation of the run
+        last        REAL NOT NULL,           -- last observation of the run
+        state       TEXT NOT NULL,           -- up, down, unknown
+        validity    REAL NOT NULL,           -- how long the last observation stands
+        PRIMARY KEY (component, src, start)
+    ) WITHOUT ROWID;
+    CREATE INDEX sla_run_last ON sla_run (component, last);
+    CREATE TABLE sla_correction (
+        id          TEXT PRIMARY KEY,
+        body        TEXT NOT NULL,
+        deleted_at  REAL
     ) WITHOUT ROWID;
     """,
 )
@@ -218,11 +238,13 @@ class Store:
     async def commit_batch(self, progress: dict[str, int], devices: Iterable[DeviceRow],
                            dead: Iterable[DeadLetter],
                            counts: dict[str, int] | None = None,
-                           alerts: AlertChanges | None = None) -> None:
-        """Write one batch's effects — the alerts it changed included — in one
-        transaction."""
+                           alerts: AlertChanges | None = None,
+                           runs: list[RunRow] | None = None) -> None:
+        """Write one batch's effects — the alerts and SLA runs it changed included — in
+        one transaction."""
         async with self._tx:
-            await self._commit_batch(progress, devices, dead, counts or {}, alerts)
+            await self._commit_batch(progress, devices, dead, counts or {}, alerts,
+                                     runs or [])
 
     async def commit_alerts(self, alerts: AlertChanges) -> None:
         """Write what a rules tick changed (timers, absence, expiry)."""
@@ -308,6 +330,57 @@ class Store:
                            (time.time(), mid), actor, "delete_maintenance",
                            f"maintenance/{mid}", b"{}")
 
+    async def maintenance_history(self) -> list[tuple[bytes, float | None]]:
+        """Every maintenance window ever planned, with when it was deleted, if it was."""
+        async with self._db.execute("SELECT body, deleted_at FROM maintenance") as cur:
+            return [(bytes(row[0]), row[1]) async for row in cur]
+
+    # -- SLA ---------------------------------------------------------------------------
+
+    async def sla_runs(self, components: Iterable[str], start: float, end: float,
+                       reach: float) -> list[RunRow]:
+        """The runs of ``components`` that may bear on [start, end): those observed
+        since ``start - reach`` (``reach``: the longest an observation stands)."""
+        out: list[RunRow] = []
+        query = ("SELECT component, src, start, last, state, validity FROM sla_run "
+                 "WHERE component = ? AND last >= ? AND start < ? ORDER BY src, start")
+        for component in components:
+            async with self._db.execute(query, (component, start - reach, end)) as cur:
+                out.extend([(r[0], r[1], r[2], r[3], r[4], r[5]) async for r in cur])
+        return out
+
+    async def recent_sla_runs(self, since: float) -> list[RunRow]:
+        query = ("SELECT component, src, start, last, state, validity FROM sla_run "
+                 "WHERE last >= ? ORDER BY component, src, start")
+        async with self._db.execute(query, (since,)) as cur:
+            return [(r[0], r[1], r[2], r[3], r[4], r[5]) async for r in cur]
+
+    async def put_sla_runs(self, runs: list[RunRow]) -> None:
+        """Write runs outside a batch (imports, benchmarks)."""
+        async with self._tx:
+            await self._db.execute("BEGIN IMMEDIATE")
+            await self._db.executemany(
+                "INSERT INTO sla_run (component, src, start, last, state, validity) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (component, src, start) DO "
+                "UPDATE SET last = excluded.last, state = excluded.state, "
+                "validity = excluded.validity", runs)
+            await self._db.execute("COMMIT")
+
+    async def put_correction(self, cid: str, body: bytes, actor: str) -> None:
+        await self._change("INSERT INTO sla_correction (id, body) VALUES (?, ?)",
+                           (cid, body), actor, "create_sla_correction",
+                           f"sla_correction/{cid}", body)
+
+    async def delete_correction(self, cid: str, actor: str) -> None:
+        await self._change("UPDATE sla_correction SET deleted_at = ? WHERE id = ?",
+                           (time.time(), cid), actor, "delete_sla_correction",
+                           f"sla_correction/{cid}", b"{}")
+
+    async def corrections(self) -> list[bytes]:
+        query = "SELECT body FROM sla_correction WHERE deleted_at IS NULL"
+        async with self._db.execute(query) as cur:
+            return [bytes(row[0]) async for row in cur]
+
     async def maintenance_windows(self) -> list[bytes]:
         query = "SELECT body FROM maintenance WHERE deleted_at IS NULL"
         async with self._db.execute(query) as cur:
@@ -351,13 +424,19 @@ class Store:
 
     async def _commit_batch(self, progress: dict[str, int], devices: Iterable[DeviceRow],
                             dead: Iterable[DeadLetter], counts: dict[str, int],
-                            alerts: AlertChanges | None) -> None:
+                            alerts: AlertChanges | None, runs: list[RunRow]) -> None:
         now = time.time()
         db = self._db
         await db.execute("BEGIN IMMEDIATE")
         try:
             if alerts:
                 await self._write_alerts(alerts)
+            if runs:
+                await db.executemany(
+                    "INSERT INTO sla_run (component, src, start, last, state, validity) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (component, src, start) DO "
+                    "UPDATE SET last = excluded.last, state = excluded.state, "
+                    "validity = excluded.validity", runs)
             await db.executemany(
                 "INSERT INTO source_progress (src, applied, events, updated) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (src) DO UPDATE SET applied = excluded.applied, "
