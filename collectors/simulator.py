@@ -138,10 +138,11 @@ class Simulator:
                 sim.booted = now
                 await emit(sim.municipality, device.id, "state", now, state="online")
         if now < sim.down_until:
-            if sim.last_state != "down":
-                sim.last_state = "down"
-                await emit(sim.municipality, device.id, "state", now, state="down",
-                           reason="no SNMP response (simulated)")
+            # repeated every poll while down, as the real poller does: the SLA ledger
+            # reads silence as "unknown", not as "still down"
+            sim.last_state = "down"
+            await emit(sim.municipality, device.id, "state", now, state="down",
+                       reason="no SNMP response (simulated)")
             return
         if sim.last_state == "down":
             sim.booted = now - self.rng.uniform(5, 60)  # it came back by rebooting

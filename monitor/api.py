@@ -10,19 +10,18 @@ audit log (who, what, when) in the same transaction as the change itself.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import secrets
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import msgspec
 import structlog
 from aiohttp import web
 
+from monitor.auth import Auth, problem
 from monitor.config import ApiUser, Config
 from monitor.rules.alerts import Alert
+from monitor.rules.matchers import Matcher
 from monitor.rules.service import RulesService
 from monitor.rules.suppress import Maintenance, Silence, SpecError
 
@@ -30,61 +29,22 @@ __all__ = ["add_api_routes"]
 
 log = structlog.get_logger(__name__)
 
-ROLES: Final = {"viewer": 0, "operator": 1, "admin": 2}
 _ENCODER: Final = msgspec.json.Encoder()
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class _Ack(msgspec.Struct, forbid_unknown_fields=True):
     comment: str = ""
 
 
-def _problem(status: int, detail: str) -> web.Response:
-    return web.json_response({"error": detail}, status=status)
-
-
 class Api:
-    def __init__(self, config: Config, rules: RulesService) -> None:
+    def __init__(self, config: Config, rules: RulesService, auth: Auth) -> None:
         self.rules = rules
-        self.tokens: dict[bytes, ApiUser] = {}
-        for user in config.users.values():
-            try:
-                token = user.token.resolve()
-            except (KeyError, OSError) as exc:
-                log.error("api_user_token_unavailable", user=user.id, error=str(exc))
-                continue
-            self.tokens[hashlib.sha256(token.encode()).digest()] = user
-
-    def user_of(self, request: web.Request) -> ApiUser | web.Response | None:
-        header = request.headers.get("Authorization", "")
-        if not self.tokens:
-            return None  # no users configured: reads are open, changes refused
-        if not header.startswith("Bearer "):
-            return _problem(401, "send Authorization: Bearer <token>")
-        digest = hashlib.sha256(header[7:].strip().encode()).digest()
-        for known, user in self.tokens.items():
-            if hmac.compare_digest(known, digest):
-                return user
-        return _problem(401, "unknown token")
-
-    def guard(self, role: str, handler: Callable[[web.Request, ApiUser | None],
-                                                  Awaitable[web.StreamResponse]]) -> Handler:
-        async def guarded(request: web.Request) -> web.StreamResponse:
-            user = self.user_of(request)
-            if isinstance(user, web.Response):
-                return user
-            if role != "viewer" and user is None:
-                return _problem(403, "changes need an API user: configure 'users'")
-            if user is not None and ROLES[user.role] < ROLES[role]:
-                return _problem(403, f"{user.id} is a {user.role}; this needs {role}")
-            return await handler(request, user)
-        return guarded
+        self.auth = auth
 
     # -- alerts ------------------------------------------------------------------------
 
     def _visible(self, alert: Alert, user: ApiUser | None) -> bool:
-        return user is None or user.role != "viewer" or \
-            alert.labels.get("municipality") == user.municipality
+        return Auth.sees(user, alert.labels.get("municipality"))
 
     async def list_alerts(self, request: web.Request, user: ApiUser | None
                           ) -> web.StreamResponse:
@@ -110,7 +70,7 @@ class Api:
                         ) -> web.StreamResponse:
         alert = self.rules.engine.alerts.get(request.match_info["id"])
         if alert is None or not self._visible(alert, user):
-            return _problem(404, "no such alert")
+            return problem(404, "no such alert")
         body = alert.as_json()
         body["log"] = [{"ts": ts, "state": state, "detail": detail} for _, ts, state, detail
                        in await self.rules.store.alert_log(alert.fingerprint)]
@@ -121,12 +81,12 @@ class Api:
         try:
             body = msgspec.json.decode(await request.read() or b"{}", type=_Ack)
         except msgspec.DecodeError as exc:
-            return _problem(400, str(exc))
+            return problem(400, str(exc))
         fp = request.match_info["id"]
         try:
             alert = self.rules.engine.acknowledge(fp, user.id, body.comment, time.time())
         except KeyError:
-            return _problem(404, "no such alert, or it is resolved")
+            return problem(404, "no such alert, or it is resolved")
         await self.rules.store.audit(user.id, "acknowledge", f"alert/{fp}",
                                      _ENCODER.encode({"comment": body.comment}),
                                      self.rules.changes())
@@ -137,7 +97,8 @@ class Api:
     async def list_silences(self, _: web.Request, user: ApiUser | None) -> web.StreamResponse:
         now = time.time()
         out = [{**msgspec.to_builtins(s.spec), "active": s.start <= now < s.end}
-               for s in self.rules.engine.silences.values() if s.end > now]
+               for s in self.rules.engine.silences.values()
+               if s.end > now and Auth.sees(user, _pinned_municipality(s.matchers))]
         return web.json_response({"silences": out})
 
     async def add_silence(self, request: web.Request, user: ApiUser | None
@@ -149,7 +110,7 @@ class Api:
             silence.created_by = user.id
             self.rules.engine.add_silence(silence, time.time())
         except (msgspec.DecodeError, SpecError) as exc:
-            return _problem(400, str(exc))
+            return problem(400, str(exc))
         body = _ENCODER.encode(silence)
         await self.rules.store.put_silence(silence.id, body, silence.ends_at.timestamp(),
                                            user.id, "create_silence")
@@ -161,7 +122,7 @@ class Api:
         assert user is not None
         sid = request.match_info["id"]
         if sid not in self.rules.engine.silences:
-            return _problem(404, "no such silence")
+            return problem(404, "no such silence")
         self.rules.engine.remove_silence(sid, time.time())
         await self.rules.store.delete_silence(sid, user.id)
         await self.rules.store.commit_alerts(self.rules.changes())
@@ -185,7 +146,7 @@ class Api:
             window.created_by = user.id
             self.rules.engine.add_maintenance(window, time.time())
         except (msgspec.DecodeError, SpecError) as exc:
-            return _problem(400, str(exc))
+            return problem(400, str(exc))
         await self.rules.store.put_maintenance(window.id, _ENCODER.encode(window), user.id,
                                                "create_maintenance")
         await self.rules.store.commit_alerts(self.rules.changes())
@@ -196,7 +157,7 @@ class Api:
         assert user is not None
         mid = request.match_info["id"]
         if mid not in self.rules.engine.maintenance:
-            return _problem(404, "no such maintenance window")
+            return problem(404, "no such maintenance window")
         self.rules.engine.remove_maintenance(mid, time.time())
         await self.rules.store.delete_maintenance(mid, user.id)
         await self.rules.store.commit_alerts(self.rules.changes())
@@ -223,8 +184,18 @@ class Api:
             for ts, actor, action, target, detail in rows]})
 
 
-def add_api_routes(app: web.Application, config: Config, rules: RulesService) -> None:
-    api = Api(config, rules)
+def _pinned_municipality(matchers: tuple[Matcher, ...]) -> str | None:
+    """The one municipality a silence's matchers pin, if they pin one: a viewer sees
+    only the silences of its own."""
+    for m in matchers:
+        if m.name == "municipality" and m.op == "=":
+            return m.value
+    return None
+
+
+def add_api_routes(app: web.Application, config: Config, rules: RulesService,
+                   auth: Auth) -> None:
+    api = Api(config, rules, auth)
     routes: list[tuple[str, str, str, Any]] = [
         ("GET", "/api/v1/alerts", "viewer", api.list_alerts),
         ("GET", "/api/v1/alerts/{id}", "viewer", api.get_alert),
@@ -239,4 +210,4 @@ def add_api_routes(app: web.Application, config: Config, rules: RulesService) ->
         ("GET", "/api/v1/audit", "admin", api.audit),
     ]
     for method, path, role, handler in routes:
-        app.router.add_route(method, path, api.guard(role, handler))
+        app.router.add_route(method, path, auth.guard(role, handler))

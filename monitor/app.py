@@ -19,13 +19,15 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from monitor.api import add_api_routes
+from monitor.auth import Auth
 from monitor.config import Config, load_config
 from monitor.engine import Engine
 from monitor.exposition import SeriesExposition
-from monitor.ingest import Ingest
+from monitor.ingest import Ingest, Observers
 from monitor.metrics import EngineMetrics, StateCollector
 from monitor.notify.service import NotifyService
 from monitor.rules.service import RulesService
+from monitor.sla.service import SlaService
 from monitor.state import DeviceStatus, State
 from monitor.store.db import Store
 from monitor.web import build_app
@@ -54,6 +56,9 @@ class EngineApp:
     notify: NotifyService
     notify_task: asyncio.Task[None]
     notify_stop: asyncio.Event
+    sla: SlaService
+    sla_task: asyncio.Task[None]
+    sla_stop: asyncio.Event
 
     async def stop(self) -> None:
         self.engine.stop()
@@ -62,6 +67,8 @@ class EngineApp:
         await _finish(self.ticks, "rules")
         self.notify_stop.set()  # then notifications queue what that tick decided
         await _finish(self.notify_task, "notify")
+        self.sla_stop.set()
+        await _finish(self.sla_task, "sla")
         try:
             await asyncio.wait_for(self.runner.cleanup(), SHUTDOWN_HTTP_SECONDS)
         except TimeoutError:
@@ -107,21 +114,25 @@ async def start_engine(config: Config, location: str, *, http_port: int | None =
     try:
         rules = await RulesService.start(config, store, state, registry)
         notify = await NotifyService.start(config, store, rules, registry, location, state)
+        sla = await SlaService.start(config, store, registry)
     except BaseException:
         await store.close()
         raise
-    ingest = Ingest(state, await store.load_progress(), metrics, observer=rules)
+    ingest = Ingest(state, await store.load_progress(), metrics,
+                    observer=Observers(rules, sla.ledger))
     engine = Engine(broker=broker, location=location, store=store, ingest=ingest,
                     metrics=metrics, password=password, v5=v5,
                     batch_max=config.engine.batch_max, batch_wait=config.engine.batch_wait,
-                    rules=rules)
+                    rules=rules, ledger=sla.ledger)
+    auth = Auth(config)
 
     async def ready() -> dict[str, bool]:
         return {"broker": engine.connected, "store": await store.writable()}
 
     def routes(app: web.Application) -> None:
-        add_api_routes(app, config, rules)
-        notify.add_routes(app)
+        add_api_routes(app, config, rules, auth)
+        notify.add_routes(app, auth)
+        sla.add_routes(app, auth)
 
     runner = web.AppRunner(build_app(registry, ready, routes, exposition.render),
                            access_log=None)
@@ -136,10 +147,12 @@ async def start_engine(config: Config, location: str, *, http_port: int | None =
     ticks = asyncio.create_task(rules.run(ticks_stop), name=f"rules-{location}")
     notify_stop = asyncio.Event()
     notify_task = asyncio.create_task(notify.run(notify_stop), name=f"notify-{location}")
+    sla_stop = asyncio.Event()
+    sla_task = asyncio.create_task(sla.run(sla_stop), name=f"sla-{location}")
     log.info("engine_started", location=location, url=url, store=store_path,
              broker=f"{broker.host}:{broker.port}")
     return EngineApp(engine, store, runner, task, url, rules, ticks, ticks_stop, notify,
-                     notify_task, notify_stop)
+                     notify_task, notify_stop, sla, sla_task, sla_stop)
 
 
 async def run_engine(config_path: str, location: str, *, http_port: int | None = None) -> int:

@@ -7,8 +7,13 @@ import asyncio
 import sqlite3
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from monitor.logging import configure_logging
+
+if TYPE_CHECKING:
+    from monitor.config import Config
 
 __all__ = ["main"]
 
@@ -131,6 +136,61 @@ def _store_backup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sla_report(args: argparse.Namespace) -> int:
+    from monitor.config import load_config
+    from monitor.yamlmodel import Problems
+
+    try:
+        config = load_config(args.config)
+    except Problems as exc:
+        return _print_problems(exc)
+    if args.municipality not in config.municipalities:
+        print(f"unknown municipality {args.municipality!r}", file=sys.stderr)
+        return 2
+    location = args.location or next(iter(config.locations), "")
+    path = Path(args.store or config.engine.store.format(location=location))
+    if not path.exists():
+        print(f"no store at {path}: give --store, or --location of an engine", file=sys.stderr)
+        return 2
+    query = {"month": args.month} if args.month else {}
+    if args.start or args.end:
+        query = {"from": args.start or "", "to": args.end or ""}
+    try:
+        text = asyncio.run(_render_sla(config, path, args.municipality, query, args.format))
+    except ValueError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+async def _render_sla(config: Config, path: Path, municipality: str, query: dict[str, str],
+                      fmt: str) -> str:
+    import json
+    import time
+
+    from monitor.sla.ledger import Ledger
+    from monitor.sla.render import report_csv, report_html, report_json
+    from monitor.sla.report import build_report, period_from_query
+    from monitor.sla.service import SlaService
+    from monitor.store.db import Store
+
+    now = time.time()
+    period = period_from_query(query, now)
+    async with await Store.open(path) as store:
+        report = await build_report(config, store, municipality, period, now)
+        if fmt == "json":
+            return json.dumps(report_json(report), ensure_ascii=False, indent=2) + "\n"
+        if fmt == "csv":
+            return report_csv(report)
+        history = await SlaService(config, store, Ledger({})).history(
+            municipality, min(now, period.end - 1))
+        return report_html(report, history)
+
+
 def _engine(args: argparse.Namespace) -> int:
     from monitor.app import run_engine
 
@@ -213,6 +273,20 @@ def build_parser() -> argparse.ArgumentParser:
     store_backup.add_argument("--location", required=True)
     store_backup.add_argument("target", help="the new file (never overwritten)")
     store_backup.set_defaults(func=_store_backup)
+
+    sla = sub.add_parser("sla", help="service-level reports")
+    sla_sub = sla.add_subparsers(dest="what", required=True)
+    report = sla_sub.add_parser("report", help="a municipality's monthly SLA report")
+    report.add_argument("--config", required=True)
+    report.add_argument("--municipality", required=True)
+    report.add_argument("--month", help="YYYY-MM (default: this month)")
+    report.add_argument("--from", dest="start", help="YYYY-MM-DD or ISO time (with --to)")
+    report.add_argument("--to", dest="end", help="YYYY-MM-DD or ISO time, exclusive")
+    report.add_argument("--format", choices=("html", "csv", "json"), default="html")
+    report.add_argument("--location", help="whose engine store to read (default: the first)")
+    report.add_argument("--store", help="the store file, instead of --location")
+    report.add_argument("--output", "-o", help="write here instead of standard output")
+    report.set_defaults(func=_sla_report)
 
     engine = sub.add_parser("engine", help="run the monitor engine of one location")
     engine.add_argument("--config", required=True)

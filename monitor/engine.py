@@ -24,6 +24,7 @@ from monitor.ingest import Ingest
 from monitor.metrics import EngineMetrics
 from monitor.mqtt import Backoff, MqttClient, broker_trouble, client_for
 from monitor.rules.service import RulesService
+from monitor.sla.ledger import Ledger
 from monitor.store.db import Store
 
 __all__ = ["Engine"]
@@ -42,9 +43,11 @@ class Engine:
     def __init__(self, *, broker: Broker, location: str, store: Store, ingest: Ingest,
                  metrics: EngineMetrics, password: str | None = None, v5: bool = True,
                  batch_max: int = 2000, batch_wait: float = 0.02,
-                 instance: str | None = None, rules: RulesService | None = None) -> None:
+                 instance: str | None = None, rules: RulesService | None = None,
+                 ledger: Ledger | None = None) -> None:
         self.broker = broker
         self.rules = rules
+        self.ledger = ledger
         self.location = location
         self.store = store
         self.ingest = ingest
@@ -153,10 +156,11 @@ class Engine:
                 device_messages.append((topic, payload))
         effects = self.ingest.process(device_messages, now)
         alerts = self.rules.changes() if self.rules is not None else None
-        if effects or alerts:
+        runs = self.ledger.changes() if self.ledger is not None else None
+        if effects or alerts or runs:
             try:
                 await self.store.commit_batch(effects.progress, effects.devices.values(),
-                                              effects.dead, effects.counts, alerts)
+                                              effects.dead, effects.counts, alerts, runs)
             except Exception:
                 self.metrics.store_errors.inc()
                 log.exception("store_commit_failed", path=self.store.path)

@@ -28,7 +28,8 @@ from monitor.sequencing import Verdict, admit
 from monitor.state import DeviceStatus, State
 from monitor.store.db import DeadLetter, DeviceRow
 
-__all__ = ["BatchEffects", "EventObserver", "Ingest", "IngestCounters", "LogLimiter"]
+__all__ = ["BatchEffects", "EventObserver", "Ingest", "IngestCounters", "LogLimiter",
+           "Observers"]
 
 log = structlog.get_logger(__name__)
 
@@ -47,6 +48,17 @@ class EventObserver(Protocol):
     """Told of each applied event, after the state has it (the rules)."""
 
     def on_event(self, topic: DeviceTopic, event: Event, state: State) -> None: ...
+
+
+class Observers:
+    """Several observers as one, told in order (the rules, then the SLA ledger)."""
+
+    def __init__(self, *observers: EventObserver) -> None:
+        self.observers = observers
+
+    def on_event(self, topic: DeviceTopic, event: Event, state: State) -> None:
+        for observer in self.observers:
+            observer.on_event(topic, event, state)
 
 
 class LogLimiter:

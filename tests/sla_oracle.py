@@ -9,6 +9,7 @@ the README's SLA policy says, and counts. Service hours come from
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,15 +36,13 @@ class OracleResult:
     incidents: int = 0
 
 
-def _leaf_state(observations: Sequence[Obs], t: int) -> str:
-    by_src: dict[str, Obs] = {}
-    for obs in observations:
-        if obs.ts > t:
-            continue
-        best = by_src.get(obs.src)
-        if best is None or (obs.ts, obs.seq) > (best.ts, best.seq):
-            by_src[obs.src] = obs
-    states = [o.state for o in by_src.values() if t < o.ts + o.validity]
+def _leaf_state(sources: Sequence[Sequence[Obs]], t: int) -> str:
+    """Each source's observations sorted by (ts, seq): its latest at or before t."""
+    states = []
+    for observations in sources:
+        i = bisect.bisect_right(observations, t, key=lambda o: o.ts)
+        if i > 0 and t < observations[i - 1].ts + observations[i - 1].validity:
+            states.append(observations[i - 1].state)
     if "up" in states:
         return "up"
     if "down" in states:
@@ -104,11 +103,19 @@ def oracle(spec: ServiceSpec, services: Mapping[str, ServiceSpec],
            observations: Sequence[Obs],
            maintenance: Mapping[str, Sequence[tuple[int, int]]],
            corrections: Sequence[tuple[int, int, str]],
-           schedule: Schedule | None, start: int, end: int) -> OracleResult:
+           schedule: Schedule | None, start: int, end: int, step: int = 1) -> OracleResult:
+    """``step``: seconds per evaluation; exact when every observation, validity and
+    boundary is a multiple of it (a scripted month on a minute grid)."""
     leaves = leaves_of(spec, services)
-    per_leaf = {ref: [o for o in observations if o.component == ref] for ref in leaves}
+    per_leaf: dict[str, list[list[Obs]]] = {}
+    for ref in leaves:
+        by_src: dict[str, list[Obs]] = {}
+        for o in observations:
+            if o.component == ref:
+                by_src.setdefault(o.src, []).append(o)
+        per_leaf[ref] = [sorted(v, key=lambda o: (o.ts, o.seq)) for v in by_src.values()]
     states: list[tuple[str, str]] = []
-    for t in range(start, end):
+    for t in range(start, end, step):
         values = {ref: (_leaf_state(per_leaf[ref], t),
                         any(a <= t < b for a, b in maintenance.get(ref, ())))
                   for ref in leaves}
@@ -129,7 +136,7 @@ def oracle(spec: ServiceSpec, services: Mapping[str, ServiceSpec],
         j = i
         while j < len(states) and states[j][0] == "down":
             j += 1
-        if j - i < limit:
+        if (j - i) * step < limit:
             for k in range(i, j):
                 states[k] = ("up", "")
         i = j
@@ -138,7 +145,7 @@ def oracle(spec: ServiceSpec, services: Mapping[str, ServiceSpec],
     policy = spec.policy
     down_now = False
     for offset, (state, under) in enumerate(states):
-        t = start + offset
+        t = start + offset * step
         counted = state
         if state == "maintenance":
             counted = {"excluded": "excluded", "up": "up"}.get(policy.maintenance, under)
@@ -156,12 +163,12 @@ def oracle(spec: ServiceSpec, services: Mapping[str, ServiceSpec],
             continue
         if counted == "down":
             in_hours = True
-        result.seconds["service_hours"] += 1
-        result.seconds[state] += 1
+        result.seconds["service_hours"] += step
+        result.seconds[state] += step
         if counted == "up":
-            result.counted_up += 1
+            result.counted_up += step
         elif counted == "down":
-            result.counted_down += 1
+            result.counted_down += step
     if down_now:
         result.incidents += in_hours
     return result

@@ -26,7 +26,8 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from monitor.config import Config
+from monitor.auth import Auth
+from monitor.config import ApiUser, Config
 from monitor.notify.dispatch import Dispatcher, Flush, Route, SentLog, build_routes
 from monitor.notify.escalation import Chain, Escalator, Page
 from monitor.notify.links import ack_url, verify
@@ -360,13 +361,16 @@ class NotifyService:
 
     # -- HTTP: on-call and acknowledgement links ---------------------------------------
 
-    def add_routes(self, app: web.Application) -> None:
-        app.router.add_get("/api/v1/oncall/{schedule}", self._oncall)
-        app.router.add_get("/api/v1/oncall/{schedule}/calendar.ics", self._ical)
+    def add_routes(self, app: web.Application, auth: Auth) -> None:
+        """On-call rotas are the centre's business: operators and admins only. The ack
+        links carry their own signature."""
+        app.router.add_get("/api/v1/oncall/{schedule}", auth.guard("operator", self._oncall))
+        app.router.add_get("/api/v1/oncall/{schedule}/calendar.ics",
+                           auth.guard("operator", self._ical))
         app.router.add_get("/ack/{alert}", self._ack_form)
         app.router.add_post("/ack/{alert}", self._ack)
 
-    async def _oncall(self, request: web.Request) -> web.Response:
+    async def _oncall(self, request: web.Request, _: ApiUser | None) -> web.Response:
         oncall = self.schedules.get(request.match_info["schedule"])
         if oncall is None:
             return web.json_response({"error": "no such schedule"}, status=404)
@@ -377,7 +381,7 @@ class NotifyService:
             "next": None if change is None else {"at": change[0].isoformat(),
                                                  "who": change[1]}})
 
-    async def _ical(self, request: web.Request) -> web.Response:
+    async def _ical(self, request: web.Request, _: ApiUser | None) -> web.Response:
         oncall = self.schedules.get(request.match_info["schedule"])
         if oncall is None:
             return web.json_response({"error": "no such schedule"}, status=404)

@@ -33,6 +33,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from prometheus_client import CollectorRegistry, generate_latest
 
+from monitor.auth import Auth
 from monitor.config import load_config
 from monitor.events import ComponentStatus, DeviceTopic, StateEvent
 from monitor.logging import configure_logging
@@ -481,7 +482,7 @@ async def test_a_signed_link_acknowledges_and_stops_the_chain(
     rig = Rig(tmp_path, _escalating(http, f"http://127.0.0.1:{port}"), ca)
     await rig.start()
     app = web.Application()
-    rig.notify.add_routes(app)
+    rig.notify.add_routes(app, Auth(rig.config))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()

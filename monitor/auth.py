@@ -1,0 +1,89 @@
+"""Who is asking: bearer tokens (or the portal's cookie) to config ``users``, and roles.
+
+One place for every route the engine serves, so that the API, the SLA portal and the
+on-call routes agree. Roles: ``viewer`` (reads; bound to one municipality),
+``operator`` (also acknowledges and silences), ``admin`` (also plans maintenance,
+corrects the SLA, reloads rules, reads the audit log). With no users configured,
+reads are open and every change is refused.
+
+A browser cannot send a bearer header when following a link, so ``/login`` trades a
+token for an HttpOnly, SameSite=Strict cookie; the cookie is honoured for reads only,
+so a forged cross-site form can change nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+import structlog
+from aiohttp import web
+
+from monitor.config import ApiUser, Config
+
+__all__ = ["COOKIE", "Auth", "Handler", "problem"]
+
+log = structlog.get_logger(__name__)
+
+ROLES: Final = {"viewer": 0, "operator": 1, "admin": 2}
+COOKIE: Final = "driftsvakt_token"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+UserHandler = Callable[[web.Request, ApiUser | None], Awaitable[web.StreamResponse]]
+
+
+def problem(status: int, detail: str) -> web.Response:
+    return web.json_response({"error": detail}, status=status)
+
+
+class Auth:
+    def __init__(self, config: Config) -> None:
+        self.tokens: dict[bytes, ApiUser] = {}
+        for user in config.users.values():
+            try:
+                token = user.token.resolve()
+            except (KeyError, OSError) as exc:
+                log.error("api_user_token_unavailable", user=user.id, error=str(exc))
+                continue
+            self.tokens[hashlib.sha256(token.encode()).digest()] = user
+
+    def user_for_token(self, token: str) -> ApiUser | None:
+        digest = hashlib.sha256(token.strip().encode()).digest()
+        found = None
+        for known, user in self.tokens.items():
+            if hmac.compare_digest(known, digest):
+                found = user
+        return found
+
+    def user_of(self, request: web.Request) -> ApiUser | web.Response | None:
+        if not self.tokens:
+            return None  # no users configured: reads are open, changes refused
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Bearer "):
+            token = header[7:]
+        elif request.method in ("GET", "HEAD") and COOKIE in request.cookies:
+            token = request.cookies[COOKIE]
+        else:
+            return problem(401, "send Authorization: Bearer <token>")
+        user = self.user_for_token(token)
+        return user if user is not None else problem(401, "unknown token")
+
+    def guard(self, role: str, handler: UserHandler) -> Handler:
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            user = self.user_of(request)
+            if isinstance(user, web.Response):
+                return user
+            if role != "viewer" and user is None:
+                return problem(403, "changes need an API user: configure 'users'")
+            if user is not None and ROLES[user.role] < ROLES[role]:
+                if user.role == "viewer":
+                    return problem(404, "not found")  # a viewer learns nothing
+                return problem(403, f"{user.id} is a {user.role}; this needs {role}")
+            return await handler(request, user)
+        return guarded
+
+    @staticmethod
+    def sees(user: ApiUser | None, municipality: str | None) -> bool:
+        """May ``user`` see things of ``municipality`` (None: the centre's own)?"""
+        return user is None or user.role != "viewer" or municipality == user.municipality
