@@ -233,8 +233,40 @@ def health() -> dict[str, Any]:
                      variables())
 
 
+def sla() -> dict[str, Any]:
+    """A municipality's services against their agreements (see docs/sla.md)."""
+    m = 'municipality=~"$municipality"'
+    now = f'{m}, period="current_month"'
+    p = Panels()
+    p.add(stat("Tjenester under målet denne måneden",
+               f"count(driftsvakt_sla_availability_ratio{{{now}}} < ignoring (period) "
+               f"driftsvakt_sla_target_ratio{{{m}}}) or vector(0)"), 8, 6)
+    p.add(stat("Tjenester med brukt opp feilbudsjett",
+               f"count(driftsvakt_sla_error_budget_remaining_seconds{{{m}}} < 0) or vector(0)"),
+          8, 6)
+    p.add(stat("Laveste tilgjengelighet denne måneden",
+               f"min(driftsvakt_sla_availability_ratio{{{now}}})", "percentunit",
+               color="green"), 8, 6)
+    p.add(table("Tilgjengelighet denne måneden per tjeneste",
+                f"driftsvakt_sla_availability_ratio{{{now}}}", "percentunit"), 12, 9)
+    p.add(table("Feilbudsjett igjen denne måneden",
+                f"driftsvakt_sla_error_budget_remaining_seconds{{{m}}}", "s"), 12, 9)
+    p.add(timeseries("Tilgjengelighet mot målet", [
+        (f"driftsvakt_sla_availability_ratio{{{now}}}", "{{service}}"),
+        (f"driftsvakt_sla_target_ratio{{{m}}}", "mål {{service}}")], "percentunit"), 12, 9)
+    p.add(timeseries("Nedetid denne måneden", [
+        (f"driftsvakt_sla_downtime_seconds{{{now}}}", "{{service}}")], "s"), 12, 9)
+    board = dashboard("driftsvakt-sla", "driftsvakt – tjenestenivå per kommune", ["sla"], p,
+                      [datasource_var(),
+                       query_var("municipality", "Kommune",
+                                 "label_values(driftsvakt_sla_target_ratio, municipality)",
+                                 multi=False)])
+    board["time"] = {"from": "now-7d", "to": "now"}
+    return board
+
+
 DASHBOARDS = {"overview.json": overview, "site.json": site, "device.json": device,
-              "interfaces.json": interfaces, "health.json": health}
+              "interfaces.json": interfaces, "health.json": health, "sla.json": sla}
 
 
 def main() -> None:

@@ -84,7 +84,7 @@ def _months_back(now: float, count: int) -> list[str]:
 
 class SlaService:
     def __init__(self, config: Config, store: Store, ledger: Ledger,
-                 refresh: float = 60.0) -> None:
+                 refresh: float = 30.0) -> None:
         self.config = config
         self.store = store
         self.ledger = ledger
@@ -94,7 +94,7 @@ class SlaService:
 
     @classmethod
     async def start(cls, config: Config, store: Store, registry: CollectorRegistry,
-                    refresh: float = 60.0) -> SlaService:
+                    refresh: float = 30.0) -> SlaService:
         ledger = Ledger(tracked_components(config))
         ledger.load(await store.recent_sla_runs(time.time() - HORIZON))
         service = cls(config, store, ledger, refresh)

@@ -13,7 +13,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = ROOT / "dashboards"
 UIDS = {"driftsvakt-overview", "driftsvakt-site", "driftsvakt-device",
-        "driftsvakt-interfaces", "driftsvakt-health"}
+        "driftsvakt-interfaces", "driftsvakt-health", "driftsvakt-sla"}
 
 
 def exprs(board: dict[str, Any]) -> list[str]:
