@@ -12,6 +12,10 @@ command -v snmpd >/dev/null 2>&1 || [ -x /usr/sbin/snmpd ] || need_apt+=(snmpd)
 command -v snmpbulkwalk >/dev/null 2>&1 || need_apt+=(snmp)
 # promtool tests deploy/prometheus; a real Prometheus scrapes an engine in the tests
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+# headless Chromium renders the SLA portal and prints the report to PDF in the tests
+case ",$extras," in
+  *,test,*) command -v chromium >/dev/null 2>&1 || need_apt+=(chromium) ;;
+esac
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing ${need_apt[*]} with apt-get"

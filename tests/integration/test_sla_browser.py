@@ -1,0 +1,180 @@
+"""The SLA portal in a real browser: headless Chromium, driven over the DevTools protocol.
+
+A viewer of Alta signs in at /login with its token (a form, a cookie), lands on
+/sla/alta, sees its services against their targets with a bar per month, cannot open
+Loppa's page, and the page prints to a PDF of A4 pages. The protocol is spoken with
+aiohttp's WebSocket client: Chromium from Debian, no browser download.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import json
+import shutil
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from monitor.app import EngineApp, start_engine
+from monitor.config import load_config
+from monitor.store.db import Store
+from tests.integration.test_sla import TOKENS, estate
+from tests.servers import Mosquitto, free_port
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                  "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"]
+
+
+class Browser:
+    """One page of a headless Chromium, over the DevTools protocol."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.ids = itertools.count(1)
+        self.events: list[dict[str, Any]] = []
+
+    async def call(self, method: str, **params: Any) -> dict[str, Any]:
+        mid = next(self.ids)
+        await self.ws.send_json({"id": mid, "method": method, "params": params})
+        async with asyncio.timeout(30):
+            while True:
+                message = json.loads((await self.ws.receive()).data)
+                if message.get("id") == mid:
+                    assert "error" not in message, message
+                    return dict(message.get("result", {}))
+                self.events.append(message)
+
+    async def wait_for(self, event: str) -> None:
+        async with asyncio.timeout(30):
+            while not any(e.get("method") == event for e in self.events):
+                self.events.append(json.loads((await self.ws.receive()).data))
+        self.events.clear()
+
+    async def goto(self, url: str) -> None:
+        self.events.clear()
+        await self.call("Page.navigate", url=url)
+        await self.wait_for("Page.loadEventFired")
+
+    async def js(self, expression: str) -> Any:
+        result = await self.call("Runtime.evaluate", expression=expression,
+                                 returnByValue=True, awaitPromise=True)
+        return result["result"].get("value")
+
+
+@pytest.fixture
+async def browser(tmp_path: Path) -> AsyncIterator[Browser]:
+    binary = shutil.which("chromium")
+    assert binary is not None, "chromium is not installed (the test command installs it)"
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        binary, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium'}",
+        f"--remote-debugging-port={port}", "about:blank",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    try:
+        async with aiohttp.ClientSession() as session:
+            deadline = time.monotonic() + 30
+            pages: list[dict[str, Any]] = []
+            while not pages:
+                try:
+                    async with session.get(f"http://127.0.0.1:{port}/json/list") as resp:
+                        pages = [t for t in await resp.json() if t["type"] == "page"]
+                except aiohttp.ClientError:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.2)
+            async with session.ws_connect(pages[0]["webSocketDebuggerUrl"],
+                                          max_msg_size=64 * 1024 * 1024) as ws:
+                page = Browser(ws)
+                await page.call("Page.enable")
+                yield page
+    finally:
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), 10)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+@pytest.fixture
+async def portal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[EngineApp]:
+    for user, token in TOKENS.items():
+        monkeypatch.setenv(f"SLA_TOKEN_{user.upper()}", token)
+    broker = Mosquitto(tmp_path / "broker")
+    broker.start()
+    config = load_config(estate(tmp_path, broker.port, free_port()))
+    # ninety days of Alta's core switch: up, with a 45-minute outage a month ago
+    now = time.time()
+    start = now - 90 * 86400
+    outage = now - 30 * 86400
+    async with await Store.open(tmp_path / "engine-alta.db") as store:
+        await store.put_sla_runs([
+            ("device:alta-core", "poller-a", start, outage - 600, "up", 1800.0),
+            ("device:alta-core", "poller-a", outage, outage + 2700, "down", 1800.0),
+            ("device:alta-core", "poller-a", outage + 2700 + 600, now, "up", 1800.0)])
+    app = await start_engine(config, "alta")
+    try:
+        yield app
+    finally:
+        await app.stop()
+        broker.stop()
+
+
+async def test_a_viewer_signs_in_reads_its_portal_and_prints_it(
+        portal: EngineApp, browser: Browser, tmp_path: Path) -> None:
+    await browser.goto(f"{portal.url}/sla/alta")
+    assert await browser.js("document.body.innerText") != ""
+    assert "Tjenestenivå for" not in await browser.js("document.body.innerText")  # 401
+    await browser.goto(f"{portal.url}/login")
+    await browser.js(f"document.querySelector('input[name=token]').value = "
+                     f"{json.dumps(TOKENS['liv'])}; document.querySelector('form').submit()")
+    await browser.wait_for("Page.loadEventFired")
+    page = await browser.js("""({
+        path: location.pathname,
+        title: document.title,
+        heading: document.querySelector('h1').innerText,
+        services: [...document.querySelectorAll('#summary tbody tr')].map(
+            r => r.dataset.service),
+        achieved: [...document.querySelectorAll('#summary td.achieved')].map(
+            td => td.innerText),
+        bars: document.querySelectorAll('svg.chart rect').length,
+        targets: document.querySelectorAll('svg.chart line.target').length,
+        text: document.body.innerText,
+        lang: document.documentElement.lang,
+    })""")
+    assert page["path"] == "/sla/alta"
+    assert page["lang"] == "nb"
+    assert page["heading"] == "Tjenestenivå for Alta kommune"
+    assert page["services"] == ["e-post", "nett-alta"]
+    assert page["bars"] == 2 * 13 and page["targets"] == 2  # noqa: PT018
+    assert "Loppa" not in page["text"]
+    assert all(a.endswith("%") or a == "–" for a in page["achieved"])
+
+    # last month's outage is an incident, in words
+    month = await browser.js("""(() => { const d = new Date(Date.now() - 30 * 86400e3);
+        return d.getFullYear() + '-' + String(d.getMonth() + 1).padStart(2, '0'); })()""")
+    await browser.goto(f"{portal.url}/sla/alta?month={month}")
+    text = await browser.js("document.body.innerText")
+    assert "enhet alta-core nede" in text, text[:2000]
+
+    await browser.goto(f"{portal.url}/sla/loppa")
+    assert "Fant ikke" in await browser.js("document.body.innerText")
+
+    pdf = await browser.call("Page.printToPDF", preferCSSPageSize=True, printBackground=True)
+    data = base64.b64decode(pdf["data"])
+    assert data.startswith(b"%PDF")
+    await browser.goto(f"{portal.url}/sla/alta?month={month}")
+    pdf = await browser.call("Page.printToPDF", preferCSSPageSize=True, printBackground=True)
+    data = base64.b64decode(pdf["data"])
+    (tmp_path / "sla-alta.pdf").write_bytes(data)
+    pages = data.count(b"/Type /Page") - data.count(b"/Type /Pages")
+    assert 1 <= pages <= 3, pages
