@@ -62,9 +62,7 @@ async def one_run(events: int, samples: int) -> dict[str, float]:
                                    samples=payload)
                     for k in range(first, min(events, first + 500))))
             stored = time.perf_counter() - start
-            while outbox.rows:
-                outbox.changed.clear()
-                await asyncio.wait_for(outbox.changed.wait(), 60)
+            await asyncio.wait_for(outbox.drained(), 60 * 10)
             elapsed = time.perf_counter() - start
             cpu1 = (cpu_seconds(), cpu_seconds(engine.pid), cpu_seconds(broker.proc.pid))
             publisher.stop()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import Any, Final
+from typing import Final
 
 import msgspec
 import structlog
@@ -196,7 +196,7 @@ def _pinned_municipality(matchers: tuple[Matcher, ...]) -> str | None:
 def add_api_routes(app: web.Application, config: Config, rules: RulesService,
                    auth: Auth) -> None:
     api = Api(config, rules, auth)
-    routes: list[tuple[str, str, str, Any]] = [
+    auth.add_routes(app, [
         ("GET", "/api/v1/alerts", "viewer", api.list_alerts),
         ("GET", "/api/v1/alerts/{id}", "viewer", api.get_alert),
         ("POST", "/api/v1/alerts/{id}/ack", "operator", api.ack),
@@ -208,6 +208,4 @@ def add_api_routes(app: web.Application, config: Config, rules: RulesService,
         ("DELETE", "/api/v1/maintenance/{id}", "admin", api.delete_maintenance),
         ("POST", "/-/reload", "admin", api.reload),
         ("GET", "/api/v1/audit", "admin", api.audit),
-    ]
-    for method, path, role, handler in routes:
-        app.router.add_route(method, path, auth.guard(role, handler))
+    ])

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Final
 
 import structlog
@@ -82,6 +82,12 @@ class Auth:
                 return problem(403, f"{user.id} is a {user.role}; this needs {role}")
             return await handler(request, user)
         return guarded
+
+    def add_routes(self, app: web.Application,
+                   routes: Iterable[tuple[str, str, str, UserHandler]]) -> None:
+        """Register (method, path, least role, handler) rows, each behind the guard."""
+        for method, path, role, handler in routes:
+            app.router.add_route(method, path, self.guard(role, handler))
 
     @staticmethod
     def sees(user: ApiUser | None, municipality: str | None) -> bool:

@@ -189,6 +189,13 @@ class Outbox:
         self.changed.set()
         return deleted
 
+    async def drained(self) -> None:
+        """Return once every row is acknowledged and deleted (callers bound the wait)."""
+        while self.rows > 0:
+            self.changed.clear()
+            if self.rows > 0:
+                await self.changed.wait()
+
     async def read(self, start: int, limit: int) -> list[OutboxRow]:
         """Rows with seq >= ``start``, in order."""
         async with self._db.execute(

@@ -145,7 +145,7 @@ class SlaService:
 
     def add_routes(self, app: web.Application, auth: Auth) -> None:
         self.auth = auth
-        routes = [
+        auth.add_routes(app, [
             ("GET", "/api/v1/sla", "viewer", self._list),
             ("GET", "/api/v1/sla/{m}", "viewer", self._get),
             ("GET", "/api/v1/sla/{m}/corrections", "viewer", self._corrections),
@@ -153,9 +153,7 @@ class SlaService:
             ("DELETE", "/api/v1/sla/{m}/corrections/{id}", "admin", self._delete_correction),
             ("GET", "/sla/{m}", "viewer", self._portal),
             ("GET", "/sla", "viewer", self._front),
-        ]
-        for method, path, role, handler in routes:
-            app.router.add_route(method, path, auth.guard(role, handler))
+        ])
         app.router.add_get("/login", self._login_form)
         app.router.add_post("/login", self._login)
         app.router.add_post("/logout", self._logout)

@@ -43,10 +43,7 @@ async def main(config_path: str, location: str, instance: str, total: int, outbo
         ahead = k / rate - (time.monotonic() - started)
         if ahead > 0:
             await asyncio.sleep(ahead)
-    while outbox.rows > 0:
-        outbox.changed.clear()
-        if outbox.rows > 0:
-            await outbox.changed.wait()
+    await outbox.drained()
     publisher.stop()
     await asyncio.wait_for(runner, 10)
     print(json.dumps({"emitted": publisher.stats.emitted, "resent": publisher.stats.resent,

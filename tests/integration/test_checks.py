@@ -232,9 +232,7 @@ async def test_runner_publishes_results_that_the_engine_shows(servers: Servers,
                 for spec in runner.checks:
                     await runner.run_once(spec)
             async with asyncio.timeout(10):
-                while outbox.rows:
-                    outbox.changed.clear()
-                    await outbox.changed.wait()
+                await outbox.drained()
             async with aiohttp.ClientSession() as session, session.get(
                     f"{engine.url}/metrics") as resp:
                 text = await resp.text()

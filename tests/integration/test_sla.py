@@ -229,10 +229,7 @@ async def publish_month(config: Config, tmp: Path, plan: Script, broker: Mosquit
         for municipality, device, stream, ts, body in plan.events[src]:
             await publisher.emit(municipality, device, stream, ts, **body)
         async with asyncio.timeout(120):
-            while outbox.rows > 0:
-                outbox.changed.clear()
-                if outbox.rows > 0:
-                    await outbox.changed.wait()
+            await outbox.drained()
         publisher.stop()
         await asyncio.wait_for(task, 10)
         await outbox.close()
