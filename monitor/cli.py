@@ -28,6 +28,17 @@ def _print_problems(exc: Exception, summary_of: str | None = None) -> int:
     return 1
 
 
+def _config(path: str) -> Config | int:
+    """The config at ``path``, or the exit code after printing its problems."""
+    from monitor.config import load_config
+    from monitor.yamlmodel import Problems
+
+    try:
+        return load_config(path)
+    except Problems as exc:
+        return _print_problems(exc)
+
+
 def _check_config(args: argparse.Namespace) -> int:
     from monitor.config import load_config
     from monitor.yamlmodel import Problems
@@ -75,14 +86,11 @@ def _rules_test(args: argparse.Namespace) -> int:
 def _oncall(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime, timedelta
 
-    from monitor.config import load_config
     from monitor.notify.oncall import OnCall
-    from monitor.yamlmodel import Problems
 
-    try:
-        config = load_config(args.config)
-    except Problems as exc:
-        return _print_problems(exc)
+    config = _config(args.config)
+    if isinstance(config, int):
+        return config
     settings = {s.id: s for s in config.notifications.schedules}
     wanted = [args.schedule] if args.schedule else sorted(settings)
     if not wanted or any(w not in settings for w in wanted):
@@ -117,14 +125,11 @@ def _oncall(args: argparse.Namespace) -> int:
 
 
 def _store_backup(args: argparse.Namespace) -> int:
-    from monitor.config import load_config
     from monitor.store.backup import backup
-    from monitor.yamlmodel import Problems
 
-    try:
-        config = load_config(args.config)
-    except Problems as exc:
-        return _print_problems(exc)
+    config = _config(args.config)
+    if isinstance(config, int):
+        return config
     source = config.engine.store.format(location=args.location)
     try:
         counts = backup(source, args.target)
@@ -137,13 +142,9 @@ def _store_backup(args: argparse.Namespace) -> int:
 
 
 def _sla_report(args: argparse.Namespace) -> int:
-    from monitor.config import load_config
-    from monitor.yamlmodel import Problems
-
-    try:
-        config = load_config(args.config)
-    except Problems as exc:
-        return _print_problems(exc)
+    config = _config(args.config)
+    if isinstance(config, int):
+        return config
     if args.municipality not in config.municipalities:
         print(f"unknown municipality {args.municipality!r}", file=sys.stderr)
         return 2

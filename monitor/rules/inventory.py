@@ -28,6 +28,13 @@ class DeviceInfo:
     parent: str | None = None
     interval: float | None = None
 
+    @classmethod
+    def of(cls, config: Config, device_id: str) -> DeviceInfo:
+        d = config.devices[device_id]
+        site = config.sites[d.site]
+        return cls(d.id, d.name, d.device_class, d.site, site.name, site.municipality,
+                   site.location, frozenset(d.tags), d.parent, d.interval)
+
     def context(self) -> dict[str, str]:
         """The labels every alert about this device carries."""
         return {"device": self.id, "class": self.device_class, "site": self.site,
@@ -47,13 +54,7 @@ class Inventory:
 
     @classmethod
     def from_config(cls, config: Config) -> Inventory:
-        devices = {}
-        for d in config.devices.values():
-            site = config.sites[d.site]
-            devices[d.id] = DeviceInfo(d.id, d.name, d.device_class, d.site, site.name,
-                                       site.municipality, site.location, frozenset(d.tags),
-                                       d.parent, d.interval)
-        return cls(devices)
+        return cls({d: DeviceInfo.of(config, d) for d in config.devices})
 
     @classmethod
     def from_list(cls, devices: Iterable[DeviceInfo]) -> Inventory:

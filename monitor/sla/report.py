@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 import msgspec
 
 from monitor.config import Config
-from monitor.rules.inventory import DeviceInfo, Inventory
+from monitor.rules.inventory import DeviceInfo
 from monitor.rules.suppress import Maintenance
 from monitor.sla.compute import CorrectionSpan, ServiceResult, leaf_refs, service_result
 from monitor.sla.ledger import MAX_VALIDITY, Run
@@ -142,12 +142,10 @@ def leaf_timelines(runs: dict[str, dict[str, list[Run]]], start: float, until: f
 
 
 def maintenance_cover(windows: Sequence[tuple[Maintenance, float | None]],
-                       device: DeviceInfo | None, start: float, end: float
-                       ) -> list[tuple[float, float, object]]:
+                      device: DeviceInfo, start: float, end: float
+                      ) -> list[tuple[float, float, object]]:
     """Stretches of [start, end) under maintenance for one device, each with the names
     of the windows covering it."""
-    if device is None:
-        return []
     spans = [[(a, b, w.name)] for w, deleted in windows if w.covers(device)
              for a, b in w.intervals(start, end, deleted)]
     if not spans:
@@ -177,12 +175,11 @@ async def build_report(config: Config, store: Store, municipality: str, period: 
     for body, deleted in await store.maintenance_history():
         window = msgspec.json.decode(body, type=Maintenance)
         windows.append((window, deleted))
-    inventory = Inventory.from_config(config)
     maintenance = {}
-    for ref in refs:
+    for ref in refs:  # only the devices the services rest on, not the whole estate
         kind, name = parse_ref(ref)
         device = name if kind == "device" else config.checks[name].device
-        maintenance[ref] = maintenance_cover(windows, inventory.devices.get(device),
+        maintenance[ref] = maintenance_cover(windows, DeviceInfo.of(config, device),
                                               start, until)
     corrections = [msgspec.json.decode(b, type=Correction) for b in await store.corrections()]
     report.corrections = [c for c in corrections
