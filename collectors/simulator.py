@@ -55,7 +55,10 @@ class Simulator:
     def __init__(self, config: Config, location: str, publisher: Publisher, *,
                  interval: float = 15.0, pc_interval: float = 30.0, first_round: float = 5.0,
                  fault_every: float = 20.0, seed: int | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 skip: frozenset[str] = frozenset()) -> None:
+        """``skip``: devices something else reports for (the demo's simulated SNMP
+        agents, polled by the real poller)."""
         self.config = config
         self.location = location
         self.publisher = publisher
@@ -71,7 +74,8 @@ class Simulator:
             d.id: _DeviceSim(d, config.municipality_of(d.id),
                              booted=now - self.rng.uniform(3600, 90 * 86400),
                              arrives_after=self.rng.uniform(0, 1800))
-            for d in config.devices.values() if config.location_of(d.id) == location
+            for d in config.devices.values()
+            if config.location_of(d.id) == location and d.id not in skip
         }
 
     def stop(self) -> None:

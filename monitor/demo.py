@@ -4,8 +4,15 @@ Two locations, each with its own broker and engine, as in production: with
 mosquitto installed, two mosquitto processes bridged for ``driftsvakt/v1/#`` with
 queued QoS 1 (each engine sees the whole estate); without it, one amqtt broker in
 this process, which speaks MQTT 3.1.1 only, so the publishers run without v5 reason
-codes (they say so in the log). A simulator per location publishes the estate's
-events through the real publisher and outbox.
+codes (they say so in the log).
+
+The network gear of each location (switches, routers, firewalls, UPSes) is polled over
+real SNMP v2c on loopback by the real poller: each device is a simulated agent on an
+address of its own in 127.0.0.0/8 (``collectors/simulated_snmp.py``) with moving
+counters and injected faults, whose traps go to the real trap receiver. Everything else
+(PCs, servers, access points, printers) is played by a simulator per location that
+publishes the events their agents would send; all of it through the real publisher and
+outbox.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any, Final
+from typing import Final, Protocol
 
 import structlog
 
@@ -27,9 +34,13 @@ from collectors.checks.runner import CheckRunner
 from collectors.common.outbox import Outbox
 from collectors.common.publisher import Publisher
 from collectors.demo_services import DemoWeb, demo_checks, demo_web
+from collectors.simulated_snmp import SimulatedAgents
 from collectors.simulator import Simulator
+from collectors.snmp.modules import load_modules
+from collectors.snmp.poller import SnmpPoller
+from collectors.traps.receiver import TrapReceiver
 from monitor.app import EngineApp, start_engine
-from monitor.config import Broker, Config, load_config
+from monitor.config import Broker, Config, Device, SnmpProfile, TrapSettings, load_config
 from monitor.notify.settings import (
     NotificationSettings,
     ReceiverSettings,
@@ -44,6 +55,28 @@ __all__ = ["run_demo"]
 log = structlog.get_logger(__name__)
 
 EXAMPLE: Final = Path(__file__).resolve().parents[1] / "deploy" / "examples" / "vest-finnmark"
+SNMP_CLASSES: Final = frozenset({"switch", "router", "firewall", "ups"})
+SNMP_INTERVAL: Final = 30.0
+SNMP_COMMUNITY: Final = "driftsvakt-demo"
+
+
+class _Worker(Protocol):
+    async def run(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class _SnmpEstate:
+    """Where each simulated agent listens, and the ports of the demo's SNMP."""
+
+    agents: dict[str, list[tuple[Device, str]]]  # location -> (device, address)
+    agent_port: int
+    trap_ports: dict[str, int]
+
+    @property
+    def devices(self) -> frozenset[str]:
+        return frozenset(d.id for served in self.agents.values() for d, _ in served)
 
 
 def _free_port() -> int:
@@ -151,6 +184,68 @@ def _demo_config(config: Config, workdir: Path, ports: dict[str, int]) -> Config
     return dataclasses.replace(config, brokers=brokers, engine=engine, outbox=outbox)
 
 
+def _free_udp_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _loopback_addresses_work() -> bool:
+    """Linux answers on all of 127.0.0.0/8; other systems only on 127.0.0.1."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind(("127.31.0.1", 0))
+        except OSError:
+            return False
+    return True
+
+
+def _snmp_estate(config: Config, work: Path) -> tuple[Config, _SnmpEstate]:
+    """The network gear moves to simulated agents on loopback, polled with v2c; the
+    servers' SNMP is left to the simulator, which plays their host agent instead."""
+    locations = sorted(config.locations)
+    served: dict[str, list[tuple[Device, str]]] = {loc: [] for loc in locations}
+    use_agents = _loopback_addresses_work()
+    if not use_agents:
+        log.warning("snmp_agents_unavailable", reason="cannot bind 127.31.0.1: only "
+                    "127.0.0.1 is local here; the simulator plays the network gear")
+    devices: dict[str, Device] = {}
+    for device in config.devices.values():
+        loc = config.location_of(device.id)
+        if use_agents and device.device_class in SNMP_CLASSES and device.snmp_profile:
+            n = len(served[loc])
+            address = f"127.{31 + locations.index(loc)}.{n // 250}.{n % 250 + 1}"
+            device = dataclasses.replace(device, address=address, snmp_profile="demo-v2c",
+                                         interval=SNMP_INTERVAL)
+            served[loc].append((device, address))
+        elif device.snmp_profile:
+            device = dataclasses.replace(device, snmp_profile=None)
+        devices[device.id] = device
+    community = work / "snmp-community"
+    community.write_text(SNMP_COMMUNITY + "\n", encoding="utf-8")
+    estate = _SnmpEstate(served, _free_udp_port(), {loc: _free_udp_port() for loc in locations})
+    profile = SnmpProfile(id="demo-v2c", version="2c", community=SecretRef(file=str(community)),
+                          port=estate.agent_port, timeout=1.0, retries=1)
+    traps = TrapSettings(host="127.0.0.1", communities=[SecretRef(file=str(community))])
+    return dataclasses.replace(config, devices=devices, traps=traps,
+                               snmp_profiles={**config.snmp_profiles, profile.id: profile}
+                               ), estate
+
+
+async def _publisher(stack: AsyncExitStack, config: Config, work: Path, location: str,
+                     component: str, v5: bool) -> Publisher:
+    outbox = await Outbox.open(work / "outbox" / f"{component}-{location}.db",
+                               max_rows=config.outbox.max_rows, max_age=config.outbox.max_age)
+    stack.push_async_callback(outbox.close)
+    return Publisher(broker=config.broker_for(location), location=location,
+                     component=component, instance=f"{component}-{location}", outbox=outbox,
+                     v5=v5, ack_timeout=config.outbox.ack_timeout)
+
+
 def _demo_notifications(web_: DemoWeb, work: Path, http_port: int) -> NotificationSettings:
     """Whatever the estate's own receivers, the demo notifies only its own chat sink on
     loopback (the log shows each message as ``demo_notification``)."""
@@ -188,7 +283,7 @@ async def run_demo(config_path: str | None, *, http_port: int = 9810, broker: st
         else:
             shared = _free_port()
             ports = dict.fromkeys(locations, shared)
-        config = _demo_config(base, work, ports)
+        config, snmp_estate = _snmp_estate(_demo_config(base, work, ports), work)
         if use_mosquitto:
             assert binary is not None
             for i, loc in enumerate(locations):
@@ -207,65 +302,69 @@ async def run_demo(config_path: str | None, *, http_port: int = 9810, broker: st
             engines.append(app)
             stack.push_async_callback(app.stop)
         publishers: list[Publisher] = []
-        simulators: list[Simulator] = []
-        runners: list[CheckRunner] = []
+        workers: list[_Worker] = []
+        modules = load_modules()
         for loc in locations:
-            outbox = await Outbox.open(work / "outbox" / f"sim-{loc}.db",
-                                       max_rows=config.outbox.max_rows,
-                                       max_age=config.outbox.max_age)
-            stack.push_async_callback(outbox.close)
-            publisher = Publisher(broker=config.broker_for(loc), location=loc,
-                                  component="simulator", instance=f"sim-{loc}", outbox=outbox,
-                                  v5=use_mosquitto, ack_timeout=config.outbox.ack_timeout)
-            publishers.append(publisher)
-            simulators.append(Simulator(config, loc, publisher))
-            checks_outbox = await Outbox.open(work / "outbox" / f"checks-{loc}.db")
-            stack.push_async_callback(checks_outbox.close)
-            checks_publisher = Publisher(broker=config.broker_for(loc), location=loc,
-                                         component="checks", instance=f"checks-{loc}",
-                                         outbox=checks_outbox, v5=use_mosquitto,
-                                         ack_timeout=config.outbox.ack_timeout)
-            publishers.append(checks_publisher)
-            runners.append(CheckRunner(config, loc, checks_publisher))
+            simulator = await _publisher(stack, config, work, loc, "simulator", use_mosquitto)
+            checks = await _publisher(stack, config, work, loc, "checks", use_mosquitto)
+            snmp = await _publisher(stack, config, work, loc, "snmp", use_mosquitto)
+            traps = await _publisher(stack, config, work, loc, "traps", use_mosquitto)
+            publishers += [simulator, checks, snmp, traps]
+            receiver = TrapReceiver(config, loc, traps, host="127.0.0.1",
+                                    port=snmp_estate.trap_ports[loc],
+                                    communities=(SNMP_COMMUNITY,))
+            receiver.start()
+            stack.callback(receiver.close)
+            agents = SimulatedAgents(snmp_estate.agents[loc], port=snmp_estate.agent_port,
+                                     community=SNMP_COMMUNITY,
+                                     trap_to=("127.0.0.1", snmp_estate.trap_ports[loc]),
+                                     location=loc)
+            await agents.start()
+            stack.callback(agents.close)
+            poller = SnmpPoller(config, loc, snmp, modules)
+            stack.callback(poller.close)
+            workers += [Simulator(config, loc, simulator, skip=snmp_estate.devices),
+                        CheckRunner(config, loc, checks), agents, poller]
         print("driftsvakt demo is running (Ctrl-C stops it):", flush=True)
         for loc, app in zip(locations, engines, strict=True):
             print(f"  engine {loc:<11} {app.url}/metrics  {app.url}/readyz", flush=True)
         print(f"  brokers      {', '.join(f'{k}=127.0.0.1:{v}' for k, v in ports.items())}"
               f" ({'mosquitto, bridged' if use_mosquitto else 'amqtt, MQTT 3.1.1'})",
               flush=True)
+        print(f"  snmp         {len(snmp_estate.devices)} devices on simulated agents "
+              f"(127.31.x.x/127.32.x.x:{snmp_estate.agent_port}, v2c), traps to "
+              f"{', '.join(f'{k}=127.0.0.1:{v}' for k, v in snmp_estate.trap_ports.items())}",
+              flush=True)
         print(f"  data         {work}", flush=True)
         print(f"  checked      http://127.0.0.1:{web_.http_port}/alta"
               f"{'' if web_.https_port is None else f' and TLS on {web_.https_port}'}",
               flush=True)
-        await _run_until_signal(publishers, simulators, runners, engines)
+        await _run_until_signal(publishers, workers, engines)
     log.info("demo_stopped")
     return 0
 
 
-async def _run_until_signal(publishers: list[Publisher], simulators: list[Simulator],
-                            runners: list[CheckRunner], engines: list[EngineApp]) -> None:
+async def _run_until_signal(publishers: list[Publisher], workers: list[_Worker],
+                            engines: list[EngineApp]) -> None:
+    """Run until SIGINT/SIGTERM or an engine fails; the workers stop before the
+    publishers, which send what is queued before they go."""
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
-    tasks: list[asyncio.Task[Any]] = []
     try:
         async with asyncio.TaskGroup() as tg:
             for pub in publishers:
-                tasks.append(tg.create_task(pub.run(), name=f"publisher-{pub.instance}"))
-            for sim in simulators:
-                tasks.append(tg.create_task(sim.run(), name=f"simulator-{sim.location}"))
-            for runner in runners:
-                tasks.append(tg.create_task(runner.run(), name=f"checks-{runner.location}"))
+                tg.create_task(pub.run(), name=f"publisher-{pub.instance}")
+            for worker in workers:
+                tg.create_task(worker.run(), name=type(worker).__name__)
             engine_failed = [app.task for app in engines]
             waiter = asyncio.create_task(stopping.wait())
             await asyncio.wait({waiter, *engine_failed}, return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
             log.info("demo_stopping")
-            for sim in simulators:
-                sim.stop()
-            for runner in runners:
-                runner.stop()
+            for worker in workers:
+                worker.stop()
             for pub in publishers:
                 pub.stop()
     finally:

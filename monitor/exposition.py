@@ -9,9 +9,9 @@ when decoded, and Prometheus parses Python's float text). The walk yields to the
 event loop every few thousand series, so ingest keeps running during a scrape; gzip
 runs in a thread (zlib releases the GIL).
 
-One metric name has one label set: a collector that sends a name with other label
-keys than the first it sent is ignored for that name (and counted), as Prometheus
-would reject the family.
+Series of one name may carry different label keys — a port with an alias and one
+without, a switch with ifXTable and one without: Prometheus takes them as they come
+(an absent label is an empty one), so every series is shown.
 """
 
 from __future__ import annotations
@@ -37,11 +37,7 @@ def _escape(value: str) -> str:
 class _Family:
     name: str
     kind: str
-    label_keys: tuple[str, ...]
     members: list[SeriesValue] = field(default_factory=list)
-
-
-_SKIP: Final = _Family("", "", ())  # a series whose labels do not fit its family
 
 
 class SeriesExposition:
@@ -54,24 +50,18 @@ class SeriesExposition:
         self.device_labels = device_labels
         self.prefix = prefix
         self.families: dict[str, _Family] = {}
-        self.mismatched = 0
         self.learned = 0  # series seen; the state only ever adds series
         self._lock = asyncio.Lock()  # two scrapes at once take turns
 
     def _learn(self, key: SeriesKey, value: SeriesValue, bases: dict[str, str]) -> None:
         device, name, labels = key
         family = self.families.get(name)
-        keys = tuple(k for k, _ in labels)
         if family is None:
             metric = self.prefix + name
             if value.kind != "gauge":
                 metric = metric.removesuffix("_total") + "_total"
             family = self.families[name] = _Family(
-                metric, "gauge" if value.kind == "gauge" else "counter", keys)
-        if keys != family.label_keys:
-            self.mismatched += 1
-            value.family, value.text = _SKIP, ""
-            return
+                metric, "gauge" if value.kind == "gauge" else "counter")
         base = bases.get(device)
         if base is None:
             status = self.state.devices.get(device)
@@ -88,8 +78,7 @@ class SeriesExposition:
         """A device's labels changed (moved site, reloaded config): render it afresh."""
         for (owner, _, _), value in self.state.series.items():
             if owner == device and value.family is not None:
-                if value.family is not _SKIP:
-                    value.family.members.remove(value)
+                value.family.members.remove(value)
                 value.text = value.family = None
                 self.learned -= 1
 

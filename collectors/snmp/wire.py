@@ -22,6 +22,9 @@ __all__ = [
     "decode_response",
     "encode_oid",
     "encode_request",
+    "encode_response",
+    "encode_value",
+    "encode_varbind",
     "oid_arcs",
     "oid_content",
     "oid_text",
@@ -106,6 +109,30 @@ def oid_content(oid: str) -> bytes:
 
 
 _NULL: Final = b"\x05\x00"
+
+
+def encode_value(tag: int, value: int | bytes) -> bytes:
+    """A varbind value: INTEGER (0x02), OCTET STRING (0x04), OID (0x06, content octets),
+    the unsigned application types (0x41-0x47), or an exception (0x80-0x82, empty)."""
+    if isinstance(value, bytes):
+        return _tlv(tag, value)
+    if tag == 0x02:
+        return _integer(value)
+    return _tlv(tag, value.to_bytes(value.bit_length() // 8 + 1, "big"))  # unsigned
+
+
+def encode_varbind(oid: bytes, value: bytes) -> bytes:
+    """One VarBind from OID content octets and an encoded value (see encode_value)."""
+    return _tlv(0x30, oid_tlv(oid) + value)
+
+
+def encode_response(version: int, community: bytes, request_id: int,
+                    varbinds: list[bytes], error_status: int = 0, error_index: int = 0
+                    ) -> bytes:
+    """A Response-PDU message (what an agent sends) from encoded varbinds."""
+    pdu = _tlv(RESPONSE, _integer(request_id) + _integer(error_status)
+               + _integer(error_index) + _tlv(0x30, b"".join(varbinds)))
+    return _tlv(0x30, _integer(version) + _tlv(0x04, community) + pdu)
 
 
 def encode_request(version: int, community: bytes, pdu_type: int, request_id: int,

@@ -19,19 +19,40 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _device_status_lines(port: int) -> int:
+def _metrics(port: int) -> str:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
-            text = resp.read().decode()
+            return str(resp.read().decode())
     except OSError:
-        return 0
-    return sum(1 for line in text.splitlines() if line.startswith("driftsvakt_device_status{"))
+        return ""
+
+
+def _device_status_lines(port: int) -> int:
+    return sum(1 for line in _metrics(port).splitlines()
+               if line.startswith("driftsvakt_device_status{"))
+
+
+def _polled_over_snmp(text: str) -> set[str]:
+    """Device classes seen with what only the simulated SNMP agents serve: a 24th port
+    (switches), ports named by ifDescr (firewalls: no ifXTable), UPS-MIB's source."""
+    found = set()
+    for line in text.splitlines():
+        if line.startswith("driftsvakt_if_in_octets_total{"):
+            if 'class="switch"' in line and 'ifname="Gi1/0/24"' in line:
+                found.add("switch")
+            if 'class="firewall"' in line and 'ifname="GigabitEthernet1/0/1"' in line:
+                found.add("firewall")
+        elif line.startswith("driftsvakt_ups_output_source{") and 'class="ups"' in line:
+            found.add("ups")
+    return found
 
 
 @pytest.mark.parametrize("broker", ["mosquitto", "amqtt"])
 def test_demo_serves_devices_and_stops_on_sigint(tmp_path: Path, broker: str) -> None:
     """Both engines show all 3,388 demo devices with a status (PCs outside office hours
-    as off) within 60 s (about 12 s here when idle); SIGINT stops everything, exit 0."""
+    as off) within 60 s (about 30 s here: the SNMP polls spread over their interval);
+    switches, firewalls and UPSes come from the real poller over SNMP; SIGINT stops
+    everything, exit 0."""
     port = free_port()
     while free_port() == port + 1:  # the second engine takes port + 1
         port = free_port()
@@ -52,6 +73,12 @@ def test_demo_serves_devices_and_stops_on_sigint(tmp_path: Path, broker: str) ->
             _, err = proc.communicate(timeout=20)
             pytest.fail(f"device statuses {counts} after 60 s; demo said:\n"
                         + err.decode(errors="replace")[-6000:])
+        # the network gear is polled over real SNMP, every 30 s, from the first poll on
+        polled: set[str] = set()
+        while time.monotonic() < deadline + 30 and polled != {"switch", "firewall", "ups"}:
+            polled = _polled_over_snmp(_metrics(port))
+            time.sleep(0.5)
+        assert {"switch", "firewall", "ups"} == polled
         os.kill(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=20)
         assert 0 == proc.returncode, err.decode()[-3000:]
