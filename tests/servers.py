@@ -1,20 +1,23 @@
 """Real servers for tests: mosquitto on a free loopback port, started and stopped by PID.
 
 Nothing here is a fake: the broker is Debian's mosquitto, run with a config the test
-writes. Only processes started here are ever signalled, and only by their own PID.
+writes; a TcpLink only relays bytes between two real servers, and can be cut. Only
+processes started here are ever signalled, and only by their own PID.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
-__all__ = ["Mosquitto", "Snmpd", "free_port", "free_udp_port", "mosquitto_binary",
+__all__ = ["Mosquitto", "Snmpd", "TcpLink", "free_port", "free_udp_port", "mosquitto_binary",
            "wait_port"]
 
 
@@ -199,3 +202,71 @@ class Snmpd:
             key, _, value = line.partition(" ")
             found[key.lstrip(".")] = value.strip().strip('"')
         return found
+
+
+class TcpLink:
+    """A TCP relay on 127.0.0.1 that can be cut: the link between two locations.
+
+    Cutting closes every relayed connection and stops listening, so new connections are
+    refused until the link is restored; both ends see the link go, as with a WAN whose
+    far side is unreachable."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target = target_port
+        self.port = 0
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self.listener: socket.socket | None = None
+        self.restore()
+
+    def restore(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(16)
+        self.port = int(listener.getsockname()[1])
+        self.listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # cut
+            try:
+                server = socket.create_connection(("127.0.0.1", self.target), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._open |= {client, server}
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+            src.close()
+
+    def cut(self) -> None:
+        if self.listener is not None:
+            with contextlib.suppress(OSError):
+                self.listener.shutdown(socket.SHUT_RDWR)
+            self.listener.close()
+            self.listener = None
+        with self._lock:
+            for s in self._open:
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+            self._open.clear()
+
+    def close(self) -> None:
+        self.cut()

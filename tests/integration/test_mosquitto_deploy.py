@@ -4,6 +4,7 @@ directory; everything else is the shipped text."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import ssl
 import subprocess
@@ -18,7 +19,7 @@ import trustme
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from tests.servers import _passwd_binary, free_port, mosquitto_binary, wait_port
+from tests.servers import TcpLink, _passwd_binary, free_port, mosquitto_binary, wait_port
 
 pytestmark = pytest.mark.integration
 
@@ -27,8 +28,13 @@ USERS = ("engine-alta", "engine-hammerfest", "collector-alta", "collector-hammer
          "readonly", "bridge-alta")
 
 
-def _install(tmp: Path, name: str, port: int, peer_port: int | None) -> Path:
+def _install(tmp: Path, name: str, port: int, peer_port: int | None,
+             max_queued: int | None = None) -> Path:
     text = (DEPLOY / name).read_text(encoding="utf-8")
+    if max_queued is not None:
+        assert "max_queued_messages 2000000\n" in text
+        text = text.replace("max_queued_messages 2000000\n",
+                            f"max_queued_messages {max_queued}\n")
     for old, new in (("/etc/mosquitto/certs/", f"{tmp}/certs/"),
                      ("/etc/mosquitto/driftsvakt.passwd", f"{tmp}/passwd"),
                      ("/etc/mosquitto/driftsvakt.acl", str(DEPLOY / "driftsvakt.acl")),
@@ -53,10 +59,14 @@ def _install(tmp: Path, name: str, port: int, peer_port: int | None) -> Path:
     return path
 
 
-@pytest.fixture
-def brokers(tmp_path: Path) -> Iterator[tuple[int, int, str]]:
+@contextlib.contextmanager
+def _brokers(tmp_path: Path, max_queued: int | None = None, link: bool = False
+             ) -> Iterator[tuple[int, int, str, TcpLink | None]]:
+    """Hammerfest and Alta with the shipped configs, Alta bridging to Hammerfest
+    (through a TcpLink that can be cut, if ``link``)."""
     binary = mosquitto_binary()
     assert binary is not None
+    tmp_path.mkdir(parents=True, exist_ok=True)
     ca = trustme.CA()
     (tmp_path / "certs").mkdir()
     cert = ca.issue_cert("127.0.0.1")
@@ -69,19 +79,32 @@ def brokers(tmp_path: Path) -> Iterator[tuple[int, int, str]]:
         subprocess.run([_passwd_binary(), "-b", str(passwd), user, f"pw-{user}"], check=True,
                        capture_output=True)
     h_port, a_port = free_port(), free_port()
+    wan = TcpLink(h_port) if link else None
     procs = []
     try:
         for name, port, peer in (("hammerfest.conf", h_port, None),
-                                 ("alta.conf", a_port, h_port)):
-            procs.append(subprocess.Popen([binary, "-c", str(_install(tmp_path, name, port,
-                                                                        peer))],
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+                                 ("alta.conf", a_port, wan.port if wan else h_port)):
+            procs.append(subprocess.Popen(
+                [binary, "-c", str(_install(tmp_path, name, port, peer, max_queued))],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
             wait_port(port)
-        yield a_port, h_port, str(tmp_path / "certs" / "ca.crt")
+        yield a_port, h_port, str(tmp_path / "certs" / "ca.crt"), wan
     finally:
+        if wan is not None:
+            wan.close()
         for proc in procs:
             proc.terminate()
-            proc.wait(10)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def brokers(tmp_path: Path) -> Iterator[tuple[int, int, str]]:
+    with _brokers(tmp_path) as (a_port, h_port, ca, _):
+        yield a_port, h_port, ca
 
 
 class Client:
@@ -112,6 +135,14 @@ class Client:
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
         self.connected.wait(10)
+
+    def publish_many(self, topics: list[str], within: float = 60.0) -> int:
+        """Publish at QoS 1 without waiting in between; return how many were acked."""
+        mids = [self.client.publish(t, b"{}", qos=1).mid for t in topics]
+        deadline = time.monotonic() + within
+        while any(m not in self.acks for m in mids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return sum(1 for m in mids if self.acks.get(m) == 0)
 
     def publish(self, topic: str) -> int:
         info = self.client.publish(topic, b"{}", qos=1)
@@ -153,3 +184,65 @@ def test_tls_passwords_acl_and_bridge(brokers: tuple[int, int, str]) -> None:
     finally:
         for c in (engine, collector_a, collector_h, readonly):
             c.close()
+
+
+PARTITION_MESSAGES = 3_000
+
+
+def test_the_bridge_queue_outlasts_a_partition(tmp_path: Path) -> None:
+    """The link between the locations is cut for 15 s while Hammerfest's collector
+    publishes 3,000 events; when it returns, the bridge delivers all 3,000 to Alta's
+    engine with the shipped queue limits. Beside it, the same pair with mosquitto's
+    default of 1,000 queued messages loses most of them: the limit is what decides."""
+    delivered: dict[str, int] = {}
+    with _brokers(tmp_path / "shipped", link=True) as shipped, \
+            _brokers(tmp_path / "default", max_queued=1000, link=True) as default:
+        pairs = {"shipped": shipped, "default": default}
+        engines, collectors = {}, {}
+        for name, (a_port, h_port, ca, _) in pairs.items():
+            engines[name] = Client(a_port, ca, "engine-alta")
+            engines[name].client.subscribe("driftsvakt/v1/hammerfest/#", qos=1)
+            collectors[name] = Client(h_port, ca, "collector-hammerfest")
+        try:
+            time.sleep(1.5)  # the bridges connect and subscribe
+            for name in pairs:  # the link works before the cut
+                assert 0 == collectors[name].publish("driftsvakt/v1/hammerfest/masoy/x/state")
+            deadline = time.monotonic() + 10
+            while (min(len(e.received) for e in engines.values()) < 1
+                   and time.monotonic() < deadline):
+                time.sleep(0.05)
+            cut_at = time.monotonic()
+            for _, _, _, wan in pairs.values():
+                assert wan is not None
+                wan.cut()
+            time.sleep(0.5)
+            topics = [f"driftsvakt/v1/hammerfest/masoy/sw{i}/metrics"
+                      for i in range(PARTITION_MESSAGES)]
+            for name in pairs:  # accepted at home: the collector's outbox is done
+                assert PARTITION_MESSAGES == collectors[name].publish_many(topics)
+            time.sleep(max(0.0, cut_at + 15 - time.monotonic()))
+            for _, _, _, wan in pairs.values():
+                assert wan is not None
+                wan.restore()
+            # the bridge retries within restart_timeout (5 s, backing off to 60 s)
+            deadline = time.monotonic() + 120
+            counts: tuple[int, ...] = (-1, -1)
+            last_change = time.monotonic()
+            while time.monotonic() < deadline:
+                now = tuple(len(e.received) for e in engines.values())
+                if now != counts:
+                    counts, last_change = now, time.monotonic()
+                if counts[0] == PARTITION_MESSAGES + 1 and \
+                        time.monotonic() - last_change > 3 and counts[1] > 1:
+                    break
+                time.sleep(0.1)
+            for name, engine in engines.items():
+                delivered[name] = len(set(engine.received) - {
+                    "driftsvakt/v1/hammerfest/masoy/x/state"})
+        finally:
+            for c in (*engines.values(), *collectors.values()):
+                c.close()
+    print(f"after a 15 s partition: shipped limits delivered {delivered['shipped']} of "
+          f"{PARTITION_MESSAGES}, the default of 1,000 queued {delivered['default']}")
+    assert PARTITION_MESSAGES == delivered["shipped"]
+    assert delivered["default"] < PARTITION_MESSAGES / 2
