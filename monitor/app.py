@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 from monitor.api import add_api_routes
 from monitor.auth import Auth
 from monitor.config import Config, load_config
+from monitor.console import add_console_routes
 from monitor.engine import Engine
 from monitor.exposition import SeriesExposition
 from monitor.ingest import Ingest, Observers
@@ -131,6 +132,7 @@ async def start_engine(config: Config, location: str, *, http_port: int | None =
 
     def routes(app: web.Application) -> None:
         add_api_routes(app, config, rules, auth)
+        add_console_routes(app, config, state, rules, auth, location)
         notify.add_routes(app, auth)
         sla.add_routes(app, auth)
 

@@ -69,10 +69,13 @@ class Auth:
         user = self.user_for_token(token)
         return user if user is not None else problem(401, "unknown token")
 
-    def guard(self, role: str, handler: UserHandler) -> Handler:
+    def guard(self, role: str, handler: UserHandler, page: bool = False) -> Handler:
+        """``page``: a browser's page, sent to /login instead of a 401."""
         async def guarded(request: web.Request) -> web.StreamResponse:
             user = self.user_of(request)
             if isinstance(user, web.Response):
+                if page and user.status == 401:
+                    raise web.HTTPSeeOther("/login")
                 return user
             if role != "viewer" and user is None:
                 return problem(403, "changes need an API user: configure 'users'")
@@ -88,6 +91,13 @@ class Auth:
         """Register (method, path, least role, handler) rows, each behind the guard."""
         for method, path, role, handler in routes:
             app.router.add_route(method, path, self.guard(role, handler))
+
+    def add_pages(self, app: web.Application,
+                  pages: Iterable[tuple[str, str, UserHandler]]) -> None:
+        """Register (path, least role, handler) pages for browsers: GET, behind the
+        guard, and a visitor without a valid token is sent to /login."""
+        for path, role, handler in pages:
+            app.router.add_get(path, self.guard(role, handler, page=True))
 
     @staticmethod
     def sees(user: ApiUser | None, municipality: str | None) -> bool:

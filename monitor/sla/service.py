@@ -151,9 +151,9 @@ class SlaService:
             ("GET", "/api/v1/sla/{m}/corrections", "viewer", self._corrections),
             ("POST", "/api/v1/sla/{m}/corrections", "admin", self._add_correction),
             ("DELETE", "/api/v1/sla/{m}/corrections/{id}", "admin", self._delete_correction),
-            ("GET", "/sla/{m}", "viewer", self._portal),
-            ("GET", "/sla", "viewer", self._front),
         ])
+        auth.add_pages(app, [("/sla/{m}", "viewer", self._portal),
+                             ("/sla", "viewer", self._front)])
         app.router.add_get("/login", self._login_form)
         app.router.add_post("/login", self._login)
         app.router.add_post("/logout", self._logout)
@@ -277,7 +277,7 @@ class SlaService:
             return web.Response(status=401, content_type="text/html", text=(
                 "<!doctype html><meta charset=utf-8><p>Ukjent nøkkel. "
                 "<a href=/login>Prøv igjen</a></p>"))
-        where = f"/sla/{user.municipality}" if user.role == "viewer" else "/sla"
+        where = f"/sla/{user.municipality}" if user.role == "viewer" else "/"
         response = web.HTTPSeeOther(where)
         response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", max_age=12 * 3600,
                             secure=request.secure)

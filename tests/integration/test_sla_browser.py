@@ -178,3 +178,26 @@ async def test_a_viewer_signs_in_reads_its_portal_and_prints_it(
     (tmp_path / "sla-alta.pdf").write_bytes(data)
     pages = data.count(b"/Type /Page") - data.count(b"/Type /Pages")
     assert 1 <= pages <= 3, pages
+
+
+async def test_an_operator_signs_in_to_the_console(portal: EngineApp, browser: Browser) -> None:
+    """The console at / sends a browser without a token to /login; an operator's token
+    leads to the console: the devices by status and every site."""
+    await browser.goto(f"{portal.url}/")
+    assert await browser.js("location.pathname") == "/login"
+    await browser.js(f"document.querySelector('input[name=token]').value = "
+                     f"{json.dumps(TOKENS['ola'])}; document.querySelector('form').submit()")
+    await browser.wait_for("Page.loadEventFired")
+    page = await browser.js("""({
+        path: location.pathname,
+        heading: document.querySelector('h1').innerText,
+        tiles: Object.fromEntries([...document.querySelectorAll('#status-tiles .tile')].map(
+            t => [t.dataset.status, Number(t.querySelector('b').innerText)])),
+        sites: [...document.querySelectorAll('#sites tr[data-site]')].map(r => r.dataset.site),
+    })""")
+    assert page["path"] == "/"
+    assert page["heading"] == "Driftsvakt – Alta"
+    # nothing has reported to this engine yet: all five devices unknown
+    assert page["tiles"] == {"down": 0, "unreachable": 0, "auth_error": 0, "unknown": 5,
+                             "off": 0, "up": 0}
+    assert sorted(page["sites"]) == ["alta-radhus", "oksfjord"]

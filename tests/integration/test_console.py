@@ -1,0 +1,124 @@
+"""The devices API and the operator console, on a real engine fed through mosquitto:
+statuses as /metrics has them, open alerts and checks per device, and a viewer that
+sees its own municipality only."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from collectors.common.outbox import Outbox
+from collectors.common.publisher import Publisher
+from monitor.app import EngineApp
+from monitor.config import Config
+from tests.integration.test_sla import call, engine  # noqa: F401 - the fixture
+from tests.servers import Mosquitto
+
+
+async def _publish(config: Config, tmp: Path, events: list[tuple[str, str, str, dict[str, Any]]]
+                   ) -> None:
+    outbox = await Outbox.open(tmp / "console-outbox.db")
+    publisher = Publisher(broker=config.broker_for("alta"), location="alta",
+                          component="test", instance="console-test", outbox=outbox,
+                          ack_timeout=2.0)
+    task = asyncio.create_task(publisher.run())
+    now = time.time()
+    for municipality, device, stream, body in events:
+        await publisher.emit(municipality, device, stream, now, **body)
+    async with asyncio.timeout(30):
+        await outbox.drained()
+    publisher.stop()
+    await asyncio.wait_for(task, 10)
+    await outbox.close()
+
+
+async def _devices(session: aiohttp.ClientSession, app: EngineApp, who: str,
+                   query: str = "") -> tuple[int, dict[str, Any]]:
+    status, text = await call(session, app, "GET", f"/api/v1/devices{query}", who)
+    return status, json.loads(text)
+
+
+async def test_devices_and_console_by_role(
+        engine: tuple[EngineApp, Config, Mosquitto],  # noqa: F811 - test_sla's fixture
+        tmp_path: Path) -> None:
+    app, config, _ = engine
+    await _publish(config, tmp_path, [
+        ("loppa", "loppa-sw1", "state", {"state": "up"}),
+        ("loppa", "loppa-mail1", "state", {"state": "down",
+                                           "reason": "no response from 10.1.0.5:161"}),
+        ("loppa", "loppa-web", "check", {"check": "loppa-fag", "kind": "http", "ok": False,
+                                         "reason": "HTTP 503"}),
+        ("alta", "alta-core", "state", {"state": "up"}),
+        ("loppa", "loppa-sw1", "trap", {"trap_oid": "1.3.6.1.6.3.1.1.5.3",
+                                        "trap_name": "linkDown", "agent_addr": "10.1.0.1",
+                                        "varbinds": [{"oid": "1.3.6.1.2.1.2.2.1.1.7",
+                                                      "type": "Integer", "value": "7",
+                                                      "name": "ifIndex"}]}),
+    ])
+    async with aiohttp.ClientSession() as session:
+        want = {"loppa-sw1": "up", "loppa-mail1": "down", "loppa-mail2": "unknown",
+                "loppa-web": "up", "alta-core": "up"}
+        async with asyncio.timeout(20):
+            while True:
+                status, body = await _devices(session, app, "ola")
+                assert status == 200
+                got = {d["id"]: d["status"] for d in body["devices"]}
+                alerts = {d["id"]: d["open_alerts"] for d in body["devices"]}
+                if got == want and alerts["loppa-sw1"] == 1:
+                    break
+                await asyncio.sleep(0.2)
+        assert {"down": 1, "unreachable": 0, "auth_error": 0, "unknown": 1, "off": 0,
+                "up": 3} == body["by_status"]
+        mail1 = next(d for d in body["devices"] if d["id"] == "loppa-mail1")
+        assert ("E-post 1", "server", "oksfjord", "Øksfjord", "loppa", "alta", "down",
+                "no response from 10.1.0.5:161") == (
+            mail1["name"], mail1["class"], mail1["site"], mail1["site_name"],
+            mail1["municipality"], mail1["location"], mail1["state"], mail1["reason"])
+
+        status, down = await _devices(session, app, "kari", "?status=down")
+        assert [d["id"] for d in down["devices"]] == ["loppa-mail1"]
+        status, _ = await _devices(session, app, "kari", "?status=sideways")
+        assert status == 400
+        status, loppa = await _devices(session, app, "kari", "?municipality=loppa&class=switch")
+        assert [d["id"] for d in loppa["devices"]] == ["loppa-sw1"]
+
+        status, text = await call(session, app, "GET", "/api/v1/devices/loppa-sw1", "ola")
+        sw1 = json.loads(text)
+        assert [a["alertname"] for a in sw1["alerts"]] == ["LinkDownTrap"]
+        assert sw1["open_alerts"] == 1
+        status, text = await call(session, app, "GET", "/api/v1/devices/loppa-web", "ola")
+        web_ = json.loads(text)
+        assert [(c["check"], c["kind"], c["ok"], c["reason"]) for c in web_["checks"]] == [
+            ("loppa-fag", "http", False, "HTTP 503")]
+
+        # a viewer of Alta: its own device, nothing of Loppa
+        status, own = await _devices(session, app, "liv")
+        assert [d["id"] for d in own["devices"]] == ["alta-core"]
+        assert "loppa" not in json.dumps(own).lower()
+        status, _ = await _devices(session, app, "liv", "?municipality=loppa")
+        assert status == 404
+        status, _ = await call(session, app, "GET", "/api/v1/devices/loppa-sw1", "liv")
+        assert status == 404
+        status, _ = await call(session, app, "GET", "/api/v1/devices/alta-core", "liv")
+        assert status == 200
+
+        # the console: an operator's page; a viewer goes to its portal; no token, /login
+        status, page = await call(session, app, "GET", "/", "ola")
+        assert status == 200
+        assert '<div class="tile down" data-status="down"><b>1</b>down</div>' in page
+        assert '<tr data-device="loppa-mail1">' in page
+        assert "no response from 10.1.0.5:161" in page
+        assert "LinkDownTrap" in page
+        assert '<div class="tile warning"><b>1</b>warning</div>' in page
+        assert page.index('data-site="oksfjord"') < page.index('data-site="alta-radhus"')
+        async with session.get(app.url + "/", allow_redirects=False,
+                               headers={"Authorization": "Bearer liv-viewer-alta-token"}
+                               ) as resp:
+            assert (resp.status, resp.headers["Location"]) == (302, "/sla/alta")
+        async with session.get(app.url + "/", allow_redirects=False) as resp:
+            assert (resp.status, resp.headers["Location"]) == (303, "/login")
