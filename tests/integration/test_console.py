@@ -11,30 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
-from collectors.common.outbox import Outbox
-from collectors.common.publisher import Publisher
 from monitor.app import EngineApp
 from monitor.config import Config
+from tests.feed import publish
 from tests.integration.test_sla import call, engine  # noqa: F401 - the fixture
 from tests.servers import Mosquitto
 
-
-async def _publish(config: Config, tmp: Path, events: list[tuple[str, str, str, dict[str, Any]]]
-                   ) -> None:
-    outbox = await Outbox.open(tmp / "console-outbox.db")
-    publisher = Publisher(broker=config.broker_for("alta"), location="alta",
-                          component="test", instance="console-test", outbox=outbox,
-                          ack_timeout=2.0)
-    task = asyncio.create_task(publisher.run())
-    now = time.time()
-    for municipality, device, stream, body in events:
-        await publisher.emit(municipality, device, stream, now, **body)
-    async with asyncio.timeout(30):
-        await outbox.drained()
-    publisher.stop()
-    await asyncio.wait_for(task, 10)
-    await outbox.close()
+pytestmark = pytest.mark.integration
 
 
 async def _devices(session: aiohttp.ClientSession, app: EngineApp, who: str,
@@ -47,18 +32,19 @@ async def test_devices_and_console_by_role(
         engine: tuple[EngineApp, Config, Mosquitto],  # noqa: F811 - test_sla's fixture
         tmp_path: Path) -> None:
     app, config, _ = engine
-    await _publish(config, tmp_path, [
-        ("loppa", "loppa-sw1", "state", {"state": "up"}),
-        ("loppa", "loppa-mail1", "state", {"state": "down",
-                                           "reason": "no response from 10.1.0.5:161"}),
-        ("loppa", "loppa-web", "check", {"check": "loppa-fag", "kind": "http", "ok": False,
-                                         "reason": "HTTP 503"}),
-        ("alta", "alta-core", "state", {"state": "up"}),
-        ("loppa", "loppa-sw1", "trap", {"trap_oid": "1.3.6.1.6.3.1.1.5.3",
-                                        "trap_name": "linkDown", "agent_addr": "10.1.0.1",
-                                        "varbinds": [{"oid": "1.3.6.1.2.1.2.2.1.1.7",
-                                                      "type": "Integer", "value": "7",
-                                                      "name": "ifIndex"}]}),
+    now = time.time()
+    await publish(config, tmp_path / "outbox.db", "console-test", [
+        ("loppa", "loppa-sw1", "state", now, {"state": "up"}),
+        ("loppa", "loppa-mail1", "state", now, {"state": "down",
+                                                "reason": "no response from 10.1.0.5:161"}),
+        ("loppa", "loppa-web", "check", now, {"check": "loppa-fag", "kind": "http",
+                                              "ok": False, "reason": "HTTP 503"}),
+        ("alta", "alta-core", "state", now, {"state": "up"}),
+        ("loppa", "loppa-sw1", "trap", now, {
+            "trap_oid": "1.3.6.1.6.3.1.1.5.3", "trap_name": "linkDown",
+            "agent_addr": "10.1.0.1", "varbinds": [{"oid": "1.3.6.1.2.1.2.2.1.1.7",
+                                                    "type": "Integer", "value": "7",
+                                                    "name": "ifIndex"}]}),
     ])
     async with aiohttp.ClientSession() as session:
         want = {"loppa-sw1": "up", "loppa-mail1": "down", "loppa-mail2": "unknown",

@@ -31,11 +31,10 @@ import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-from collectors.common.outbox import Outbox
-from collectors.common.publisher import Publisher
 from monitor.app import EngineApp, start_engine
 from monitor.config import Config, load_config
 from monitor.events import Sample
+from tests.feed import publish
 from tests.servers import Mosquitto, free_port
 from tests.sla_oracle import Obs, oracle
 
@@ -222,17 +221,7 @@ async def publish_month(config: Config, tmp: Path, plan: Script, broker: Mosquit
     """Poller and checks first, interleaved; the agent's whole month after them (a
     replayed outbox); then a few of the poller's messages again, as a broker may."""
     async def run_source(src: str) -> None:
-        outbox = await Outbox.open(tmp / f"outbox-{src}.db")
-        publisher = Publisher(broker=config.broker_for("alta"), location="alta",
-                              component="test", instance=src, outbox=outbox, ack_timeout=2.0)
-        task = asyncio.create_task(publisher.run())
-        for municipality, device, stream, ts, body in plan.events[src]:
-            await publisher.emit(municipality, device, stream, ts, **body)
-        async with asyncio.timeout(120):
-            await outbox.drained()
-        publisher.stop()
-        await asyncio.wait_for(task, 10)
-        await outbox.close()
+        await publish(config, tmp / f"outbox-{src}.db", src, plan.events[src])
 
     await asyncio.gather(run_source("poller-a"), run_source("checks-a"))
     await run_source("agent-mail1")
