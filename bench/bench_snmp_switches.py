@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import shutil
 import signal
@@ -334,7 +335,6 @@ def main() -> None:
     if args.worker:
         kind, *rest = args.worker
         if kind == "poller":
-            import os
             os.environ["DV_BENCH_COMMUNITY"] = COMMUNITY
             result: Any = asyncio.run(poller_worker(rest[0], int(rest[1])))
         elif kind == "exporter":

@@ -263,6 +263,7 @@ class SimulatedAgents:
         self.log = log.bind(location=location) if location else log
         self.port = port
         self.community = community
+        self._community = community.encode()
         self.trap_to = trap_to
         self.fault_every = fault_every
         self.rng = random.Random(seed)
@@ -308,12 +309,12 @@ class SimulatedAgents:
                 self.stats.malformed += 1
                 return None
             message, _ = decoder.decode(data, asn1Spec=p.Message())
-            if bytes(p.apiMessage.get_community(message)) != self.community.encode():
+            if bytes(p.apiMessage.get_community(message)) != self._community:
                 self.stats.bad_community += 1  # as an agent does: no answer
                 return None
             request = p.apiMessage.get_pdu(message)
             oids, binds = sim.mib(now)
-            reply = encode_response(1, self.community.encode(),
+            reply = encode_response(1, self._community,
                                     int(p.apiPDU.get_request_id(request)),
                                     _answer(request, oids, binds))
         except (PyAsn1Error, ValueError, TypeError, IndexError, OverflowError):

@@ -188,8 +188,8 @@ class Console:
         body["checks"] = [
             {"check": check, "kind": event.kind, "ok": event.ok, "latency": event.latency,
              "reason": event.reason, "ts": event.ts}
-            for (owner, check), event in sorted(self.state.checks.items())
-            if owner == device_id]
+            for (owner, check), event in sorted((k, e) for k, e in self.state.checks.items()
+                                                if k[0] == device_id)]
         body["behind"] = sorted(d.id for d in self.config.devices.values()
                                 if d.parent == device_id)
         return web.json_response(body)
