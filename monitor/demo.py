@@ -321,7 +321,7 @@ async def run_demo(config_path: str | None, *, http_port: int = 9810, broker: st
                                      location=loc)
             await agents.start()
             stack.callback(agents.close)
-            poller = SnmpPoller(config, loc, snmp, modules, first_round=5.0)
+            poller = SnmpPoller(config, loc, snmp, modules)
             stack.callback(poller.close)
             workers += [Simulator(config, loc, simulator, skip=snmp_estate.devices),
                         CheckRunner(config, loc, checks), agents, poller]

@@ -102,12 +102,8 @@ class SnmpPoller:
     def __init__(self, config: Config, location: str, publisher: Emitter,
                  modules: dict[str, Module], *, concurrency: int = 64,
                  engine: SnmpEngine | None = None, rng: random.Random | None = None,
-                 clock: Callable[[], float] = time.time,
-                 first_round: float | None = None) -> None:
-        """``first_round``: spread the first polls over this many seconds instead of
-        each device's interval (the demo wants every device polled soon after start)."""
+                 clock: Callable[[], float] = time.time) -> None:
         self.config = config
-        self.first_round = first_round
         self.location = location
         self.publisher = publisher
         self.modules = modules
@@ -210,8 +206,7 @@ class SnmpPoller:
 
     async def _loop(self, device: Device) -> None:
         interval = device.interval or DEFAULT_INTERVAL
-        spread = interval if self.first_round is None else min(interval, self.first_round)
-        next_at = time.monotonic() + self.rng.uniform(0, spread)
+        next_at = time.monotonic() + self.rng.uniform(0, interval)
         timeouts = 0
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
