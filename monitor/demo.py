@@ -229,7 +229,7 @@ def _snmp_estate(config: Config, work: Path) -> tuple[Config, _SnmpEstate]:
     community.write_text(SNMP_COMMUNITY + "\n", encoding="utf-8")
     estate = _SnmpEstate(served, _free_udp_port(), {loc: _free_udp_port() for loc in locations})
     profile = SnmpProfile(id="demo-v2c", version="2c", community=SecretRef(file=str(community)),
-                          port=estate.agent_port, timeout=1.0, retries=1)
+                          port=estate.agent_port, timeout=2.0, retries=1)
     traps = TrapSettings(host="127.0.0.1", communities=[SecretRef(file=str(community))])
     return dataclasses.replace(config, devices=devices, traps=traps,
                                snmp_profiles={**config.snmp_profiles, profile.id: profile}

@@ -86,5 +86,11 @@ def test_demo_serves_devices_and_stops_on_sigint(tmp_path: Path, broker: str) ->
         assert b"demo_stopped" in err
     finally:
         if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
+            # Ctrl-C first: the demo stops the brokers it started in sessions of their
+            # own, which a SIGKILL of the demo alone would leave running
+            os.kill(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
