@@ -83,10 +83,11 @@ class Engine:
                                 v5=self.v5)
             try:
                 async with client:
-                    await self._session(client, status_topic)
                     if failing:
                         log.info("broker_recovered", host=self.broker.host, port=self.broker.port)
                         failing = False
+                    backoff.reset()
+                    await self._session(client, status_topic)
             except Exception as exc:
                 if broker_trouble(exc) is None:
                     raise
@@ -102,8 +103,6 @@ class Engine:
                 await asyncio.wait({stop_wait, asyncio.create_task(backoff.wait())},
                                    return_when=asyncio.FIRST_COMPLETED)
                 stop_wait.cancel()
-                continue
-            backoff.reset()
 
     async def _session(self, client: MqttClient, status_topic: str) -> None:
         await client.publish_checked(status_topic, self._status("online"), retain=True)
@@ -131,17 +130,21 @@ class Engine:
 
     async def _receive_loop(self, client: MqttClient) -> None:
         stop_wait = asyncio.create_task(self._stop.wait())
+        receive: asyncio.Task[list[aiomqtt.Message]] | None = None
         try:
             while True:
                 receive = asyncio.create_task(client.receive_batch(self.batch_max, self.batch_wait))
                 done, _ = await asyncio.wait({receive, stop_wait},
                                              return_when=asyncio.FIRST_COMPLETED)
                 if receive not in done:
-                    receive.cancel()
                     return
                 await self._apply(receive.result())
         finally:
             stop_wait.cancel()
+            # Cancelled from outside (the ack task failed first) or stopping: the pending
+            # receive goes too, so its disconnect error is not left unread.
+            if receive is not None:
+                receive.cancel()
 
     async def _apply(self, batch: list[aiomqtt.Message]) -> None:
         started = time.perf_counter()

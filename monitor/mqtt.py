@@ -55,6 +55,17 @@ class MqttClient(aiomqtt.Client):
         self._reasons: dict[int, ReasonCode] = {}
         self.v5 = kwargs.get("protocol") == aiomqtt.ProtocolVersion.V5
 
+    async def __aexit__(self, *exc_info: Any) -> None:
+        try:
+            await super().__aexit__(*exc_info)
+        finally:
+            # aiomqtt leaves the error of an unexpected disconnection in a future nobody
+            # reads once the session has ended on it; read it so asyncio does not log
+            # "Future exception was never retrieved" long after the reconnect.
+            gone = self._disconnected
+            if gone.done() and not gone.cancelled():
+                gone.exception()
+
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int,
                     reason_code: ReasonCode, properties: Properties) -> None:
         if mid in self._pending_publishes:

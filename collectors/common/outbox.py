@@ -170,22 +170,33 @@ class Outbox:
     async def expire(self, now: float | None = None) -> int:
         """Drop rows older than ``max_age``; return how many."""
         cutoff = (now if now is not None else time.time()) - self.max_age
+        return await asyncio.shield(self._expire(cutoff))
+
+    async def _expire(self, cutoff: float) -> int:
         async with self._lock, self._db.execute(
                 "DELETE FROM outbox WHERE created < ? RETURNING seq", (cutoff,)) as cur:
             gone = [int(r[0]) async for r in cur]
-        self._forget(gone, why="age")
+            self._forget(gone, why="age")
         return len(gone)
 
     async def acknowledge(self, upto: int) -> int:
-        """Delete every row with seq <= ``upto``; return how many went."""
+        """Delete every row with seq <= ``upto``; return how many went.
+
+        Shielded: the publisher's ack task is cancelled when its connection drops, and a
+        DELETE that reached the database must be counted, or ``rows`` stays too high and
+        ``drained`` never returns.
+        """
         if upto < self.first_seq:
             return 0
+        return await asyncio.shield(self._acknowledge(upto))
+
+    async def _acknowledge(self, upto: int) -> int:
         async with self._lock:
             cur = await self._db.execute("DELETE FROM outbox WHERE seq <= ?", (upto,))
             deleted = cur.rowcount
             await cur.close()
-        self.rows -= deleted
-        self.first_seq = max(self.first_seq, upto + 1)
+            self.rows -= deleted
+            self.first_seq = max(self.first_seq, upto + 1)
         self.changed.set()
         return deleted
 

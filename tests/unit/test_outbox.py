@@ -57,3 +57,24 @@ async def test_acknowledging_below_the_floor_is_a_no_op(tmp_path: Path) -> None:
         assert 3 == await outbox.acknowledge(3)
         assert 0 == await outbox.acknowledge(2)
         assert (1, 4) == (outbox.rows, outbox.first_seq)
+
+
+async def test_a_cancelled_acknowledgement_keeps_the_count_true(tmp_path: Path) -> None:
+    """The publisher's ack task is cancelled when its connection drops, possibly while the
+    DELETE runs: the rows it deleted must still be counted, or ``drained`` never returns."""
+    async with await Outbox.open(tmp_path / "o.db") as outbox:
+        await asyncio.gather(*(outbox.put("t", b"{}") for _ in range(2000)))
+        for step in range(5):
+            ack = asyncio.create_task(outbox.acknowledge(400 * (step + 1)))
+            for _ in range(step + 1):
+                await asyncio.sleep(0)  # let the DELETE reach the database thread
+            ack.cancel()
+            await asyncio.gather(ack, return_exceptions=True)
+            async with outbox._lock:
+                pass  # the shielded DELETE finishes and counts
+            async with outbox._db.execute("SELECT COUNT(*) FROM outbox") as cur:
+                row = await cur.fetchone()
+            assert row is not None
+            assert row[0] == outbox.rows
+        await outbox.acknowledge(2000)
+        await asyncio.wait_for(outbox.drained(), 5)
