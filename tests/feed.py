@@ -24,8 +24,12 @@ async def publish(config: Config, outbox: Path, instance: str, events: Iterable[
                           component="test", instance=instance, outbox=box, ack_timeout=2.0)
     task = asyncio.create_task(publisher.run())
     try:
-        for municipality, device, stream, ts, body in events:
-            await publisher.emit(municipality, device, stream, ts, **body)
+        # Emitted a chunk at a time, as a busy collector does: the outbox commits each
+        # chunk in one transaction, in the order of the calls.
+        pending = list(events)
+        for start in range(0, len(pending), 500):
+            await asyncio.gather(*(publisher.emit(m, device, stream, ts, **body)
+                                   for m, device, stream, ts, body in pending[start:start + 500]))
         async with asyncio.timeout(within):
             await box.drained()
     finally:

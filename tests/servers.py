@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -17,14 +18,59 @@ import threading
 import time
 from pathlib import Path
 
-__all__ = ["Mosquitto", "Snmpd", "TcpLink", "free_port", "free_udp_port", "mosquitto_binary",
-           "wait_port"]
+__all__ = ["Mosquitto", "Snmpd", "TcpLink", "free_port", "free_port_pair", "free_udp_port",
+           "mosquitto_binary", "wait_port"]
+
+
+def _ephemeral_floor() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_HANDED_OUT: set[int] = set()
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port_pair() -> int:
+    """A port p with p and p + 1 free, below the kernel's ephemeral range.
+
+    A server started a moment later on a port the kernel would also hand out as the
+    source port of an outgoing connection can lose it to that connection (seen: the
+    demo's second engine on p + 1 against a client socket of the demo's own). Ports
+    below the ephemeral range are only ever taken by listeners.
+    """
+    top = _ephemeral_floor() - 2
+    for _ in range(1000):
+        port = random.randrange(10_000, top)
+        if {port, port + 1} & _HANDED_OUT:
+            continue
+        if _bindable(port) and _bindable(port + 1):
+            _HANDED_OUT.update((port, port + 1))
+            return port
+    raise RuntimeError("no two adjacent free ports below the ephemeral range")
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free TCP port below the ephemeral range (see :func:`free_port_pair`), never one
+    handed out before in this process."""
+    top = _ephemeral_floor()
+    for _ in range(1000):
+        port = random.randrange(10_000, top)
+        if port not in _HANDED_OUT and _bindable(port):
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def wait_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None:

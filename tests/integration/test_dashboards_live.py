@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.servers import Mosquitto, Snmpd, free_port, wait_port
+from tests.servers import Mosquitto, Snmpd, free_port, free_port_pair, wait_port
 
 pytestmark = pytest.mark.integration
 
@@ -69,9 +69,7 @@ def test_no_empty_panel(tmp_path: Path) -> None:
          "--location", "alta", "--http-port", str(poller_port)], cwd=ROOT,
         env={**os.environ, "DV_COMMUNITY": Snmpd.COMMUNITY},
         stdout=subprocess.DEVNULL, stderr=open(tmp_path / "poller.log", "wb"))  # noqa: SIM115
-    engine_port = free_port()
-    while free_port() == engine_port + 1:
-        engine_port = free_port()
+    engine_port = free_port_pair()  # the demo's second engine takes engine_port + 1
     demo = subprocess.Popen(
         [sys.executable, "-m", "monitor.cli", "--log-json", "demo", "--http-port",
          str(engine_port), "--workdir", str(tmp_path / "demo")],

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import free_port
+from tests.servers import free_port_pair
 
 pytestmark = pytest.mark.integration
 
@@ -53,9 +53,7 @@ def test_demo_serves_devices_and_stops_on_sigint(tmp_path: Path, broker: str) ->
     as off) within 60 s (about 30 s here: the SNMP polls spread over their interval);
     switches, firewalls and UPSes come from the real poller over SNMP; SIGINT stops
     everything, exit 0."""
-    port = free_port()
-    while free_port() == port + 1:  # the second engine takes port + 1
-        port = free_port()
+    port = free_port_pair()  # the second engine takes port + 1
     proc = subprocess.Popen(
         [sys.executable, "-m", "monitor.cli", "--log-json", "demo", "--http-port", str(port),
          "--broker", broker, "--workdir", str(tmp_path / "demo")],
