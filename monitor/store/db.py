@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Self
 
 import aiosqlite
+import structlog
 
 from monitor.sla.ledger import RunRow
 
@@ -138,6 +139,10 @@ MIGRATIONS: Final[tuple[str, ...]] = (
 )
 
 DEAD_LETTER_KEEP: Final = 10_000
+_PUT_RUNS: Final = (
+    "INSERT INTO sla_run (component, src, start, last, state, validity) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (component, src, start) DO "
+    "UPDATE SET last = excluded.last, state = excluded.state, validity = excluded.validity")
 
 
 @dataclass(slots=True)
@@ -173,6 +178,11 @@ class DeadLetter:
     payload: bytes
 
 
+log = structlog.get_logger(__name__)
+
+Work = Callable[[aiosqlite.Connection], Awaitable[None]]
+
+
 class Store:
     """The engine's store; use as ``async with Store.open(path) as store``."""
 
@@ -205,7 +215,35 @@ class Store:
         await self.close()
 
     async def close(self) -> None:
-        await self._db.close()
+        async with self._tx:  # a transaction still running ends first
+            await self._db.close()
+
+    async def _transaction(self, work: Work) -> None:
+        """Run ``work`` in one IMMEDIATE transaction: all of it or none, and to its end.
+
+        Shielded from the caller's cancellation. The engine's session is torn down when
+        the broker goes (its ack task fails and cancels the batch being committed); a
+        transaction cut at that await would be rolled back while memory keeps the
+        batch, which is never applied again, or — cut at BEGIN — left open, so that
+        every later BEGIN fails and the engine stops.
+        """
+        task = asyncio.ensure_future(self._run_transaction(work))
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(_report_orphan)
+            raise
+
+    async def _run_transaction(self, work: Work) -> None:
+        async with self._tx:
+            db = self._db
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                await work(db)
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
 
     async def _migrate(self) -> None:
         async with self._db.execute("PRAGMA user_version") as cur:
@@ -242,20 +280,18 @@ class Store:
                            runs: list[RunRow] | None = None) -> None:
         """Write one batch's effects — the alerts and SLA runs it changed included — in
         one transaction."""
-        async with self._tx:
-            await self._commit_batch(progress, devices, dead, counts or {}, alerts,
-                                     runs or [])
+        async def work(db: aiosqlite.Connection) -> None:
+            await self._commit_batch(db, progress, list(devices), list(dead), counts or {},
+                                     alerts, runs or [])
+
+        await self._transaction(work)
 
     async def commit_alerts(self, alerts: AlertChanges) -> None:
         """Write what a rules tick changed (timers, absence, expiry)."""
-        async with self._tx:
-            await self._db.execute("BEGIN IMMEDIATE")
-            try:
-                await self._write_alerts(alerts)
-                await self._db.execute("COMMIT")
-            except BaseException:
-                await self._db.execute("ROLLBACK")
-                raise
+        async def work(_: aiosqlite.Connection) -> None:
+            await self._write_alerts(alerts)
+
+        await self._transaction(work)
 
     async def _write_alerts(self, alerts: AlertChanges) -> None:
         db = self._db
@@ -357,14 +393,10 @@ class Store:
 
     async def put_sla_runs(self, runs: list[RunRow]) -> None:
         """Write runs outside a batch (imports, benchmarks)."""
-        async with self._tx:
-            await self._db.execute("BEGIN IMMEDIATE")
-            await self._db.executemany(
-                "INSERT INTO sla_run (component, src, start, last, state, validity) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (component, src, start) DO "
-                "UPDATE SET last = excluded.last, state = excluded.state, "
-                "validity = excluded.validity", runs)
-            await self._db.execute("COMMIT")
+        async def work(db: aiosqlite.Connection) -> None:
+            await db.executemany(_PUT_RUNS, runs)
+
+        await self._transaction(work)
 
     async def put_correction(self, cid: str, body: bytes, actor: str) -> None:
         await self._change("INSERT INTO sla_correction (id, body) VALUES (?, ?)",
@@ -389,16 +421,12 @@ class Store:
     async def audit(self, actor: str, action: str, target: str, detail: bytes,
                     alerts: AlertChanges | None = None) -> None:
         """Record a change made by a person, with what it did to the alerts."""
-        async with self._tx:
-            await self._db.execute("BEGIN IMMEDIATE")
-            try:
-                await self._audit(actor, action, target, detail)
-                if alerts:
-                    await self._write_alerts(alerts)
-                await self._db.execute("COMMIT")
-            except BaseException:
-                await self._db.execute("ROLLBACK")
-                raise
+        async def work(_: aiosqlite.Connection) -> None:
+            await self._audit(actor, action, target, detail)
+            if alerts:
+                await self._write_alerts(alerts)
+
+        await self._transaction(work)
 
     async def audit_log(self, limit: int = 100) -> list[tuple[float, str, str, str, str]]:
         query = "SELECT ts, actor, action, target, detail FROM audit ORDER BY id DESC LIMIT ?"
@@ -412,57 +440,43 @@ class Store:
 
     async def _change(self, sql: str, args: tuple[object, ...], actor: str, action: str,
                       target: str, detail: bytes) -> None:
-        async with self._tx:
-            await self._db.execute("BEGIN IMMEDIATE")
-            try:
-                await self._db.execute(sql, args)
-                await self._audit(actor, action, target, detail)
-                await self._db.execute("COMMIT")
-            except BaseException:
-                await self._db.execute("ROLLBACK")
-                raise
+        async def work(db: aiosqlite.Connection) -> None:
+            await db.execute(sql, args)
+            await self._audit(actor, action, target, detail)
 
-    async def _commit_batch(self, progress: dict[str, int], devices: Iterable[DeviceRow],
-                            dead: Iterable[DeadLetter], counts: dict[str, int],
-                            alerts: AlertChanges | None, runs: list[RunRow]) -> None:
+        await self._transaction(work)
+
+    async def _commit_batch(self, db: aiosqlite.Connection, progress: dict[str, int],
+                            devices: list[DeviceRow], dead: list[DeadLetter],
+                            counts: dict[str, int], alerts: AlertChanges | None,
+                            runs: list[RunRow]) -> None:
         now = time.time()
-        db = self._db
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            if alerts:
-                await self._write_alerts(alerts)
-            if runs:
-                await db.executemany(
-                    "INSERT INTO sla_run (component, src, start, last, state, validity) "
-                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (component, src, start) DO "
-                    "UPDATE SET last = excluded.last, state = excluded.state, "
-                    "validity = excluded.validity", runs)
+        if alerts:
+            await self._write_alerts(alerts)
+        if runs:
+            await db.executemany(_PUT_RUNS, runs)
+        await db.executemany(
+            "INSERT INTO source_progress (src, applied, events, updated) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (src) DO UPDATE SET applied = excluded.applied, "
+            "events = events + excluded.events, updated = excluded.updated",
+            [(src, applied, counts.get(src, 0), now) for src, applied in progress.items()],
+        )
+        await db.executemany(
+            "INSERT INTO device_status (device, last_seen, state, state_since, reason) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (device) DO UPDATE SET "
+            "last_seen = excluded.last_seen, state = excluded.state, "
+            "state_since = excluded.state_since, reason = excluded.reason",
+            [(d.device, d.last_seen, d.state, d.state_since, d.reason) for d in devices],
+        )
+        dead_rows = [(d.received_at, d.topic, d.src, d.reason, d.detail, d.payload)
+                     for d in dead]
+        if dead_rows:
             await db.executemany(
-                "INSERT INTO source_progress (src, applied, events, updated) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (src) DO UPDATE SET applied = excluded.applied, "
-                "events = events + excluded.events, updated = excluded.updated",
-                [(src, applied, counts.get(src, 0), now) for src, applied in progress.items()],
-            )
-            await db.executemany(
-                "INSERT INTO device_status (device, last_seen, state, state_since, reason) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (device) DO UPDATE SET "
-                "last_seen = excluded.last_seen, state = excluded.state, "
-                "state_since = excluded.state_since, reason = excluded.reason",
-                [(d.device, d.last_seen, d.state, d.state_since, d.reason) for d in devices],
-            )
-            dead_rows = [(d.received_at, d.topic, d.src, d.reason, d.detail, d.payload)
-                         for d in dead]
-            if dead_rows:
-                await db.executemany(
-                    "INSERT INTO dead_letter (received_at, topic, src, reason, detail, payload)"
-                    " VALUES (?, ?, ?, ?, ?, ?)", dead_rows)
-                await db.execute(
-                    "DELETE FROM dead_letter WHERE id <= "
-                    "(SELECT MAX(id) FROM dead_letter) - ?", (DEAD_LETTER_KEEP,))
-            await db.execute("COMMIT")
-        except BaseException:
-            await db.execute("ROLLBACK")
-            raise
+                "INSERT INTO dead_letter (received_at, topic, src, reason, detail, payload)"
+                " VALUES (?, ?, ?, ?, ?, ?)", dead_rows)
+            await db.execute(
+                "DELETE FROM dead_letter WHERE id <= "
+                "(SELECT MAX(id) FROM dead_letter) - ?", (DEAD_LETTER_KEEP,))
 
     # -- notifications -----------------------------------------------------------------
 
@@ -472,26 +486,22 @@ class Store:
         """Queue (dedup key, receiver, body) messages with the notification log and the
         escalation chains that say they were made: all or nothing."""
         now = time.time()
-        async with self._tx:
-            db = self._db
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                await db.executemany(
-                    "INSERT OR IGNORE INTO notification (dedup, receiver, body, created, "
-                    "next_at, state) VALUES (?, ?, ?, ?, ?, 'queued')",
-                    [(d, r, b, now, now) for d, r, b in messages])
-                await db.executemany(
-                    "INSERT INTO nflog (key, body, updated) VALUES (?, ?, ?) ON CONFLICT "
-                    "(key) DO UPDATE SET body = excluded.body, updated = excluded.updated",
-                    [(k, b, now) for k, b in nflog.items()])
-                await db.executemany(
-                    "INSERT INTO escalation (grp, body, updated) VALUES (?, ?, ?) ON CONFLICT "
-                    "(grp) DO UPDATE SET body = excluded.body, updated = excluded.updated",
-                    [(k, b, now) for k, b in chains.items()])
-                await db.execute("COMMIT")
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
+        rows = [(d, r, b, now, now) for d, r, b in messages]
+
+        async def work(db: aiosqlite.Connection) -> None:
+            await db.executemany(
+                "INSERT OR IGNORE INTO notification (dedup, receiver, body, created, "
+                "next_at, state) VALUES (?, ?, ?, ?, ?, 'queued')", rows)
+            await db.executemany(
+                "INSERT INTO nflog (key, body, updated) VALUES (?, ?, ?) ON CONFLICT "
+                "(key) DO UPDATE SET body = excluded.body, updated = excluded.updated",
+                [(k, b, now) for k, b in nflog.items()])
+            await db.executemany(
+                "INSERT INTO escalation (grp, body, updated) VALUES (?, ?, ?) ON CONFLICT "
+                "(grp) DO UPDATE SET body = excluded.body, updated = excluded.updated",
+                [(k, b, now) for k, b in chains.items()])
+
+        await self._transaction(work)
 
     async def due_notifications(self, now: float, limit: int = 100
                                 ) -> list[tuple[int, str, bytes, int, float]]:
@@ -545,10 +555,19 @@ class Store:
 
     async def writable(self) -> bool:
         """For /readyz: can we take the write lock right now?"""
+        return await asyncio.shield(self._try_write_lock())
+
+    async def _try_write_lock(self) -> bool:
         async with self._tx:
             try:
                 await self._db.execute("BEGIN IMMEDIATE")
-                await self._db.execute("ROLLBACK")
             except aiosqlite.Error:
                 return False
+            await self._db.execute("ROLLBACK")
             return True
+
+
+def _report_orphan(task: asyncio.Future[None]) -> None:
+    """A transaction whose caller was cancelled: nobody else will see it fail."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("store_write_failed", error=repr(exc), caller="cancelled")
