@@ -173,6 +173,12 @@ class Engine:
         if effects.progress:
             self._acks_due.update(effects.progress)
             self._acks_wake.set()
+        for src in effects.resent_by:
+            # Acknowledged before, and sent again: say it again, or the source resends
+            # the same window until it happens to emit something new.
+            self._acks_sent.pop(src, None)
+            self._acks_due.setdefault(src, self.ingest.progress[src])
+            self._acks_wake.set()
         self.metrics.batch_events.observe(len(batch))
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
 

@@ -107,6 +107,9 @@ class BatchEffects:
     devices: dict[str, DeviceRow] = field(default_factory=dict)
     dead: list[DeadLetter] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)  # events applied, per source
+    # Sources that sent again what was already applied: they have not seen our
+    # acknowledgement (lost on the way, or a bridge dropped it), so it is owed again.
+    resent_by: set[str] = field(default_factory=set)
 
     def __bool__(self) -> bool:
         return bool(self.progress or self.devices or self.dead)
@@ -149,6 +152,7 @@ class Ingest:
                             why="dropped from the source's outbox or acknowledged elsewhere")
         if decision.verdict is Verdict.DUPLICATE:
             self.counters.duplicate()
+            effects.resent_by.add(event.src)
             if decision.skipped:
                 self._advance(effects, event.src, decision.base)
             return

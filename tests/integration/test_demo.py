@@ -49,33 +49,39 @@ def _polled_over_snmp(text: str) -> set[str]:
 
 @pytest.mark.parametrize("broker", ["mosquitto", "amqtt"])
 def test_demo_serves_devices_and_stops_on_sigint(tmp_path: Path, broker: str) -> None:
-    """Both engines show all 3,388 demo devices with a status (PCs outside office hours
-    as off) within 60 s (about 30 s here: the SNMP polls spread over their interval);
-    switches, firewalls and UPSes come from the real poller over SNMP; SIGINT stops
-    everything, exit 0."""
+    """Both engines serve demo devices within 30 s, and all 3,388 with a status (PCs
+    outside office hours as off) within 90 s (here 30-35 s with mosquitto, 35-55 s with
+    amqtt, which runs in the demo's own process); switches, firewalls and UPSes come from
+    the real poller over SNMP; SIGINT stops everything, exit 0."""
     port = free_port_pair()  # the second engine takes port + 1
     proc = subprocess.Popen(
         [sys.executable, "-m", "monitor.cli", "--log-json", "demo", "--http-port", str(port),
          "--broker", broker, "--workdir", str(tmp_path / "demo")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
     try:
-        deadline = time.monotonic() + 60
+        started = time.monotonic()
+        deadline = started + 90
         counts = (0, 0)
+        first_seen: float | None = None
         while time.monotonic() < deadline:
             counts = (_device_status_lines(port), _device_status_lines(port + 1))
+            if first_seen is None and min(counts) > 0:
+                first_seen = time.monotonic() - started
             if min(counts) >= 3388:
                 break
-            time.sleep(0.5)
-        if counts != (3388, 3388):
+            # Not faster: each look renders both engines' /metrics (7 MB) in the demo's
+            # one process, which the demo's own work shares a core with.
+            time.sleep(2.0)
+        if counts != (3388, 3388) or first_seen is None or first_seen > 30:
             os.kill(proc.pid, signal.SIGINT)
             _, err = proc.communicate(timeout=20)
-            pytest.fail(f"device statuses {counts} after 60 s; demo said:\n"
-                        + err.decode(errors="replace")[-6000:])
+            pytest.fail(f"device statuses {counts} after 90 s, the first after {first_seen} s;"
+                        " demo said:\n" + err.decode(errors="replace")[-6000:])
         # the network gear is polled over real SNMP, every 30 s, from the first poll on
         polled: set[str] = set()
         while time.monotonic() < deadline + 30 and polled != {"switch", "firewall", "ups"}:
             polled = _polled_over_snmp(_metrics(port))
-            time.sleep(0.5)
+            time.sleep(2.0)
         assert {"switch", "firewall", "ups"} == polled
         os.kill(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=20)

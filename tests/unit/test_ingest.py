@@ -77,6 +77,8 @@ def test_duplicates_and_gaps_are_not_applied() -> None:
     assert (1, 1) == (counters.duplicates, counters.gaps)
     assert {"snmp-alta-1": 3} == effects.progress
     assert {"snmp-alta-1": 2} == effects.counts
+    assert {"snmp-alta-1"} == effects.resent_by  # the source missed an acknowledgement
+    assert set() == ingest.process([state_event(4)], NOW).resent_by
 
 
 def test_floor_skips_what_the_source_no_longer_holds() -> None:
