@@ -12,6 +12,7 @@ import asyncio
 import json
 import time
 
+import aiohttp
 import aiomqtt
 import pytest
 
@@ -34,9 +35,20 @@ async def _next_ack(client: aiomqtt.Client, within: float) -> int:
     raise AssertionError("subscription ended")
 
 
+async def _ready(url: str) -> None:
+    async with aiohttp.ClientSession() as http:
+        for _ in range(200):
+            async with http.get(f"{url}/readyz") as resp:
+                if resp.status == 200:
+                    return
+            await asyncio.sleep(0.05)
+    raise AssertionError("engine not ready after 10 s")
+
+
 async def test_a_duplicate_is_acknowledged_again(
         engine: tuple[EngineApp, Config, Mosquitto]) -> None:  # noqa: F811
-    _, _, broker = engine
+    app, _, broker = engine
+    await _ready(app.url)  # subscribed: what is published before is not kept for it
     topic = "driftsvakt/v1/alta/loppa/loppa-sw1/state"
     event = json.dumps({"v": 1, "ts": time.time(), "src": SRC, "seq": 1, "floor": 1,
                         "device": "loppa-sw1", "state": "up"})
