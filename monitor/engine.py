@@ -20,12 +20,12 @@ import structlog
 from monitor.config import Broker
 from monitor.events import Ack as AckPayload
 from monitor.events import ComponentStatus, Rejected, ack_topic, encode, sys_topic
-from monitor.ingest import BatchEffects, Ingest
+from monitor.ingest import Ingest
 from monitor.metrics import EngineMetrics
 from monitor.mqtt import Backoff, MqttClient, broker_trouble, client_for
 from monitor.rules.service import RulesService
-from monitor.sla.ledger import Ledger, RunRow
-from monitor.store.db import AlertChanges, Store
+from monitor.sla.ledger import Ledger
+from monitor.store.db import Store
 
 __all__ = ["Engine"]
 
@@ -62,7 +62,6 @@ class Engine:
         self._acks_due: dict[str, int] = {}
         self._acks_wake = asyncio.Event()
         self._acks_sent: dict[str, int] = {}
-        self._commit: asyncio.Future[None] | None = None
 
     def stop(self) -> None:
         """Ask the engine to finish: stop taking messages, flush, acknowledge, say goodbye."""
@@ -106,10 +105,9 @@ class Engine:
                 stop_wait.cancel()
 
     async def _session(self, client: MqttClient, status_topic: str) -> None:
-        if self._commit is not None:
-            # The last session ended inside a batch's commit, which ran on: it is stored
-            # before anything it applied is acknowledged, or its failure stops the engine.
-            await self._commit
+        # The last session may have ended inside a batch's commit, which ran on: it is
+        # stored before anything it applied is acknowledged, or its failure stops us.
+        await self.store.settled()
         await client.publish_checked(status_topic, self._status("online"), retain=True)
         result = await client.subscribe([(DEVICE_TOPICS, 1), (SYS_TOPICS, 1)])
         codes = [getattr(c, "value", c) for c in (result or [])]
@@ -166,10 +164,15 @@ class Engine:
         alerts = self.rules.changes() if self.rules is not None else None
         runs = self.ledger.changes() if self.ledger is not None else None
         if effects or alerts or runs:
-            # Shielded: ingest has applied the batch and will not take it again, so a
-            # session torn down now (its ack task failed) must not cut the commit.
-            self._commit = asyncio.ensure_future(self._store_batch(effects, alerts, runs))
-            await asyncio.shield(self._commit)
+            # Ingest has applied the batch and will not take it again: the store runs
+            # the commit to its end even if this session is torn down meanwhile.
+            try:
+                await self.store.commit_batch(effects.progress, effects.devices.values(),
+                                              effects.dead, effects.counts, alerts, runs)
+            except Exception:
+                self.metrics.store_errors.inc()
+                log.exception("store_commit_failed", path=self.store.path)
+                raise
         if effects.progress:
             self._acks_due.update(effects.progress)
             self._acks_wake.set()
@@ -181,16 +184,6 @@ class Engine:
             self._acks_wake.set()
         self.metrics.batch_events.observe(len(batch))
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
-
-    async def _store_batch(self, effects: BatchEffects, alerts: AlertChanges | None,
-                           runs: list[RunRow] | None) -> None:
-        try:
-            await self.store.commit_batch(effects.progress, effects.devices.values(),
-                                          effects.dead, effects.counts, alerts, runs)
-        except Exception:
-            self.metrics.store_errors.inc()
-            log.exception("store_commit_failed", path=self.store.path)
-            raise
 
     def _apply_sys(self, topic: str, payload: bytes) -> None:
         parts = topic.split("/")

@@ -192,6 +192,9 @@ class Store:
         # aiosqlite runs one statement at a time, but a transaction spans several awaits:
         # nothing else may start one in between.
         self._tx = asyncio.Lock()
+        # Transactions whose callers were cancelled: they run on, and settled() says
+        # how they ended.
+        self._orphans: list[asyncio.Future[None]] = []
 
     @classmethod
     async def open(cls, path: str | Path) -> Self:
@@ -232,7 +235,18 @@ class Store:
             await asyncio.shield(task)
         except asyncio.CancelledError:
             task.add_done_callback(_report_orphan)
+            self._orphans.append(task)
             raise
+
+    async def settled(self) -> None:
+        """Wait for the transactions whose callers were cancelled; raise if one failed.
+
+        The engine calls this before it acknowledges anything in a new session: what it
+        acknowledges must be on disk, and a store that failed must stop it.
+        """
+        orphans, self._orphans = self._orphans, []
+        for task in orphans:
+            await task
 
     async def _run_transaction(self, work: Work) -> None:
         async with self._tx:
@@ -281,8 +295,8 @@ class Store:
         """Write one batch's effects — the alerts and SLA runs it changed included — in
         one transaction."""
         async def work(db: aiosqlite.Connection) -> None:
-            await self._commit_batch(db, progress, list(devices), list(dead), counts or {},
-                                     alerts, runs or [])
+            await self._commit_batch(db, progress, devices, dead, counts or {}, alerts,
+                                     runs or [])
 
         await self._transaction(work)
 
@@ -447,7 +461,7 @@ class Store:
         await self._transaction(work)
 
     async def _commit_batch(self, db: aiosqlite.Connection, progress: dict[str, int],
-                            devices: list[DeviceRow], dead: list[DeadLetter],
+                            devices: Iterable[DeviceRow], dead: Iterable[DeadLetter],
                             counts: dict[str, int], alerts: AlertChanges | None,
                             runs: list[RunRow]) -> None:
         now = time.time()
@@ -568,6 +582,6 @@ class Store:
 
 
 def _report_orphan(task: asyncio.Future[None]) -> None:
-    """A transaction whose caller was cancelled: nobody else will see it fail."""
+    """Logged as it ends: its caller is gone, and settled() may come much later."""
     if not task.cancelled() and (exc := task.exception()) is not None:
         log.error("store_write_failed", error=repr(exc), caller="cancelled")
