@@ -14,7 +14,9 @@ command -v snmpbulkwalk >/dev/null 2>&1 || need_apt+=(snmp)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 # headless Chromium renders the SLA portal and prints the report to PDF in the tests
 case ",$extras," in
-  *,test,*) command -v chromium >/dev/null 2>&1 || need_apt+=(chromium) ;;
+  *,test,*) command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+            # systemd-analyze verifies the units in deploy/systemd
+            command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd) ;;
 esac
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
