@@ -1,14 +1,19 @@
 """Composition root of ``driftsvakt engine``: builds every component, runs, shuts down.
 
-Shutdown on SIGTERM or SIGINT, in stages, each under its own timeout: stop taking
-messages, commit what was taken, publish the last acknowledgements and the
-``stopping`` status, stop the HTTP server, close the store.
+Start refuses at once, with a documented exit code (monitor.startup), when the HTTP
+port is taken, the store is locked by another engine or a credential cannot be read.
+The long-lived tasks run under one supervisor (monitor.supervisor), each with its
+policy. Shutdown on SIGTERM or SIGINT, in stages, each under its own timeout: stop
+taking messages, commit what was taken, publish the last acknowledgements and the
+``stopping`` status; the rules' last tick; notifications queue what it decided; then
+the HTTP server, the store and its lock.
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +25,7 @@ from prometheus_client import CollectorRegistry
 
 from monitor.api import add_api_routes
 from monitor.auth import Auth
-from monitor.config import Config, load_config
+from monitor.config import Broker, Config, load_config
 from monitor.console import add_console_routes
 from monitor.engine import Engine
 from monitor.exposition import SeriesExposition
@@ -29,8 +34,10 @@ from monitor.metrics import EngineMetrics, StateCollector
 from monitor.notify.service import NotifyService
 from monitor.rules.service import RulesService
 from monitor.sla.service import SlaService
+from monitor.startup import EXIT_CONFIG, StartRefused, StoreLock, bind_http, check_credentials
 from monitor.state import DeviceStatus, State
 from monitor.store.db import Store
+from monitor.supervisor import Supervisor
 from monitor.web import build_app
 from monitor.yamlmodel import Problem, Problems
 
@@ -38,7 +45,6 @@ __all__ = ["EngineApp", "run_engine", "start_engine"]
 
 log = structlog.get_logger(__name__)
 
-SHUTDOWN_ENGINE_SECONDS: Final = 6.0
 SHUTDOWN_HTTP_SECONDS: Final = 2.0
 
 
@@ -48,57 +54,65 @@ class EngineApp:
 
     engine: Engine
     store: Store
+    lock: StoreLock
     runner: web.AppRunner
-    task: asyncio.Task[None]
     url: str
     rules: RulesService
-    ticks: asyncio.Task[None]
-    ticks_stop: asyncio.Event
     notify: NotifyService
-    notify_task: asyncio.Task[None]
-    notify_stop: asyncio.Event
     sla: SlaService
-    sla_task: asyncio.Task[None]
-    sla_stop: asyncio.Event
+    supervisor: Supervisor
+    supervision: asyncio.Task[int]
+    """Ends with the exit code: when ``stop()`` is called, or when a ``stop`` task dies."""
+    _stopping: asyncio.Event
 
-    async def stop(self) -> None:
-        self.engine.stop()
-        await _finish(self.task, "engine")  # its failure is reported by run_engine
-        self.ticks_stop.set()  # the last tick writes what the rules still hold
-        await _finish(self.ticks, "rules")
-        self.notify_stop.set()  # then notifications queue what that tick decided
-        await _finish(self.notify_task, "notify")
-        self.sla_stop.set()
-        await _finish(self.sla_task, "sla")
+    async def stop(self) -> int:
+        """Stop the tasks in order, then HTTP and the store; return the exit code."""
+        self._stopping.set()
+        code = await self.supervision
         try:
             await asyncio.wait_for(self.runner.cleanup(), SHUTDOWN_HTTP_SECONDS)
         except TimeoutError:
             log.warning("shutdown_stage_timeout", stage="http")
         await self.store.close()
-
-
-async def _finish(task: asyncio.Task[None], stage: str) -> None:
-    """Wait for one stage of the shutdown, within its time; cancel it past that."""
-    try:
-        await asyncio.wait_for(asyncio.shield(task), SHUTDOWN_ENGINE_SECONDS)
-    except TimeoutError:
-        log.warning("shutdown_stage_timeout", stage=stage)
-        task.cancel()
-    except Exception:
-        if stage != "engine":
-            log.exception("shutdown_stage_failed", stage=stage)
+        self.lock.release()
+        return code
 
 
 async def start_engine(config: Config, location: str, *, http_port: int | None = None,
                        v5: bool = True) -> EngineApp:
-    """Build and start an engine for ``location``; the caller awaits ``stop()``."""
+    """Build and start an engine for ``location``; the caller awaits ``stop()``.
+
+    Raises :class:`StartRefused` (port, store lock, credentials) or :class:`Problems`
+    before anything is left running."""
     if location not in config.locations:
         raise Problems([Problem(config.source, 0, "--location",
                                 f"location {location!r} is not in the config")])
+    check_credentials(config, location)
     broker = config.broker_for(location)
     password = broker.password.resolve() if broker.password else None
+    port = config.engine.http_port if http_port is None else http_port
+    listener = bind_http(config.engine.http_host, port)
     store_path = config.engine.store.format(location=location)
-    store = await Store.open(store_path)
+    lock = StoreLock(store_path)
+    try:
+        lock.acquire()
+        store = await Store.open(store_path)
+    except BaseException:
+        listener.close()
+        lock.release()
+        raise
+    try:
+        return await _assemble(config, location, broker, password, listener, store, lock, v5)
+    except BaseException:
+        listener.close()
+        await store.close()
+        lock.release()
+        raise
+
+
+async def _assemble(config: Config, location: str, broker: Broker, password: str | None,
+                    listener: socket.socket, store: Store, lock: StoreLock,
+                    v5: bool) -> EngineApp:
     state = State()
     for row in await store.load_devices():
         known = config.devices.get(row.device)
@@ -112,13 +126,9 @@ async def start_engine(config: Config, location: str, *, http_port: int | None =
     collector = StateCollector(state, config)
     registry.register(collector)
     exposition = SeriesExposition(state, collector.device_labels)
-    try:
-        rules = await RulesService.start(config, store, state, registry)
-        notify = await NotifyService.start(config, store, rules, registry, location, state)
-        sla = await SlaService.start(config, store, registry)
-    except BaseException:
-        await store.close()
-        raise
+    rules = await RulesService.start(config, store, state, registry)
+    notify = await NotifyService.start(config, store, rules, registry, location, state)
+    sla = await SlaService.start(config, store, registry)
     ingest = Ingest(state, await store.load_progress(), metrics,
                     observer=Observers(rules, sla.ledger))
     engine = Engine(broker=broker, location=location, store=store, ingest=ingest,
@@ -126,9 +136,17 @@ async def start_engine(config: Config, location: str, *, http_port: int | None =
                     batch_max=config.engine.batch_max, batch_wait=config.engine.batch_wait,
                     rules=rules, ledger=sla.ledger)
     auth = Auth(config)
+    supervisor = Supervisor(registry)
+    # Stopped in this order: ingest commits what it took; the rules' last tick writes
+    # what they still hold; notifications queue what that tick decided.
+    supervisor.add("ingest", engine.run, "stop")
+    supervisor.add("rules", rules.run, "stop")
+    supervisor.add("notify", notify.run, "restart")
+    supervisor.add("sla", sla.run, "restart")
 
     async def ready() -> dict[str, bool]:
-        return {"broker": engine.connected, "store": await store.writable()}
+        return {"broker": engine.connected, "store": await store.writable(),
+                **supervisor.health()}
 
     def routes(app: web.Application) -> None:
         add_api_routes(app, config, rules, auth)
@@ -139,32 +157,32 @@ async def start_engine(config: Config, location: str, *, http_port: int | None =
     runner = web.AppRunner(build_app(registry, ready, routes, exposition.render),
                            access_log=None)
     await runner.setup()
-    port = config.engine.http_port if http_port is None else http_port
-    site = web.TCPSite(runner, config.engine.http_host, port)
+    site = web.SockSite(runner, listener)
     await site.start()
-    bound = runner.addresses[0][1] if runner.addresses else port
+    bound = listener.getsockname()[1]
     url = f"http://{config.engine.http_host}:{bound}"
-    task = asyncio.create_task(engine.run(), name=f"engine-{location}")
-    ticks_stop = asyncio.Event()
-    ticks = asyncio.create_task(rules.run(ticks_stop), name=f"rules-{location}")
-    notify_stop = asyncio.Event()
-    notify_task = asyncio.create_task(notify.run(notify_stop), name=f"notify-{location}")
-    sla_stop = asyncio.Event()
-    sla_task = asyncio.create_task(sla.run(sla_stop), name=f"sla-{location}")
-    log.info("engine_started", location=location, url=url, store=store_path,
+    stopping = asyncio.Event()
+    supervision = asyncio.create_task(supervisor.run(stopping), name=f"engine-{location}")
+    log.info("engine_started", location=location, url=url, store=store.path,
              broker=f"{broker.host}:{broker.port}")
-    return EngineApp(engine, store, runner, task, url, rules, ticks, ticks_stop, notify,
-                     notify_task, notify_stop, sla, sla_task, sla_stop)
+    return EngineApp(engine, store, lock, runner, url, rules, notify, sla, supervisor,
+                     supervision, stopping)
 
 
 async def run_engine(config_path: str, location: str, *, http_port: int | None = None) -> int:
+    """The ``driftsvakt engine`` command; returns its exit code (monitor.startup)."""
     try:
         config = load_config(Path(config_path))
         app = await start_engine(config, location, http_port=http_port)
     except Problems as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
-        return 1
+        return EXIT_CONFIG
+    except StartRefused as exc:
+        print(f"cannot start: {exc}", file=sys.stderr)
+        log.error("engine_refused_to_start", location=location, reason=str(exc),
+                  exit_code=exc.code)
+        return exc.code
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -177,13 +195,13 @@ async def run_engine(config_path: str, location: str, *, http_port: int | None =
         task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, reload)
-    done, _ = await asyncio.wait({app.task, app.ticks, asyncio.create_task(stopping.wait())},
-                                 return_when=asyncio.FIRST_COMPLETED)
-    failed = next((t for t in (app.task, app.ticks)
-                   if t in done and t.exception() is not None), None)
-    if failed is not None:
-        log.error("engine_failed", location=location, exc_info=failed.exception())
+    signalled = asyncio.create_task(stopping.wait())
+    await asyncio.wait({app.supervision, signalled}, return_when=asyncio.FIRST_COMPLETED)
+    signalled.cancel()
     log.info("engine_stopping", location=location)
-    await app.stop()
-    log.info("engine_stopped", location=location)
-    return 1 if failed is not None else 0
+    code = await app.stop()
+    if code:
+        log.error("engine_failed", location=location, task=app.supervisor.failed,
+                  exit_code=code)
+    log.info("engine_stopped", location=location, exit_code=code)
+    return code

@@ -358,7 +358,7 @@ async def _run_until_signal(publishers: list[Publisher], workers: list[_Worker],
                 tg.create_task(pub.run(), name=f"publisher-{pub.instance}")
             for worker in workers:
                 tg.create_task(worker.run(), name=type(worker).__name__)
-            engine_failed = [app.task for app in engines]
+            engine_failed = [app.supervision for app in engines]
             waiter = asyncio.create_task(stopping.wait())
             await asyncio.wait({waiter, *engine_failed}, return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()

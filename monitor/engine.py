@@ -72,7 +72,11 @@ class Engine:
                                       component="engine", instance=self.instance,
                                       version=VERSION))
 
-    async def run(self) -> None:
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Until ``stop`` (or :meth:`stop`); broker trouble is waited out, anything else
+        (a store failure) raises: memory would be ahead of the store."""
+        if stop is not None:
+            self._stop = stop
         backoff = Backoff()
         failing = False
         status_topic = sys_topic(self.location, "engine", self.instance)

@@ -133,11 +133,10 @@ class SlaService:
         self.refresh_seconds = time.perf_counter() - started
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Refresh the SLA metrics until ``stop``; a failure ends the task, and its
+        supervisor logs, counts and restarts it."""
         while not stop.is_set():
-            try:
-                await self.update_metrics(time.time())
-            except Exception:
-                log.exception("sla_metrics_failed")
+            await self.update_metrics(time.time())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.refresh)
 
