@@ -93,7 +93,7 @@ async def _metric(app: EngineApp, name: str) -> float:
     async with aiohttp.ClientSession() as session, session.get(app.url + "/metrics") as resp:
         text = await resp.text()
     for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
+        if line.startswith((name + " ", name + "{")):
             return float(line.rsplit(" ", 1)[1])
     raise AssertionError(f"{name} not in /metrics")
 
