@@ -6,11 +6,19 @@ row is committed; concurrent puts share one commit (group commit), so a collecto
 that emits many events pays for few fsyncs. Rows are deleted only when the engines
 the collector waits for have acknowledged them. The outbox is bounded by rows and
 age: when it must drop, it drops the oldest, and counts them.
+
+A full disk does not stop a collector: an event that cannot be written is lost,
+counted in ``dropped`` (so its status and alerts show it) and logged with SQLite's own
+reason; the counters change only after a commit, and writing resumes by itself when
+space returns. SQLite's WAL needs room to grow and to checkpoint (a few MB), so a disk
+that is nearly full refills at once: free more than that.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +27,11 @@ from typing import Final, Self
 import aiosqlite
 import structlog
 
-__all__ = ["Outbox", "OutboxRow"]
+__all__ = ["Outbox", "OutboxRow", "OutboxWriteFailed"]
 
 log = structlog.get_logger(__name__)
 
+FAILURE_LOG_EVERY: Final = 60.0
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS outbox (
     seq     INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -31,6 +40,14 @@ CREATE TABLE IF NOT EXISTS outbox (
     created REAL NOT NULL
 );
 """
+
+
+class OutboxWriteFailed(Exception):
+    """An event could not be stored (SQLite's reason kept as the cause): it is lost."""
+
+    def __init__(self, path: str, cause: sqlite3.Error) -> None:
+        super().__init__(f"{path}: {cause}")
+        self.cause = cause
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +70,14 @@ class Outbox:
         self.rows = 0
         self.first_seq = 1  # lowest seq still held (== floor of the next event sent)
         self.last_seq = 0   # highest seq ever assigned
-        self.dropped = 0
+        self.dropped = 0  # events lost: dropped when full or old, or never written
+        self.write_failures = 0
         self.changed = asyncio.Event()
+        # set on a write failure and on recovery: the publisher reports it at once
+        self.failing = asyncio.Event()
+        self._failing_since: float | None = None
+        self._failing_logged = 0.0
+        self._failing_lost = 0
         self._pending: list[tuple[str, bytes, float, asyncio.Future[int]]] = []
         self._flushing: asyncio.Task[None] | None = None
         # One connection: a transaction spans awaits, and nothing may interleave with it.
@@ -98,7 +121,11 @@ class Outbox:
         await self.close()
 
     async def put(self, topic: str, body: bytes) -> int:
-        """Store one event durably; return its seq once committed."""
+        """Store one event durably; return its seq once committed.
+
+        Raises :class:`OutboxWriteFailed` when the database cannot take it (a full
+        disk): the event is lost, counted in ``dropped`` and ``write_failures``, and
+        logged with SQLite's own words; the next put tries again."""
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending.append((topic, body, time.time(), future))
         if self._flushing is None:
@@ -111,11 +138,19 @@ class Outbox:
                 batch, self._pending = self._pending, []
                 try:
                     first = await self._insert([(t, b, c) for t, b, c, _ in batch])
+                except sqlite3.Error as exc:
+                    self._write_failed("put", exc, lost=len(batch))
+                    failure = OutboxWriteFailed(self.path, exc)
+                    for *_, future in batch:
+                        if not future.done():
+                            future.set_exception(failure)
+                    continue
                 except BaseException as exc:
                     for *_, future in batch:
                         if not future.done():
                             future.set_exception(exc)
                     raise
+                self._write_ok()
                 for offset, (*_, future) in enumerate(batch):
                     if not future.done():
                         future.set_result(first + offset)
@@ -124,6 +159,7 @@ class Outbox:
             self._flushing = None
 
     async def _insert(self, rows: list[tuple[str, bytes, float]]) -> int:
+        """One transaction; the counters change only once it has committed."""
         db = self._db
         async with self._lock:
             await db.execute("BEGIN IMMEDIATE")
@@ -135,28 +171,30 @@ class Outbox:
                     row = await cur.fetchone()
                 assert row is not None
                 last = int(row[0])
-                first = last - len(rows) + 1
-                was_empty = self.rows == 0
-                self.rows += len(rows)
-                self.last_seq = last
-                if was_empty:
-                    self.first_seq = first
-                overflow = self.rows - self.max_rows
-                if overflow > 0:
-                    await self._drop_oldest(overflow)
+                overflow = self.rows + len(rows) - self.max_rows
+                gone = await self._delete_oldest(overflow) if overflow > 0 else []
                 await db.execute("COMMIT")
             except BaseException:
-                await db.execute("ROLLBACK")
+                # SQLite may already have rolled back on its own (a full disk does):
+                # a second ROLLBACK would raise and hide the first error.
+                if db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        await db.execute("ROLLBACK")
                 raise
+            first = last - len(rows) + 1
+            if self.rows == 0:
+                self.first_seq = first
+            self.rows += len(rows)
+            self.last_seq = last
+            self._forget(gone, why="full")
         return first
 
-    async def _drop_oldest(self, count: int) -> None:
-        """Inside a transaction: delete the ``count`` oldest rows, count and log it."""
+    async def _delete_oldest(self, count: int) -> list[int]:
+        """Inside a transaction: delete the ``count`` oldest rows; return their seqs."""
         async with self._db.execute(
                 "DELETE FROM outbox WHERE seq IN "
                 "(SELECT seq FROM outbox ORDER BY seq LIMIT ?) RETURNING seq", (count,)) as cur:
-            gone = [int(r[0]) async for r in cur]
-        self._forget(gone, why="full")
+            return [int(r[0]) async for r in cur]
 
     def _forget(self, gone: list[int], why: str) -> None:
         if not gone:
@@ -173,9 +211,14 @@ class Outbox:
         return await asyncio.shield(self._expire(cutoff))
 
     async def _expire(self, cutoff: float) -> int:
-        async with self._lock, self._db.execute(
-                "DELETE FROM outbox WHERE created < ? RETURNING seq", (cutoff,)) as cur:
-            gone = [int(r[0]) async for r in cur]
+        async with self._lock:
+            try:
+                async with self._db.execute(
+                        "DELETE FROM outbox WHERE created < ? RETURNING seq", (cutoff,)) as cur:
+                    gone = [int(r[0]) async for r in cur]
+            except sqlite3.Error as exc:
+                self._write_failed("expire", exc)
+                return 0
             self._forget(gone, why="age")
         return len(gone)
 
@@ -184,7 +227,8 @@ class Outbox:
 
         Shielded: the publisher's ack task is cancelled when its connection drops, and a
         DELETE that reached the database must be counted, or ``rows`` stays too high and
-        ``drained`` never returns.
+        ``drained`` never returns. A DELETE the disk cannot take (WAL pages need space)
+        is logged and counted; the rows go with the next acknowledgement.
         """
         if upto < self.first_seq:
             return 0
@@ -192,13 +236,41 @@ class Outbox:
 
     async def _acknowledge(self, upto: int) -> int:
         async with self._lock:
-            cur = await self._db.execute("DELETE FROM outbox WHERE seq <= ?", (upto,))
+            try:
+                cur = await self._db.execute("DELETE FROM outbox WHERE seq <= ?", (upto,))
+            except sqlite3.Error as exc:
+                self._write_failed("acknowledge", exc)
+                return 0
             deleted = cur.rowcount
             await cur.close()
             self.rows -= deleted
             self.first_seq = max(self.first_seq, upto + 1)
         self.changed.set()
         return deleted
+
+    def _write_failed(self, what: str, exc: sqlite3.Error, lost: int = 0) -> None:
+        """Count a failed write; log the first of a run at once, then once a minute."""
+        self.write_failures += 1
+        self.dropped += lost
+        self._failing_lost += lost
+        now = time.monotonic()
+        if self._failing_since is None or now - self._failing_logged >= FAILURE_LOG_EVERY:
+            log.error("outbox_write_failed", path=self.path, op=what, cause=str(exc),
+                      lost=lost, lost_in_run=self._failing_lost,
+                      failures=self.write_failures)
+            self._failing_logged = now
+        if self._failing_since is None:
+            self._failing_since = now
+        self.failing.set()
+
+    def _write_ok(self) -> None:
+        if self._failing_since is not None:
+            log.warning("outbox_write_recovered", path=self.path,
+                        lost_in_run=self._failing_lost,
+                        seconds=round(time.monotonic() - self._failing_since, 1))
+            self._failing_since = None
+            self._failing_lost = 0
+            self.failing.set()
 
     async def drained(self) -> None:
         """Return once every row is acknowledged and deleted (callers bound the wait)."""

@@ -29,7 +29,7 @@ import aiomqtt
 import msgspec
 import structlog
 
-from collectors.common.outbox import Outbox, OutboxRow
+from collectors.common.outbox import Outbox, OutboxRow, OutboxWriteFailed
 from monitor.config import Broker
 from monitor.events import ComponentStatus, Rejected, ack_topic, decode_ack, device_topic, encode
 from monitor.events import sys_topic as make_sys_topic
@@ -40,6 +40,7 @@ __all__ = ["Emitter", "Publisher", "PublisherStats"]
 log = structlog.get_logger(__name__)
 
 STATUS_EVERY: Final = 30.0
+STATUS_MIN_GAP: Final = 1.0
 EXPIRE_EVERY: Final = 60.0
 REFUSED_BACKOFF: Final = 5.0
 RESEND_AFTER_MAX: Final = 120.0
@@ -50,7 +51,7 @@ class Emitter(Protocol):
     """What a collector needs of the publisher: store an event, get its seq."""
 
     async def emit(self, municipality: str, device: str, stream: str, ts: float,
-                   **body: Any) -> int: ...
+                   **body: Any) -> int | None: ...
 
 
 @dataclass
@@ -99,16 +100,21 @@ class Publisher:
     # --- producing ---------------------------------------------------------------
 
     async def emit(self, municipality: str, device: str, stream: str, ts: float,
-                   **body: Any) -> int:
+                   **body: Any) -> int | None:
         """Store one event for ``device`` durably; return its seq.
 
         ``body`` holds the stream's fields (see :mod:`monitor.events`); ``v``, ``src``,
-        ``seq`` and ``floor`` are added here and at send time.
+        ``seq`` and ``floor`` are added here and at send time. None when the outbox
+        could not store it (a full disk): the outbox counted and logged the loss, the
+        status reports it at once, and the collector carries on.
         """
         topic = device_topic(self.location, municipality, device, stream)
         payload = _ENCODER.encode({"v": 1, "ts": ts, "src": self.instance, "device": device,
                                    **body})
-        seq = await self.outbox.put(topic, payload)
+        try:
+            seq = await self.outbox.put(topic, payload)
+        except OutboxWriteFailed:
+            return None
         self.stats.emitted += 1
         self._wake.set()
         return seq
@@ -214,9 +220,16 @@ class Publisher:
                 self._wake.set()
 
     async def _status_loop(self, client: MqttClient) -> None:
+        """The retained status every STATUS_EVERY seconds, and at once (at most once a
+        second) when the outbox starts or stops failing to write."""
         last_expire = time.monotonic()
+        failing = self.outbox.failing
         while True:
-            await asyncio.sleep(STATUS_EVERY)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(failing.wait(), STATUS_EVERY)
+            if failing.is_set():
+                failing.clear()
+                await asyncio.sleep(STATUS_MIN_GAP)
             if time.monotonic() - last_expire >= EXPIRE_EVERY:
                 await self.outbox.expire()
                 last_expire = time.monotonic()

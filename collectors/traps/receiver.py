@@ -112,7 +112,7 @@ class TrapReceiver:
         self.stats = TrapStats()
         self.by_address = {d.address: d.id for d in config.devices.values() if d.address}
         self._engine: Any = None
-        self._tasks: set[asyncio.Task[int]] = set()
+        self._tasks: set[asyncio.Task[int | None]] = set()
 
     def start(self) -> None:
         engine = snmp_engine.SnmpEngine()

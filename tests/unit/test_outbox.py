@@ -78,3 +78,37 @@ async def test_a_cancelled_acknowledgement_keeps_the_count_true(tmp_path: Path) 
             assert row[0] == outbox.rows
         await outbox.acknowledge(2000)
         await asyncio.wait_for(outbox.drained(), 5)
+
+
+async def test_a_full_disk_loses_only_what_could_not_be_written(tmp_path: Path) -> None:
+    """On a real full tmpfs: puts fail with SQLite's own reason (not a ROLLBACK error),
+    each loss counted; counters and rows stay exactly what was committed; writing
+    resumes by itself when space returns, numbering straight on."""
+    from collectors.common.outbox import OutboxWriteFailed
+    from tests.fulldisk import fill, small_tmpfs
+
+    with small_tmpfs(tmp_path / "disk") as disk:
+        async with await Outbox.open(disk / "outbox.db") as outbox:
+            body = b'{"pad":"%s"}' % (b"x" * 1000)
+            stored = [await outbox.put("t", body) for _ in range(20)]
+            assert list(range(1, 21)) == stored
+            filler = fill(disk)
+            failed: list[OutboxWriteFailed] = []
+            for _ in range(200):  # WAL frames are appended: the first new page fails
+                try:
+                    stored.append(await outbox.put("t", body))
+                except OutboxWriteFailed as exc:
+                    failed.append(exc)
+                    if len(failed) == 3:
+                        break
+            assert 3 == len(failed)
+            assert "database or disk is full" in str(failed[0].cause)
+            kept = len(stored)
+            assert (kept, 1, kept, 3, 3) == (outbox.rows, outbox.first_seq, outbox.last_seq,
+                                             outbox.dropped, outbox.write_failures)
+            assert stored == [r.seq for r in await outbox.read(1, 1000)]
+            filler.unlink()
+            assert kept + 1 == await outbox.put("t", body)
+            assert (kept + 1, kept + 1, 3) == (outbox.rows, outbox.last_seq, outbox.dropped)
+        async with await Outbox.open(disk / "outbox.db") as outbox:
+            assert (kept + 1, 1, kept + 1) == (outbox.rows, outbox.first_seq, outbox.last_seq)
