@@ -11,7 +11,6 @@ and is resolved only where it is used, by :meth:`SecretRef.resolve`.
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import re
 import typing
 from collections import Counter
@@ -23,6 +22,16 @@ from zoneinfo import ZoneInfoNotFoundError
 
 import yaml
 
+from monitor.fields import (
+    Address,
+    Broker,
+    NonNegativeInt,
+    Port,
+    Positive,
+    PositiveInt,
+    Slug,
+)
+from monitor.fields import address_problem as _address
 from monitor.notify.settings import NotificationSettings, check_notifications
 from monitor.officehours import OSLO, Schedule
 from monitor.secrets import SecretRef
@@ -56,47 +65,6 @@ __all__ = [
     "load_config",
 ]
 
-_SLUG_RE: Final = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-_HOSTNAME_RE: Final = re.compile(
-    r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
-)
-
-
-def _slug(value: str) -> str | None:
-    if _SLUG_RE.match(value):
-        return None
-    return f"{value!r} is not a slug: lower-case letters, digits and '-', at most 63"
-
-
-def _address(value: str) -> str | None:
-    try:
-        ipaddress.ip_address(value)
-        return None
-    except ValueError:
-        pass
-    if _HOSTNAME_RE.match(value) and not re.fullmatch(r"[0-9.]+", value):
-        return None
-    return f"{value!r} is neither an IP address nor a host name"
-
-
-def _port(value: int) -> str | None:
-    return None if 0 < value < 65536 else f"{value} is not a port number (1-65535)"
-
-
-def _positive(value: float) -> str | None:
-    return None if value > 0 else f"{value} must be greater than 0"
-
-
-def _non_negative(value: float) -> str | None:
-    return None if value >= 0 else f"{value} must not be negative"
-
-
-Slug = Annotated[str, Check(_slug)]
-Address = Annotated[str, Check(_address)]
-Port = Annotated[int, Check(_port)]
-Positive = Annotated[float, Check(_positive)]
-PositiveInt = Annotated[int, Check(_positive)]
-NonNegativeInt = Annotated[int, Check(_non_negative)]
 
 DEFAULT_OFFICE_HOURS: Final = Schedule.from_text({"mon-fri": ["07:00-16:00"]})
 DEFAULT_GRACE: Final = 1800.0
@@ -297,19 +265,6 @@ class TrapSettings:
     port: Port = 162
     communities: list[SecretRef] = field(default_factory=list)
     users: list[TrapUserSettings] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class Broker:
-    """The MQTT broker of one location."""
-
-    location: Slug
-    host: Address = "127.0.0.1"
-    port: Port = 1883
-    username: str | None = None
-    password: SecretRef | None = None
-    tls_ca: str | None = None
-    keepalive: PositiveInt = 30
 
 
 @dataclass(frozen=True, slots=True)

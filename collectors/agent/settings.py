@@ -15,7 +15,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final, Literal
 
-from monitor.config import Broker, SecretRef
+from monitor.fields import Broker
+from monitor.secrets import SecretRef
 from monitor.yamlmodel import Problem, Problems, convert, is_missing, load_documents
 
 __all__ = ["AgentSettings", "load_settings", "slug_from_hostname"]

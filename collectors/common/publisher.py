@@ -30,9 +30,9 @@ import msgspec
 import structlog
 
 from collectors.common.outbox import Outbox, OutboxRow, OutboxWriteFailed
-from monitor.config import Broker
 from monitor.events import ComponentStatus, Rejected, ack_topic, decode_ack, device_topic, encode
 from monitor.events import sys_topic as make_sys_topic
+from monitor.fields import Broker
 from monitor.mqtt import Backoff, MqttClient, broker_trouble, client_for
 
 __all__ = ["Emitter", "Publisher", "PublisherStats"]

@@ -34,6 +34,7 @@ from monitor.events import (
     MetricsEvent,
     StateEvent,
 )
+from monitor.rows import RunRow
 from monitor.state import State
 
 __all__ = ["MAX_VALIDITY", "STALE_FACTOR", "Ledger", "Run", "RunRow", "observed_state"]
@@ -76,7 +77,6 @@ class Run:
     validity: float
 
 
-RunRow = tuple[str, str, float, float, str, float]  # component, src, start, last, state, validity
 
 
 @dataclass(slots=True)

@@ -17,7 +17,7 @@ from typing import Final, Self
 import aiosqlite
 import structlog
 
-from monitor.sla.ledger import RunRow
+from monitor.rows import RunRow
 
 __all__ = ["MIGRATIONS", "AlertChanges", "DeadLetter", "DeviceRow", "Store"]
 

@@ -1,0 +1,74 @@
+"""The config's field types, and the broker block: what every component needs.
+
+Kept apart from :mod:`monitor.config` (the estate, rules, notifications, SLA) so that
+the host agent on ~3,500 PCs, and any collector, imports the wire contract and this
+module only: none of the engine's features, nor Jinja2 (tests/unit/test_imports.py).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import Annotated, Final
+
+from monitor.secrets import SecretRef
+from monitor.yamlmodel import Check
+
+__all__ = ["Address", "Broker", "NonNegativeInt", "Port", "Positive", "PositiveInt", "Slug",
+           "address_problem", "slug_problem"]
+
+_SLUG_RE: Final = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_HOSTNAME_RE: Final = re.compile(
+    r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
+)
+
+
+def slug_problem(value: str) -> str | None:
+    if _SLUG_RE.match(value):
+        return None
+    return f"{value!r} is not a slug: lower-case letters, digits and '-', at most 63"
+
+
+def address_problem(value: str) -> str | None:
+    try:
+        ipaddress.ip_address(value)
+        return None
+    except ValueError:
+        pass
+    if _HOSTNAME_RE.match(value) and not re.fullmatch(r"[0-9.]+", value):
+        return None
+    return f"{value!r} is neither an IP address nor a host name"
+
+
+def _port(value: int) -> str | None:
+    return None if 0 < value < 65536 else f"{value} is not a port number (1-65535)"
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 else f"{value} must be greater than 0"
+
+
+def _non_negative(value: float) -> str | None:
+    return None if value >= 0 else f"{value} must not be negative"
+
+
+Slug = Annotated[str, Check(slug_problem)]
+Address = Annotated[str, Check(address_problem)]
+Port = Annotated[int, Check(_port)]
+Positive = Annotated[float, Check(_positive)]
+PositiveInt = Annotated[int, Check(_positive)]
+NonNegativeInt = Annotated[int, Check(_non_negative)]
+
+
+@dataclass(frozen=True, slots=True)
+class Broker:
+    """The MQTT broker of one location."""
+
+    location: Slug
+    host: Address = "127.0.0.1"
+    port: Port = 1883
+    username: str | None = None
+    password: SecretRef | None = None
+    tls_ca: str | None = None
+    keepalive: PositiveInt = 30

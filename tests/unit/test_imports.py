@@ -1,0 +1,98 @@
+"""The import map reads as the data flow: nothing imports upward.
+
+Layers, lowest first: the contract and shared types (events, fields, secrets,
+yamlmodel, rows, officehours, logging), the MQTT client and the small HTTP base
+(mqtt, web); the collectors; the engine's store; its features (state, ingest,
+rules, notify, sla, metrics, ...); the composition root (app, demo, cli). The
+host agent, which runs on every PC, imports the contract and nothing of the engine.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+FOUNDATION = {"monitor.events", "monitor.fields", "monitor.secrets", "monitor.yamlmodel",
+              "monitor.rows", "monitor.officehours", "monitor.logging"}
+ENGINE_FEATURES = ("monitor.app", "monitor.engine", "monitor.ingest", "monitor.state",
+                   "monitor.rules", "monitor.notify", "monitor.sla", "monitor.store",
+                   "monitor.api", "monitor.console", "monitor.auth", "monitor.metrics",
+                   "monitor.exposition", "monitor.supervisor", "monitor.startup",
+                   "monitor.demo")
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports() -> dict[str, set[str]]:
+    """Module -> the driftsvakt modules it imports (at any depth in the file)."""
+    graph: dict[str, set[str]] = {}
+    for package in ("monitor", "collectors"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            found: set[str] = set()
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    found.add(node.module)
+                elif isinstance(node, ast.Import):
+                    found.update(alias.name for alias in node.names)
+            graph[_module_name(path)] = {m for m in found
+                                         if m.split(".")[0] in ("monitor", "collectors")}
+    return graph
+
+
+def _under(module: str, prefixes: tuple[str, ...] | set[str]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+GRAPH = _imports()
+
+
+@pytest.mark.parametrize("module", sorted(FOUNDATION))
+def test_the_foundation_imports_only_the_foundation(module: str) -> None:
+    assert set() == {m for m in GRAPH[module] if m not in FOUNDATION}
+
+
+def test_the_store_imports_no_feature() -> None:
+    upward = {(module, imported) for module, imports in GRAPH.items()
+              if _under(module, ("monitor.store",)) for imported in imports
+              if not _under(imported, ("monitor.store",)) and imported not in FOUNDATION}
+    assert set() == upward
+
+
+def test_collectors_import_nothing_of_the_engine() -> None:
+    upward = {(module, imported) for module, imports in GRAPH.items()
+              if module.startswith("collectors") for imported in imports
+              if _under(imported, ENGINE_FEATURES)}
+    assert set() == upward
+
+
+def test_the_agent_loads_neither_jinja2_nor_engine_code() -> None:
+    """What the `driftsvakt agent` command loads, in a fresh interpreter: the modules
+    it imports on its way to running, with its settings parsed."""
+    probe = (
+        "import sys, json, argparse\n"
+        "import monitor.cli\n"
+        "from collectors.agent.settings import load_settings\n"
+        "import collectors.agent.run\n"
+        "parser = monitor.cli.build_parser()\n"
+        "args = parser.parse_args(['agent', '--location', 'alta', '--municipality', 'loppa',"
+        " '--device', 'pc0042', '--class', 'pc', '--broker-port', '1883', '--outbox',"
+        " 'x.db'])\n"
+        "load_settings(args)\n"
+        "print(json.dumps(sorted(sys.modules)))\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         cwd=ROOT, check=True).stdout
+    loaded = set(json.loads(out))
+    forbidden = {m for m in loaded if _under(m, ("jinja2", "monitor.config", "aiohttp",
+                                                 "prometheus_client", *ENGINE_FEATURES))}
+    assert set() == forbidden
+    assert {"collectors.agent.run", "monitor.events", "monitor.fields"} <= loaded
