@@ -108,3 +108,39 @@ async def test_devices_and_console_by_role(
             assert (resp.status, resp.headers["Location"]) == (302, "/sla/alta")
         async with session.get(app.url + "/", allow_redirects=False) as resp:
             assert (resp.status, resp.headers["Location"]) == (303, "/login")
+
+
+async def test_the_console_renders_a_firing_parent_with_devices_behind_it(
+        tmp_path: Path) -> None:
+    """The case the console exists for: a switch is down and fires DeviceDown with a
+    server behind it (tests/estate.py: loppa-srv1's parent is loppa-sw1)."""
+    from monitor.app import start_engine
+    from monitor.config import load_config
+    from tests.estate import DEVICES, SERVER, write_estate
+
+    with Mosquitto(tmp_path / "broker") as broker:
+        config = load_config(write_estate(tmp_path / "estate", broker.port))
+        assert DEVICES[0] == config.devices[SERVER].parent
+        app = await start_engine(config, "alta", http_port=0)
+        try:
+            # down since 150 s ago: past DeviceDown's `for: 2m`, so it fires at once
+            await publish(config, tmp_path / "outbox.db", "console-parent", [
+                ("loppa", DEVICES[0], "state", time.time() - 150, {"state": "down"})])
+            async with aiohttp.ClientSession() as session:
+                async with asyncio.timeout(20):
+                    while True:
+                        async with session.get(app.url + "/api/v1/alerts") as resp:
+                            alerts = (await resp.json())["alerts"]
+                        firing = [a for a in alerts if a["state"] == "firing"
+                                  and a["alertname"] == "DeviceDown"]
+                        if firing:
+                            break
+                        await asyncio.sleep(0.2)
+                assert 1 == firing[0]["behind"]
+                async with session.get(app.url + "/") as resp:
+                    page = await resp.text()
+                    assert 200 == resp.status, page[:2000]
+                assert "DeviceDown" in page
+                assert "1 enheter bak" in page
+        finally:
+            await app.stop()
