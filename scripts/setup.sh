@@ -8,6 +8,8 @@ extras="${1:-test,demo}"
 
 need_apt=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
+# mosquitto_sub: tests read what reaches the broker with it
+command -v mosquitto_sub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
 command -v snmpd >/dev/null 2>&1 || [ -x /usr/sbin/snmpd ] || need_apt+=(snmpd)
 command -v snmpbulkwalk >/dev/null 2>&1 || need_apt+=(snmp)
 # promtool tests deploy/prometheus; a real Prometheus scrapes an engine in the tests
