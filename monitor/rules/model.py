@@ -9,6 +9,7 @@ templates and duplicate names — so a broken file is refused as a whole.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
@@ -17,6 +18,7 @@ import yaml
 from jinja2 import StrictUndefined, TemplateSyntaxError, meta
 from jinja2.sandbox import SandboxedEnvironment
 
+from monitor.rules.kinds import KINDS
 from monitor.rules.matchers import Matcher, parse_matcher
 from monitor.yamlmodel import Check, Document, FieldError, Problem, Problems, convert, is_missing
 from monitor.yamlmodel import load_documents as _load_documents
@@ -25,7 +27,8 @@ __all__ = ["SEVERITIES", "Inhibition", "Rule", "RuleSet", "load_rules", "parse_d
 
 SEVERITIES: Final = ("critical", "major", "warning", "info")
 Severity = Literal["critical", "major", "warning", "info"]
-Kind = Literal["threshold", "rate", "absence", "state", "trap"]
+Kind = Annotated[str, Check(lambda k: None if k in KINDS else "expected one of "
+                            f"{', '.join(repr(k) for k in KINDS)}, got {k!r}")]
 Subject = Literal["series", "device", "interface", "check", "component"]
 Op = Literal[">", ">=", "<", "<="]
 
@@ -138,48 +141,17 @@ class RuleSpec:
     flapping: FlappingSpec | None = None
 
     def __post_init__(self) -> None:
-        subject = self.subject or _DEFAULT_SUBJECT[self.kind]
-        if subject not in _SUBJECTS[self.kind]:
+        kind = KINDS[self.kind]
+        subject = self.subject or kind.subjects[0]
+        if subject not in kind.subjects:
             raise FieldError("subject", f"a {self.kind} rule's subject is one of "
-                                        f"{', '.join(_SUBJECTS[self.kind])}, not {subject!r}")
-        if self.kind in ("threshold", "rate"):
-            if self.value is None:
-                raise FieldError("value", f"a {self.kind} rule needs 'value' (the threshold)")
-            if self.select.metric is None:
-                raise FieldError("select", f"a {self.kind} rule needs 'select.metric'")
-            if self.clear is not None:
-                wrong = self.clear > self.value if self.op in (">", ">=") else \
-                    self.clear < self.value
-                if wrong:
-                    side = "at or below" if self.op in (">", ">=") else "at or above"
-                    raise FieldError("clear", f"the clear threshold must lie {side} the "
-                                              f"firing threshold {self.value} (hysteresis)")
-        elif self.value is not None or self.clear is not None:
-            raise FieldError("value", f"a {self.kind} rule takes no 'value' or 'clear'")
-        if self.percent_of is not None and self.kind != "rate":
-            raise FieldError("percent_of", "only a rate rule takes 'percent_of'")
-        if self.kind == "state":
-            allowed = _STATES[subject]
-            if not self.states:
-                raise FieldError("states", f"a state rule needs 'states' (some of "
-                                           f"{', '.join(allowed)})")
-            for state in self.states:
-                if state not in allowed:
-                    raise FieldError("states", f"{state!r} is not a {subject} state; "
-                                               f"known: {', '.join(allowed)}")
-        elif self.states:
-            raise FieldError("states", "only a state rule takes 'states'")
-        if self.kind == "trap":
-            if self.trap_oid is None:
-                raise FieldError("trap_oid", "a trap rule needs 'trap_oid'")
-            if self.resolve_oid is None and self.resolve_after is None:
-                raise FieldError("resolve_after", "a trap rule needs 'resolve_oid', "
-                                                  "'resolve_after' or both")
-        elif self.trap_oid or self.varbinds or self.identify_by or self.resolve_oid:
-            raise FieldError("trap_oid", "only a trap rule takes trap_oid, varbinds, "
-                                         "identify_by and resolve_oid")
-        if self.kind == "absence" and self.missed < 1:
-            raise FieldError("missed", "must be at least 1 (intervals without data)")
+                                        f"{', '.join(kind.subjects)}, not {subject!r}")
+        kind.check(self, subject)
+        for key, given, what in _KIND_KEYS:
+            if key not in kind.takes and given(self):
+                takers = " or ".join(k.name for k in KINDS.values() if key in k.takes)
+                raise FieldError(key, f"a {self.kind} rule takes no {what}; "
+                                      f"only a {takers} rule does")
         for key in self.labels:
             if not re.match(r"^[a-zA-Z_][a-zA-Z0-9_]*$", key):
                 raise FieldError(f"labels.{key}", "not a label name")
@@ -187,23 +159,14 @@ class RuleSpec:
                 raise FieldError(f"labels.{key}", f"{key!r} is set by the engine")
 
 
-_DEFAULT_SUBJECT: Final[dict[str, str]] = {
-    "threshold": "series", "rate": "series", "absence": "device", "state": "device",
-    "trap": "device",
-}
-_SUBJECTS: Final[dict[str, tuple[str, ...]]] = {
-    "threshold": ("series", "check", "component"),
-    "rate": ("series", "component"),
-    "absence": ("device",),
-    "state": ("device", "interface", "check", "component"),
-    "trap": ("device",),
-}
-_STATES: Final[dict[str, tuple[str, ...]]] = {
-    "device": ("down", "unreachable", "auth_error", "offline", "stopping"),
-    "interface": ("down",),
-    "check": ("failed",),
-    "component": ("offline", "stopping", "degraded"),
-}
+# The keys only some kinds take (RuleKind.takes), how to tell one was given, its words.
+_KIND_KEYS: Final[tuple[tuple[str, Callable[[RuleSpec], bool], str], ...]] = (
+    ("value", lambda s: s.value is not None or s.clear is not None, "'value' or 'clear'"),
+    ("percent_of", lambda s: s.percent_of is not None, "'percent_of'"),
+    ("states", lambda s: bool(s.states), "'states'"),
+    ("trap_oid", lambda s: bool(s.trap_oid or s.varbinds or s.identify_by or s.resolve_oid),
+     "trap_oid, varbinds, identify_by or resolve_oid"),
+)
 _RESERVED_LABELS: Final = frozenset({
     "alertname", "severity", "device", "location", "municipality", "site", "class",
 })
@@ -352,7 +315,7 @@ def _entries(doc: Document) -> tuple[list[tuple[str, RuleSpec]],
 
 
 def _compile(doc: Document, where: str, spec: RuleSpec) -> Rule:
-    subject = spec.subject or _DEFAULT_SUBJECT[spec.kind]
+    subject = spec.subject or KINDS[spec.kind].subjects[0]
     for i, tag in enumerate(spec.select.tags):
         if not re.match(r"^[a-z0-9][a-z0-9-]{0,62}$", tag):
             doc.problem(f"{where}.select.tags[{i}]", f"{tag!r} is not a slug")

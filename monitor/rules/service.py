@@ -26,8 +26,9 @@ from prometheus_client.registry import Collector
 from monitor.config import Config
 from monitor.events import ComponentStatus, DeviceTopic, Event
 from monitor.rules.alerts import Alert
-from monitor.rules.evaluator import KEEP_RESOLVED, RuleEngine
+from monitor.rules.evaluator import RuleEngine
 from monitor.rules.inventory import Inventory
+from monitor.rules.lifecycle import KEEP_RESOLVED
 from monitor.rules.model import RuleSet, load_rules
 from monitor.rules.suppress import Maintenance, Silence, SpecError
 from monitor.state import State
