@@ -82,14 +82,11 @@ class Api:
             body = msgspec.json.decode(await request.read() or b"{}", type=_Ack)
         except msgspec.DecodeError as exc:
             return problem(400, str(exc))
-        fp = request.match_info["id"]
         try:
-            alert = self.rules.engine.acknowledge(fp, user.id, body.comment, time.time())
+            alert = await self.rules.acknowledge(request.match_info["id"], user.id,
+                                                 body.comment)
         except KeyError:
             return problem(404, "no such alert, or it is resolved")
-        await self.rules.store.audit(user.id, "acknowledge", f"alert/{fp}",
-                                     _ENCODER.encode({"comment": body.comment}),
-                                     self.rules.changes())
         return web.json_response(alert.as_json())
 
     # -- silences and maintenance ------------------------------------------------------
@@ -107,25 +104,17 @@ class Api:
         try:
             silence = msgspec.json.decode(await request.read(), type=Silence)
             silence.id = f"s-{secrets.token_hex(6)}"
-            silence.created_by = user.id
-            self.rules.engine.add_silence(silence, time.time())
+            await self.rules.add_silence(silence, user.id)
         except (msgspec.DecodeError, SpecError) as exc:
             return problem(400, str(exc))
-        body = _ENCODER.encode(silence)
-        await self.rules.store.put_silence(silence.id, body, silence.ends_at.timestamp(),
-                                           user.id, "create_silence")
-        await self.rules.store.commit_alerts(self.rules.changes())
         return web.json_response(msgspec.to_builtins(silence), status=201)
 
     async def delete_silence(self, request: web.Request, user: ApiUser | None
                              ) -> web.StreamResponse:
         assert user is not None
         sid = request.match_info["id"]
-        if sid not in self.rules.engine.silences:
+        if not await self.rules.expire_silence(sid, user.id):
             return problem(404, "no such silence")
-        self.rules.engine.remove_silence(sid, time.time())
-        await self.rules.store.delete_silence(sid, user.id)
-        await self.rules.store.commit_alerts(self.rules.changes())
         return web.json_response({"expired": sid})
 
     async def list_maintenance(self, _: web.Request, user: ApiUser | None
@@ -143,24 +132,17 @@ class Api:
         try:
             window = msgspec.json.decode(await request.read(), type=Maintenance)
             window.id = f"m-{secrets.token_hex(6)}"
-            window.created_by = user.id
-            self.rules.engine.add_maintenance(window, time.time())
+            await self.rules.add_maintenance(window, user.id)
         except (msgspec.DecodeError, SpecError) as exc:
             return problem(400, str(exc))
-        await self.rules.store.put_maintenance(window.id, _ENCODER.encode(window), user.id,
-                                               "create_maintenance")
-        await self.rules.store.commit_alerts(self.rules.changes())
         return web.json_response(msgspec.to_builtins(window), status=201)
 
     async def delete_maintenance(self, request: web.Request, user: ApiUser | None
                                  ) -> web.StreamResponse:
         assert user is not None
         mid = request.match_info["id"]
-        if mid not in self.rules.engine.maintenance:
+        if not await self.rules.delete_maintenance(mid, user.id):
             return problem(404, "no such maintenance window")
-        self.rules.engine.remove_maintenance(mid, time.time())
-        await self.rules.store.delete_maintenance(mid, user.id)
-        await self.rules.store.commit_alerts(self.rules.changes())
         return web.json_response({"deleted": mid})
 
     # -- administration ----------------------------------------------------------------

@@ -414,11 +414,9 @@ class NotifyService:
         fp = request.match_info["alert"]
         who = f"{request.query.get('by', '')} (link)"
         try:
-            self.rules.engine.acknowledge(fp, who, "acknowledged by link", time.time())
+            await self.rules.acknowledge(fp, who, "acknowledged by link", {"via": "link"})
         except KeyError:
             return web.Response(status=404, text="no such alert, or it is resolved")
-        await self.store.audit(who, "acknowledge", f"alert/{fp}", b'{"via": "link"}',
-                               self.rules.changes())
         return web.Response(text="Kvittert / acknowledged.")
 
 

@@ -145,6 +145,45 @@ class RulesService:
                 self.engine.observe_state(device, status.state)
         self.engine.restore(alerts, last_eval, now)
 
+    # -- what people do: each one change in memory and one transaction -------------------
+
+    async def acknowledge(self, fp: str, who: str, comment: str,
+                          detail: dict[str, str] | None = None) -> Alert:
+        """Raises KeyError when there is no such alert, or it is resolved."""
+        alert = self.engine.acknowledge(fp, who, comment, time.time())
+        await self.store.audit(who, "acknowledge", f"alert/{fp}",
+                               _ENCODER.encode(detail or {"comment": comment}), self.changes())
+        return alert
+
+    async def add_silence(self, silence: Silence, actor: str) -> None:
+        """Raises SpecError for a silence that cannot hold (bad matchers, times)."""
+        silence.created_by = actor
+        self.engine.add_silence(silence, time.time())
+        await self.store.put_silence(silence.id, _ENCODER.encode(silence),
+                                     silence.ends_at.timestamp(), actor, "create_silence",
+                                     self.changes())
+
+    async def expire_silence(self, sid: str, actor: str) -> bool:
+        if sid not in self.engine.silences:
+            return False
+        self.engine.remove_silence(sid, time.time())
+        await self.store.delete_silence(sid, actor, self.changes())
+        return True
+
+    async def add_maintenance(self, window: Maintenance, actor: str) -> None:
+        """Raises SpecError for a window that cannot hold."""
+        window.created_by = actor
+        self.engine.add_maintenance(window, time.time())
+        await self.store.put_maintenance(window.id, _ENCODER.encode(window), actor,
+                                         "create_maintenance", self.changes())
+
+    async def delete_maintenance(self, mid: str, actor: str) -> bool:
+        if mid not in self.engine.maintenance:
+            return False
+        self.engine.remove_maintenance(mid, time.time())
+        await self.store.delete_maintenance(mid, actor, self.changes())
+        return True
+
     # -- on the ingest path ------------------------------------------------------------
 
     def on_event(self, topic: DeviceTopic, event: Event, state: State) -> None:

@@ -354,31 +354,35 @@ class Store:
         return float(row[0]) if row else None
 
     async def put_silence(self, sid: str, body: bytes, ends_at: float, actor: str,
-                          action: str) -> None:
+                          action: str, alerts: AlertChanges | None = None) -> None:
         await self._change(
             "INSERT INTO silence (id, body, ends_at) VALUES (?, ?, ?) ON CONFLICT (id) DO "
             "UPDATE SET body = excluded.body, ends_at = excluded.ends_at, deleted_at = NULL",
-            (sid, body, ends_at), actor, action, f"silence/{sid}", body)
+            (sid, body, ends_at), actor, action, f"silence/{sid}", body, alerts)
 
-    async def delete_silence(self, sid: str, actor: str) -> None:
+    async def delete_silence(self, sid: str, actor: str,
+                             alerts: AlertChanges | None = None) -> None:
         await self._change("UPDATE silence SET deleted_at = ? WHERE id = ?",
-                           (time.time(), sid), actor, "expire_silence", f"silence/{sid}", b"{}")
+                           (time.time(), sid), actor, "expire_silence", f"silence/{sid}", b"{}",
+                           alerts)
 
     async def silences(self, since: float) -> list[bytes]:
         query = "SELECT body FROM silence WHERE deleted_at IS NULL AND ends_at >= ?"
         async with self._db.execute(query, (since,)) as cur:
             return [bytes(row[0]) async for row in cur]
 
-    async def put_maintenance(self, mid: str, body: bytes, actor: str, action: str) -> None:
+    async def put_maintenance(self, mid: str, body: bytes, actor: str, action: str,
+                              alerts: AlertChanges | None = None) -> None:
         await self._change(
             "INSERT INTO maintenance (id, body) VALUES (?, ?) ON CONFLICT (id) DO "
             "UPDATE SET body = excluded.body, deleted_at = NULL",
-            (mid, body), actor, action, f"maintenance/{mid}", body)
+            (mid, body), actor, action, f"maintenance/{mid}", body, alerts)
 
-    async def delete_maintenance(self, mid: str, actor: str) -> None:
+    async def delete_maintenance(self, mid: str, actor: str,
+                                 alerts: AlertChanges | None = None) -> None:
         await self._change("UPDATE maintenance SET deleted_at = ? WHERE id = ?",
                            (time.time(), mid), actor, "delete_maintenance",
-                           f"maintenance/{mid}", b"{}")
+                           f"maintenance/{mid}", b"{}", alerts)
 
     async def maintenance_history(self) -> list[tuple[bytes, float | None]]:
         """Every maintenance window ever planned, with when it was deleted, if it was."""
@@ -453,10 +457,14 @@ class Store:
             (time.time(), actor, action, target, detail.decode()))
 
     async def _change(self, sql: str, args: tuple[object, ...], actor: str, action: str,
-                      target: str, detail: bytes) -> None:
+                      target: str, detail: bytes, alerts: AlertChanges | None = None) -> None:
+        """A person's change, its audit entry and what it did to the alerts: one
+        transaction."""
         async def work(db: aiosqlite.Connection) -> None:
             await db.execute(sql, args)
             await self._audit(actor, action, target, detail)
+            if alerts:
+                await self._write_alerts(alerts)
 
         await self._transaction(work)
 
