@@ -19,16 +19,23 @@ import time
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parsedate_to_datetime
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
 import aiohttp
 import aiosmtplib
 import msgspec
 
-from monitor.notify.settings import ReceiverSettings
+from monitor.notify.settings import (
+    AlertmanagerSettings,
+    EmailSettings,
+    Person,
+    ReceiverSettings,
+    SmsSettings,
+    WebhookSettings,
+)
 from monitor.notify.templates import render
 
-__all__ = ["Message", "Outcome", "send"]
+__all__ = ["CHANNELS", "Channel", "Message", "Outcome", "one_line", "send"]
 
 MAX_RETRY_AFTER: Final = 3600.0
 
@@ -79,17 +86,23 @@ def _ssl_context(ca_file: str | None) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=ca_file)
 
 
+class Channel(Protocol):
+    """One kind of receiver: how a message goes out, and which of a person's addresses
+    it uses (``None``: it sends to its configured destination only)."""
+
+    def address_of(self, person: Person) -> str | None: ...
+
+    async def send(self, message: Message, settings: Any,
+                   session: aiohttp.ClientSession) -> Outcome: ...
+
+
 async def send(message: Message, settings: ReceiverSettings,
                session: aiohttp.ClientSession) -> Outcome:
+    """Send through the receiver's channel; every failure is an :class:`Outcome`, never
+    an exception (one bad message must not stop the delivery loop)."""
+    kind = settings.kind
     try:
-        if settings.email is not None:
-            return await _email(message, settings)
-        if settings.webhook is not None:
-            return await _webhook(message, settings, session)
-        if settings.sms is not None:
-            return await _sms(message, settings, session)
-        assert settings.alertmanager is not None
-        return await _alertmanager(message, settings, session)
+        return await CHANNELS[kind].send(message, getattr(settings, kind), session)
     except KeyError as exc:  # an environment variable named by a secret is not set
         return Outcome("permanent", f"secret unavailable: {exc.args[0] if exc.args else exc}")
     except TimeoutError:
@@ -98,21 +111,35 @@ async def send(message: Message, settings: ReceiverSettings,
         return Outcome("retry", f"connection failed ({type(exc).__name__})")
     except OSError as exc:
         return Outcome("retry", f"connection failed ({type(exc).__name__}: errno {exc.errno})")
+    except Exception as exc:  # a message this channel cannot carry: kept, not retried
+        return Outcome("permanent", f"cannot be sent ({type(exc).__name__}: {exc})"[:300])
 
 
-async def _email(message: Message, settings: ReceiverSettings) -> Outcome:
-    email = settings.email
-    assert email is not None
+def one_line(text: str) -> str:
+    """A header value: no CR, LF or other line breaks (they would end the header)."""
+    return " ".join(text.splitlines()).strip()
+
+
+class Email:
+    def address_of(self, person: Person) -> str | None:
+        return person.email
+
+    async def send(self, message: Message, settings: EmailSettings,
+                   session: aiohttp.ClientSession) -> Outcome:
+        return await _email(message, settings)
+
+
+async def _email(message: Message, email: EmailSettings) -> Outcome:
     recipients = message.recipients or email.to
     if not recipients:
         return Outcome("permanent", "no recipients")
     mail = EmailMessage()
     mail["From"] = email.sender
     mail["To"] = ", ".join(recipients)
-    mail["Subject"] = message.subject
+    mail["Subject"] = one_line(message.subject)
     mail["Date"] = formatdate(localtime=True)
     mail["Message-ID"] = make_msgid(domain="driftsvakt")
-    mail["X-Driftsvakt-Group"] = message.group[:200]
+    mail["X-Driftsvakt-Group"] = one_line(message.group)[:200]
     mail.set_content(message.body)
     host, _, port = email.smarthost.rpartition(":")
     password = email.password.resolve() if email.password is not None else None
@@ -153,21 +180,29 @@ def webhook_body(message: Message, fmt: str) -> dict[str, Any]:
             "alerts": message.alerts}
 
 
-async def _webhook(message: Message, settings: ReceiverSettings,
+class Webhook:
+    def address_of(self, person: Person) -> str | None:
+        return None
+
+    async def send(self, message: Message, hook: WebhookSettings,
                    session: aiohttp.ClientSession) -> Outcome:
-    hook = settings.webhook
-    assert hook is not None
-    async with session.post(hook.url.resolve(), json=webhook_body(message, hook.format),
-                            timeout=aiohttp.ClientTimeout(total=hook.timeout),
-                            ssl=_ssl_context(hook.ca_file)) as resp:
-        await resp.read()
-        return _http_outcome(resp.status, resp.headers.get("Retry-After"))
+        async with session.post(hook.url.resolve(), json=webhook_body(message, hook.format),
+                                timeout=aiohttp.ClientTimeout(total=hook.timeout),
+                                ssl=_ssl_context(hook.ca_file)) as resp:
+            await resp.read()
+            return _http_outcome(resp.status, resp.headers.get("Retry-After"))
 
 
-async def _sms(message: Message, settings: ReceiverSettings,
-               session: aiohttp.ClientSession) -> Outcome:
-    sms = settings.sms
-    assert sms is not None
+class Sms:
+    def address_of(self, person: Person) -> str | None:
+        return person.phone
+
+    async def send(self, message: Message, sms: SmsSettings,
+                   session: aiohttp.ClientSession) -> Outcome:
+        return await _sms(message, sms, session)
+
+
+async def _sms(message: Message, sms: SmsSettings, session: aiohttp.ClientSession) -> Outcome:
     recipients = message.recipients or sms.to
     if not recipients:
         return Outcome("permanent", "no recipients")
@@ -177,7 +212,7 @@ async def _sms(message: Message, settings: ReceiverSettings,
     for number in recipients:
         context = {"to": number, "message": text, "secret": secret}
         url = render(sms.url, context)
-        headers = {k: render(v, context) for k, v in sms.headers.items()}
+        headers = {k: one_line(render(v, context)) for k, v in sms.headers.items()}
         data = render(sms.body, context).encode() if sms.body is not None else None
         async with session.request(sms.method, url, headers=headers, data=data,
                                    timeout=aiohttp.ClientTimeout(total=sms.timeout)) as resp:
@@ -188,10 +223,17 @@ async def _sms(message: Message, settings: ReceiverSettings,
     return worst
 
 
-async def _alertmanager(message: Message, settings: ReceiverSettings,
+class Alertmanager:
+    def address_of(self, person: Person) -> str | None:
+        return None
+
+    async def send(self, message: Message, am: AlertmanagerSettings,
+                   session: aiohttp.ClientSession) -> Outcome:
+        return await _alertmanager(message, am, session)
+
+
+async def _alertmanager(message: Message, am: AlertmanagerSettings,
                         session: aiohttp.ClientSession) -> Outcome:
-    am = settings.alertmanager
-    assert am is not None
     body = [{
         "labels": {k: str(v) for k, v in a["labels"].items()},
         "annotations": {"summary": a["summary"], "description": a["description"]},
@@ -210,3 +252,8 @@ async def _alertmanager(message: Message, settings: ReceiverSettings,
         if last.result == "sent":
             return last
     return last
+
+
+CHANNELS: Final[dict[str, Channel]] = {
+    "email": Email(), "webhook": Webhook(), "sms": Sms(), "alertmanager": Alertmanager()}
+"""One per receiver kind (monitor.notify.settings.RECEIVER_KINDS), by its key."""

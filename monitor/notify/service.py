@@ -32,7 +32,7 @@ from monitor.notify.dispatch import Dispatcher, Flush, Route, SentLog, build_rou
 from monitor.notify.escalation import Chain, Escalator, Page
 from monitor.notify.links import ack_url, verify
 from monitor.notify.oncall import OnCall
-from monitor.notify.receivers import Message, Outcome, send
+from monitor.notify.receivers import CHANNELS, Message, Outcome, send
 from monitor.notify.settings import ReceiverSettings
 from monitor.notify.templates import DEFAULTS, alert_view, render
 from monitor.rules.alerts import Alert
@@ -244,10 +244,9 @@ class NotifyService:
         recipients: list[str] = []
         if person is not None:
             who = self.people.get(person)
-            if who is not None and receiver.email is not None and who.email:
-                recipients = [who.email]
-            elif who is not None and receiver.sms is not None and who.phone:
-                recipients = [who.phone]
+            address = CHANNELS[receiver.kind].address_of(who) if who is not None else None
+            if address:
+                recipients = [address]
         for view, alert in zip([*views, *done], [*firing, *resolved], strict=True):
             view["starts_at"] = datetime.fromtimestamp(alert.active_since, UTC).isoformat()
             view["ends_at"] = (datetime.fromtimestamp(alert.resolved_at, UTC).isoformat()

@@ -131,15 +131,17 @@ class ReceiverSettings:
     fallback_after: int = 5
 
     def __post_init__(self) -> None:
-        kinds = [k for k in ("email", "webhook", "sms", "alertmanager")
-                 if getattr(self, k) is not None]
+        kinds = [k for k in RECEIVER_KINDS if getattr(self, k) is not None]
         if len(kinds) != 1:
-            raise ValueError("a receiver is exactly one of email, webhook, sms, alertmanager")
+            raise ValueError(f"a receiver is exactly one of {', '.join(RECEIVER_KINDS)}")
 
     @property
     def kind(self) -> str:
-        return next(k for k in ("email", "webhook", "sms", "alertmanager")
-                    if getattr(self, k) is not None)
+        return next(k for k in RECEIVER_KINDS if getattr(self, k) is not None)
+
+
+RECEIVER_KINDS: Final = ("email", "webhook", "sms", "alertmanager")
+"""The keys of ReceiverSettings that name a channel (monitor.notify.receivers.CHANNELS)."""
 
 
 @dataclass(frozen=True, slots=True)
