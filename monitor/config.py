@@ -405,6 +405,32 @@ class _Record:
     facts: dict[str, str]
 
 
+def _read_file(doc: Document, root: yaml.MappingNode, records: dict[str, dict[str, _Record]],
+               typed: dict[str, dict[str, Any]],
+               singletons: dict[str, tuple[Any, Document]]) -> None:
+    """One file's lists (merged across files) and settings blocks (set once)."""
+    hints = typing.get_type_hints(_File, include_extras=True)
+    for key_node, _ in root.value:
+        name = getattr(key_node, "value", "")
+        doc.lines.setdefault(name, key_node.start_mark.line + 1)
+        if name not in hints:
+            close = difflib.get_close_matches(name, list(hints), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            doc.problem(name, f"unknown key{hint}; known keys: {', '.join(sorted(hints))}")
+    for key_node, value_node in root.value:
+        name = getattr(key_node, "value", "")
+        if name in _LISTS:
+            (item_tp,) = typing.get_args(hints[name])
+            _collect_list(doc, name, value_node, item_tp, records, typed)
+        elif name in ("engine", "outbox", "traps", "notifications"):
+            value = convert(doc, value_node, hints[name], name)
+            if name in singletons:
+                other = singletons[name][1]
+                doc.problem(name, f"'{name}' is also set in {other.file}")
+            elif not is_missing(value):
+                singletons[name] = (value, doc)
+
+
 def load_config(path: str | Path) -> Config:
     """Load and check everything; raise :class:`Problems` with all errors found."""
     root = Path(path)
@@ -414,32 +440,13 @@ def load_config(path: str | Path) -> Config:
     records: dict[str, dict[str, _Record]] = {name: {} for name in _LISTS}
     typed: dict[str, dict[str, Any]] = {name: {} for name in _LISTS}
     singletons: dict[str, tuple[Any, Document]] = {}
-    hints = typing.get_type_hints(_File, include_extras=True)
     for doc in docs:
         if doc.root is None:
             continue
         if not isinstance(doc.root, yaml.MappingNode):
             convert(doc, doc.root, _File)  # reports "expected a mapping"
             continue
-        for key_node, _ in doc.root.value:
-            name = getattr(key_node, "value", "")
-            doc.lines.setdefault(name, key_node.start_mark.line + 1)
-            if name not in hints:
-                close = difflib.get_close_matches(name, list(hints), n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                doc.problem(name, f"unknown key{hint}; known keys: {', '.join(sorted(hints))}")
-        for key_node, value_node in doc.root.value:
-            name = getattr(key_node, "value", "")
-            if name in _LISTS:
-                (item_tp,) = typing.get_args(hints[name])
-                _collect_list(doc, name, value_node, item_tp, records, typed)
-            elif name in ("engine", "outbox", "traps", "notifications"):
-                value = convert(doc, value_node, hints[name], name)
-                if name in singletons:
-                    other = singletons[name][1]
-                    doc.problem(name, f"'{name}' is also set in {other.file}")
-                elif not is_missing(value):
-                    singletons[name] = (value, doc)
+        _read_file(doc, doc.root, records, typed, singletons)
     _check_references(records)
     for sid, path, message in service_problems(
             typed["services"], set(records["services"]), set(records["devices"]),

@@ -175,24 +175,9 @@ def _type_name(tp: Any) -> str:
 def _convert(doc: Document, node: yaml.Node | None, tp: Any, path: str) -> Any:
     origin = get_origin(tp)
     if origin is typing.Annotated:
-        base, *extras = get_args(tp)
-        value = _convert(doc, node, base, path)
-        if value is _MISSING:
-            return value
-        for extra in extras:
-            if isinstance(extra, Check):
-                error = extra.fn(value)
-                if error:
-                    doc.problem(path, error, _line(node))
-                    return _MISSING
-        return value
+        return _convert_annotated(doc, node, tp, path)
     if origin in (types.UnionType, typing.Union):
-        options = [a for a in get_args(tp) if a is not type(None)]
-        if _is_null(node):
-            return None
-        if len(options) == 1:
-            return _convert(doc, node, options[0], path)
-        raise TypeError(f"unsupported union {tp}")  # a programming error, not a user one
+        return _convert_optional(doc, node, tp, path)
     if _is_null(node) and node is not None:
         doc.problem(path, f"a value is required here ({_type_name(tp)})", _line(node))
         return _MISSING
@@ -200,45 +185,79 @@ def _convert(doc: Document, node: yaml.Node | None, tp: Any, path: str) -> Any:
     if dataclasses.is_dataclass(tp):
         return _convert_dataclass(doc, node, tp, path)
     if origin is list:
-        (item_tp,) = get_args(tp)
-        if not isinstance(node, yaml.SequenceNode):
-            doc.problem(path, f"expected a list, got {_describe(node)}", _line(node))
-            return _MISSING
-        items = []
-        for i, child in enumerate(node.value):
-            child_path = f"{path}[{i}]"
-            doc.lines.setdefault(child_path, _line(child))
-            items.append(_convert(doc, child, item_tp, child_path))
-        # a broken item breaks its list: nothing is built from half-checked data
-        return _MISSING if any(item is _MISSING for item in items) else items
+        return _convert_list(doc, node, tp, path)
     if origin is dict:
-        key_tp, value_tp = get_args(tp)
-        if not isinstance(node, yaml.MappingNode):
-            doc.problem(path, f"expected a mapping, got {_describe(node)}", _line(node))
-            return _MISSING
-        result: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            key = _convert(doc, key_node, key_tp, path)
-            child_path = f"{path}.{key}" if path else str(key)
-            if key is _MISSING:
-                continue
-            if key in result:
-                doc.problem(child_path, "duplicate key", _line(key_node))
-                continue
-            doc.lines.setdefault(child_path, _line(key_node))
-            result[key] = _convert(doc, value_node, value_tp, child_path)
-        return _MISSING if any(v is _MISSING for v in result.values()) else result
+        return _convert_dict(doc, node, tp, path)
     if origin is Literal:
-        allowed = get_args(tp)
-        if isinstance(node, yaml.ScalarNode):
-            for candidate in allowed:
-                if str(candidate) == node.value:
-                    return candidate
-        doc.problem(path, f"expected {_type_name(tp)}, got {_describe(node)}", _line(node))
-        return _MISSING
+        return _convert_literal(doc, node, tp, path)
     if tp in (str, int, float, bool):
         return _convert_scalar(doc, node, tp, path)
     raise TypeError(f"unsupported type {tp!r} at {path}")
+
+
+def _convert_annotated(doc: Document, node: yaml.Node | None, tp: Any, path: str) -> Any:
+    base, *extras = get_args(tp)
+    value = _convert(doc, node, base, path)
+    if value is _MISSING:
+        return value
+    for extra in extras:
+        if isinstance(extra, Check):
+            error = extra.fn(value)
+            if error:
+                doc.problem(path, error, _line(node))
+                return _MISSING
+    return value
+
+
+def _convert_optional(doc: Document, node: yaml.Node | None, tp: Any, path: str) -> Any:
+    options = [a for a in get_args(tp) if a is not type(None)]
+    if _is_null(node):
+        return None
+    if len(options) == 1:
+        return _convert(doc, node, options[0], path)
+    raise TypeError(f"unsupported union {tp}")  # a programming error, not a user one
+
+
+def _convert_list(doc: Document, node: yaml.Node, tp: Any, path: str) -> Any:
+    (item_tp,) = get_args(tp)
+    if not isinstance(node, yaml.SequenceNode):
+        doc.problem(path, f"expected a list, got {_describe(node)}", _line(node))
+        return _MISSING
+    items = []
+    for i, child in enumerate(node.value):
+        child_path = f"{path}[{i}]"
+        doc.lines.setdefault(child_path, _line(child))
+        items.append(_convert(doc, child, item_tp, child_path))
+    # a broken item breaks its list: nothing is built from half-checked data
+    return _MISSING if any(item is _MISSING for item in items) else items
+
+
+def _convert_dict(doc: Document, node: yaml.Node, tp: Any, path: str) -> Any:
+    key_tp, value_tp = get_args(tp)
+    if not isinstance(node, yaml.MappingNode):
+        doc.problem(path, f"expected a mapping, got {_describe(node)}", _line(node))
+        return _MISSING
+    result: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        key = _convert(doc, key_node, key_tp, path)
+        child_path = f"{path}.{key}" if path else str(key)
+        if key is _MISSING:
+            continue
+        if key in result:
+            doc.problem(child_path, "duplicate key", _line(key_node))
+            continue
+        doc.lines.setdefault(child_path, _line(key_node))
+        result[key] = _convert(doc, value_node, value_tp, child_path)
+    return _MISSING if any(v is _MISSING for v in result.values()) else result
+
+
+def _convert_literal(doc: Document, node: yaml.Node, tp: Any, path: str) -> Any:
+    if isinstance(node, yaml.ScalarNode):
+        for candidate in get_args(tp):
+            if str(candidate) == node.value:
+                return candidate
+    doc.problem(path, f"expected {_type_name(tp)}, got {_describe(node)}", _line(node))
+    return _MISSING
 
 
 def _convert_scalar(doc: Document, node: yaml.Node, tp: type, path: str) -> Any:
@@ -277,8 +296,32 @@ def _convert_dataclass(doc: Document, node: yaml.Node, tp: Any, path: str) -> An
         )
         doc.problem(path, message, _line(node))
         return _MISSING
-    hints = get_type_hints(tp, include_extras=True)
     fields = {f.metadata.get("key", f.name): f for f in dataclasses.fields(tp) if f.init}
+    values, seen, broken = _dataclass_values(doc, node, tp, fields, path)
+    for key, f in fields.items():
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if required and key not in seen:
+            doc.problem(f"{path}.{key}" if path else key, "required key is missing", _line(node))
+            broken = True
+    if broken:
+        return _MISSING
+    try:
+        return tp(**values)
+    except FieldError as exc:
+        key_path = f"{path}.{exc.key}" if path else exc.key
+        doc.problem(key_path, str(exc), doc.lines.get(key_path, _line(node)))
+        return _MISSING
+    except (TypeError, ValueError) as exc:
+        doc.problem(path, str(exc), _line(node))
+        return _MISSING
+
+
+def _dataclass_values(doc: Document, node: yaml.MappingNode, tp: Any,
+                      fields: dict[str, dataclasses.Field[Any]], path: str
+                      ) -> tuple[dict[str, Any], set[str], bool]:
+    """Each key of the mapping converted to its field's type: the values, the keys
+    seen, and whether anything was wrong (each problem reported)."""
+    hints = get_type_hints(tp, include_extras=True)
     values: dict[str, Any] = {}
     seen: set[str] = set()
     broken = False
@@ -305,22 +348,7 @@ def _convert_dataclass(doc: Document, node: yaml.Node, tp: Any, path: str) -> An
             broken = True
         else:
             values[f.name] = value
-    for key, f in fields.items():
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        if required and key not in seen:
-            doc.problem(f"{path}.{key}" if path else key, "required key is missing", _line(node))
-            broken = True
-    if broken:
-        return _MISSING
-    try:
-        return tp(**values)
-    except FieldError as exc:
-        key_path = f"{path}.{exc.key}" if path else exc.key
-        doc.problem(key_path, str(exc), doc.lines.get(key_path, _line(node)))
-        return _MISSING
-    except (TypeError, ValueError) as exc:
-        doc.problem(path, str(exc), _line(node))
-        return _MISSING
+    return values, seen, broken
 
 
 def _is_null(node: yaml.Node | None) -> bool:

@@ -255,53 +255,62 @@ class NotificationSettings:
 def check_notifications(settings: NotificationSettings, calendars: set[str]
                         ) -> list[tuple[str, str]]:
     """References between the parts: (key path, message) for each dangling one."""
-    problems: list[tuple[str, str]] = []
     receivers = {r.id for r in settings.receivers}
-    people = {p.id for p in settings.people}
-    schedules = {s.id for s in settings.schedules}
-    escalations = {e.id for e in settings.escalations}
-    for i, receiver in enumerate(settings.receivers):
-        if receiver.fallback is not None and receiver.fallback not in receivers:
-            problems.append((f"receivers[{i}].fallback",
-                             f"unknown receiver {receiver.fallback!r}"))
-
-    def walk(route: RouteSettings, path: str, root: bool) -> None:
-        if root and route.receiver is None:
-            problems.append((path, "the root route needs a receiver"))
-        if route.receiver is not None and route.receiver not in receivers:
-            problems.append((f"{path}.receiver", f"unknown receiver {route.receiver!r}"))
-        if route.escalation is not None and route.escalation not in escalations:
-            problems.append((f"{path}.escalation",
-                             f"unknown escalation {route.escalation!r}"))
-        if route.calendar is not None and route.calendar not in calendars:
-            problems.append((f"{path}.calendar", f"unknown office hours {route.calendar!r}"))
-        for j, child in enumerate(route.routes):
-            walk(child, f"{path}.routes[{j}]", False)
-
+    problems = [(f"receivers[{i}].fallback", f"unknown receiver {r.fallback!r}")
+                for i, r in enumerate(settings.receivers)
+                if r.fallback is not None and r.fallback not in receivers]
     if settings.route is not None:
-        walk(settings.route, "route", True)
+        problems += _route_problems(settings.route, "route", True, receivers,
+                                    {e.id for e in settings.escalations}, calendars)
+    people = {p.id for p in settings.people}
+    problems += _schedule_problems(settings, people, calendars)
+    problems += _escalation_problems(settings, people, receivers,
+                                     {s.id for s in settings.schedules})
+    return problems
+
+
+def _route_problems(route: RouteSettings, path: str, root: bool, receivers: set[str],
+                    escalations: set[str], calendars: set[str]) -> list[tuple[str, str]]:
+    problems = []
+    if root and route.receiver is None:
+        problems.append((path, "the root route needs a receiver"))
+    if route.receiver is not None and route.receiver not in receivers:
+        problems.append((f"{path}.receiver", f"unknown receiver {route.receiver!r}"))
+    if route.escalation is not None and route.escalation not in escalations:
+        problems.append((f"{path}.escalation", f"unknown escalation {route.escalation!r}"))
+    if route.calendar is not None and route.calendar not in calendars:
+        problems.append((f"{path}.calendar", f"unknown office hours {route.calendar!r}"))
+    for j, child in enumerate(route.routes):
+        problems += _route_problems(child, f"{path}.routes[{j}]", False, receivers,
+                                    escalations, calendars)
+    return problems
+
+
+def _schedule_problems(settings: NotificationSettings, people: set[str],
+                       calendars: set[str]) -> list[tuple[str, str]]:
+    problems = []
     for i, schedule in enumerate(settings.schedules):
         for j, layer in enumerate(schedule.layers):
-            for member in layer.members:
-                if member not in people:
-                    problems.append((f"schedules[{i}].layers[{j}].members",
-                                     f"unknown person {member!r}"))
-        for j, override in enumerate(schedule.overrides):
-            if override.who not in people:
-                problems.append((f"schedules[{i}].overrides[{j}].who",
-                                 f"unknown person {override.who!r}"))
+            problems += [(f"schedules[{i}].layers[{j}].members", f"unknown person {m!r}")
+                         for m in layer.members if m not in people]
+        problems += [(f"schedules[{i}].overrides[{j}].who", f"unknown person {o.who!r}")
+                     for j, o in enumerate(schedule.overrides) if o.who not in people]
         if schedule.calendar is not None and schedule.calendar not in calendars:
             problems.append((f"schedules[{i}].calendar",
                              f"unknown office hours {schedule.calendar!r}"))
+    return problems
+
+
+def _escalation_problems(settings: NotificationSettings, people: set[str],
+                         receivers: set[str], schedules: set[str]) -> list[tuple[str, str]]:
+    problems = []
     for i, escalation in enumerate(settings.escalations):
         for j, step in enumerate(escalation.steps):
             where = f"escalations[{i}].steps[{j}]"
             if step.schedule is not None and step.schedule not in schedules:
                 problems.append((f"{where}.schedule", f"unknown schedule {step.schedule!r}"))
-            for person in step.people:
-                if person not in people:
-                    problems.append((f"{where}.people", f"unknown person {person!r}"))
-            for via in step.via:
-                if via not in receivers:
-                    problems.append((f"{where}.via", f"unknown receiver {via!r}"))
+            problems += [(f"{where}.people", f"unknown person {p!r}")
+                         for p in step.people if p not in people]
+            problems += [(f"{where}.via", f"unknown receiver {v!r}")
+                         for v in step.via if v not in receivers]
     return problems

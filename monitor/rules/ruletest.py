@@ -14,6 +14,7 @@ and the alerts expected at given times. Everything is fed through the same
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -195,79 +196,104 @@ def run_file(path: str | Path) -> tuple[int, list[Failure], RuleSet, Coverage]:
         DeviceInfo(d.id, d.name or d.id, d.device_class, d.site, d.site, d.municipality,
                    d.location, frozenset(d.tags), d.parent, d.interval) for d in spec.devices)
     failures: list[Failure] = []
-    coverage = Coverage()
-    names = {r.name for r in rules.rules}
     for test in spec.tests:
         failures += _run_test(str(path), test, rules, inventory)
-        for e in test.expect:
-            shown = {e.alertname} if e.alertname else names
-            if not e.alerts:
-                coverage.quiet |= shown
-            for a in e.alerts:
-                if a.state == "firing":
-                    coverage.fired |= {a.labels.get("alertname", e.alertname or "")}
-    return len(spec.tests), failures, rules, coverage
+    return len(spec.tests), failures, rules, _coverage(spec.tests, {r.name for r in rules.rules})
+
+
+def _coverage(tests: list[TestSpec], names: set[str]) -> Coverage:
+    """Which rules the tests see fire, and which they see quiet."""
+    coverage = Coverage()
+    for e in (e for test in tests for e in test.expect):
+        if not e.alerts:
+            coverage.quiet |= {e.alertname} if e.alertname else names
+        coverage.fired |= {a.labels.get("alertname", e.alertname or "") for a in e.alerts
+                           if a.state == "firing"}
+    return coverage
 
 
 def _start(test: TestSpec) -> float:
     return datetime.fromisoformat(test.start).timestamp() if test.start else EPOCH
 
 
-def _events(test: TestSpec) -> list[tuple[float, Event | tuple[str, str, str, ComponentStatus]]]:
-    step = parse_duration(test.interval)
-    out: list[tuple[float, Event | tuple[str, str, str, ComponentStatus]]] = []
-    seq = 0
-    epoch = _start(test)
+TestItem = Event | tuple[str, str, str, ComponentStatus]
 
-    def base(device: str, t: float) -> dict[str, Any]:
-        nonlocal seq
-        seq += 1
-        return {"v": 1, "ts": epoch + t, "src": "ruletest", "seq": seq, "device": device}
 
-    for spec in test.input:
+class _Feed:
+    """A test's input series as events, numbered as one source would number them."""
+
+    def __init__(self, test: TestSpec) -> None:
+        self.step = parse_duration(test.interval)
+        self.epoch = _start(test)
+        self.seq = 0
+
+    def base(self, device: str, t: float) -> dict[str, Any]:
+        self.seq += 1
+        return {"v": 1, "ts": self.epoch + t, "src": "ruletest", "seq": self.seq,
+                "device": device}
+
+    def events(self, spec: InputSpec) -> Iterator[tuple[float, TestItem]]:
         device = spec.device or ""
         if spec.trap is not None:
             t = parse_duration(spec.at)
-            out.append((t, TrapEvent(**base(device, t), trap_oid=spec.trap, agent_addr="test",
-                                     varbinds=[Varbind(oid, "OctetString", value)
-                                               for oid, value in spec.varbinds.items()])))
-            continue
-        if spec.metric is not None and spec.values is not None:
-            for i, v in enumerate(expand(spec.values)):
-                if isinstance(v, float):
-                    out.append((i * step, MetricsEvent(**base(device, i * step), samples=[
-                        Sample(spec.metric, v, spec.labels, spec.kind)])))
+            yield t, TrapEvent(**self.base(device, t), trap_oid=spec.trap, agent_addr="test",
+                               varbinds=[Varbind(oid, "OctetString", value)
+                                         for oid, value in spec.varbinds.items()])
+        elif spec.metric is not None and spec.values is not None:
+            yield from self._metrics(spec, device, spec.metric, spec.values)
         elif spec.states is not None:
-            for i, v in enumerate(expand(spec.states)):
+            for t, v in self._series(spec.states):
                 if isinstance(v, str):
-                    out.append((i * step, StateEvent(**base(device, i * step), state=v)))  # type: ignore[arg-type]
+                    yield t, StateEvent(**self.base(device, t), state=v)  # type: ignore[arg-type]
         elif spec.heartbeat is not None:
-            for i, v in enumerate(expand(spec.heartbeat)):
+            for t, v in self._series(spec.heartbeat):
                 if v is not None:
-                    out.append((i * step, HeartbeatEvent(**base(device, i * step),
-                                                         interval=step)))
+                    yield t, HeartbeatEvent(**self.base(device, t), interval=self.step)
         elif spec.check is not None:
-            oks = expand(spec.ok or "")
-            extra = {k: expand(v) for k, v in spec.check_values.items()}
-            for i, ok in enumerate(oks):
-                if ok is None:
-                    continue
-                values = {k: float(vs[i]) for k, vs in extra.items()  # type: ignore[arg-type]
-                          if i < len(vs) and isinstance(vs[i], float)}
-                out.append((i * step, CheckEvent(**base(device, i * step), check=spec.check,
-                                                 kind=spec.check_kind, ok=bool(ok),
-                                                 latency=0.01, values=values)))
+            yield from self._checks(spec, device, spec.check)
         elif spec.component is not None:
-            instance = spec.instance or spec.component
-            dropped = expand(spec.dropped or "")
-            for i, v in enumerate(expand(spec.status or "")):
-                if isinstance(v, str):
-                    count = dropped[i] if i < len(dropped) else None
-                    status = ComponentStatus(status=v, ts=epoch + i * step,  # type: ignore[arg-type]
-                                             component=spec.component, instance=instance,
-                                             outbox_dropped=int(count)
-                                             if isinstance(count, float) else None)
-                    out.append((i * step, (spec.location, spec.component, instance, status)))
+            yield from self._statuses(spec, spec.component)
+
+    def _series(self, text: str) -> Iterator[tuple[float, float | str | None]]:
+        for i, v in enumerate(expand(text)):
+            yield i * self.step, v
+
+    def _metrics(self, spec: InputSpec, device: str, metric: str, values: str
+                 ) -> Iterator[tuple[float, TestItem]]:
+        for t, v in self._series(values):
+            if isinstance(v, float):
+                yield t, MetricsEvent(**self.base(device, t), samples=[
+                    Sample(metric, v, spec.labels, spec.kind)])
+
+    def _checks(self, spec: InputSpec, device: str, check: str
+                ) -> Iterator[tuple[float, TestItem]]:
+        extra = {k: expand(v) for k, v in spec.check_values.items()}
+        for i, ok in enumerate(expand(spec.ok or "")):
+            if ok is None:
+                continue
+            values = {k: float(vs[i]) for k, vs in extra.items()  # type: ignore[arg-type]
+                      if i < len(vs) and isinstance(vs[i], float)}
+            yield i * self.step, CheckEvent(**self.base(device, i * self.step), check=check,
+                                            kind=spec.check_kind, ok=bool(ok), latency=0.01,
+                                            values=values)
+
+    def _statuses(self, spec: InputSpec, component: str) -> Iterator[tuple[float, TestItem]]:
+        instance = spec.instance or component
+        dropped = expand(spec.dropped or "")
+        for i, v in enumerate(expand(spec.status or "")):
+            if not isinstance(v, str):
+                continue
+            count = dropped[i] if i < len(dropped) else None
+            status = ComponentStatus(status=v, ts=self.epoch + i * self.step,  # type: ignore[arg-type]
+                                     component=component, instance=instance,
+                                     outbox_dropped=int(count)
+                                     if isinstance(count, float) else None)
+            yield i * self.step, (spec.location, component, instance, status)
+
+
+def _events(test: TestSpec) -> list[tuple[float, TestItem]]:
+    feed = _Feed(test)
+    out = [item for spec in test.input for item in feed.events(spec)]
     out.sort(key=lambda item: item[0])
     return out
 
