@@ -259,6 +259,21 @@ def _demo_notifications(web_: DemoWeb, work: Path, http_port: int) -> Notificati
         external_url=f"http://127.0.0.1:{http_port}")
 
 
+async def _brokers(stack: AsyncExitStack, binary: str | None, work: Path,
+                   locations: list[str]) -> dict[str, int]:
+    """One mosquitto per location, the second bridged to the first; without mosquitto,
+    one in-process amqtt broker for all. Returns each location's broker port."""
+    if binary is None:
+        shared = _free_port()
+        await stack.enter_async_context(_amqtt(shared))
+        return dict.fromkeys(locations, shared)
+    ports = {loc: _free_port() for loc in locations}
+    for i, loc in enumerate(locations):
+        bridge = ports[locations[0]] if i > 0 else None
+        await stack.enter_async_context(_mosquitto(binary, work, loc, ports[loc], bridge))
+    return ports
+
+
 async def run_demo(config_path: str | None, *, http_port: int = 9810, broker: str = "auto",
                    workdir: str | None = None) -> int:
     try:
@@ -278,21 +293,8 @@ async def run_demo(config_path: str | None, *, http_port: int = 9810, broker: st
             workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="driftsvakt-demo-"))
         work = Path(workdir)
         work.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, at start
-        if use_mosquitto:
-            ports = {loc: _free_port() for loc in locations}
-        else:
-            shared = _free_port()
-            ports = dict.fromkeys(locations, shared)
+        ports = await _brokers(stack, binary, work, locations)
         config, snmp_estate = _snmp_estate(_demo_config(base, work, ports), work)
-        if use_mosquitto:
-            assert binary is not None
-            for i, loc in enumerate(locations):
-                # The second broker bridges to the first: one bridge joins the two.
-                bridge = ports[locations[0]] if i > 0 else None
-                await stack.enter_async_context(
-                    _mosquitto(binary, work, loc, ports[loc], bridge))
-        else:
-            await stack.enter_async_context(_amqtt(ports[locations[0]]))
         web_ = await stack.enter_async_context(demo_web(config, work))
         config = dataclasses.replace(config, checks=demo_checks(config, web_),
                                      notifications=_demo_notifications(web_, work, http_port))

@@ -74,26 +74,8 @@ _ENV_FIELDS: Final = ("location", "municipality", "device", "class", "interval",
 
 def load_settings(args: argparse.Namespace) -> AgentSettings:
     """File (if any) < environment < flags; raise Problems with every error."""
-    if args.config:
-        docs = load_documents(Path(args.config))
-        doc = docs[0]
-        value = convert(doc, doc.root, AgentSettings) if doc.root is not None else None
-        problems = [p for d in docs for p in d.problems]
-        if problems or value is None or is_missing(value):
-            raise Problems(problems or [Problem(args.config, 0, "", "empty settings file")])
-        settings: AgentSettings | None = value
-    else:
-        settings = None
-    overrides: dict[str, object] = {}
-    for key in _ENV_FIELDS:
-        env = os.environ.get(ENV_PREFIX + key.upper())
-        flag = getattr(args, key.replace("class", "device_class"), None)
-        chosen = flag if flag is not None else env
-        if chosen is not None:
-            attr = "device_class" if key == "class" else key
-            overrides[attr] = float(chosen) if key == "interval" else chosen
-    broker_host = args.broker_host or os.environ.get(ENV_PREFIX + "BROKER_HOST")
-    broker_port = args.broker_port or os.environ.get(ENV_PREFIX + "BROKER_PORT")
+    settings = _from_file(args.config) if args.config else None
+    overrides = _overrides(args)
     if settings is None:
         missing = [k for k in ("location", "municipality") if k not in overrides]
         if missing:
@@ -102,6 +84,36 @@ def load_settings(args: argparse.Namespace) -> AgentSettings:
         settings = AgentSettings(location=str(overrides.pop("location")),
                                  municipality=str(overrides.pop("municipality")))
     settings = replace(settings, **overrides)  # type: ignore[arg-type]
+    return replace(settings, broker=_broker(args, settings))
+
+
+def _from_file(path: str) -> AgentSettings:
+    docs = load_documents(Path(path))
+    doc = docs[0]
+    value = convert(doc, doc.root, AgentSettings) if doc.root is not None else None
+    problems = [p for d in docs for p in d.problems]
+    if problems or value is None or is_missing(value):
+        raise Problems(problems or [Problem(path, 0, "", "empty settings file")])
+    settings: AgentSettings = value
+    return settings
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, object]:
+    """What flags, else the environment, set."""
+    overrides: dict[str, object] = {}
+    for key in _ENV_FIELDS:
+        env = os.environ.get(ENV_PREFIX + key.upper())
+        flag = getattr(args, key.replace("class", "device_class"), None)
+        chosen = flag if flag is not None else env
+        if chosen is not None:
+            attr = "device_class" if key == "class" else key
+            overrides[attr] = float(chosen) if key == "interval" else chosen
+    return overrides
+
+
+def _broker(args: argparse.Namespace, settings: AgentSettings) -> Broker:
+    broker_host = args.broker_host or os.environ.get(ENV_PREFIX + "BROKER_HOST")
+    broker_port = args.broker_port or os.environ.get(ENV_PREFIX + "BROKER_PORT")
     broker = settings.broker or Broker(location=settings.location)
     if broker_host or broker_port:
         broker = replace(broker, host=broker_host or broker.host,
@@ -109,4 +121,4 @@ def load_settings(args: argparse.Namespace) -> AgentSettings:
     password_env = os.environ.get(ENV_PREFIX + "BROKER_PASSWORD_ENV")
     if password_env:
         broker = replace(broker, password=SecretRef(env=password_env))
-    return replace(settings, broker=replace(broker, location=settings.location))
+    return replace(broker, location=settings.location)

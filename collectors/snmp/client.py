@@ -148,19 +148,7 @@ class Session:
                 if value is END:
                     del cursor[column]  # the agent has nothing after it
                     continue
-                last_index = state[1]
-                base = bases[column]
-                try:
-                    inside = len(oid) > len(base) and oid.startswith(base)
-                    index = suffix_arcs(oid[len(base):]) if inside else None
-                    # GETBULK answers with the OIDs after the ones asked: anything else
-                    # is a broken agent, and following it could loop forever.
-                    if (index is not None and index <= last_index) or (index is None and \
-                            oid_arcs(oid) <= base_arcs[column] + last_index):
-                        raise CollectError("protocol", f"non-increasing OID {_text(oid)} "
-                                                       f"after {_text(state[0])}")
-                except WireError as exc:
-                    raise CollectError("protocol", str(exc)) from None
+                index = _next_index(oid, bases[column], base_arcs[column], state)
                 if index is None:
                     del cursor[column]  # left the column: it is done
                     continue
@@ -175,6 +163,25 @@ class Session:
             if not progressed:
                 break
         return result
+
+
+def _next_index(oid: bytes, base: bytes, base_arcs: tuple[int, ...],
+                last: tuple[bytes, tuple[int, ...]]) -> tuple[int, ...] | None:
+    """The row index of ``oid`` in the column ``base``, None when it left the column;
+    CollectError when it does not come after ``last`` (the OID and index seen before).
+
+    GETBULK answers with the OIDs after the ones asked: anything else is a broken
+    agent, and following it could loop forever."""
+    try:
+        inside = len(oid) > len(base) and oid.startswith(base)
+        index = suffix_arcs(oid[len(base):]) if inside else None
+        if (index is not None and index <= last[1]) or (
+                index is None and oid_arcs(oid) <= base_arcs + last[1]):
+            raise CollectError("protocol", f"non-increasing OID {_text(oid)} "
+                                           f"after {_text(last[0])}")
+    except WireError as exc:
+        raise CollectError("protocol", str(exc)) from None
+    return index
 
 
 class SnmpSession(Session):

@@ -31,7 +31,7 @@ from collectors.common.publisher import Emitter
 from collectors.snmp.client import CollectError, Session, SnmpSession, Value
 from collectors.snmp.community import CommunitySession, UdpRequester
 from collectors.snmp.metrics import PollerMetrics
-from collectors.snmp.modules import Module, modules_for
+from collectors.snmp.modules import Module, Table, modules_for
 from monitor.config import Config, Device
 from monitor.events import Sample
 
@@ -69,23 +69,30 @@ def samples_from(modules: list[Module], scalars: dict[str, Value],
             if labels:
                 samples.append(Sample(name=module.info.name, value=1.0, labels=labels))
         for table in module.tables:
-            for column in table.columns:
-                rows, kind = columns.get(column.oid, {}), column.kind
-                if not rows and column.fallback:
-                    rows, kind = columns.get(column.fallback, {}), column.fallback_kind
-                for index, value in rows.items():
-                    if value.number is None:
-                        continue
-                    labels = {table.index: index}
-                    for label, candidates in table.labels.items():
-                        for oid in candidates:
-                            found = columns.get(oid, {}).get(index)
-                            if found is not None and (found.text or found.number is not None):
-                                labels[label] = (found.text or str(int(found.number or 0)))[
-                                    :1024]
-                                break
-                    samples.append(Sample(name=column.name, value=value.number * column.scale,
-                                          labels=labels, kind=kind))
+            samples += _table_samples(table, columns)
+    return samples
+
+
+def _table_samples(table: Table, columns: dict[str, dict[str, Value]]) -> list[Sample]:
+    """A table's rows as samples, each labelled with its index and the first of each
+    label's candidate columns that has a value for the row."""
+    samples = []
+    for column in table.columns:
+        rows, kind = columns.get(column.oid, {}), column.kind
+        if not rows and column.fallback:
+            rows, kind = columns.get(column.fallback, {}), column.fallback_kind
+        for index, value in rows.items():
+            if value.number is None:
+                continue
+            labels = {table.index: index}
+            for label, candidates in table.labels.items():
+                for oid in candidates:
+                    found = columns.get(oid, {}).get(index)
+                    if found is not None and (found.text or found.number is not None):
+                        labels[label] = (found.text or str(int(found.number or 0)))[:1024]
+                        break
+            samples.append(Sample(name=column.name, value=value.number * column.scale,
+                                  labels=labels, kind=kind))
     return samples
 
 

@@ -218,6 +218,27 @@ def _oid(data: bytes, start: int, stop: int) -> str:
 
 def decode_response(data: bytes) -> Response:
     """Decode a v1/v2c GetResponse; raise WireError for anything else or anything broken."""
+    fields, pos, list_end = _response_header(data)
+    binds: list[tuple[bytes, object]] = []
+    types: list[str] = []
+    while pos < list_end:
+        tag, s, bind_end = _read(data, pos, list_end)
+        if tag != 0x30:
+            raise WireError(f"bad varbind at byte {pos}")
+        tag, os_, oe = _read(data, s, bind_end)
+        if tag != 0x06 or os_ == oe or data[oe - 1] & 0x80:
+            raise WireError(f"varbind without a well-formed OID at byte {s}")
+        vtag, vs, ve = _read(data, oe, bind_end)
+        value, kind = _value(data, vtag, vs, ve)
+        binds.append((data[os_:oe], value))
+        types.append(kind)
+        pos = bind_end
+    return Response(fields[0], fields[1], fields[2], binds, types)
+
+
+def _response_header(data: bytes) -> tuple[list[int], int, int]:
+    """Message, version, community and PDU header: the request id, error status and
+    index, and where the varbind list starts and ends."""
     end = len(data)
     tag, pos, stop = _read(data, 0, end)
     if tag != 0x30 or stop != end:
@@ -240,41 +261,29 @@ def decode_response(data: bytes) -> Response:
     tag, pos, list_end = _read(data, pos, pdu_end)
     if tag != 0x30:
         raise WireError("no varbind list")
-    binds: list[tuple[bytes, object]] = []
-    types: list[str] = []
-    while pos < list_end:
-        tag, s, bind_end = _read(data, pos, list_end)
-        if tag != 0x30:
-            raise WireError(f"bad varbind at byte {pos}")
-        tag, os_, oe = _read(data, s, bind_end)
-        if tag != 0x06 or os_ == oe or data[oe - 1] & 0x80:
-            raise WireError(f"varbind without a well-formed OID at byte {s}")
-        oid = data[os_:oe]
-        vtag, vs, ve = _read(data, oe, bind_end)
-        value: object
-        if vtag == 0x02:
-            value, kind = _int(data, vs, ve), "Integer32"
-        elif vtag in UNSIGNED:
-            if ve - vs > 9 or vs == ve:
-                raise WireError(f"bad {UNSIGNED[vtag]} at byte {vs}")
-            value, kind = int.from_bytes(data[vs:ve], "big"), UNSIGNED[vtag]
-        elif vtag == 0x04 or vtag == 0x44:
-            value, kind = bytes(data[vs:ve]), "OctetString"
-        elif vtag == 0x06:
-            value, kind = _oid(data, vs, ve), "ObjectIdentifier"
-        elif vtag == 0x40:
-            if ve - vs != 4:
-                raise WireError(f"bad IpAddress at byte {vs}")
-            value, kind = ".".join(str(b) for b in data[vs:ve]), "IpAddress"
-        elif vtag in (0x80, 0x81):
-            value, kind = NO_SUCH, "NoSuchObject"
-        elif vtag == 0x82:
-            value, kind = END_OF_MIB, "EndOfMibView"
-        elif vtag == 0x05:
-            value, kind = NO_SUCH, "Null"
-        else:
-            raise WireError(f"unknown value type 0x{vtag:02x} at byte {vs - 2}")
-        binds.append((oid, value))
-        types.append(kind)
-        pos = bind_end
-    return Response(fields[0], fields[1], fields[2], binds, types)
+    return fields, pos, list_end
+
+
+def _value(data: bytes, vtag: int, vs: int, ve: int) -> tuple[object, str]:
+    """One varbind's value and its SNMP type name."""
+    if vtag == 0x02:
+        return _int(data, vs, ve), "Integer32"
+    if vtag in UNSIGNED:
+        if ve - vs > 9 or vs == ve:
+            raise WireError(f"bad {UNSIGNED[vtag]} at byte {vs}")
+        return int.from_bytes(data[vs:ve], "big"), UNSIGNED[vtag]
+    if vtag == 0x04 or vtag == 0x44:
+        return bytes(data[vs:ve]), "OctetString"
+    if vtag == 0x06:
+        return _oid(data, vs, ve), "ObjectIdentifier"
+    if vtag == 0x40:
+        if ve - vs != 4:
+            raise WireError(f"bad IpAddress at byte {vs}")
+        return ".".join(str(b) for b in data[vs:ve]), "IpAddress"
+    if vtag in (0x80, 0x81):
+        return NO_SUCH, "NoSuchObject"
+    if vtag == 0x82:
+        return END_OF_MIB, "EndOfMibView"
+    if vtag == 0x05:
+        return NO_SUCH, "Null"
+    raise WireError(f"unknown value type 0x{vtag:02x} at byte {vs - 2}")
