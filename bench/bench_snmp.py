@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from bench.common import cpu_seconds, machine
+from collectors.common.publisher import Emitter
 from collectors.snmp.modules import load_modules
 from collectors.snmp.poller import SnmpPoller
 from monitor.config import load_config
@@ -33,7 +34,7 @@ DEVICES = 50
 ROUNDS = 4
 
 
-class _Discard:
+class _Discard(Emitter):
     async def emit(self, *args: Any, **kwargs: Any) -> int:
         return 0
 

@@ -48,6 +48,7 @@ import yaml
 
 from bench.common import cpu_seconds, machine
 from bench.netns import COMMUNITY, Namespace, namespace, switch_address
+from collectors.common.publisher import Emitter
 from collectors.snmp.modules import Module, load_modules, modules_for
 
 SNMPD_PORTS = (16101, 16102, 16103, 16104)
@@ -110,7 +111,7 @@ def exporter_module(modules: list[Module]) -> dict[str, Any]:
 # --- workers, run inside the namespace on the first core ----------------------------
 
 
-class _EncodeOnly:
+class _EncodeOnly(Emitter):
     """The publisher's work on an event up to the outbox: encode it."""
 
     def __init__(self) -> None:

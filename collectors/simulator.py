@@ -129,38 +129,37 @@ class Simulator:
 
     async def _report(self, sim: _DeviceSim, now: float) -> None:
         device = sim.device
-        emit = self.publisher.emit
+        pub = self.publisher
         if device.device_class == "pc":
             if not self._pc_is_on(sim, now):
                 if sim.last_state != "stopping":
                     sim.last_state = "stopping"
-                    await emit(sim.municipality, device.id, "state", now, state="stopping",
-                               reason="switched off (simulated office hours)")
+                    await pub.state(sim.municipality, device.id, now, "stopping",
+                                    reason="switched off (simulated office hours)")
                 return
             if sim.last_state != "online":
                 sim.last_state = "online"
                 sim.booted = now
-                await emit(sim.municipality, device.id, "state", now, state="online")
+                await pub.state(sim.municipality, device.id, now, "online")
         if now < sim.down_until:
             # repeated every poll while down, as the real poller does: the SLA ledger
             # reads silence as "unknown", not as "still down"
             sim.last_state = "down"
-            await emit(sim.municipality, device.id, "state", now, state="down",
-                       reason="no SNMP response (simulated)")
+            await pub.state(sim.municipality, device.id, now, "down",
+                            reason="no SNMP response (simulated)")
             return
         if sim.last_state == "down":
             sim.booted = now - self.rng.uniform(5, 60)  # it came back by rebooting
             sim.octets.clear()
         if sim.last_state != "up" and device.device_class != "pc":
             sim.last_state = "up"
-            await emit(sim.municipality, device.id, "state", now, state="up")
+            await pub.state(sim.municipality, device.id, now, "up")
         samples = self._samples(sim, now)
         if device.device_class == "pc":
-            await emit(sim.municipality, device.id, "heartbeat", now, interval=self.pc_interval)
+            await pub.heartbeat(sim.municipality, device.id, now, interval=self.pc_interval)
         if samples:
             interval = self.pc_interval if device.device_class == "pc" else self.interval
-            await emit(sim.municipality, device.id, "metrics", now, samples=samples,
-                       interval=interval)
+            await pub.metrics(sim.municipality, device.id, now, samples, interval=interval)
 
     def _samples(self, sim: _DeviceSim, now: float) -> list[Sample]:
         cls = sim.device.device_class

@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfoNotFoundError
 
 import yaml
 
+from monitor.events import CheckKind
 from monitor.fields import (
     Address,
     Broker,
@@ -183,7 +184,6 @@ class Device:
     interval: Positive | None = None
 
 
-CheckKind = Literal["icmp", "tcp", "http", "tls", "dns"]
 
 
 @dataclass(frozen=True, slots=True)

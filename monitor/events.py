@@ -205,9 +205,12 @@ class TrapEvent(_Base, frozen=True, kw_only=True):
     varbinds: Annotated[list[Varbind], msgspec.Meta(max_length=1000)] = []
 
 
+CheckKind = Literal["icmp", "tcp", "http", "tls", "dns"]
+
+
 class CheckEvent(_Base, frozen=True, kw_only=True):
     check: Slug
-    kind: Literal["icmp", "tcp", "http", "tls", "dns"]
+    kind: CheckKind
     ok: bool
     latency: float | None = None
     reason: ShortText | None = None

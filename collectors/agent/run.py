@@ -49,10 +49,10 @@ class Agent:
         samples += [Sample(name="service_active", value=1.0 if up else 0.0,
                            labels={"service": name[:128]}) for name, up in states.items()]
         now = time.time()
-        await self.publisher.emit(self.settings.municipality, self.device, "metrics", now,
-                                  samples=samples, interval=self.settings.every)
-        await self.publisher.emit(self.settings.municipality, self.device, "heartbeat", now,
-                                  interval=self.settings.every)
+        await self.publisher.metrics(self.settings.municipality, self.device, now, samples,
+                                     interval=self.settings.every)
+        await self.publisher.heartbeat(self.settings.municipality, self.device, now,
+                                       interval=self.settings.every)
         self.cycles += 1
 
     async def run(self) -> None:

@@ -103,10 +103,10 @@ class CheckRunner:
         self.stats.runs += 1
         if not result.ok:
             self.stats.failures += 1
-        await self.publisher.emit(
-            self.config.municipality_of(spec.device), spec.device, "check", started,
-            check=spec.id, kind=spec.kind, ok=result.ok, latency=result.latency,
-            reason=result.reason, values=result.values)
+        await self.publisher.check(
+            self.config.municipality_of(spec.device), spec.device, started, check=spec.id,
+            kind=spec.kind, ok=result.ok, latency=result.latency, reason=result.reason,
+            values=result.values)
         return result
 
     async def probe(self, spec: CheckSpec) -> ProbeResult:

@@ -23,14 +23,25 @@ import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import aiomqtt
 import msgspec
 import structlog
 
 from collectors.common.outbox import Outbox, OutboxRow, OutboxWriteFailed
-from monitor.events import ComponentStatus, Rejected, ack_topic, decode_ack, device_topic, encode
+from monitor.events import (
+    CheckKind,
+    ComponentStatus,
+    DeviceStateName,
+    Rejected,
+    Sample,
+    Varbind,
+    ack_topic,
+    decode_ack,
+    device_topic,
+    encode,
+)
 from monitor.events import sys_topic as make_sys_topic
 from monitor.fields import Broker
 from monitor.mqtt import Backoff, MqttClient, broker_trouble, client_for
@@ -47,11 +58,44 @@ RESEND_AFTER_MAX: Final = 120.0
 _ENCODER: Final = msgspec.json.Encoder()
 
 
-class Emitter(Protocol):
-    """What a collector needs of the publisher: store an event, get its seq."""
+class Emitter:
+    """The typed producer API: one method per stream, so that a misspelt or missing
+    field is a type error where it is written, not a dead letter at the engine.
+
+    Each stores the event durably and returns its seq, or None when the outbox could
+    not store it (counted there). Subclasses implement :meth:`emit`, the untyped path
+    underneath (tests use it to send arbitrary, even invalid, bodies).
+    """
 
     async def emit(self, municipality: str, device: str, stream: str, ts: float,
-                   **body: Any) -> int | None: ...
+                   **body: Any) -> int | None:
+        raise NotImplementedError
+
+    async def metrics(self, municipality: str, device: str, ts: float, samples: list[Sample],
+                      *, interval: float | None = None) -> int | None:
+        return await self.emit(municipality, device, "metrics", ts, samples=samples,
+                               interval=interval)
+
+    async def state(self, municipality: str, device: str, ts: float, state: DeviceStateName,
+                    *, reason: str | None = None) -> int | None:
+        return await self.emit(municipality, device, "state", ts, state=state, reason=reason)
+
+    async def check(self, municipality: str, device: str, ts: float, *, check: str,
+                    kind: CheckKind, ok: bool, latency: float | None = None,
+                    reason: str | None = None, values: dict[str, float] | None = None
+                    ) -> int | None:
+        return await self.emit(municipality, device, "check", ts, check=check, kind=kind,
+                               ok=ok, latency=latency, reason=reason, values=values or {})
+
+    async def trap(self, municipality: str, device: str, ts: float, *, trap_oid: str,
+                   agent_addr: str, varbinds: list[Varbind], trap_name: str | None = None
+                   ) -> int | None:
+        return await self.emit(municipality, device, "trap", ts, trap_oid=trap_oid,
+                               trap_name=trap_name, agent_addr=agent_addr, varbinds=varbinds)
+
+    async def heartbeat(self, municipality: str, device: str, ts: float, *,
+                        interval: float) -> int | None:
+        return await self.emit(municipality, device, "heartbeat", ts, interval=interval)
 
 
 @dataclass
@@ -66,7 +110,7 @@ class PublisherStats:
     connects: int = 0
 
 
-class Publisher:
+class Publisher(Emitter):
     """Outbox-backed, acknowledged publishing for one collector instance."""
 
     def __init__(self, *, broker: Broker, location: str, component: str, instance: str,

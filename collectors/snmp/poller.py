@@ -33,7 +33,7 @@ from collectors.snmp.community import CommunitySession, UdpRequester
 from collectors.snmp.metrics import PollerMetrics
 from collectors.snmp.modules import Module, Table, modules_for
 from monitor.config import Config, Device
-from monitor.events import Sample
+from monitor.events import DeviceStateName, Sample
 
 __all__ = ["PollerStats", "SnmpPoller", "samples_from"]
 
@@ -51,6 +51,11 @@ class PollerStats:
     varbinds: int = 0
     # the latest poll durations (bounded: a poller runs for months)
     durations: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
+
+
+# what a failed poll says of the device; other errors (protocol, ...) say nothing
+_STATE_OF_ERROR: Final[dict[str, DeviceStateName]] = {"timeout": "down",
+                                                      "auth_error": "auth_error"}
 
 
 def samples_from(modules: list[Module], scalars: dict[str, Value],
@@ -173,13 +178,15 @@ class SnmpPoller:
         municipality = self.config.municipality_of(device.id)
         started, mono = self.clock(), time.perf_counter()
         interval = device.interval or DEFAULT_INTERVAL
+        state: DeviceStateName | None
+        reason: str | None
         async with self.slots:
             try:
                 samples = await self.poll(device)
                 state, reason = "up", None
             except CollectError as exc:
                 samples, reason = [], exc.detail
-                state = {"timeout": "down", "auth_error": "auth_error"}.get(exc.kind, "")
+                state = _STATE_OF_ERROR.get(exc.kind)
                 self.stats.errors[exc.kind] += 1
         self.stats.polls += 1
         elapsed = time.perf_counter() - mono
@@ -190,16 +197,16 @@ class SnmpPoller:
             self.state[device.id] = state
             if state != "up" or previous is not None:
                 log.info("device_state", device=device.id, state=state, reason=reason)
-            await self.publisher.emit(municipality, device.id, "state", started, state=state,
-                                      reason=reason)
+            await self.publisher.state(municipality, device.id, started, state,
+                                       reason=reason)
         elif state in ("down", "auth_error"):
-            await self.publisher.emit(municipality, device.id, "state", started, state=state,
-                                      reason=reason)
+            await self.publisher.state(municipality, device.id, started, state,
+                                       reason=reason)
         if not state:
             log.warning("poll_failed", device=device.id, error=reason)
         if samples:
-            await self.publisher.emit(municipality, device.id, "metrics", started,
-                                      samples=samples, interval=interval)
+            await self.publisher.metrics(municipality, device.id, started, samples,
+                                         interval=interval)
         return state or "error"
 
     async def run(self) -> None:

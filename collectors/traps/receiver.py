@@ -29,6 +29,7 @@ from pysnmp.smi import builder, view
 from collectors.common.publisher import Emitter
 from collectors.snmp.client import AUTH_PROTOCOLS, PRIV_PROTOCOLS
 from monitor.config import Config
+from monitor.events import Varbind
 
 __all__ = ["TrapReceiver", "TrapUser", "name_of"]
 
@@ -156,15 +157,14 @@ class TrapReceiver:
             log.warning("trap_from_unknown_source", source=source, trap_oid=trap_oid)
         else:
             municipality = self.config.municipality_of(device)
-        varbinds = [{"oid": o, "type": type(v).__name__[:32], "value": _text(v)[:1024],
-                     **({"name": n} if (n := name_of(o)) else {})}
+        varbinds = [Varbind(o, type(v).__name__[:32], _text(v)[:1024], name_of(o))
                     for o, v in binds if o not in (SNMP_TRAP_OID, SYS_UPTIME)]
         trap_name = name_of(trap_oid)
         self.stats.received += 1
         self.stats.by_name[trap_name or "other"] += 1
-        task = asyncio.get_running_loop().create_task(self.emitter.emit(
-            municipality, device, "trap", received, trap_oid=trap_oid,
-            trap_name=trap_name, agent_addr=source, varbinds=varbinds))
+        task = asyncio.get_running_loop().create_task(self.emitter.trap(
+            municipality, device, received, trap_oid=trap_oid, trap_name=trap_name,
+            agent_addr=source, varbinds=varbinds))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -18,6 +18,7 @@ import pytest
 import yaml
 from prometheus_client import generate_latest
 
+from collectors.common.publisher import Emitter
 from collectors.snmp.modules import load_modules
 from collectors.snmp.poller import SnmpPoller
 from monitor.config import Config, load_config
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.integration
 
 
 @dataclass
-class RecordingEmitter:
+class RecordingEmitter(Emitter):
     """Records what the poller emits (our own Emitter protocol; the publisher's path to
     the broker is tested on its own in test_pipeline and test_no_loss)."""
 

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
+from collectors.common.publisher import Emitter
 from collectors.snmp.client import Value
 from collectors.snmp.modules import load_modules, modules_for
 from collectors.snmp.poller import SnmpPoller, samples_from
@@ -137,7 +138,7 @@ async def test_poller_publishes_exactly_the_recorded_values(
     }), encoding="utf-8")
     config = load_config(path)
 
-    class Discard:
+    class Discard(Emitter):
         async def emit(self, *args: Any, **kwargs: Any) -> int:
             return 0
 

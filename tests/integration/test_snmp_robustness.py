@@ -22,6 +22,7 @@ from pyasn1.codec.ber import decoder, encoder
 from pysnmp.proto import api
 from pysnmp.proto.rfc1902 import Counter64, Integer32, OctetString, TimeTicks
 
+from collectors.common.publisher import Emitter
 from collectors.snmp.modules import load_modules
 from collectors.snmp.poller import SnmpPoller
 from monitor.config import Config, load_config
@@ -127,7 +128,7 @@ async def fake(tmp_path: Path) -> Any:
         transport.close()
 
 
-class Discard:
+class Discard(Emitter):
     async def emit(self, *args: Any, **kwargs: Any) -> int:
         return 0
 
