@@ -199,7 +199,7 @@ def _engine(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from monitor.demo import run_demo
+    from demo.run import run_demo
 
     return asyncio.run(run_demo(args.config, http_port=args.http_port, broker=args.broker,
                                 workdir=args.workdir))

@@ -99,6 +99,10 @@ def _filesystems(skip: frozenset[str]) -> list[Sample]:
         samples += [
             Sample(name="filesystem_size_bytes", value=float(usage.total), labels=labels),
             Sample(name="filesystem_used_bytes", value=float(usage.used), labels=labels),
+            # as df shows it: of what users may fill (root's reserve left out); the
+            # shipped DiskFull rules read this
+            Sample(name="filesystem_used_ratio", value=round(usage.percent / 100, 6),
+                   labels=labels),
         ]
         if hasattr(os, "statvfs"):
             try:

@@ -14,11 +14,11 @@ import yaml
 
 from collectors.common.outbox import Outbox
 from collectors.common.publisher import Publisher
-from collectors.simulated_snmp import SimulatedAgents
 from collectors.snmp.community import CommunitySession
 from collectors.snmp.modules import load_modules
 from collectors.snmp.poller import SnmpPoller
 from collectors.traps.receiver import TrapReceiver
+from demo.simulated_snmp import SimulatedAgents
 from monitor.config import Config, load_config
 from monitor.events import Event, MetricsEvent, StateEvent, TrapEvent, decode_event
 from tests.servers import Mosquitto, free_udp_port

@@ -30,6 +30,21 @@ def test_host_reading_has_every_kind_of_sample() -> None:
     assert any(s.labels.get("interface") == "lo" for s in samples)
 
 
+def test_filesystem_used_ratio_is_what_df_shows() -> None:
+    """The ratio the shipped DiskFull rules read, from statvfs by hand: used over what
+    users may fill (blocks used plus blocks available to them), as df's Use%."""
+    import os
+
+    ratios = {s.labels["mountpoint"]: s.value for s in host_samples([])
+              if s.name == "filesystem_used_ratio"}
+    assert ratios, "no filesystem_used_ratio"
+    mountpoint, ratio = next(iter(ratios.items()))
+    st = os.statvfs(mountpoint)
+    used = (st.f_blocks - st.f_bfree) * st.f_frsize
+    expected = used / (used + st.f_bavail * st.f_frsize)
+    assert expected == pytest.approx(ratio, abs=0.01)  # the disk moves between readings
+
+
 def test_systemctl_show_blocks_map_to_units_in_order() -> None:
     """One block per unit, in the order asked; only ActiveState=active is running."""
     text = ("Id=ssh.service\nActiveState=active\n\n"

@@ -3,7 +3,7 @@
 Layers, lowest first: the contract and shared types (events, fields, secrets,
 yamlmodel, rows, officehours, logging), the MQTT client and the small HTTP base
 (mqtt, web); the collectors; the engine's store; its features (state, ingest,
-rules, notify, sla, metrics, ...); the composition root (app, demo, cli). The
+rules, notify, sla, metrics, ...); the composition root (app, cli); the demo (demo/) apart. The
 host agent, which runs on every PC, imports the contract and nothing of the engine.
 """
 
@@ -24,8 +24,7 @@ FOUNDATION = {"monitor.events", "monitor.fields", "monitor.secrets", "monitor.ya
 ENGINE_FEATURES = ("monitor.app", "monitor.engine", "monitor.ingest", "monitor.state",
                    "monitor.rules", "monitor.notify", "monitor.sla", "monitor.store",
                    "monitor.api", "monitor.console", "monitor.auth", "monitor.metrics",
-                   "monitor.exposition", "monitor.supervisor", "monitor.startup",
-                   "monitor.demo")
+                   "monitor.exposition", "monitor.supervisor", "monitor.startup", "demo")
 
 
 def _module_name(path: Path) -> str:
@@ -36,7 +35,7 @@ def _module_name(path: Path) -> str:
 def _imports() -> dict[str, set[str]]:
     """Module -> the driftsvakt modules it imports (at any depth in the file)."""
     graph: dict[str, set[str]] = {}
-    for package in ("monitor", "collectors"):
+    for package in ("monitor", "collectors", "demo"):
         for path in sorted((ROOT / package).rglob("*.py")):
             found: set[str] = set()
             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
@@ -45,7 +44,8 @@ def _imports() -> dict[str, set[str]]:
                 elif isinstance(node, ast.Import):
                     found.update(alias.name for alias in node.names)
             graph[_module_name(path)] = {m for m in found
-                                         if m.split(".")[0] in ("monitor", "collectors")}
+                                         if m.split(".")[0] in ("monitor", "collectors",
+                                                                "demo")}
     return graph
 
 
@@ -73,6 +73,13 @@ def test_collectors_import_nothing_of_the_engine() -> None:
               if module.startswith("collectors") for imported in imports
               if _under(imported, ENGINE_FEATURES)}
     assert set() == upward
+
+
+def test_production_code_does_not_import_the_demo() -> None:
+    """The demo's simulators stand in for the estate; only its own command loads it."""
+    users = {module for module, imports in GRAPH.items()
+             if not _under(module, ("demo",)) and any(_under(m, ("demo",)) for m in imports)}
+    assert {"monitor.cli"} == users
 
 
 def test_the_agent_loads_neither_jinja2_nor_engine_code() -> None:

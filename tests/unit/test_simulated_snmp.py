@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyasn1.codec.ber import encoder
 
-from collectors.simulated_snmp import V2C, SimulatedAgents
 from collectors.snmp.wire import END_OF_MIB, decode_response, oid_text
+from demo.simulated_snmp import V2C, SimulatedAgents
 from monitor.config import Device
 
 SWITCH = Device(id="sw1", name="sw1", device_class="switch", site="s")

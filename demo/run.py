@@ -8,7 +8,7 @@ codes (they say so in the log).
 
 The network gear of each location (switches, routers, firewalls, UPSes) is polled over
 real SNMP v2c on loopback by the real poller: each device is a simulated agent on an
-address of its own in 127.0.0.0/8 (``collectors/simulated_snmp.py``) with moving
+address of its own in 127.0.0.0/8 (``demo/simulated_snmp.py``) with moving
 counters and injected faults, whose traps go to the real trap receiver. Everything else
 (PCs, servers, access points, printers) is played by a simulator per location that
 publishes the events their agents would send; all of it through the real publisher and
@@ -33,12 +33,12 @@ import structlog
 from collectors.checks.runner import CheckRunner
 from collectors.common.outbox import Outbox
 from collectors.common.publisher import Publisher
-from collectors.demo_services import DemoWeb, demo_checks, demo_web
-from collectors.simulated_snmp import SimulatedAgents
-from collectors.simulator import Simulator
 from collectors.snmp.modules import load_modules
 from collectors.snmp.poller import SnmpPoller
 from collectors.traps.receiver import TrapReceiver
+from demo.services import DemoWeb, demo_checks, demo_web
+from demo.simulated_snmp import SimulatedAgents
+from demo.simulator import Simulator
 from monitor.app import EngineApp, start_engine
 from monitor.config import Broker, Config, Device, SnmpProfile, TrapSettings, load_config
 from monitor.notify.settings import (
