@@ -128,6 +128,7 @@ async def _assemble(config: Config, location: str, broker: Broker, password: str
     exposition = SeriesExposition(state, collector.device_labels)
     rules = await RulesService.start(config, store, state, registry)
     notify = await NotifyService.start(config, store, rules, registry, location, state)
+    rules.listeners.append(notify.on_alerts)  # with copies of the alerts that changed
     sla = await SlaService.start(config, store, registry)
     ingest = Ingest(state, await store.load_progress(), metrics,
                     observer=Observers(rules, sla.ledger))

@@ -18,7 +18,7 @@ import contextlib
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import aiohttp
 import msgspec
@@ -37,7 +37,6 @@ from monitor.notify.settings import ReceiverSettings
 from monitor.notify.templates import DEFAULTS, alert_view, render
 from monitor.rules.alerts import Alert
 from monitor.rules.model import parse_duration
-from monitor.rules.service import RulesService
 from monitor.state import State
 from monitor.store.db import Store
 from monitor.yamlmodel import Problem, Problems
@@ -73,8 +72,23 @@ class NotifyMetrics:
                            "Notifications waiting in the delivery outbox", registry=registry)
 
 
+class AlertSource(Protocol):
+    """What notifications need of the rules (monitor.rules.service.RulesService):
+    copies of alerts, never the live ones, and acknowledging as a person."""
+
+    def find(self, fingerprint: str) -> Alert | None: ...
+
+    def current(self) -> list[Alert]: ...
+
+    async def acknowledge(self, fp: str, who: str, comment: str,
+                          detail: dict[str, str] | None = None) -> Alert: ...
+
+
 class NotifyService:
-    def __init__(self, config: Config, store: Store, rules: RulesService,
+    """Groups, routes, escalates and delivers. Told of changed alerts through
+    :meth:`on_alerts` (wired in the composition root, monitor.app), with copies."""
+
+    def __init__(self, config: Config, store: Store, rules: AlertSource,
                  registry: CollectorRegistry, backoff_cap: float = BACKOFF_CAP,
                  location: str | None = None, state: State | None = None) -> None:
         settings = config.notifications
@@ -114,7 +128,7 @@ class NotifyService:
         self.covering: set[str] | None = None if location is None else {location}
 
     @classmethod
-    async def start(cls, config: Config, store: Store, rules: RulesService,
+    async def start(cls, config: Config, store: Store, rules: AlertSource,
                     registry: CollectorRegistry, location: str | None = None,
                     state: State | None = None) -> NotifyService:
         service = cls(config, store, rules, registry, location=location, state=state)
@@ -128,15 +142,13 @@ class NotifyService:
                 chain = msgspec.json.decode(raw, type=Chain)
                 service.escalator.chains[key] = chain
                 route = _route_with(service.dispatcher.root, chain.policy)
-                firing = tuple(a for fp in chain.firing
-                               if (a := rules.engine.alerts.get(fp)) is not None)
+                firing = tuple(a for fp in chain.firing if (a := rules.find(fp)) is not None)
                 if route is not None and firing and not chain.done:
                     # the chain goes on where it was, with the alerts it was about
                     service.escalator.last_flush[key] = Flush(key, route, {}, firing, (), now)
-            for alert in rules.engine.alerts.values():
+            for alert in rules.current():
                 if service.mine(alert):
                     service.dispatcher.update(alert, now)
-        rules.listeners.append(service.on_alerts)
         return service
 
     def _remember(self, key: str, entry: SentLog) -> None:
@@ -179,7 +191,7 @@ class NotifyService:
                 log.warning("notify_takeover", locations=sorted(gained),
                             why="their engine is offline")
             self.covering = covering
-            for alert in self.rules.engine.alerts.values():
+            for alert in self.rules.current():
                 if alert.labels.get("location") in gained:
                     self.dispatcher.update(alert, now)
 
@@ -196,10 +208,8 @@ class NotifyService:
                 messages += self._pages(self.escalator.flush(flush, now), now)
             elif flush.route.receiver is not None:
                 messages.append(self._message(flush, flush.route.receiver, None, now))
-        engine = self.rules.engine
-
         def acknowledged(fingerprints: list[str]) -> bool:
-            found = [engine.alerts.get(fp) for fp in fingerprints]
+            found = [self.rules.find(fp) for fp in fingerprints]
             return all(a is None or a.ack_by is not None or a.state == "resolved"
                        for a in found)
 
@@ -399,7 +409,7 @@ class NotifyService:
         problem = self._check_link(request)
         if problem is not None:
             return web.Response(status=403, text=problem)
-        alert = self.rules.engine.alerts.get(request.match_info["alert"])
+        alert = self.rules.find(request.match_info["alert"])
         summary = alert.annotations.get("summary", alert.rule) if alert else "?"
         return web.Response(content_type="text/html", text=(
             "<!doctype html><meta charset=utf-8><title>Kvitter alarm</title>"

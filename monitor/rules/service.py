@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -145,6 +146,16 @@ class RulesService:
                 self.engine.observe_state(device, status.state)
         self.engine.restore(alerts, last_eval, now)
 
+    # -- what others read: copies, never the live alerts -------------------------------
+
+    def find(self, fingerprint: str) -> Alert | None:
+        alert = self.engine.alerts.get(fingerprint)
+        return copy.copy(alert) if alert is not None else None
+
+    def current(self) -> list[Alert]:
+        """Every alert held, resolved ones of the last hour included."""
+        return [copy.copy(a) for a in self.engine.alerts.values()]
+
     # -- what people do: each one change in memory and one transaction -------------------
 
     async def acknowledge(self, fp: str, who: str, comment: str,
@@ -203,9 +214,10 @@ class RulesService:
             self.metrics.on_batch.observe(self._batch_seconds)
             self._batch_seconds = 0.0
         upsert, dropped, transitions = self.engine.take_changes()
-        if upsert:
+        if upsert and self.listeners:
+            copies = [copy.copy(a) for a in upsert]
             for listener in self.listeners:
-                listener(upsert)
+                listener(copies)
         return AlertChanges(
             upsert=[(a.fingerprint, a.rule, a.state, _ENCODER.encode(a)) for a in upsert],
             dropped=dropped,

@@ -120,6 +120,7 @@ class Rig:
                                               self.registry)
         self.notify = await NotifyService.start(self.config, self.store, self.rules,
                                                 self.registry, location, self.state)
+        self.rules.listeners.append(self.notify.on_alerts)  # as monitor.app wires it
         self.notify.backoff_cap = backoff_cap
         self.stop_event = asyncio.Event()
         self.task = asyncio.create_task(self.notify.run(self.stop_event))
