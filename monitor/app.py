@@ -23,10 +23,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from monitor.api import add_api_routes
-from monitor.auth import Auth
 from monitor.config import Broker, Config, load_config
-from monitor.console import add_console_routes
 from monitor.engine import Engine
 from monitor.exposition import SeriesExposition
 from monitor.ingest import Ingest, Observers
@@ -39,6 +36,8 @@ from monitor.state import DeviceStatus, State
 from monitor.store.db import Store
 from monitor.supervisor import Supervisor
 from monitor.web import build_app
+from monitor.web.auth import Auth
+from monitor.web.routes import add_routes
 from monitor.yamlmodel import Problem, Problems
 
 __all__ = ["EngineApp", "run_engine", "start_engine"]
@@ -150,10 +149,8 @@ async def _assemble(config: Config, location: str, broker: Broker, password: str
                 **supervisor.health()}
 
     def routes(app: web.Application) -> None:
-        add_api_routes(app, config, rules, auth)
-        add_console_routes(app, config, state, rules, auth, location)
-        notify.add_routes(app, auth)
-        sla.add_routes(app, auth)
+        add_routes(app, config=config, auth=auth, rules=rules, notify=notify, sla=sla,
+                   state=state, location=location)
 
     runner = web.AppRunner(build_app(registry, ready, routes, exposition.render),
                            access_log=None)

@@ -17,20 +17,18 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
 import aiohttp
 import msgspec
 import structlog
-from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from monitor.auth import Auth
-from monitor.config import ApiUser, Config
+from monitor.config import Config
 from monitor.notify.dispatch import Dispatcher, Flush, Route, SentLog, build_routes
 from monitor.notify.escalation import Chain, Escalator, Page
-from monitor.notify.links import ack_url, verify
+from monitor.notify.links import ack_url
 from monitor.notify.oncall import OnCall
 from monitor.notify.receivers import CHANNELS, Message, Outcome, send
 from monitor.notify.settings import ReceiverSettings
@@ -368,66 +366,6 @@ class NotifyService:
             if self._session is not None:
                 await self._session.close()
 
-    # -- HTTP: on-call and acknowledgement links ---------------------------------------
-
-    def add_routes(self, app: web.Application, auth: Auth) -> None:
-        """On-call rotas are the centre's business: operators and admins only. The ack
-        links carry their own signature."""
-        app.router.add_get("/api/v1/oncall/{schedule}", auth.guard("operator", self._oncall))
-        app.router.add_get("/api/v1/oncall/{schedule}/calendar.ics",
-                           auth.guard("operator", self._ical))
-        app.router.add_get("/ack/{alert}", self._ack_form)
-        app.router.add_post("/ack/{alert}", self._ack)
-
-    async def _oncall(self, request: web.Request, _: ApiUser | None) -> web.Response:
-        oncall = self.schedules.get(request.match_info["schedule"])
-        if oncall is None:
-            return web.json_response({"error": "no such schedule"}, status=404)
-        at = datetime.now(UTC)
-        change = oncall.next_change(at)
-        return web.json_response({
-            "schedule": oncall.settings.id, "now": oncall.who(at),
-            "next": None if change is None else {"at": change[0].isoformat(),
-                                                 "who": change[1]}})
-
-    async def _ical(self, request: web.Request, _: ApiUser | None) -> web.Response:
-        oncall = self.schedules.get(request.match_info["schedule"])
-        if oncall is None:
-            return web.json_response({"error": "no such schedule"}, status=404)
-        at = datetime.now(UTC)
-        body = oncall.ical(at - timedelta(days=7), at + timedelta(days=56), self.people)
-        return web.Response(body=body, content_type="text/calendar", charset="utf-8")
-
-    def _check_link(self, request: web.Request) -> str | None:
-        if self.ack_secret is None:
-            return "acknowledgement links are not configured"
-        q = request.query
-        return verify(self.ack_secret, request.match_info["alert"], q.get("by", ""),
-                      q.get("exp", ""), q.get("sig", ""))
-
-    async def _ack_form(self, request: web.Request) -> web.Response:
-        problem = self._check_link(request)
-        if problem is not None:
-            return web.Response(status=403, text=problem)
-        alert = self.rules.find(request.match_info["alert"])
-        summary = alert.annotations.get("summary", alert.rule) if alert else "?"
-        return web.Response(content_type="text/html", text=(
-            "<!doctype html><meta charset=utf-8><title>Kvitter alarm</title>"
-            f"<p>{_escape(summary)}</p><form method=post action='{_escape(request.path_qs)}'>"
-            "<button>Kvitter / acknowledge</button></form>"))
-
-    async def _ack(self, request: web.Request) -> web.Response:
-        problem = self._check_link(request)
-        if problem is not None:
-            return web.Response(status=403, text=problem)
-        fp = request.match_info["alert"]
-        who = f"{request.query.get('by', '')} (link)"
-        try:
-            await self.rules.acknowledge(fp, who, "acknowledged by link", {"via": "link"})
-        except KeyError:
-            return web.Response(status=404, text="no such alert, or it is resolved")
-        return web.Response(text="Kvittert / acknowledged.")
-
 
 def _route_with(route: Route, escalation: str) -> Route | None:
     if route.escalation == escalation:
@@ -437,8 +375,3 @@ def _route_with(route: Route, escalation: str) -> Route | None:
         if found is not None:
             return found
     return None
-
-
-def _escape(text: str) -> str:
-    return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-            .replace("'", "&#39;").replace('"', "&quot;"))

@@ -1,17 +1,5 @@
-"""The SLA inside the engine: the ledger fed by ingest, reports over HTTP, metrics.
-
-Routes (every one behind :class:`~monitor.auth.Auth`; a viewer bound to one
-municipality gets 404 for anything of another, exactly as for one that does not
-exist):
-
-    GET    /api/v1/sla                         municipalities with services
-    GET    /api/v1/sla/{m}?month=|from=&to=    report; &format=json|csv|html
-    GET    /api/v1/sla/{m}/corrections         corrections bearing on m
-    POST   /api/v1/sla/{m}/corrections         reclassify an interval (admin, audited)
-    DELETE /api/v1/sla/{m}/corrections/{id}    withdraw one (admin, audited)
-    GET    /sla/{m}                            the portal: this month and the last 12
-    GET    /sla                                the portal's front door (a viewer's own)
-    GET/POST /login, POST /logout              a token for a cookie, for browsers
+"""The SLA inside the engine: the ledger fed by ingest, reports, metrics (its routes
+are in monitor.web.sla).
 
 Metrics are computed every ``refresh`` seconds, not on scrape: a scrape must not
 wait for a month of arithmetic.
@@ -21,26 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Final
 
 import msgspec
 import structlog
-from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from monitor.auth import COOKIE, Auth, problem
-from monitor.config import ApiUser, Config
+from monitor.config import Config
 from monitor.sla.ledger import HORIZON, STALE_FACTOR, Ledger
-from monitor.sla.render import History, report_csv, report_html, report_json
+from monitor.sla.render import History
 from monitor.sla.report import (
     OSLO,
-    Correction,
     MunicipalityReport,
     build_report,
     month_period,
@@ -139,154 +123,6 @@ class SlaService:
             await self.update_metrics(time.time())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.refresh)
-
-    # -- HTTP --------------------------------------------------------------------------
-
-    def add_routes(self, app: web.Application, auth: Auth) -> None:
-        self.auth = auth
-        auth.add_routes(app, [
-            ("GET", "/api/v1/sla", "viewer", self._list),
-            ("GET", "/api/v1/sla/{m}", "viewer", self._get),
-            ("GET", "/api/v1/sla/{m}/corrections", "viewer", self._corrections),
-            ("POST", "/api/v1/sla/{m}/corrections", "admin", self._add_correction),
-            ("DELETE", "/api/v1/sla/{m}/corrections/{id}", "admin", self._delete_correction),
-        ])
-        auth.add_pages(app, [("/sla/{m}", "viewer", self._portal),
-                             ("/sla", "viewer", self._front)])
-        app.router.add_get("/login", self._login_form)
-        app.router.add_post("/login", self._login)
-        app.router.add_post("/logout", self._logout)
-
-    def _visible(self, user: ApiUser | None, municipality: str) -> bool:
-        return (municipality in self.config.municipalities
-                and bool(services_of(self.config, municipality))
-                and Auth.sees(user, municipality))
-
-    async def _list(self, _: web.Request, user: ApiUser | None) -> web.StreamResponse:
-        return web.json_response({"municipalities": [
-            {"id": m, "name": self.config.municipalities[m].name,
-             "services": [s.id for s in services_of(self.config, m)]}
-            for m in self.municipalities() if Auth.sees(user, m)]})
-
-    async def _get(self, request: web.Request, user: ApiUser | None) -> web.StreamResponse:
-        m = request.match_info["m"]
-        if not self._visible(user, m):
-            return problem(404, NOT_FOUND)
-        fmt = request.query.get("format", "json")
-        if fmt not in ("json", "csv", "html"):
-            return problem(400, "format is json, csv or html")
-        try:
-            report = await self.report(m, dict(request.query), time.time())
-        except ValueError as exc:
-            return problem(400, str(exc))
-        if fmt == "csv":
-            return web.Response(text=report_csv(report), content_type="text/csv",
-                                charset="utf-8", headers={
-                                    "Content-Disposition":
-                                    f'attachment; filename="sla-{m}-{report.period.label}.csv"'})
-        if fmt == "html":
-            return web.Response(text=report_html(report), content_type="text/html",
-                                charset="utf-8")
-        return web.json_response(report_json(report))
-
-    def _corrections_of(self, corrections: list[Correction], m: str) -> list[Correction]:
-        ids = {s.id for s in services_of(self.config, m)}
-        return [c for c in corrections if c.service in ids and
-                (not c.municipalities or m in c.municipalities)]
-
-    async def _corrections(self, request: web.Request, user: ApiUser | None
-                           ) -> web.StreamResponse:
-        m = request.match_info["m"]
-        if not self._visible(user, m):
-            return problem(404, NOT_FOUND)
-        every = [msgspec.json.decode(b, type=Correction) for b in await self.store.corrections()]
-        return web.json_response({"corrections": [
-            msgspec.to_builtins(c) for c in self._corrections_of(every, m)]})
-
-    async def _add_correction(self, request: web.Request, user: ApiUser | None
-                              ) -> web.StreamResponse:
-        assert user is not None
-        m = request.match_info["m"]
-        if not self._visible(user, m):
-            return problem(404, NOT_FOUND)
-        try:
-            correction = msgspec.json.decode(await request.read(), type=Correction)
-            if not correction.municipalities:
-                correction.municipalities = [m]
-            if m not in correction.municipalities:
-                raise ValueError(f"a correction made under {m!r} must include {m!r}")
-            correction.check(self.config)
-        except (msgspec.DecodeError, ValueError) as exc:
-            return problem(400, str(exc))
-        correction.id = f"c-{secrets.token_hex(6)}"
-        correction.created_by = user.id
-        correction.created_at = datetime.now(UTC)
-        body = _ENCODER.encode(correction)
-        await self.store.put_correction(correction.id, body, user.id)
-        log.info("sla_corrected", municipality=m, service=correction.service,
-                 correction=correction.id, by=user.id)
-        return web.json_response(msgspec.to_builtins(correction), status=201)
-
-    async def _delete_correction(self, request: web.Request, user: ApiUser | None
-                                 ) -> web.StreamResponse:
-        assert user is not None
-        m, cid = request.match_info["m"], request.match_info["id"]
-        if not self._visible(user, m):
-            return problem(404, NOT_FOUND)
-        every = [msgspec.json.decode(b, type=Correction) for b in await self.store.corrections()]
-        if cid not in {c.id for c in self._corrections_of(every, m)}:
-            return problem(404, "no such correction")
-        await self.store.delete_correction(cid, user.id)
-        return web.json_response({"deleted": cid})
-
-    async def _portal(self, request: web.Request, user: ApiUser | None) -> web.StreamResponse:
-        m = request.match_info["m"]
-        if not self._visible(user, m):
-            return web.Response(status=404, text="Fant ikke siden.", content_type="text/plain")
-        now = time.time()
-        try:
-            report = await self.report(m, dict(request.query), now)
-        except ValueError as exc:
-            return web.Response(status=400, text=str(exc), content_type="text/plain")
-        history = await self.history(m, min(now, report.period.end - 1))
-        return web.Response(text=report_html(report, history, portal=True),
-                            content_type="text/html", charset="utf-8")
-
-    async def _front(self, _: web.Request, user: ApiUser | None) -> web.StreamResponse:
-        if user is not None and user.role == "viewer" and user.municipality:
-            raise web.HTTPFound(f"/sla/{user.municipality}")
-        links = "".join(f'<li><a href="/sla/{m}">{self.config.municipalities[m].name}</a></li>'
-                        for m in self.municipalities())
-        return web.Response(content_type="text/html", text=(
-            "<!doctype html><html lang=nb><meta charset=utf-8><title>Tjenestenivå</title>"
-            f"<h1>Tjenestenivå</h1><ul>{links}</ul></html>"))
-
-    async def _login_form(self, _: web.Request) -> web.StreamResponse:
-        return web.Response(content_type="text/html", text=(
-            "<!doctype html><html lang=nb><meta charset=utf-8><title>Logg inn</title>"
-            "<h1>Logg inn</h1><form method=post action=/login>"
-            "<label>Tilgangsnøkkel <input type=password name=token autocomplete=off>"
-            "</label> <button>Logg inn</button></form></html>"))
-
-    async def _login(self, request: web.Request) -> web.StreamResponse:
-        form = await request.post()
-        token = str(form.get("token", ""))
-        user = self.auth.user_for_token(token) if token else None
-        if user is None:
-            return web.Response(status=401, content_type="text/html", text=(
-                "<!doctype html><meta charset=utf-8><p>Ukjent nøkkel. "
-                "<a href=/login>Prøv igjen</a></p>"))
-        where = f"/sla/{user.municipality}" if user.role == "viewer" else "/"
-        response = web.HTTPSeeOther(where)
-        response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", max_age=12 * 3600,
-                            secure=request.secure)
-        log.info("portal_login", user=user.id)
-        raise response
-
-    async def _logout(self, _: web.Request) -> web.StreamResponse:
-        response = web.HTTPSeeOther("/login")
-        response.del_cookie(COOKIE)
-        raise response
 
 
 class _SlaCollector(Collector):

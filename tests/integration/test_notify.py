@@ -33,7 +33,6 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from prometheus_client import CollectorRegistry, generate_latest
 
-from monitor.auth import Auth
 from monitor.config import load_config
 from monitor.events import ComponentStatus, DeviceTopic, StateEvent
 from monitor.logging import configure_logging
@@ -41,6 +40,7 @@ from monitor.notify.service import NotifyService
 from monitor.rules.service import RulesService
 from monitor.state import State
 from monitor.store.db import Store
+from monitor.web.notify import NotifyRoutes
 from tests.estate import DEVICES, write_estate
 from tests.servers import free_port
 
@@ -483,7 +483,9 @@ async def test_a_signed_link_acknowledges_and_stops_the_chain(
     rig = Rig(tmp_path, _escalating(http, f"http://127.0.0.1:{port}"), ca)
     await rig.start()
     app = web.Application()
-    rig.notify.add_routes(app, Auth(rig.config))
+    links = NotifyRoutes(rig.notify)  # the engine's ack-link routes (monitor.web.routes)
+    app.router.add_get("/ack/{alert}", links.ack_form)
+    app.router.add_post("/ack/{alert}", links.ack)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()

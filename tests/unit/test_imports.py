@@ -23,7 +23,7 @@ FOUNDATION = {"monitor.events", "monitor.fields", "monitor.secrets", "monitor.ya
               "monitor.rows", "monitor.officehours", "monitor.logging"}
 ENGINE_FEATURES = ("monitor.app", "monitor.engine", "monitor.ingest", "monitor.state",
                    "monitor.rules", "monitor.notify", "monitor.sla", "monitor.store",
-                   "monitor.api", "monitor.console", "monitor.auth", "monitor.metrics",
+                   "monitor.web.api", "monitor.web.console", "monitor.web.auth", "monitor.metrics",
                    "monitor.exposition", "monitor.supervisor", "monitor.startup", "demo")
 
 
@@ -73,6 +73,14 @@ def test_collectors_import_nothing_of_the_engine() -> None:
               if module.startswith("collectors") for imported in imports
               if _under(imported, ENGINE_FEATURES)}
     assert set() == upward
+
+
+def test_only_the_composition_root_wires_the_web_routes() -> None:
+    """HTTP lives in monitor.web: the features serve it, they do not import it."""
+    users = {module for module, imports in GRAPH.items()
+             if not _under(module, ("monitor.web", "demo"))
+             and any(_under(m, ("monitor.web",)) and m != "monitor.web" for m in imports)}
+    assert {"monitor.app"} == users
 
 
 def test_production_code_does_not_import_the_demo() -> None:

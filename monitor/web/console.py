@@ -30,14 +30,14 @@ from zoneinfo import ZoneInfo
 import jinja2
 from aiohttp import web
 
-from monitor.auth import Auth, problem
 from monitor.config import ApiUser, Config, Device, Site
 from monitor.metrics import DeviceClassifier
 from monitor.rules.model import Severity
 from monitor.rules.service import RulesService
 from monitor.state import State
+from monitor.web.auth import Auth, problem
 
-__all__ = ["Console", "add_console_routes"]
+__all__ = ["Console"]
 
 STATUSES: Final = ("down", "unreachable", "auth_error", "unknown", "off", "up")
 PROBLEMS: Final = frozenset({"down", "unreachable", "auth_error"})
@@ -221,14 +221,3 @@ class Console:
             severities=SEVERITIES, sites=site_rows, problems=problems, config=self.config,
             ago=lambda ts: _ago(ts, now), user=user)
         return web.Response(text=text, content_type="text/html", charset="utf-8")
-
-
-def add_console_routes(app: web.Application, config: Config, state: State,
-                       rules: RulesService, auth: Auth, location: str) -> Console:
-    console = Console(config, state, rules, location)
-    auth.add_routes(app, [
-        ("GET", "/api/v1/devices", "viewer", console.list_devices),
-        ("GET", "/api/v1/devices/{id}", "viewer", console.get_device),
-    ])
-    auth.add_pages(app, [("/", "viewer", console.page)])
-    return console

@@ -18,14 +18,14 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from monitor.auth import Auth, problem
 from monitor.config import ApiUser, Config
 from monitor.rules.alerts import Alert
 from monitor.rules.matchers import Matcher
 from monitor.rules.service import RulesService
 from monitor.rules.suppress import Maintenance, Silence, SpecError
+from monitor.web.auth import Auth, problem
 
-__all__ = ["add_api_routes"]
+__all__ = ["Api"]
 
 log = structlog.get_logger(__name__)
 
@@ -173,21 +173,3 @@ def _pinned_municipality(matchers: tuple[Matcher, ...]) -> str | None:
         if m.name == "municipality" and m.op == "=":
             return m.value
     return None
-
-
-def add_api_routes(app: web.Application, config: Config, rules: RulesService,
-                   auth: Auth) -> None:
-    api = Api(config, rules, auth)
-    auth.add_routes(app, [
-        ("GET", "/api/v1/alerts", "viewer", api.list_alerts),
-        ("GET", "/api/v1/alerts/{id}", "viewer", api.get_alert),
-        ("POST", "/api/v1/alerts/{id}/ack", "operator", api.ack),
-        ("GET", "/api/v1/silences", "viewer", api.list_silences),
-        ("POST", "/api/v1/silences", "operator", api.add_silence),
-        ("DELETE", "/api/v1/silences/{id}", "operator", api.delete_silence),
-        ("GET", "/api/v1/maintenance", "viewer", api.list_maintenance),
-        ("POST", "/api/v1/maintenance", "admin", api.add_maintenance),
-        ("DELETE", "/api/v1/maintenance/{id}", "admin", api.delete_maintenance),
-        ("POST", "/-/reload", "admin", api.reload),
-        ("GET", "/api/v1/audit", "admin", api.audit),
-    ])

@@ -1,0 +1,77 @@
+"""Every route the engine serves, in one table: method, path, who may use it, handler.
+
+``viewer``/``operator``/``admin``: the least role, behind :class:`Auth` (a viewer sees
+its own municipality only); ``page``: a browser page, which sends a visitor without a
+session to /login; ``open``: no sign-in (the signed ack links carry their own
+signature; /login is how one signs in). /metrics, /healthz and /readyz are served by
+:func:`monitor.web.build_app`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from monitor.config import Config
+from monitor.notify.service import NotifyService
+from monitor.rules.service import RulesService
+from monitor.sla.service import SlaService
+from monitor.state import State
+from monitor.web.api import Api
+from monitor.web.auth import Auth
+from monitor.web.console import Console
+from monitor.web.login import Login
+from monitor.web.notify import NotifyRoutes
+from monitor.web.sla import SlaRoutes
+
+__all__ = ["add_routes"]
+
+Handler = Callable[..., Awaitable[web.StreamResponse]]
+
+
+def add_routes(app: web.Application, *, config: Config, auth: Auth, rules: RulesService,
+               notify: NotifyService, sla: SlaService, state: State, location: str) -> None:
+    api = Api(config, rules, auth)
+    console = Console(config, state, rules, location)
+    oncall = NotifyRoutes(notify)
+    slas = SlaRoutes(sla)
+    login = Login(auth)
+    table: list[tuple[str, str, str, Any]] = [
+        ("GET", "/", "page viewer", console.page),
+        ("GET", "/api/v1/devices", "viewer", console.list_devices),
+        ("GET", "/api/v1/devices/{id}", "viewer", console.get_device),
+        ("GET", "/api/v1/alerts", "viewer", api.list_alerts),
+        ("GET", "/api/v1/alerts/{id}", "viewer", api.get_alert),
+        ("POST", "/api/v1/alerts/{id}/ack", "operator", api.ack),
+        ("GET", "/api/v1/silences", "viewer", api.list_silences),
+        ("POST", "/api/v1/silences", "operator", api.add_silence),
+        ("DELETE", "/api/v1/silences/{id}", "operator", api.delete_silence),
+        ("GET", "/api/v1/maintenance", "viewer", api.list_maintenance),
+        ("POST", "/api/v1/maintenance", "admin", api.add_maintenance),
+        ("DELETE", "/api/v1/maintenance/{id}", "admin", api.delete_maintenance),
+        ("POST", "/-/reload", "admin", api.reload),
+        ("GET", "/api/v1/audit", "admin", api.audit),
+        ("GET", "/api/v1/oncall/{schedule}", "operator", oncall.oncall),
+        ("GET", "/api/v1/oncall/{schedule}/calendar.ics", "operator", oncall.ical),
+        ("GET", "/ack/{alert}", "open", oncall.ack_form),
+        ("POST", "/ack/{alert}", "open", oncall.ack),
+        ("GET", "/api/v1/sla", "viewer", slas.sla_list),
+        ("GET", "/api/v1/sla/{m}", "viewer", slas.sla_get),
+        ("GET", "/api/v1/sla/{m}/corrections", "viewer", slas.corrections),
+        ("POST", "/api/v1/sla/{m}/corrections", "admin", slas.add_correction),
+        ("DELETE", "/api/v1/sla/{m}/corrections/{id}", "admin", slas.delete_correction),
+        ("GET", "/sla/{m}", "page viewer", slas.portal),
+        ("GET", "/sla", "page viewer", slas.front),
+        ("GET", "/login", "open", login.form),
+        ("POST", "/login", "open", login.login),
+        ("POST", "/logout", "open", login.logout),
+    ]
+    for method, path, who, handler in table:
+        if who == "open":
+            app.router.add_route(method, path, handler)
+        elif who.startswith("page "):
+            app.router.add_route(method, path, auth.guard(who[5:], handler, page=True))
+        else:
+            app.router.add_route(method, path, auth.guard(who, handler))
