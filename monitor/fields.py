@@ -15,9 +15,21 @@ from typing import Annotated, Final
 from monitor.secrets import SecretRef
 from monitor.yamlmodel import Check
 
-__all__ = ["Address", "Broker", "NonNegativeInt", "Port", "Positive", "PositiveInt", "Slug",
-           "address_problem", "slug_problem"]
+__all__ = [
+    "Address",
+    "Broker",
+    "Duration",
+    "NonNegativeInt",
+    "Port",
+    "Positive",
+    "PositiveInt",
+    "Slug",
+    "address_problem",
+    "parse_duration",
+    "slug_problem",
+]
 
+_DURATION: Final = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?$")
 _SLUG_RE: Final = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _HOSTNAME_RE: Final = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
@@ -72,3 +84,16 @@ class Broker:
     password: SecretRef | None = None
     tls_ca: str | None = None
     keepalive: PositiveInt = 30
+
+
+def parse_duration(text: str) -> float:
+    """``90s``, ``5m``, ``1h30m``, ``7d`` → seconds. Raises ValueError."""
+    found = _DURATION.match(text.strip())
+    if not text.strip() or found is None or not any(found.groups()):
+        raise ValueError(f"{text!r} is not a duration (write e.g. 30s, 5m, 1h30m, 7d)")
+    d, h, m, s = found.groups()
+    return int(d or 0) * 86400 + int(h or 0) * 3600 + int(m or 0) * 60 + float(s or 0)
+
+
+# shared by every YAML file that names durations
+Duration = Annotated[str, Check.parses(parse_duration)]

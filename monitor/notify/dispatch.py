@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final
 
+from monitor.fields import parse_duration
 from monitor.notify.settings import RouteSettings
 from monitor.officehours import Schedule
 from monitor.rules.alerts import Alert
 from monitor.rules.matchers import Matcher, parse_matcher
-from monitor.rules.model import parse_duration
 
 __all__ = ["Dispatcher", "Flush", "Route", "SentLog", "build_routes"]
 

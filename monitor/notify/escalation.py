@@ -18,10 +18,10 @@ from datetime import UTC, datetime
 
 import msgspec
 
+from monitor.fields import parse_duration
 from monitor.notify.dispatch import Flush
 from monitor.notify.oncall import OnCall
 from monitor.notify.settings import EscalationSettings
-from monitor.rules.model import parse_duration
 
 __all__ = ["Chain", "Escalator", "Page"]
 

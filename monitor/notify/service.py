@@ -26,6 +26,7 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from monitor.config import Config
+from monitor.fields import parse_duration
 from monitor.notify.dispatch import Dispatcher, Flush, Route, SentLog, build_routes
 from monitor.notify.escalation import Chain, Escalator, Page
 from monitor.notify.links import ack_url
@@ -34,7 +35,6 @@ from monitor.notify.receivers import CHANNELS, Message, Outcome, send
 from monitor.notify.settings import ReceiverSettings
 from monitor.notify.templates import DEFAULTS, alert_view, render
 from monitor.rules.alerts import Alert
-from monitor.rules.model import parse_duration
 from monitor.state import State
 from monitor.store.db import Store
 from monitor.yamlmodel import Problem, Problems

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Annotated, Final, Literal
 
-from monitor.notify.templates import check_template
-from monitor.rules.model import Duration, MatcherText, parse_duration
+from monitor.fields import Duration, parse_duration
+from monitor.rules.matchers import MatcherText
 from monitor.secrets import SecretRef
 from monitor.yamlmodel import Check, FieldError
 
@@ -54,7 +54,15 @@ def _handover(value: str) -> str | None:
 
 
 Slug = Annotated[str, Check(_slug)]
-NotifyTemplate = Annotated[str, Check(check_template)]
+
+
+def _template(text: str) -> str | None:
+    # Jinja2 is loaded only where a template is written: collectors read this file too
+    from monitor.notify.templates import check_template
+    return check_template(text)
+
+
+NotifyTemplate = Annotated[str, Check(_template)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,11 +11,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 import re2
 
-__all__ = ["Matcher", "MatcherError", "compile_regex", "parse_matcher"]
+from monitor.yamlmodel import Check
+
+__all__ = ["Matcher", "MatcherError", "MatcherText", "compile_regex", "parse_matcher"]
 
 Op = Literal["=", "!=", "=~", "!~"]
 
@@ -75,3 +77,7 @@ def parse_matcher(text: str) -> Matcher:
     value = raw.replace('\\"', '"')  # only the quote is escaped: regexes keep their \d
     regex = compile_regex(value) if op in ("=~", "!~") else None
     return Matcher(name, op, value, regex)  # type: ignore[arg-type]
+
+
+# a label matcher written in a YAML file, checked where it is written
+MatcherText = Annotated[str, Check.parses(parse_matcher)]

@@ -18,12 +18,13 @@ import yaml
 from jinja2 import StrictUndefined, TemplateSyntaxError, meta
 from jinja2.sandbox import SandboxedEnvironment
 
+from monitor.fields import Duration, parse_duration
 from monitor.rules.kinds import KINDS
-from monitor.rules.matchers import Matcher, parse_matcher
+from monitor.rules.matchers import Matcher, MatcherText, parse_matcher
 from monitor.yamlmodel import Check, Document, FieldError, Problem, Problems, convert, is_missing
 from monitor.yamlmodel import load_documents as _load_documents
 
-__all__ = ["SEVERITIES", "Inhibition", "Rule", "RuleSet", "load_rules", "parse_duration"]
+__all__ = ["SEVERITIES", "Inhibition", "Rule", "RuleSet", "load_rules"]
 
 SEVERITIES: Final = ("critical", "major", "warning", "info")
 Severity = Literal["critical", "major", "warning", "info"]
@@ -38,18 +39,8 @@ TEMPLATE_VARIABLES: Final = frozenset({
     "value", "labels", "behind", "since", "alertname", "severity", "threshold",
 })
 
-_DURATION: Final = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?$")
 _ALERTNAME: Final = re.compile(r"^[A-Z][A-Za-z0-9_]{0,63}$")
 _OID: Final = re.compile(r"^[0-9]+(\.[0-9]+)+$")
-
-
-def parse_duration(text: str) -> float:
-    """``90s``, ``5m``, ``1h30m``, ``7d`` → seconds. Raises ValueError."""
-    found = _DURATION.match(text.strip())
-    if not text.strip() or found is None or not any(found.groups()):
-        raise ValueError(f"{text!r} is not a duration (write e.g. 30s, 5m, 1h30m, 7d)")
-    d, h, m, s = found.groups()
-    return int(d or 0) * 86400 + int(h or 0) * 3600 + int(m or 0) * 60 + float(s or 0)
 
 
 def _alertname(text: str) -> str | None:
@@ -63,8 +54,6 @@ def _oid(text: str) -> str | None:
 
 
 # shared by every YAML file that names durations or label matchers
-Duration = Annotated[str, Check.parses(parse_duration)]
-MatcherText = Annotated[str, Check.parses(parse_matcher)]
 AlertName = Annotated[str, Check(_alertname)]
 Oid = Annotated[str, Check(_oid)]
 

@@ -32,9 +32,10 @@ from monitor.events import (
     TrapEvent,
     Varbind,
 )
+from monitor.fields import Duration, parse_duration
 from monitor.rules.evaluator import RuleEngine
 from monitor.rules.inventory import DeviceInfo, Inventory
-from monitor.rules.model import Duration, RuleSet, load_rules, parse_duration
+from monitor.rules.model import RuleSet, load_rules
 from monitor.state import State
 from monitor.yamlmodel import Check, Problem, Problems, convert, is_missing, load_documents
 

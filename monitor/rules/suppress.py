@@ -15,9 +15,9 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
+from monitor.fields import parse_duration
 from monitor.rules.inventory import DeviceInfo
 from monitor.rules.matchers import Matcher, MatcherError, parse_matcher
-from monitor.rules.model import parse_duration
 
 __all__ = ["Maintenance", "Recurrence", "Silence", "SpecError"]
 

@@ -111,3 +111,24 @@ def test_the_agent_loads_neither_jinja2_nor_engine_code() -> None:
                                                  "prometheus_client", *ENGINE_FEATURES))}
     assert set() == forbidden
     assert {"collectors.agent.run", "monitor.events", "monitor.fields"} <= loaded
+
+
+SETTINGS = {"monitor.config", "monitor.notify.settings", "monitor.sla.settings",
+            "monitor.rules.matchers"}
+PACKAGES = {"monitor", "monitor.notify", "monitor.sla", "monitor.rules"}
+
+
+@pytest.mark.parametrize("service", ["collectors.snmp.service", "collectors.traps.service",
+                                     "collectors.checks.service"])
+def test_collectors_load_only_the_contract_and_the_settings(service: str) -> None:
+    """What a collector loads of ours, in a fresh interpreter: the contract, the shared
+    types, the MQTT client, the small HTTP base and the settings (whose template check
+    loads Jinja2 only when a template is written), nothing of the engine."""
+    probe = (f"import sys, json, {service}\n"
+             "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
+             "('monitor', 'collectors'))))\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         cwd=ROOT, check=True).stdout
+    ours = {m for m in json.loads(out) if m.startswith("monitor")}
+    allowed = FOUNDATION | SETTINGS | PACKAGES | {"monitor.mqtt", "monitor.web"}
+    assert set() == ours - allowed
