@@ -27,6 +27,7 @@ from monitor.config import Broker, Config, load_config
 from monitor.engine import Engine
 from monitor.exposition import SeriesExposition
 from monitor.ingest import Ingest, Observers
+from monitor.liveness import Liveness
 from monitor.metrics import EngineMetrics, StateCollector
 from monitor.notify.service import NotifyService
 from monitor.rules.service import RulesService
@@ -134,7 +135,8 @@ async def _assemble(config: Config, location: str, broker: Broker, password: str
     engine = Engine(broker=broker, location=location, store=store, ingest=ingest,
                     metrics=metrics, password=password, v5=v5,
                     batch_max=config.engine.batch_max, batch_wait=config.engine.batch_wait,
-                    rules=rules, ledger=sla.ledger)
+                    rules=rules, ledger=sla.ledger,
+                    liveness=Liveness(location, config.locations))
     auth = Auth(config)
     supervisor = Supervisor(registry)
     # Stopped in this order: ingest commits what it took; the rules' last tick writes

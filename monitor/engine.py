@@ -21,6 +21,7 @@ from monitor.config import Broker
 from monitor.events import Ack as AckPayload
 from monitor.events import ComponentStatus, Rejected, ack_topic, encode, sys_topic
 from monitor.ingest import Ingest
+from monitor.liveness import Liveness
 from monitor.metrics import EngineMetrics
 from monitor.mqtt import Backoff, MqttClient, broker_trouble, client_for
 from monitor.rules.service import RulesService
@@ -31,10 +32,14 @@ __all__ = ["Engine"]
 
 log = structlog.get_logger(__name__)
 
-DEVICE_TOPICS: Final = "driftsvakt/v1/+/+/+/+"
-SYS_TOPICS: Final = "driftsvakt/v1/_sys/#"
+# Device events (driftsvakt/v1/{location}/{municipality}/{device}/{stream}) and statuses
+# (driftsvakt/v1/_sys/{location}/{component}/{instance}) in one filter: a second one for
+# _sys would match those topics twice, and the broker would deliver each status twice.
+TOPICS: Final = "driftsvakt/v1/+/+/+/+"
 _SYS_DECODER: Final = msgspec.json.Decoder(ComponentStatus)
 VERSION: Final = "0.1.0"
+HEARTBEAT_SECONDS: Final = 5.0  # the peer takes over after three of these are missed
+SWEEP_SECONDS: Final = 1.0  # how often silence is judged
 
 
 class Engine:
@@ -44,8 +49,9 @@ class Engine:
                  metrics: EngineMetrics, password: str | None = None, v5: bool = True,
                  batch_max: int = 2000, batch_wait: float = 0.02,
                  instance: str | None = None, rules: RulesService | None = None,
-                 ledger: Ledger | None = None) -> None:
+                 ledger: Ledger | None = None, liveness: Liveness | None = None) -> None:
         self.broker = broker
+        self.liveness = liveness or Liveness(location, [location])
         self.rules = rules
         self.ledger = ledger
         self.location = location
@@ -70,7 +76,7 @@ class Engine:
     def _status(self, status: str) -> bytes:
         return encode(ComponentStatus(status=status, ts=time.time(),  # type: ignore[arg-type]
                                       component="engine", instance=self.instance,
-                                      version=VERSION))
+                                      version=VERSION, interval=HEARTBEAT_SECONDS))
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Until ``stop`` (or :meth:`stop`); broker trouble is waited out, anything else
@@ -96,6 +102,7 @@ class Engine:
                 if broker_trouble(exc) is None:
                     raise
                 self.connected = False
+                self.liveness.listening(None)
                 self.metrics.mqtt_connected.set(0)
                 if not failing:
                     log.warning("broker_unavailable", host=self.broker.host,
@@ -113,11 +120,12 @@ class Engine:
         # stored before anything it applied is acknowledged, or its failure stops us.
         await self.store.settled()
         await client.publish_checked(status_topic, self._status("online"), retain=True)
-        result = await client.subscribe([(DEVICE_TOPICS, 1), (SYS_TOPICS, 1)])
+        result = await client.subscribe([(TOPICS, 1)])
         codes = [getattr(c, "value", c) for c in (result or [])]
         if any(isinstance(c, int) and c >= 0x80 for c in codes):
             raise aiomqtt.MqttError(f"subscription refused: {codes}")
         self.connected = True
+        self.liveness.listening(time.time())
         self.metrics.mqtt_connected.set(1)
         self._acks_sent.clear()  # a new session: say where we are again
         self._acks_due.update(self.ingest.progress)
@@ -126,12 +134,16 @@ class Engine:
                  port=self.broker.port, sources=len(self.ingest.progress))
         async with asyncio.TaskGroup() as tg:
             acks = tg.create_task(self._ack_loop(client), name="ack-publisher")
+            beats = tg.create_task(self._heartbeat_loop(client, status_topic),
+                                   name="engine-heartbeat")
             await self._receive_loop(client)
             # Stopping: everything applied is acknowledged before we say goodbye.
+            beats.cancel()
             self._acks_wake.set()
             await self._flush_acks(client)
             acks.cancel()
         self.connected = False
+        self.liveness.listening(None)
         self.metrics.mqtt_connected.set(0)
         await client.publish_checked(status_topic, self._status("stopping"), retain=True)
 
@@ -139,13 +151,20 @@ class Engine:
         stop_wait = asyncio.create_task(self._stop.wait())
         receive: asyncio.Task[list[aiomqtt.Message]] | None = None
         try:
+            swept = time.monotonic()
             while True:
-                receive = asyncio.create_task(client.receive_batch(self.batch_max, self.batch_wait))
-                done, _ = await asyncio.wait({receive, stop_wait},
+                if receive is None or receive.done():
+                    receive = asyncio.create_task(client.receive_batch(self.batch_max,
+                                                                       self.batch_wait))
+                done, _ = await asyncio.wait({receive, stop_wait}, timeout=SWEEP_SECONDS,
                                              return_when=asyncio.FIRST_COMPLETED)
-                if receive not in done:
+                if stop_wait in done:
                     return
-                await self._apply(receive.result())
+                if receive in done:
+                    await self._apply(receive.result())
+                if time.monotonic() - swept >= SWEEP_SECONDS:
+                    swept = time.monotonic()
+                    await self._sweep(time.time())
         finally:
             stop_wait.cancel()
             # Cancelled from outside (the ack task failed first) or stopping: the pending
@@ -161,9 +180,11 @@ class Engine:
             topic = message.topic.value
             payload = message.payload if isinstance(message.payload, bytes) else b""
             if topic.startswith("driftsvakt/v1/_sys/"):
-                self._apply_sys(topic, payload)
+                self._apply_sys(topic, payload, now, bool(message.retain))
             else:
                 device_messages.append((topic, payload))
+        for location in {t.split("/", 3)[2] for t, _ in device_messages if t.count("/") > 2}:
+            self.liveness.heard_from(location, now)
         effects = self.ingest.process(device_messages, now)
         alerts = self.rules.changes() if self.rules is not None else None
         runs = self.ledger.changes() if self.ledger is not None else None
@@ -189,7 +210,7 @@ class Engine:
         self.metrics.batch_events.observe(len(batch))
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
 
-    def _apply_sys(self, topic: str, payload: bytes) -> None:
+    def _apply_sys(self, topic: str, payload: bytes, now: float, retained: bool) -> None:
         parts = topic.split("/")
         if len(parts) != 6 or not payload:
             return  # a cleared retained message, or not ours
@@ -200,9 +221,33 @@ class Engine:
             log.warning("status_rejected", topic=topic[:200], error=str(Rejected(
                 "invalid", str(exc))))
             return
-        self.ingest.state.apply_component(parts[3], parts[4], parts[5], status)
+        key = (parts[3], parts[4], parts[5])
+        self._apply_component(key, self.liveness.heard(key, status, now, retained))
+
+    def _apply_component(self, key: tuple[str, str, str], status: ComponentStatus) -> None:
+        self.ingest.state.apply_component(*key, status)
         if self.rules is not None:
-            self.rules.on_component(parts[3], parts[4], parts[5], status)
+            self.rules.on_component(*key, status)
+
+    async def _sweep(self, now: float) -> None:
+        """Components and locations that silence has taken offline, or given back."""
+        changed = self.liveness.sweep(now)
+        for key, status in changed:
+            log.warning("component_silent" if status.status == "offline" else "location_back",
+                        location=key[0], component=key[1], instance=key[2],
+                        status=status.status)
+            self._apply_component(key, status)
+        if changed and self.rules is not None:
+            alerts = self.rules.changes()
+            if alerts:
+                await self.store.commit_alerts(alerts)
+
+    async def _heartbeat_loop(self, client: MqttClient, status_topic: str) -> None:
+        """``online`` every HEARTBEAT_SECONDS: the peer's proof that we are alive, which
+        a will cannot give when the bridge between the locations is gone."""
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            await client.publish_checked(status_topic, self._status("online"), retain=True)
 
     async def _ack_loop(self, client: MqttClient) -> None:
         while True:

@@ -349,7 +349,8 @@ def decode_ack(payload: bytes) -> Ack:
 
 
 class ComponentStatus(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    """Retained status of a collector or engine; the last will says ``offline``."""
+    """Retained status of a collector or engine, republished every ``interval`` seconds;
+    the last will says ``offline``."""
 
     v: Literal[1] = 1
     status: Literal["online", "offline", "stopping"]
@@ -360,3 +361,5 @@ class ComponentStatus(msgspec.Struct, forbid_unknown_fields=True, frozen=True, k
     # a collector's outbox: rows waiting for acknowledgement, and dropped since start
     outbox_rows: int | None = None
     outbox_dropped: int | None = None
+    # how often the sender republishes this status: silence for three of them is offline
+    interval: Annotated[float, msgspec.Meta(gt=0, le=86400)] | None = None

@@ -53,6 +53,8 @@ class State:
     series: dict[SeriesKey, SeriesValue] = field(default_factory=dict)
     devices: dict[str, DeviceStatus] = field(default_factory=dict)
     components: dict[tuple[str, str, str], ComponentStatus] = field(default_factory=dict)
+    # when each component's status last changed (a status heard again changes nothing)
+    component_since: dict[tuple[str, str, str], float] = field(default_factory=dict)
     checks: dict[tuple[str, str], CheckEvent] = field(default_factory=dict)
     traps_total: int = 0
 
@@ -106,3 +108,5 @@ class State:
         current = self.components.get(key)
         if current is None or status.ts >= current.ts:
             self.components[key] = status
+            if current is None or current.status != status.status:
+                self.component_since[key] = status.ts

@@ -262,8 +262,18 @@ class TcpLink:
         self.port = 0
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
+        self._flowing = threading.Event()
+        self._flowing.set()
         self.listener: socket.socket | None = None
         self.restore()
+
+    def freeze(self) -> None:
+        """Stop carrying bytes but keep every connection open: a WAN that silently
+        drops everything, which neither end notices until its keepalive runs out."""
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        self._flowing.set()
 
     def restore(self) -> None:
         listener = socket.socket()
@@ -293,6 +303,7 @@ class TcpLink:
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
+                self._flowing.wait()
                 dst.sendall(data)
         except OSError:
             pass
@@ -313,6 +324,7 @@ class TcpLink:
                 with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
             self._open.clear()
+        self._flowing.set()  # held bytes go nowhere: their sockets are shut
 
     def close(self) -> None:
         self.cut()

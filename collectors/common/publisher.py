@@ -173,7 +173,7 @@ class Publisher(Emitter):
         return encode(ComponentStatus(
             status=status, ts=time.time(), component=self.component,  # type: ignore[arg-type]
             instance=self.instance, version=self.version, outbox_rows=self.outbox.rows,
-            outbox_dropped=self.outbox.dropped))
+            outbox_dropped=self.outbox.dropped, interval=STATUS_EVERY))
 
     async def run(self) -> None:
         """Connect, send and resend until :meth:`stop`; never raises on broker trouble."""

@@ -45,7 +45,7 @@ log = structlog.get_logger(__name__)
 
 BACKOFF_BASE: Final = 2.0
 BACKOFF_CAP: Final = 30.0
-TAKEOVER_SECONDS: Final = 30.0
+TAKEOVER_SECONDS: Final = 15.0
 _MESSAGE: Final = msgspec.json.Decoder(Message)
 _ENCODER: Final = msgspec.json.Encoder()
 
@@ -119,7 +119,7 @@ class NotifyService:
         self._wake = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
         # Hot standby: both locations' engines evaluate everything; each notifies for
-        # its own location, and for a peer's whose engine has been away for 30 s.
+        # its own location, and for a peer's whose engine has been away for 15 s.
         self.location = location
         self.state = state
         self.started = time.time()
@@ -166,19 +166,19 @@ class NotifyService:
                 self.dispatcher.update(alert, now)
 
     def _take_over(self, now: float) -> None:
-        """Cover the locations whose engine has been offline (or unheard) for 30 s."""
+        """Cover the locations whose engine has been offline (or silent) for 15 s."""
         if self.covering is None or self.dispatcher is None or self.state is None:
             return
         covering = {self.location or ""}
         for location in self.config.locations:
             if location == self.location:
                 continue
-            peer = next((c for (loc, comp, _), c in self.state.components.items()
-                         if loc == location and comp == "engine"), None)
+            peer = next((key for key in self.state.components
+                         if key[0] == location and key[1] == "engine"), None)
             if peer is None:
                 away_since = self.started
-            elif peer.status != "online":
-                away_since = peer.ts
+            elif self.state.components[peer].status != "online":
+                away_since = self.state.component_since[peer]
             else:
                 continue
             if now - away_since >= TAKEOVER_SECONDS:

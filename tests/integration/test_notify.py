@@ -423,7 +423,7 @@ async def test_a_canary_secret_never_shows(tmp_path: Path, ca: trustme.CA, http:
 async def test_each_location_notifies_its_own_until_the_peer_engine_is_away(
         tmp_path: Path, ca: trustme.CA, http: Http, monkeypatch: pytest.MonkeyPatch) -> None:
     """Hot standby: the alta engine notifies for alta; for hammerfest only once the
-    hammerfest engine has been offline for 30 s."""
+    hammerfest engine has been offline for 15 s."""
     monkeypatch.setenv("HOOK_URL", f"http://127.0.0.1:{http.port}/hook")
     rig = Rig(tmp_path, {"receivers": [{"id": "hook", "webhook": {"url": {"env": "HOOK_URL"}}}],
                          "route": {"receiver": "hook", "group_wait": "0s",
@@ -447,8 +447,8 @@ async def test_each_location_notifies_its_own_until_the_peer_engine_is_away(
         await asyncio.sleep(2)
         assert 1 == len(http.received)
         rig.state.apply_component("hammerfest", "engine", "hammerfest", ComponentStatus(
-            status="offline", ts=time.time() - 29, component="engine", instance="hammerfest"))
-        await asyncio.sleep(2.5)  # 31 s offline: taken over
+            status="offline", ts=time.time() - 14, component="engine", instance="hammerfest"))
+        await asyncio.sleep(2.5)  # 16 s offline: taken over
         await _wait(lambda: len(http.received) == 2, 5)
         assert DEVICES[1] == http.received[1][2]["alerts"][0]["device"]
     finally:

@@ -1,0 +1,285 @@
+"""Liveness through the real mechanisms: a SIGKILLed engine's last will crossing the
+bridge, a SIGKILLed agent's will, and a location gone silent behind a frozen link.
+
+Two mosquitto brokers, one per location, joined by a bridge that runs through a TCP
+relay the test can freeze (bytes stop, connections stay open: neither broker notices
+before its keepalive). The Alta engine runs in the test's process, the Hammerfest
+engine and the agent as real processes of the command line; each engine notifies a
+webhook of its own, so the sink records which engine sent what and when.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import aiomqtt
+import pytest
+import yaml
+from aiohttp import web
+
+from monitor.app import EngineApp, start_engine
+from monitor.config import load_config
+from tests.estate import write_estate
+from tests.servers import Mosquitto, TcpLink, free_port
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+HF_ENGINE = ("hammerfest", "engine", "hammerfest")
+HF_DEVICE = "hf-sw1"
+
+DEVICE_RULE = """
+rules:
+  - name: DeviceDown
+    kind: state
+    subject: device
+    severity: critical
+    states: [down]
+    annotations:
+      summary: "{{ device }} is down"
+"""
+
+
+@dataclass
+class Sink:
+    """The webhook both engines notify, each on a path of its own."""
+
+    port: int
+    received: list[tuple[float, str, dict[str, Any]]] = field(default_factory=list)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.received.append((time.monotonic(), request.path, await request.json()))
+        return web.Response(text="{}")
+
+    def sent(self, engine: str, alertname: str, device: str | None = None) -> list[float]:
+        """When ``engine`` sent a firing notice of ``alertname`` (for ``device``)."""
+        return [at for at, path, body in self.received
+                if path == f"/{engine}" and body["status"] == "firing"
+                and any(a["alertname"] == alertname
+                        and (device is None or a.get("device") == device)
+                        for a in body["alerts"])]
+
+
+@pytest.fixture
+async def sink() -> AsyncIterator[Sink]:
+    receiver = Sink(free_port())
+    app = web.Application()
+    app.router.add_post("/{engine}", receiver.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", receiver.port).start()
+    yield receiver
+    await runner.cleanup()
+
+
+@dataclass
+class Locations:
+    alta: Mosquitto
+    hammerfest: Mosquitto
+    link: TcpLink
+    config: Path
+
+
+def _bridge(link_port: int) -> str:
+    return "\n".join([
+        "connection alta", f"address 127.0.0.1:{link_port}", "topic driftsvakt/v1/# both 1",
+        "bridge_protocol_version mqttv311", "cleansession false",
+        "remote_clientid bridge-hammerfest", "local_clientid bridge-hammerfest-local",
+        "try_private true", "restart_timeout 1 5", "keepalive_interval 120", ""])
+
+
+def _estate(directory: Path, alta_port: int, hammerfest_port: int, hook: str) -> Path:
+    path = write_estate(directory, alta_port)
+    estate = yaml.safe_load(path.read_text(encoding="utf-8"))
+    estate["brokers"][1]["port"] = hammerfest_port
+    estate["sites"].append({"id": "hf-site", "name": "Hammerfest sentrum",
+                            "location": "hammerfest", "municipality": "loppa"})
+    estate["devices"].append({"id": HF_DEVICE, "name": HF_DEVICE, "class": "switch",
+                              "site": "hf-site", "address": "127.0.2.1"})
+    rules = directory / "rules"
+    rules.mkdir()
+    shutil.copy(ROOT / "rules" / "driftsvakt.yaml", rules / "driftsvakt.yaml")
+    (rules / "devices.yaml").write_text(DEVICE_RULE, encoding="utf-8")
+    estate["engine"]["rules"] = str(rules)
+    estate["notifications"] = {
+        "receivers": [{"id": "hook", "language": "en",
+                       "webhook": {"url": {"env": "DV_TEST_HOOK"}}}],
+        "route": {"receiver": "hook", "group_wait": "0s", "group_by": ["alertname", "device"]},
+    }
+    path.write_text(yaml.safe_dump(estate, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def locations(tmp_path: Path, sink: Sink) -> Iterator[Locations]:
+    alta = Mosquitto(tmp_path / "broker-alta").start()
+    link = TcpLink(alta.port)
+    hammerfest = Mosquitto(tmp_path / "broker-hammerfest", extra=_bridge(link.port)).start()
+    try:
+        yield Locations(alta, hammerfest, link, _estate(
+            tmp_path / "estate", alta.port, hammerfest.port, f"127.0.0.1:{sink.port}"))
+    finally:
+        link.close()
+        hammerfest.stop()
+        alta.stop()
+
+
+def _engine_process(config: Path, location: str, sink: Sink, log: Path
+                    ) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "monitor.cli", "--no-log-json", "engine", "--config",
+             str(config), "--location", location, "--http-port", "0"],
+            stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+            env={**os.environ, "DV_TEST_HOOK": f"http://127.0.0.1:{sink.port}/{location}"})
+
+
+def _agent_process(broker_port: int, tmp_path: Path) -> subprocess.Popen[bytes]:
+    with (tmp_path / "agent.log").open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "monitor.cli", "--no-log-json", "agent", "--location",
+             "alta", "--municipality", "loppa", "--device", "loppa-srv1", "--class", "server",
+             "--broker-port", str(broker_port), "--outbox", str(tmp_path / "agent.db")],
+            stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+
+
+async def _alta(config: Path, sink: Sink, monkeypatch: pytest.MonkeyPatch) -> EngineApp:
+    monkeypatch.setenv("DV_TEST_HOOK", f"http://127.0.0.1:{sink.port}/alta")
+    return await start_engine(load_config(config), "alta", http_port=0)
+
+
+async def _until(check: Callable[[], bool], timeout: float, what: str) -> float:
+    """Wait for ``check``; return the monotonic time it came true."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        await asyncio.sleep(0.05)
+    return time.monotonic()
+
+
+def _status(app: EngineApp, key: tuple[str, str, str]) -> str | None:
+    found = app.engine.ingest.state.components.get(key)
+    return None if found is None else found.status
+
+
+async def _down(broker: Mosquitto, location: str, device: str) -> None:
+    event = {"v": 1, "ts": time.time(), "src": "probe", "seq": 1, "floor": 1,
+             "device": device, "state": "down", "reason": "test"}
+    async with aiomqtt.Client("127.0.0.1", broker.port, identifier="probe") as client:
+        await client.publish(f"driftsvakt/v1/{location}/loppa/{device}/state",
+                             json.dumps(event).encode(), qos=1)
+
+
+async def _component_up(app: EngineApp, key: tuple[str, str, str]) -> float:
+    location, component, instance = key
+    wanted = (f'driftsvakt_component_up{{component="{component}",instance="{instance}",'
+              f'location="{location}"}} ')
+    async with aiohttp.ClientSession() as session, session.get(app.url + "/metrics") as resp:
+        text = await resp.text()
+    return float(next(line for line in text.splitlines()
+                      if line.startswith(wanted)).rsplit(" ", 1)[1])
+
+
+async def _hammerfest_alert_firing_at_both(app: EngineApp, locations: Locations,
+                                           sink: Sink) -> None:
+    await _until(lambda: _status(app, HF_ENGINE) == "online", 30, "hammerfest engine seen")
+    await _down(locations.hammerfest, "hammerfest", HF_DEVICE)
+    await _until(lambda: bool(sink.sent("hammerfest", "DeviceDown", HF_DEVICE)), 15,
+                 "hammerfest notifies its own device")
+    await _until(lambda: any(a.rule == "DeviceDown" and a.state == "firing"
+                             for a in app.rules.current()), 10, "alta has the alert too")
+    await asyncio.sleep(2)
+    assert [] == sink.sent("alta", "DeviceDown")  # not alta's to send while its peer is up
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+
+
+async def test_a_sigkilled_engine_is_offline_by_its_will_and_its_peer_takes_over(
+        tmp_path: Path, locations: Locations, sink: Sink,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    peer = _engine_process(locations.config, "hammerfest", sink, tmp_path / "hammerfest.log")
+    app = await _alta(locations.config, sink, monkeypatch)
+    try:
+        await _hammerfest_alert_firing_at_both(app, locations, sink)
+        killed = time.monotonic()
+        _kill(peer)
+        offline = await _until(lambda: _status(app, HF_ENGINE) == "offline", 10,
+                               "the will reaches alta")
+        sent = await _until(lambda: bool(sink.sent("alta", "DeviceDown", HF_DEVICE)), 30,
+                            "alta sends hammerfest's notification")
+        print(f"\nwill seen at alta {offline - killed:.2f} s after SIGKILL; "
+              f"hammerfest's alert sent by alta {sent - killed:.1f} s after it")
+        assert offline - killed < 5  # the will, not the 15 s of silence
+        assert 0 == await _component_up(app, HF_ENGINE)
+        # said once by alta, never again by the dead hammerfest
+        assert 1 == len(sink.sent("alta", "DeviceDown", HF_DEVICE))
+    finally:
+        _kill(peer)
+        await app.stop()
+
+
+async def test_a_location_behind_a_frozen_link_is_unreachable_and_taken_over(
+        tmp_path: Path, locations: Locations, sink: Sink,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    peer = _engine_process(locations.config, "hammerfest", sink, tmp_path / "hammerfest.log")
+    app = await _alta(locations.config, sink, monkeypatch)
+    location = ("hammerfest", "location", "hammerfest")
+    try:
+        await _hammerfest_alert_firing_at_both(app, locations, sink)
+        await _until(lambda: _status(app, location) == "online", 5, "hammerfest reachable")
+        frozen = time.monotonic()
+        locations.link.freeze()  # no will can cross: only silence tells
+        offline = await _until(lambda: _status(app, HF_ENGINE) == "offline", 30,
+                               "the engine's silence")
+        unreachable = await _until(lambda: _status(app, location) == "offline", 30,
+                                   "the location's silence")
+        paged = await _until(lambda: bool(sink.sent("alta", "LocationUnreachable")), 60,
+                             "alta pages 'location unreachable'")
+        taken = await _until(lambda: bool(sink.sent("alta", "DeviceDown", HF_DEVICE)), 60,
+                             "alta sends hammerfest's notification")
+        print(f"\nafter the freeze: engine silent {offline - frozen:.1f} s, location "
+              f"unreachable {unreachable - frozen:.1f} s, paged {paged - frozen:.1f} s, "
+              f"hammerfest's alert sent by alta {taken - frozen:.1f} s")
+        assert taken - frozen < 60
+        assert 0 == await _component_up(app, HF_ENGINE)
+        assert peer.poll() is None  # hammerfest itself never stopped
+        locations.link.thaw()
+        await _until(lambda: _status(app, HF_ENGINE) == "online", 30, "the peer heard again")
+        await _until(lambda: _status(app, location) == "online", 30, "reachable again")
+    finally:
+        _kill(peer)
+        await app.stop()
+
+
+async def test_a_sigkilled_agent_is_offline_at_the_engine_by_its_will(
+        tmp_path: Path, locations: Locations, sink: Sink,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    app = await _alta(locations.config, sink, monkeypatch)
+    key = ("alta", "agent", "loppa-srv1")
+    agent = _agent_process(locations.alta.port, tmp_path)
+    try:
+        await _until(lambda: _status(app, key) == "online", 30, "the agent seen")
+        killed = time.monotonic()
+        _kill(agent)
+        offline = await _until(lambda: _status(app, key) == "offline", 10, "the agent's will")
+        print(f"\nagent's will seen {offline - killed:.2f} s after SIGKILL")
+        assert 0 == await _component_up(app, key)
+    finally:
+        _kill(agent)
+        await app.stop()
