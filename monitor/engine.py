@@ -2,9 +2,12 @@
 
 Order per batch is the durability promise of ARCHITECTURE.md: decode and apply
 (:class:`~monitor.ingest.Ingest`), write the batch's effects in one store
-transaction, and only then publish each touched source's progress on its retained
-``_ack`` topic. A store failure ends the engine (non-zero exit): memory would be
-ahead of disk, and a restart reloads the truth.
+transaction, and only then acknowledge: PUBACK to the broker (which keeps what was
+not acknowledged in the engine's persistent session, and sends it again after a
+crash, so events of the other location, whose collectors do not wait for us, are not
+lost) and each touched source's progress on its retained ``_ack`` topic. A store
+failure ends the engine (non-zero exit): memory would be ahead of disk, and a
+restart reloads the truth.
 """
 
 from __future__ import annotations
@@ -90,7 +93,7 @@ class Engine:
         while not self._stop.is_set():
             client = client_for(self.broker, identifier=f"driftsvakt-engine-{self.instance}",
                                 password=self.password, will=will, persistent=True,
-                                v5=self.v5)
+                                v5=self.v5, manual_ack=True)
             try:
                 async with client:
                     if failing:
@@ -161,7 +164,9 @@ class Engine:
                 if stop_wait in done:
                     return
                 if receive in done:
-                    await self._apply(receive.result())
+                    batch = receive.result()
+                    await self._apply(batch)
+                    client.ack(batch)  # stored: the broker may forget them
                 if time.monotonic() - swept >= SWEEP_SECONDS:
                     swept = time.monotonic()
                     await self._sweep(time.time())

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import random
 import ssl
+from collections.abc import Iterable
 from typing import Any, Final
 
 import aiomqtt
@@ -50,10 +51,21 @@ class PublishRefused(aiomqtt.MqttError):
 class MqttClient(aiomqtt.Client):
     """aiomqtt's client with PUBACK reason codes checked and batched receive."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, manual_ack: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._reasons: dict[int, ReasonCode] = {}
         self.v5 = kwargs.get("protocol") == aiomqtt.ProtocolVersion.V5
+        if manual_ack:
+            # paho then sends no PUBACK on receipt: ack() sends it, once the messages
+            # are stored; whatever was not acknowledged when the connection broke is
+            # sent again by the broker to the persistent session.
+            self._client.manual_ack_set(True)
+
+    def ack(self, messages: Iterable[aiomqtt.Message]) -> None:
+        """PUBACK ``messages`` (manual_ack clients): they are durably processed."""
+        for message in messages:
+            if message.qos > 0:
+                self._client.ack(message.mid, message.qos)
 
     async def __aexit__(self, *exc_info: Any) -> None:
         try:
@@ -202,7 +214,8 @@ def session_properties(expiry: int = SESSION_EXPIRY_SECONDS) -> Properties:
 
 def client_for(broker: Broker, *, identifier: str, password: str | None = None,
                will: aiomqtt.Will | None = None, persistent: bool = False,
-               v5: bool = True, max_inflight: int = 1000) -> MqttClient:
+               v5: bool = True, max_inflight: int = 1000,
+               manual_ack: bool = False) -> MqttClient:
     """Build a client for ``broker``; ``persistent`` keeps the session across restarts."""
     tls: ssl.SSLContext | None = None
     if broker.tls_ca:
@@ -220,7 +233,7 @@ def client_for(broker: Broker, *, identifier: str, password: str | None = None,
         identifier=identifier, protocol=protocol, will=will, keepalive=broker.keepalive,
         logger=_AIOMQTT_LOGGER,
         tls_context=tls, timeout=10.0, max_inflight_messages=max_inflight,
-        max_queued_outgoing_messages=0, **kwargs,
+        max_queued_outgoing_messages=0, manual_ack=manual_ack, **kwargs,
     )
 
 

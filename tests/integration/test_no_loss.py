@@ -35,13 +35,15 @@ ROOT = Path(__file__).resolve().parents[2]
 class Processes:
     """The engine and the producer of one test, as child processes, signalled by PID."""
 
-    def __init__(self, tmp: Path, broker: Mosquitto) -> None:
+    def __init__(self, tmp: Path, broker: Mosquitto, producer_location: str = "alta") -> None:
         self.tmp = tmp
         self.broker = broker
         self.http_port = free_port()
         self.config = write_estate(tmp, broker.port, self.http_port)
         self.store = tmp / "engine-alta.db"
+        self.producer_location = producer_location
         self.engine: subprocess.Popen[bytes] | None = None
+        self.peer: subprocess.Popen[bytes] | None = None
         self.producer: subprocess.Popen[bytes] | None = None
         self.env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
@@ -56,10 +58,18 @@ class Processes:
                                    "--http-port", str(self.http_port)], "engine.log")
         wait_port(self.http_port, timeout=30)
 
+    def start_peer(self) -> None:
+        """The hammerfest engine, on the same broker and a store of its own."""
+        port = free_port()
+        self.peer = self._spawn(["-m", "monitor.cli", "--log-json", "engine", "--config",
+                                 str(self.config), "--location", "hammerfest",
+                                 "--http-port", str(port)], "peer.log")
+        wait_port(port, timeout=30)
+
     def start_producer(self) -> None:
         self.producer = self._spawn(
-            ["-m", "tests.integration.producer", str(self.config), "alta", SRC, str(TOTAL),
-             str(self.tmp / "outbox.db"), str(RATE)], "producer.log")
+            ["-m", "tests.integration.producer", str(self.config), self.producer_location,
+             SRC, str(TOTAL), str(self.tmp / "outbox.db"), str(RATE)], "producer.log")
 
     def progress(self) -> tuple[int, int]:
         """(highest seq processed, events applied) from the engine's store, read-only."""
@@ -113,7 +123,7 @@ class Processes:
         return "\n".join(parts)
 
     def cleanup(self) -> None:
-        for proc in (self.producer, self.engine):
+        for proc in (self.producer, self.engine, self.peer):
             if proc is not None and proc.poll() is None:
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
@@ -168,3 +178,28 @@ def test_collector_killed_mid_stream(tmp_path: Path) -> None:
         assert procs.progress()[0] < TOTAL
         procs.start_producer()
         _assert_exactly_once(procs)
+
+
+def test_the_other_locations_events_survive_three_engine_kills(tmp_path: Path) -> None:
+    """A hammerfest collector waits for hammerfest's engine only, so it never resends to
+    alta: what alta's engine had received but not stored at a SIGKILL must come again
+    from the broker. It does, because alta acknowledges (PUBACK) only after its commit
+    and its session persists: all events reach alta exactly once through three kills."""
+    broker = Mosquitto(tmp_path / "broker").start()
+    procs = Processes(tmp_path, broker, producer_location="hammerfest")
+    try:
+        procs.start_peer()
+        procs.start_engine()
+        procs.start_producer()
+        for quarter in (1, 2, 3):
+            procs.wait_applied(TOTAL * quarter // 4, timeout=60)
+            procs.kill(procs.engine)
+            time.sleep(0.5)
+            procs.start_engine()
+        procs.wait_producer(timeout=120)  # hammerfest has acknowledged everything
+        procs.wait_applied(TOTAL, timeout=60)
+        assert 0 == procs.stop_engine(), procs.logs()
+        assert (TOTAL, TOTAL) == procs.progress(), procs.logs()
+    finally:
+        procs.cleanup()
+        broker.stop()
