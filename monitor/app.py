@@ -123,6 +123,9 @@ async def _assemble(config: Config, location: str, broker: Broker, password: str
         state.devices[row.device] = status
     registry = CollectorRegistry()
     metrics = EngineMetrics(registry)
+    # A loss stays counted across restarts: the counter goes on from the stored total
+    # (it is stored in the batch that skipped), so Prometheus never sees it reset.
+    metrics.skipped_total.inc(sum((await store.skipped()).values()))
     collector = StateCollector(state, config)
     registry.register(collector)
     exposition = SeriesExposition(state, collector.device_labels)

@@ -198,7 +198,8 @@ class Engine:
             # the commit to its end even if this session is torn down meanwhile.
             try:
                 await self.store.commit_batch(effects.progress, effects.devices.values(),
-                                              effects.dead, effects.counts, alerts, runs)
+                                              effects.dead, effects.counts, alerts, runs,
+                                              effects.skipped)
             except Exception:
                 self.metrics.store_errors.inc()
                 log.exception("store_commit_failed", path=self.store.path)

@@ -107,6 +107,7 @@ class BatchEffects:
     devices: dict[str, DeviceRow] = field(default_factory=dict)
     dead: list[DeadLetter] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)  # events applied, per source
+    skipped: dict[str, int] = field(default_factory=dict)  # seqs given up on, per source
     # Sources that sent again what was already applied: they have not seen our
     # acknowledgement (lost on the way, or a bridge dropped it), so it is owed again.
     resent_by: set[str] = field(default_factory=set)
@@ -126,6 +127,7 @@ class Ingest:
         self.progress = progress  # src -> highest seq applied; persisted by the caller
         self.counters = counters
         self.limiter = limiter or LogLimiter()
+        self._unlogged_skips: dict[str, int] = {}
 
     def process(self, messages: list[tuple[str, bytes]], now: float) -> BatchEffects:
         effects = BatchEffects()
@@ -146,10 +148,7 @@ class Ingest:
                now: float) -> None:
         decision = admit(self.progress.get(event.src), event.seq, event.floor)
         if decision.skipped:
-            self.counters.skipped(decision.skipped)
-            if self.limiter.allow((event.src, "skipped"), now):
-                log.warning("events_skipped", src=event.src, count=decision.skipped,
-                            why="dropped from the source's outbox or acknowledged elsewhere")
+            self._skipped(effects, event.src, decision.skipped, now)
         if decision.verdict is Verdict.DUPLICATE:
             self.counters.duplicate()
             effects.resent_by.add(event.src)
@@ -169,6 +168,17 @@ class Ingest:
         effects.devices[event.device] = _row(event.device, status)
         samples = len(event.samples) if isinstance(event, MetricsEvent) else 0
         self.counters.applied(where.stream, samples, now - event.ts)
+
+    def _skipped(self, effects: BatchEffects, src: str, count: int, now: float) -> None:
+        """Counted, stored with the batch, and logged with every seq since the last line
+        (the log is rate-limited, the count never is)."""
+        self.counters.skipped(count)
+        effects.skipped[src] = effects.skipped.get(src, 0) + count
+        unlogged = self._unlogged_skips[src] = self._unlogged_skips.get(src, 0) + count
+        if self.limiter.allow((src, "skipped"), now):
+            del self._unlogged_skips[src]
+            log.warning("events_skipped", src=src, count=unlogged,
+                        why="dropped from the source's outbox or acknowledged elsewhere")
 
     def _advance(self, effects: BatchEffects, src: str, applied: int) -> None:
         self.progress[src] = applied

@@ -136,6 +136,10 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         deleted_at  REAL
     ) WITHOUT ROWID;
     """,
+    # 5: seqs given up on per source, kept across restarts: a loss stays on record
+    """
+    ALTER TABLE source_progress ADD COLUMN skipped INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 DEAD_LETTER_KEEP: Final = 10_000
@@ -277,6 +281,12 @@ class Store:
         async with self._db.execute("SELECT src, applied FROM source_progress") as cur:
             return {str(src): int(applied) async for src, applied in cur}
 
+    async def skipped(self) -> dict[str, int]:
+        """Per source that ever lost any: the seqs given up on, across restarts."""
+        query = "SELECT src, skipped FROM source_progress WHERE skipped > 0"
+        async with self._db.execute(query) as cur:
+            return {str(src): int(n) async for src, n in cur}
+
     async def source_counts(self) -> dict[str, tuple[int, int]]:
         """Per source: (highest seq processed, events applied ever)."""
         async with self._db.execute("SELECT src, applied, events FROM source_progress") as cur:
@@ -291,12 +301,13 @@ class Store:
                            dead: Iterable[DeadLetter],
                            counts: dict[str, int] | None = None,
                            alerts: AlertChanges | None = None,
-                           runs: list[RunRow] | None = None) -> None:
+                           runs: list[RunRow] | None = None,
+                           skipped: dict[str, int] | None = None) -> None:
         """Write one batch's effects — the alerts and SLA runs it changed included — in
         one transaction."""
         async def work(db: aiosqlite.Connection) -> None:
             await self._commit_batch(db, progress, devices, dead, counts or {}, alerts,
-                                     runs or [])
+                                     runs or [], skipped or {})
 
         await self._transaction(work)
 
@@ -471,17 +482,19 @@ class Store:
     async def _commit_batch(self, db: aiosqlite.Connection, progress: dict[str, int],
                             devices: Iterable[DeviceRow], dead: Iterable[DeadLetter],
                             counts: dict[str, int], alerts: AlertChanges | None,
-                            runs: list[RunRow]) -> None:
+                            runs: list[RunRow], skipped: dict[str, int]) -> None:
         now = time.time()
         if alerts:
             await self._write_alerts(alerts)
         if runs:
             await db.executemany(_PUT_RUNS, runs)
         await db.executemany(
-            "INSERT INTO source_progress (src, applied, events, updated) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (src) DO UPDATE SET applied = excluded.applied, "
-            "events = events + excluded.events, updated = excluded.updated",
-            [(src, applied, counts.get(src, 0), now) for src, applied in progress.items()],
+            "INSERT INTO source_progress (src, applied, events, skipped, updated) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (src) DO UPDATE SET "
+            "applied = excluded.applied, events = events + excluded.events, "
+            "skipped = skipped + excluded.skipped, updated = excluded.updated",
+            [(src, applied, counts.get(src, 0), skipped.get(src, 0), now)
+             for src, applied in progress.items()],
         )
         await db.executemany(
             "INSERT INTO device_status (device, last_seen, state, state_since, reason) "

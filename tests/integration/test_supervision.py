@@ -256,3 +256,39 @@ def test_a_credential_that_cannot_be_read_or_is_empty_is_refused_with_78(
     assert f"users.per.token: SecretRef(file='{tmp_path / 'missing'}'): No such file" in line
     assert "liv" not in line
     assert not (tmp_path / "engine-alta.db").exists()
+
+
+# --- a loss stays on record ---------------------------------------------------------------
+
+
+async def test_skipped_events_stay_counted_across_a_restart(
+        tmp_path: Path, broker: Mosquitto) -> None:
+    """A source that says it no longer holds seqs 2..36 (floor 37): 35 given up on,
+    counted, stored with the batch, and counted again by the next engine on that store,
+    so the counter never resets and the Prometheus alert on it cannot miss the loss."""
+    metric = "driftsvakt_events_skipped_total"
+
+    async def send(seq: int, floor: int) -> None:
+        event = {"v": 1, "ts": time.time(), "src": "lossy", "seq": seq, "floor": floor,
+                 "device": "loppa-sw1", "state": "up"}
+        async with aiomqtt.Client("127.0.0.1", broker.port, identifier="lossy") as client:
+            await client.publish("driftsvakt/v1/alta/loppa/loppa-sw1/state",
+                                 json.dumps(event).encode(), qos=1)
+
+    app = await _start(tmp_path, broker)
+    try:
+        await _until(lambda: _true(app.engine.connected), 10)
+        await send(1, 1)
+        await send(37, 37)
+
+        async def counted() -> bool:
+            return await _metric(app, metric) == 35
+
+        await _until(counted, 10)
+    finally:
+        assert 0 == await app.stop()
+    again = await _start(tmp_path, broker)
+    try:
+        assert 35 == await _metric(again, metric)
+    finally:
+        assert 0 == await again.stop()

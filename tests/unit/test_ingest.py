@@ -6,6 +6,8 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 
+from structlog.testing import capture_logs
+
 from monitor.ingest import Ingest, LogLimiter
 from monitor.state import State
 
@@ -126,3 +128,19 @@ def test_log_limiter_allows_once_per_key_per_period() -> None:
         limiter.allow(("a", "invalid"), 59.99),
         limiter.allow(("a", "invalid"), 60.0),
     ]
+
+
+def test_skips_go_to_the_batch_and_the_log_names_every_one() -> None:
+    """Skips are stored with the batch; the log is rate-limited, but its line carries
+    every seq skipped since the last one (4 + 5 + 6), not only the first incident's."""
+    counters = FakeCounters()
+    ingest = Ingest(State(), {}, counters, limiter=LogLimiter(period=60.0))
+    ingest.process([state_event(1)], NOW)
+    with capture_logs() as logs:
+        first = ingest.process([state_event(6, floor=6)], NOW)  # 2..5 skipped, logged
+        second = ingest.process([state_event(12, floor=12)], NOW + 1)  # 7..11, held
+        third = ingest.process([state_event(19, floor=19)], NOW + 61)  # 13..18: logs 11
+    assert ({"snmp-alta-1": 4}, {"snmp-alta-1": 5}, {"snmp-alta-1": 6}) == (
+        first.skipped, second.skipped, third.skipped)
+    assert 15 == counters.skipped_total
+    assert [4, 11] == [line["count"] for line in logs if line["event"] == "events_skipped"]
