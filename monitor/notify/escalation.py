@@ -6,8 +6,10 @@ whoever a schedule has on call at that moment, through the step's receivers. Whi
 the group is not acknowledged (every firing alert in it acknowledged, through the API
 or a signed link), each later step goes out when its ``after`` has passed since the
 chain began; after the last, the chain starts again ``repeat_after`` later, up to
-``repeat`` times. Acknowledgement stops the chain. When everything in the group has
-resolved, everyone who was told gets a resolved notice, once.
+``repeat`` times. Acknowledgement (or resolution) stops the steps. When everything in
+the group has resolved, everyone who was told gets a resolved notice, once: also
+whoever was paged before an acknowledgement, or before the alert resolved between
+two flushes.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ class Chain(msgspec.Struct, kw_only=True):
     next_step: int = 0
     notified: list[tuple[str, str]] = []  # (person, receiver), in the order told
     firing: list[str] = []
-    done: bool = False
+    stopped: bool = False  # acknowledged or resolved: no further steps
+    done: bool = False  # and the resolved notice is out (or nothing is left to say)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,18 +66,22 @@ class Escalator:
         assert policy is not None
         chain = self.chains.get(flush.group)
         self.last_flush[flush.group] = flush
-        if chain is None or chain.done:
+        if chain is not None and not chain.done and not flush.firing:
+            # all resolved: everyone who was told hears it, once, also when the chain
+            # had stopped (acknowledged, or resolved before this flush came)
+            chain.done = chain.stopped = True
+            chain.firing = []
+            return [Page(person, receiver, flush, -1, resolved_notice=True)
+                    for person, receiver in chain.notified]
+        if chain is None or chain.done or chain.stopped:
             if not flush.firing:
                 return []
+            told = chain.notified if chain is not None and not chain.done else []
             chain = self.chains[flush.group] = Chain(
-                group=flush.group, policy=policy, started=at,
+                group=flush.group, policy=policy, started=at, notified=list(told),
                 firing=[a.fingerprint for a in flush.firing])
             return self._due(chain, at)
         chain.firing = [a.fingerprint for a in flush.firing]
-        if not flush.firing:  # all resolved: tell everyone who was told, once
-            chain.done = True
-            return [Page(person, receiver, flush, -1, resolved_notice=True)
-                    for person, receiver in chain.notified]
         # new content while the chain runs: those already told hear of it
         return [Page(person, receiver, flush, chain.next_step - 1)
                 for person, receiver in chain.notified]
@@ -82,10 +89,10 @@ class Escalator:
     def tick(self, at: float, acknowledged: Callable[[list[str]], bool]) -> list[Page]:
         pages: list[Page] = []
         for chain in self.chains.values():
-            if chain.done:
+            if chain.stopped:
                 continue
             if chain.firing and acknowledged(chain.firing):
-                chain.done = True  # acknowledged: the chain stops
+                chain.stopped = True  # acknowledged (or resolved): no further steps
                 continue
             pages += self._due(chain, at)
         return pages

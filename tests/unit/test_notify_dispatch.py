@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from monitor.events import DeviceTopic, StateEvent
 from monitor.notify.dispatch import Dispatcher, Flush, build_routes
 from monitor.notify.escalation import Escalator
@@ -176,6 +178,35 @@ def test_acknowledgement_stops_the_chain() -> None:
     assert 1 == len(esc.flush(flush, T0))
     assert [] == esc.tick(T0 + 600, lambda fps: fps == ["sw1"])  # acknowledged at 9 min
     assert [] == esc.tick(T0 + 3600, lambda fps: False)          # stopped for good
+
+
+@pytest.mark.parametrize("why", ["resolved", "acknowledged"])
+def test_whoever_was_paged_hears_the_resolution(why: str) -> None:
+    """Paged at once; the alert resolves (or is acknowledged) and the tick stops the
+    steps before the group's resolved flush comes: the person paged still gets the
+    resolved notice, exactly once, and nobody else is paged."""
+    policy = EscalationSettings(id="b", steps=[StepSettings(after="0m", people=["ola"],
+                                                            via=["sms"]),
+                                               StepSettings(after="10m", people=["kari"],
+                                                            via=["sms"])])
+    d = Dispatcher(build_routes(RouteSettings(escalation="b", group_wait="0s",
+                                              group_interval="5m"), {}))
+    esc = Escalator({"b": policy}, {})
+    d.update(alert("sw1"), T0)
+    (flush,) = d.due(T0)
+    assert [("ola", 0)] == [(p.person, p.step) for p in esc.flush(flush, T0)]
+    # at 2 min: resolved (which the service's check counts as done), or acknowledged
+    assert [] == esc.tick(T0 + 120, lambda fps: fps == ["sw1"])
+    d.update(alert("sw1", state="resolved") if why == "resolved" else alert("sw1"), T0 + 130)
+    if why == "acknowledged":
+        assert [] == esc.tick(T0 + 900, lambda fps: True)  # kari is never paged
+        d.update(alert("sw1", state="resolved"), T0 + 1000)
+    (done,) = [f for at in range(int(T0), int(T0) + 1400) for f in d.due(float(at))
+               if not f.firing]
+    notices = esc.flush(done, T0 + 1400)
+    assert [("ola", "sms", True)] == [(p.person, p.receiver, p.resolved_notice)
+                                      for p in notices]
+    assert [] == esc.flush(done, T0 + 1500)  # once
 
 
 def test_a_failing_receiver_template_falls_back_to_the_default() -> None:
