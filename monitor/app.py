@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry
 from monitor.config import Broker, Config, load_config
 from monitor.engine import Engine
 from monitor.exposition import SeriesExposition
-from monitor.ingest import Ingest, Observers
+from monitor.ingest import Bounds, Ingest, Observers
 from monitor.liveness import Liveness
 from monitor.metrics import EngineMetrics, StateCollector
 from monitor.notify.service import NotifyService
@@ -134,7 +134,9 @@ async def _assemble(config: Config, location: str, broker: Broker, password: str
     rules.listeners.append(notify.on_alerts)  # with copies of the alerts that changed
     sla = await SlaService.start(config, store, registry)
     ingest = Ingest(state, await store.load_progress(), metrics,
-                    observer=Observers(rules, sla.ledger))
+                    observer=Observers(rules, sla.ledger),
+                    bounds=Bounds(config.engine.max_clock_skew, config.engine.max_event_age,
+                                  config.engine.max_seq_jump))
     engine = Engine(broker=broker, location=location, store=store, ingest=ingest,
                     metrics=metrics, password=password, v5=v5,
                     batch_max=config.engine.batch_max, batch_wait=config.engine.batch_wait,

@@ -278,6 +278,13 @@ class EngineSettings:
     rules: str | None = None
     # a pending ``for:`` survives an engine outage shorter than this (seconds)
     outage_tolerance: Positive = 3600.0
+    # What the engine takes on trust from no event (monitor.ingest.Bounds): an event
+    # time this far ahead of the engine's clock (a wrong clock, or a forgery that would
+    # hide later reports), one older than any outbox keeps, and a seq this far ahead of
+    # its source's progress (which would blind the source for good) are rejected.
+    max_clock_skew: Positive = 300.0
+    max_event_age: Positive = 8 * 24 * 3600.0
+    max_seq_jump: PositiveInt = 1_000_000_000
 
 
 @dataclass(frozen=True, slots=True)

@@ -79,6 +79,9 @@ RejectReason = Literal[
     "unsupported_version",
     "bad_topic",
     "topic_mismatch",
+    "future",  # event time further ahead of the engine's clock than engine.max_clock_skew
+    "late",  # event time older than engine.max_event_age: no outbox keeps it that long
+    "seq_jump",  # seq further ahead of its source's progress than engine.max_seq_jump
 ]
 
 

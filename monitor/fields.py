@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Final
 
 from monitor.secrets import SecretRef
@@ -97,3 +98,14 @@ def parse_duration(text: str) -> float:
 
 # shared by every YAML file that names durations
 Duration = Annotated[str, Check.parses(parse_duration)]
+
+
+# Year 3000: past any real event time, and far enough inside what datetime holds that
+# converting to any time zone cannot overflow.
+_LATEST: Final = 32_503_680_000.0
+
+
+def at_time(ts: float) -> datetime:
+    """An epoch time as an aware UTC datetime, clamped to what datetime can hold: a
+    poisoned value in the store (1e12, -1e12) must not fail a scrape or a page."""
+    return datetime.fromtimestamp(min(max(ts, 0.0), _LATEST), UTC)

@@ -28,7 +28,7 @@ from monitor.sequencing import Verdict, admit
 from monitor.state import DeviceStatus, State
 from monitor.store.db import DeadLetter, DeviceRow
 
-__all__ = ["BatchEffects", "EventObserver", "Ingest", "IngestCounters", "LogLimiter",
+__all__ = ["BatchEffects", "Bounds", "EventObserver", "Ingest", "IngestCounters", "LogLimiter",
            "Observers"]
 
 log = structlog.get_logger(__name__)
@@ -101,6 +101,32 @@ def _envelope(payload: bytes) -> _Envelope:
     return env
 
 
+# Rejections by the bounds: what they reject is not taken as the source's progress.
+_UNTRUSTED: Final = frozenset({"future", "late", "seq_jump"})
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """What no event may claim, whoever sent it (config: engine.max_*)."""
+
+    max_clock_skew: float = 300.0
+    max_event_age: float = 8 * 24 * 3600.0  # an outbox keeps 7 days, plus a day
+    max_seq_jump: int = 1_000_000_000
+
+    def check(self, event: Event, applied: int | None, now: float) -> None:
+        if event.ts > now + self.max_clock_skew:
+            raise Rejected("future", f"event time {event.ts:.0f} is {event.ts - now:.0f} s "
+                                     f"ahead of the engine's clock (at most "
+                                     f"{self.max_clock_skew:.0f} s)")
+        if event.ts < now - self.max_event_age:
+            raise Rejected("late", f"event time {event.ts:.0f} is {now - event.ts:.0f} s "
+                                   f"old (at most {self.max_event_age:.0f} s)")
+        if applied is not None and event.seq - applied > self.max_seq_jump:
+            raise Rejected("seq_jump", f"seq {event.seq} is {event.seq - applied} ahead of "
+                                       f"{event.src}'s progress {applied} (at most "
+                                       f"{self.max_seq_jump})")
+
+
 @dataclass(slots=True)
 class BatchEffects:
     progress: dict[str, int] = field(default_factory=dict)
@@ -121,8 +147,9 @@ class Ingest:
 
     def __init__(self, state: State, progress: dict[str, int], counters: IngestCounters,
                  limiter: LogLimiter | None = None,
-                 observer: EventObserver | None = None) -> None:
+                 observer: EventObserver | None = None, bounds: Bounds | None = None) -> None:
         self.state = state
+        self.bounds = bounds or Bounds()
         self.observer = observer
         self.progress = progress  # src -> highest seq applied; persisted by the caller
         self.counters = counters
@@ -138,6 +165,7 @@ class Ingest:
                 if event.device != where.device:
                     raise Rejected("topic_mismatch",
                                    f"payload device {event.device!r} != topic {where.device!r}")
+                self.bounds.check(event, self.progress.get(event.src), now)
             except Rejected as exc:
                 self._reject(effects, topic, payload, exc, now)
                 continue
@@ -193,9 +221,12 @@ class Ingest:
         if self.limiter.allow((env.src or "?", exc.reason), now):
             log.warning("event_rejected", src=env.src, topic=topic[:200], reason=exc.reason,
                         detail=exc.detail[:300])
-        if env.src is not None and env.seq is not None:
+        if env.src is not None and env.seq is not None and exc.reason not in _UNTRUSTED:
             # Counts as processed, so the collector stops resending it: but only in
-            # order, as any other event, so that nothing before it is skipped.
+            # order, as any other event, so that nothing before it is skipped. An
+            # event outside the bounds never does: it would let anyone who can publish
+            # use up a real source's next seq (that source's real event would then be
+            # a duplicate); a real source with a wrong clock stalls instead, loudly.
             decision = admit(self.progress.get(env.src), env.seq, None)
             if decision.verdict is Verdict.APPLY:
                 self._advance(effects, env.src, env.seq)

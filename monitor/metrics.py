@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import typing
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -20,6 +20,7 @@ from prometheus_client.registry import Collector
 
 from monitor.config import DEFAULT_GRACE, DEFAULT_OFFICE_HOURS, Config
 from monitor.events import RejectReason
+from monitor.fields import at_time
 from monitor.officehours import ALWAYS, OpenPeriods, Schedule, classify_silence
 from monitor.state import DeviceStatus, State
 
@@ -119,9 +120,9 @@ class DeviceClassifier:
         if status.state in ("down", "unreachable", "auth_error"):
             return status.state
         every = status.interval or DEFAULT_INTERVAL
-        last = datetime.fromtimestamp(status.last_seen, UTC) if status.last_seen else None
+        last = at_time(status.last_seen) if status.last_seen else None
         if status.state in ("offline", "stopping"):
-            last = datetime.fromtimestamp(status.state_since or 0.0, UTC)
+            last = at_time(status.state_since or 0.0)
             every = 0.0
         if device_class != "pc":
             return classify_silence(device_class, last, self.now,
@@ -187,7 +188,7 @@ class StateCollector(Collector):
             "1 for the device's status: up, down, off (a PC outside office hours or in "
             "its grace period), unreachable or auth_error", labels=[*_DEVICE_LABELS, "status"])
         labels_of: dict[str, list[str]] = {}
-        classify = DeviceClassifier(self.config, datetime.fromtimestamp(self.clock(), UTC))
+        classify = DeviceClassifier(self.config, at_time(self.clock()))
         for device, status in self.state.devices.items():
             labels = self.device_labels(device, status.location, status.municipality)
             labels_of[device] = labels

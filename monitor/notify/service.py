@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
 import aiohttp
@@ -26,7 +25,7 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from monitor.config import Config
-from monitor.fields import parse_duration
+from monitor.fields import at_time, parse_duration
 from monitor.notify.dispatch import Dispatcher, Flush, Route, SentLog, build_routes
 from monitor.notify.escalation import Chain, Escalator, Page
 from monitor.notify.links import ack_url
@@ -256,8 +255,8 @@ class NotifyService:
             if address:
                 recipients = [address]
         for view, alert in zip([*views, *done], [*firing, *resolved], strict=True):
-            view["starts_at"] = datetime.fromtimestamp(alert.active_since, UTC).isoformat()
-            view["ends_at"] = (datetime.fromtimestamp(alert.resolved_at, UTC).isoformat()
+            view["starts_at"] = at_time(alert.active_since).isoformat()
+            view["ends_at"] = (at_time(alert.resolved_at).isoformat()
                                if alert.resolved_at else None)
         message = Message(
             receiver=receiver_id,

@@ -8,13 +8,13 @@ group's), ``count`` and ``external_url``.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 from jinja2 import StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
+from monitor.fields import at_time
 from monitor.rules.alerts import Alert
 
 __all__ = ["DEFAULTS", "alert_view", "render"]
@@ -86,7 +86,7 @@ DEFAULTS: Final[dict[str, dict[str, str]]] = {
 def _local(ts: float | None) -> str:
     if ts is None:
         return ""
-    return datetime.fromtimestamp(ts, OSLO).strftime("%d.%m.%Y %H:%M")
+    return at_time(ts).astimezone(OSLO).strftime("%d.%m.%Y %H:%M")
 
 
 def alert_view(alert: Alert, external_url: str, site_names: dict[str, str],

@@ -19,9 +19,9 @@ import itertools
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Final
 
+from monitor.fields import at_time
 from monitor.rules.alerts import Alert, Transition, fingerprint
 from monitor.rules.inventory import DeviceInfo, Inventory
 from monitor.rules.model import Rule
@@ -201,7 +201,7 @@ class Lifecycle:
             "municipality": alert.labels.get("municipality", ""),
             "location": alert.labels.get("location", ""), "value": alert.value,
             "labels": alert.labels, "behind": alert.behind,
-            "since": datetime.fromtimestamp(alert.active_since, UTC).isoformat(),
+            "since": at_time(alert.active_since).isoformat(),
             "alertname": alert.rule, "severity": alert.severity,
             "threshold": rule.spec.value,
         }

@@ -23,7 +23,6 @@ import typing
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
@@ -31,6 +30,7 @@ import jinja2
 from aiohttp import web
 
 from monitor.config import ApiUser, Config, Device, Site
+from monitor.fields import at_time
 from monitor.metrics import DeviceClassifier
 from monitor.rules.model import Severity
 from monitor.rules.service import RulesService
@@ -88,7 +88,7 @@ class _SiteRow:
 def _local(ts: float | None) -> str:
     if not ts:
         return "–"
-    return datetime.fromtimestamp(ts, UTC).astimezone(OSLO).strftime("%d.%m %H:%M:%S")
+    return at_time(ts).astimezone(OSLO).strftime("%d.%m %H:%M:%S")
 
 
 def _ago(ts: float | None, now: float) -> str:
@@ -123,7 +123,7 @@ class Console:
 
     def rows(self, user: ApiUser | None, now: float) -> list[DeviceRow]:
         """Every configured device ``user`` may see, with its status now."""
-        classify = DeviceClassifier(self.config, datetime.fromtimestamp(now, UTC))
+        classify = DeviceClassifier(self.config, at_time(now))
         by_device = Counter(a.labels.get("device") for a in self._open_alerts(user)
                             if a.state == "firing")
         out = []
@@ -171,7 +171,7 @@ class Console:
         if device is None or not Auth.sees(user, self.config.municipality_of(device_id)):
             return problem(404, "no such device")
         now = self.clock()
-        classify = DeviceClassifier(self.config, datetime.fromtimestamp(now, UTC))
+        classify = DeviceClassifier(self.config, at_time(now))
         status = self.state.devices.get(device_id)
         row = DeviceRow(device, self.config.municipality_of(device_id),
                         self.config.location_of(device_id),

@@ -8,9 +8,10 @@ them and during the grace after opening).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Final
 
+from monitor.fields import at_time
 from monitor.officehours import ALWAYS, classify_silence
 from monitor.rules.kinds import Context, LabelKey, RuleKind
 from monitor.yamlmodel import FieldError
@@ -83,7 +84,7 @@ class Absence(RuleKind):
         hours, grace = (self.ctx.hours_for(device_id) if info.device_class == "pc"
                         else (ALWAYS, 0.0))
         verdict = classify_silence(
-            info.device_class, datetime.fromtimestamp(reference, UTC),
-            datetime.fromtimestamp(now, UTC), expected_every=timedelta(seconds=expected),
+            info.device_class, at_time(reference),
+            at_time(now), expected_every=timedelta(seconds=expected),
             hours=hours, grace=timedelta(seconds=grace))
         return verdict == "down", now - reference
