@@ -113,7 +113,7 @@ async def start_engine(config: Config, location: str, *, http_port: int | None =
 async def _assemble(config: Config, location: str, broker: Broker, password: str | None,
                     listener: socket.socket, store: Store, lock: StoreLock,
                     v5: bool) -> EngineApp:
-    state = State()
+    state = State(max_series_per_device=config.engine.max_series_per_device)
     for row in await store.load_devices():
         known = config.devices.get(row.device)
         status = DeviceStatus(

@@ -285,6 +285,8 @@ class EngineSettings:
     max_clock_skew: Positive = 300.0
     max_event_age: Positive = 8 * 24 * 3600.0
     max_seq_jump: PositiveInt = 1_000_000_000
+    # series one device may create (a 1,000-port chassis has about 15,000)
+    max_series_per_device: PositiveInt = 20_000
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from typing import Annotated, Final, Literal
 import msgspec
 
 __all__ = [
+    "DEVICE_LABELS",
     "MAX_PAYLOAD_BYTES",
     "SCHEMA_VERSION",
     "STREAMS",
@@ -69,6 +70,9 @@ Name = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
 # (bench/bench_decode.py).
 LooseName = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 ShortText = Annotated[str, msgspec.Meta(max_length=1024)]
+# Labels the engine puts on every device series; a sample may not bring its own (a
+# duplicate label makes Prometheus refuse the whole scrape), nor a "__" name.
+DEVICE_LABELS: Final = ("location", "municipality", "site", "device", "class")
 Stream = Literal["metrics", "state", "trap", "check", "heartbeat"]
 STREAMS: Final[tuple[str, ...]] = ("metrics", "state", "trap", "check", "heartbeat")
 
@@ -180,6 +184,9 @@ class MetricsEvent(_Base, frozen=True, kw_only=True):
                 if key not in known and not valid(key):
                     raise ValueError(f"$.samples[{i}].labels key {key[:60]!r} does not match "
                                      f"{NAME_PATTERN}")
+                if key in DEVICE_LABELS or key.startswith("__"):
+                    raise ValueError(f"$.samples[{i}].labels key {key!r} is reserved: the "
+                                     "engine adds it")
 
 
 DeviceStateName = Literal[

@@ -19,7 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from monitor.config import DEFAULT_GRACE, DEFAULT_OFFICE_HOURS, Config
-from monitor.events import RejectReason
+from monitor.events import DEVICE_LABELS, RejectReason
 from monitor.fields import at_time
 from monitor.officehours import ALWAYS, OpenPeriods, Schedule, classify_silence
 from monitor.state import DeviceStatus, State
@@ -96,7 +96,7 @@ class EngineMetrics:
         self.skipped_total.inc(count)
 
 
-_DEVICE_LABELS: Final = ["location", "municipality", "site", "device", "class"]
+_DEVICE_LABELS: Final = list(DEVICE_LABELS)
 SILENT_AFTER_INTERVALS: Final = 3.0
 DEFAULT_INTERVAL: Final = 60.0
 
@@ -187,6 +187,10 @@ class StateCollector(Collector):
             "driftsvakt_device_status",
             "1 for the device's status: up, down, off (a PC outside office hours or in "
             "its grace period), unreachable or auth_error", labels=[*_DEVICE_LABELS, "status"])
+        refused = CounterMetricFamily(
+            "driftsvakt_device_series_refused",
+            "New series a device sent past engine.max_series_per_device, refused",
+            labels=_DEVICE_LABELS)
         labels_of: dict[str, list[str]] = {}
         classify = DeviceClassifier(self.config, at_time(self.clock()))
         for device, status in self.state.devices.items():
@@ -199,9 +203,13 @@ class StateCollector(Collector):
                 up.add_metric(labels, 1.0)
             elif current != "off":
                 up.add_metric(labels, 0.0)
+        for device, count in self.state.series_refused.items():
+            if device in labels_of:
+                refused.add_metric(labels_of[device], float(count))
         yield up
         yield seen
         yield verdict
+        yield refused
         yield from self._checks(labels_of)
         component = GaugeMetricFamily(
             "driftsvakt_component_up", "1 while a collector or engine reports itself online",

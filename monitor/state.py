@@ -57,6 +57,11 @@ class State:
     component_since: dict[tuple[str, str, str], float] = field(default_factory=dict)
     checks: dict[tuple[str, str], CheckEvent] = field(default_factory=dict)
     traps_total: int = 0
+    # One device may not grow the engine without bound: series past this many are
+    # refused, and counted per device (engine.max_series_per_device).
+    max_series_per_device: int = 20_000
+    series_per_device: dict[str, int] = field(default_factory=dict)
+    series_refused: dict[str, int] = field(default_factory=dict)
 
     def apply(self, topic: DeviceTopic, event: Event) -> DeviceStatus:
         """Apply one admitted event; return the device's status after it."""
@@ -78,7 +83,8 @@ class State:
                     key = (device, sample.name, tuple(sorted(labels.items())))
                 current = series.get(key)
                 if current is None:
-                    series[key] = SeriesValue(sample.value, ts, sample.kind)
+                    if self._room_for_series(device):
+                        series[key] = SeriesValue(sample.value, ts, sample.kind)
                 elif ts >= current.ts:
                     current.value = sample.value
                     current.ts = ts
@@ -101,6 +107,14 @@ class State:
         elif isinstance(event, TrapEvent):
             self.traps_total += 1
         return status
+
+    def _room_for_series(self, device: str) -> bool:
+        count = self.series_per_device.get(device, 0)
+        if count >= self.max_series_per_device:
+            self.series_refused[device] = self.series_refused.get(device, 0) + 1
+            return False
+        self.series_per_device[device] = count + 1
+        return True
 
     def apply_component(self, location: str, component: str, instance: str,
                         status: ComponentStatus) -> None:

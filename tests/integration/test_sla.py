@@ -89,8 +89,9 @@ def estate(tmp: Path, broker_port: int, http_port: int) -> Path:
                     "target": "http://127.0.0.1:9/fag", "interval": GRID}],
         "services": services,
         "brokers": [{"location": "alta", "host": "127.0.0.1", "port": broker_port}],
+        # a month replayed in seconds: older than any live outbox would hold
         "engine": {"http_host": "127.0.0.1", "http_port": http_port,
-                   "store": str(tmp / "engine-{location}.db")},
+                   "store": str(tmp / "engine-{location}.db"), "max_event_age": 90 * 86400},
         "outbox": {"directory": str(tmp / "outbox"), "ack_timeout": 2.0},
         "users": [
             {"id": "kari", "role": "admin", "token": {"env": "SLA_TOKEN_KARI"}},

@@ -63,3 +63,24 @@ def test_device_status(config: Config, device: str, cls: str, status: DeviceStat
     """Each case: the status the scrape reports for the device at that instant."""
     classify = DeviceClassifier(config, datetime(*now, tzinfo=OSLO))  # type: ignore[arg-type,misc]
     assert want == classify(device, cls, status)
+
+
+def test_series_past_the_cap_are_refused_and_counted_per_device() -> None:
+    """Cap 3: a device's first three series are kept and updated; the next five new
+    ones are refused and counted for that device only; another device has its own."""
+    from monitor.events import DeviceTopic, MetricsEvent, Sample
+    from monitor.state import State
+
+    state = State(max_series_per_device=3)
+    topic = DeviceTopic("alta", "loppa", "sw1", "metrics")
+    for seq, names in enumerate((["a", "b"], ["a", "c", "d", "e"], ["b", "f", "g", "h"]), 1):
+        state.apply(topic, MetricsEvent(v=1, ts=float(seq), src="s", seq=seq, device="sw1",
+                                        samples=[Sample(name=n, value=float(seq))
+                                                 for n in names]))
+    other = DeviceTopic("alta", "loppa", "sw2", "metrics")
+    state.apply(other, MetricsEvent(v=1, ts=1.0, src="s", seq=4, device="sw2",
+                                    samples=[Sample(name="z", value=1.0)]))
+    kept = {(device, name): v.value for (device, name, _), v in state.series.items()}
+    assert {("sw1", "a"): 2.0, ("sw1", "b"): 3.0, ("sw1", "c"): 2.0,
+            ("sw2", "z"): 1.0} == kept
+    assert {"sw1": 5} == state.series_refused

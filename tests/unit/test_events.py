@@ -142,3 +142,16 @@ def test_arbitrary_json_only_reject(stream: str, value: object, base: str, key: 
         except Rejected:
             continue
         assert event == decode_event(stream, encode(event))
+
+
+@pytest.mark.parametrize("label", ["device", "location", "municipality", "site", "class",
+                                   "__name__", "__x"])
+def test_a_reserved_label_is_refused_at_decode(label: str) -> None:
+    """The engine adds these to every device series: a sample bringing its own would
+    make Prometheus refuse the whole scrape."""
+    payload = json.dumps({**COMMON, "samples": [
+        {"name": "x", "value": 1.0, "labels": {label: "spoof"}}]}).encode()
+    with pytest.raises(Rejected) as caught:
+        decode_event("metrics", payload)
+    assert "invalid" == caught.value.reason
+    assert f"labels key {label!r} is reserved" in caught.value.detail
