@@ -172,6 +172,7 @@ class SimulatedDevice:
             on_battery = battery is not None and now - battery < 300
             seconds = int(now - battery) if on_battery and battery is not None else 0
             rows += [
+                ((*UPS, 2, 1, 0), INTEGER, 2),  # upsBatteryStatus: normal
                 ((*UPS, 2, 2, 0), INTEGER, seconds),
                 ((*UPS, 2, 3, 0), INTEGER, max(5, 30 - seconds // 10)),
                 ((*UPS, 2, 4, 0), INTEGER, max(10, 100 - seconds // 6)),

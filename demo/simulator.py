@@ -207,6 +207,8 @@ class Simulator:
         if cls == "ups":
             return [  # as the SNMP poller's ups_mib module names them; 3 = normal
                 Sample(name="ups_output_source", value=3.0),
+                Sample(name="ups_on_battery", value=0.0),
+                Sample(name="ups_battery_status", value=2.0),  # normal
                 Sample(name="ups_seconds_on_battery", value=0.0),
                 Sample(name="ups_estimated_charge_remaining_percent", value=100.0),
                 Sample(name="ups_estimated_minutes_remaining",

@@ -37,6 +37,20 @@ class Scalar:
     oid: Oid
     kind: Kind = "gauge"
     scale: float = 1.0
+    # raw values outside [min, max] mean "unknown" (UPS-MIB's -1): no sample is sent
+    min: float | None = None
+    max: float | None = None
+    # an enumeration read as numbers: raw value -> sample value; unlisted: no sample
+    map: dict[int, float] | None = None
+
+    def sample_value(self, raw: float) -> float | None:
+        """The value to send for ``raw``, or None when the device says it does not know."""
+        if self.map is not None:
+            return self.map.get(int(raw)) if raw == int(raw) else None
+        if (self.min is not None and raw < self.min) or (self.max is not None and
+                                                          raw > self.max):
+            return None
+        return raw * self.scale
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +59,8 @@ class Column:
     oid: Oid
     kind: Kind = "gauge"
     scale: float = 1.0
+    min: float | None = None
+    max: float | None = None
     fallback: Oid | None = None     # walked when the device has no row in ``oid``
     fallback_kind: Kind = "gauge"
 

@@ -66,8 +66,9 @@ def samples_from(modules: list[Module], scalars: dict[str, Value],
         for scalar in module.scalars:
             value = scalars.get(scalar.oid)
             if value is not None and value.number is not None:
-                samples.append(Sample(name=scalar.name, value=value.number * scalar.scale,
-                                      kind=scalar.kind))
+                number = scalar.sample_value(value.number)
+                if number is not None:
+                    samples.append(Sample(name=scalar.name, value=number, kind=scalar.kind))
         if module.info is not None:
             labels = {k: scalars[o].text[:1024] for k, o in module.info.labels.items()
                       if o in scalars}
@@ -87,8 +88,9 @@ def _table_samples(table: Table, columns: dict[str, dict[str, Value]]) -> list[S
         if not rows and column.fallback:
             rows, kind = columns.get(column.fallback, {}), column.fallback_kind
         for index, value in rows.items():
-            if value.number is None:
-                continue
+            if value.number is None or (column.min is not None and value.number < column.min) \
+                    or (column.max is not None and value.number > column.max):
+                continue  # no value, or the device's way of saying it does not know
             labels = {table.index: index}
             for label, candidates in table.labels.items():
                 for oid in candidates:

@@ -120,11 +120,9 @@ def snmpsim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         proc.wait(10)
 
 
-@pytest.mark.parametrize("name", sorted(DEVICES))
-async def test_poller_publishes_exactly_the_recorded_values(
-        snmpsim: int, name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every sample is the recording's value for its OID, and none is missing."""
-    device_class = DEVICES[name]
+async def _poll(snmpsim: int, name: str, device_class: str, tmp_path: Path,
+                monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """One poll by the real poller of the recording ``name`` served by snmpsim."""
     monkeypatch.setenv("DV_REC_COMMUNITY", name)
     path = tmp_path / "estate.yaml"
     path.write_text(yaml.safe_dump({
@@ -143,7 +141,15 @@ async def test_poller_publishes_exactly_the_recorded_values(
             return 0
 
     poller = SnmpPoller(config, "alta", Discard(), load_modules())
-    samples = await poller.poll(config.devices["dev"])
+    return list(await poller.poll(config.devices["dev"]))
+
+
+@pytest.mark.parametrize("name", sorted(DEVICES))
+async def test_poller_publishes_exactly_the_recorded_values(
+        snmpsim: int, name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every sample is the recording's value for its OID, and none is missing."""
+    device_class = DEVICES[name]
+    samples = await _poll(snmpsim, name, device_class, tmp_path, monkeypatch)
     got = {(s.name, tuple(sorted(s.labels.items())), s.kind): s.value for s in samples}
     want = expected(device_class, parse_snmprec(RECORDINGS / f"{name}.snmprec"))
     assert want, "the recording holds values for the class's modules"
@@ -154,3 +160,40 @@ async def test_poller_publishes_exactly_the_recorded_values(
     if device_class == "switch":
         names = {dict(s.labels).get("ifname") for s in samples if s.name == "if_oper_status"}
         assert None not in names
+
+
+# eaton-93e-80.snmprec, UPS-MIB (1.3.6.1.2.1.33), read by hand from the recording and
+# converted with the units of RFC 1628: 0.1 V DC, 0.1 Hz, 0.1 A RMS.
+EATON_UPS = {
+    "ups_battery_status": 2.0,  # .1.2.1.0 = 2, normal
+    "ups_seconds_on_battery": 0.0,  # .1.2.2.0
+    "ups_estimated_minutes_remaining": 1092.0,  # .1.2.3.0
+    "ups_estimated_charge_remaining_percent": 100.0,  # .1.2.4.0
+    "ups_battery_voltage_volts": 521.0,  # .1.2.5.0 = 5210 x 0.1 V
+    "ups_battery_temperature_celsius": 25.0,  # .1.2.7.0
+    "ups_output_source": 3.0,  # .1.4.1.0 = 3, normal
+    "ups_on_battery": 0.0,
+    "ups_output_frequency_hertz": 49.0,  # .1.4.2.0 = 490 x 0.1 Hz
+}
+EATON_LINES = {  # per line 1, 2, 3
+    "ups_input_frequency_hertz": (50.0, 50.0, 50.0),  # .1.3.3.1.2 = 500
+    "ups_input_voltage_volts": (227.0, 227.0, 233.0),  # .1.3.3.1.3
+    "ups_output_voltage_volts": (220.0, 220.0, 220.0),  # .1.4.4.1.2
+    "ups_output_current_amperes": (27.0, 18.0, 15.0),  # .1.4.4.1.3 = 270, 180, 150
+    "ups_output_power_watts": (5100.0, 3600.0, 2700.0),  # .1.4.4.1.4
+    "ups_output_load_percent": (21.0, 16.0, 12.0),  # .1.4.4.1.5
+}
+
+
+async def test_an_eaton_ups_reads_as_its_recording_says(
+        snmpsim: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Battery, input and output of a three-phase Eaton 93E, in volts, hertz and
+    amperes, against values read from the recording by hand."""
+    samples = await _poll(snmpsim, "eaton-93e-80", "ups", tmp_path, monkeypatch)
+    got = {(s.name, dict(s.labels).get("line")): s.value for s in samples
+           if s.name.startswith("ups_")}
+    want: dict[tuple[str, str | None], float] = {(name, None): value
+                                                 for name, value in EATON_UPS.items()}
+    want.update({(name, str(line)): value for name, values in EATON_LINES.items()
+                 for line, value in enumerate(values, 1)})
+    assert want == got

@@ -43,3 +43,27 @@ def test_samples_use_ifname_and_fall_back_to_32_bit_counters() -> None:
     assert 7.0 == got[("if_in_octets", (("ifindex", "2"), ("ifname", "Vlan10")), "counter32")]
     assert 2.0 == got[("if_oper_status", (("ifindex", "2"), ("ifname", "Vlan10")), "gauge")]
     assert 6 == len(samples)
+
+
+def test_a_ups_that_does_not_know_sends_no_reading() -> None:
+    """UPS-MIB lets a UPS say "unknown": -1 minutes and charge, battery status 1, an
+    output source outside 1..7. None of those becomes a sample (a "battery at -1 %"
+    alert would never clear); what the UPS does know still does."""
+    ups = [load_modules()["ups_mib"]]
+    scalars = {
+        "1.3.6.1.2.1.33.1.2.1.0": n(1, "Integer32"),  # upsBatteryStatus: unknown
+        "1.3.6.1.2.1.33.1.2.2.0": n(0, "Integer32"),
+        "1.3.6.1.2.1.33.1.2.3.0": n(-1, "Integer32"),  # upsEstimatedMinutesRemaining
+        "1.3.6.1.2.1.33.1.2.4.0": n(-1, "Integer32"),  # upsEstimatedChargeRemaining
+        "1.3.6.1.2.1.33.1.2.7.0": n(31, "Integer32"),
+        "1.3.6.1.2.1.33.1.4.1.0": n(0, "Integer32"),  # not a upsOutputSource value
+    }
+    got = {s.name: s.value for s in samples_from(ups, scalars, {})}
+    assert {"ups_seconds_on_battery": 0.0, "ups_battery_temperature_celsius": 31.0} == got
+
+
+def test_output_on_battery_is_read_from_the_output_source() -> None:
+    ups = [load_modules()["ups_mib"]]
+    got = {s.name: s.value for s in samples_from(
+        ups, {"1.3.6.1.2.1.33.1.4.1.0": n(5, "Integer32")}, {})}
+    assert {"ups_output_source": 5.0, "ups_on_battery": 1.0} == got
