@@ -11,6 +11,7 @@ grafana-foundation-sdk) would add a dependency for what is here a few helpers.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -103,8 +104,30 @@ def table(title: str, expr: str, unit: str = "short") -> dict[str, Any]:
                                   "instance": True}}}]}
 
 
+# Both engines export every device and component (hot standby), told apart only by
+# the scrape's engine (and, for devices, instance) label: every series is taken once,
+# the highest of the engines' values, so a panel reads the same with one engine or two
+# and has no gap when either is down. The engines' own health stays per engine.
+_SERIES = re.compile(r"(driftsvakt_[a-z0-9_]+)(\{[^}]*\})?")
+
+
+def once(expr: str) -> str:
+    """``expr`` with each driftsvakt series deduplicated across the engines."""
+    def wrap(found: re.Match[str]) -> str:
+        name = found.group(1)
+        if name.endswith("_bucket"):
+            return found.group(0)
+        labels = "engine" if name == "driftsvakt_component_up" else "engine, instance"
+        return f"max without ({labels}) ({found.group(0)})"
+    return _SERIES.sub(wrap, expr)
+
+
 def dashboard(uid: str, title: str, tags: list[str], panels: Panels,
               variables_: list[dict[str, Any]]) -> dict[str, Any]:
+    if uid != "driftsvakt-health":
+        for panel in panels.items:
+            for query in panel.get("targets", []):
+                query["expr"] = once(query["expr"])
     return {"uid": uid, "title": title, "tags": ["driftsvakt", *tags], "timezone": "browser",
             "schemaVersion": 39, "version": 1, "editable": False, "refresh": "30s",
             "time": {"from": "now-6h", "to": "now"}, "panels": panels.items,
@@ -224,7 +247,8 @@ def health() -> dict[str, Any]:
          "{{engine}} tidsavbrudd/s"),
         ("sum by (engine) (driftsvakt_snmp_devices_in_backoff)", "{{engine}} i tilbaketrekk")]),
         12, 8)
-    p.add(table("Komponenter", "driftsvakt_component_up"), 12, 8)
+    # a component once, whichever engine sees it; "location" is each engine's own view
+    p.add(table("Komponenter", once('driftsvakt_component_up{component!="location"}')), 12, 8)
     p.add(stat("Varsler i kø", "sum(driftsvakt_notification_outbox_messages)",
                color="orange"), 6, 8)
     p.add(stat("Regelfiler avvist",
