@@ -14,6 +14,8 @@ command -v snmpd >/dev/null 2>&1 || [ -x /usr/sbin/snmpd ] || need_apt+=(snmpd)
 command -v snmpbulkwalk >/dev/null 2>&1 || need_apt+=(snmp)
 # promtool tests deploy/prometheus; a real Prometheus scrapes an engine in the tests
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+# a real Alertmanager receives the engine's alerts in the tests
+command -v prometheus-alertmanager >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager)
 # headless Chromium renders the SLA portal and prints the report to PDF in the tests
 case ",$extras," in
   *,test,*) command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
@@ -27,7 +29,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
       "${need_apt[@]}" >/dev/null
     # The packages start a system broker and agent; driftsvakt starts its own.
-    if command -v systemctl >/dev/null 2>&1; then systemctl disable --now mosquitto snmpd prometheus \
+    if command -v systemctl >/dev/null 2>&1; then systemctl disable --now mosquitto snmpd prometheus prometheus-alertmanager \
       >/dev/null 2>&1 || true; fi
   else
     echo "setup: ${need_apt[*]} missing and not root: install it, or the demo uses amqtt" >&2

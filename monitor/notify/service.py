@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from monitor.config import Config
 from monitor.fields import at_time, parse_duration
-from monitor.notify.dispatch import Dispatcher, Flush, Route, SentLog, build_routes
+from monitor.notify.dispatch import Dispatcher, Flush, Route, SentLog, build_routes, notifiable
 from monitor.notify.escalation import Chain, Escalator, Page
 from monitor.notify.links import ack_url
 from monitor.notify.oncall import OnCall
@@ -123,6 +123,7 @@ class NotifyService:
         self.state = state
         self.started = time.time()
         self.covering: set[str] | None = None if location is None else {location}
+        self._am_told: dict[str, float] = {}  # group -> when an Alertmanager last heard it
 
     @classmethod
     async def start(cls, config: Config, store: Store, rules: AlertSource,
@@ -194,6 +195,30 @@ class NotifyService:
 
     # -- making messages ---------------------------------------------------------------
 
+    def _alertmanager_resends(self, now: float) -> list[tuple[str, str, bytes]]:
+        """What an Alertmanager receiver was last told is firing, told again every
+        ``resend``: its endsAt moves on, so Alertmanager does not resolve it by time."""
+        assert self.dispatcher is not None
+        out = []
+        for group in self.dispatcher.groups.values():
+            receiver = self.receivers.get(group.route.receiver or "")
+            if receiver is None or receiver.alertmanager is None:
+                continue
+            every = parse_duration(receiver.alertmanager.resend)
+            last = self.dispatcher.sent.get(group.key)
+            if last is None or not last.firing or now - self._am_told.get(
+                    group.key, last.at) < every:
+                continue
+            firing = tuple(a for a in group.alerts.values()
+                           if notifiable(a) and a.fingerprint in last.firing)
+            if firing:
+                self._am_told[group.key] = now
+                out.append(self._message(Flush(group.key, group.route, group.labels, firing,
+                                               (), now), receiver.id, None, now))
+        for gone in self._am_told.keys() - self.dispatcher.groups.keys():
+            del self._am_told[gone]
+        return out
+
     async def tick(self, now: float) -> int:
         """Flush due groups and escalations into the outbox; return messages queued."""
         if self.dispatcher is None:
@@ -211,6 +236,7 @@ class NotifyService:
                        for a in found)
 
         messages += self._pages(self.escalator.tick(now, acknowledged), now)
+        messages += self._alertmanager_resends(now)
         chains = {k: _ENCODER.encode(c) for k, c in self.escalator.chains.items()}
         if messages or self._nflog_dirty:
             await self.store.enqueue_notifications(messages, self._nflog_dirty, chains)
@@ -254,10 +280,12 @@ class NotifyService:
             address = CHANNELS[receiver.kind].address_of(who) if who is not None else None
             if address:
                 recipients = [address]
+        am = receiver.alertmanager
+        holds = at_time(now + 4 * parse_duration(am.resend)).isoformat() if am else None
         for view, alert in zip([*views, *done], [*firing, *resolved], strict=True):
             view["starts_at"] = at_time(alert.active_since).isoformat()
             view["ends_at"] = (at_time(alert.resolved_at).isoformat()
-                               if alert.resolved_at else None)
+                               if alert.resolved_at else holds)
         message = Message(
             receiver=receiver_id,
             subject=self._render(receiver_id, receiver.subject, templates["subject"], context),

@@ -120,6 +120,11 @@ class AlertmanagerSettings:
 
     urls: list[str]
     timeout: float = 10.0
+    # Alertmanager resolves an alert it has not heard of by its endsAt: every firing
+    # alert is sent again this often, with endsAt four times this far ahead (as
+    # Prometheus does), so it stays firing while it fires, and ends soon after a
+    # takeover or a crash stops the resends.
+    resend: Duration = "1m"
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,10 +16,13 @@ import email
 import email.policy
 import json
 import logging
+import shutil
 import ssl
+import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +45,7 @@ from monitor.state import State
 from monitor.store.db import Store
 from monitor.web.notify import NotifyRoutes
 from tests.estate import DEVICES, write_estate
-from tests.servers import free_port
+from tests.servers import free_port, wait_port
 
 pytestmark = pytest.mark.integration
 
@@ -246,7 +249,9 @@ async def test_every_receiver_gets_the_right_message(tmp_path: Path, ca: trustme
         (am_alert,) = by_path["/api/v2/alerts"]
         assert ("SwitchDown", "loppa-sw1") == (am_alert["labels"]["alertname"],
                                                am_alert["labels"]["device"])
-        assert "endsAt" not in am_alert
+        # endsAt four resends (4 x 1 min) ahead: Alertmanager keeps it firing while resent
+        ends = datetime.fromisoformat(am_alert["endsAt"]).timestamp()
+        assert 235 < ends - time.time() <= 240
         # resolved: one more message each, saying so
         await rig.down(DEVICES[0], "up")
         await _wait(lambda: len(mailbox.messages) == 2 and len(http.received) == 8, 15)
@@ -536,3 +541,70 @@ async def test_an_escalation_continues_across_a_restart(
         assert 2 == len(http.received)
     finally:
         await again.stop()
+
+
+class Alertmanager:
+    """A real Alertmanager (Debian's prometheus-alertmanager) on 127.0.0.1, alone."""
+
+    def __init__(self, workdir: Path) -> None:
+        binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+        if binary is None:
+            raise RuntimeError("prometheus-alertmanager is not installed (the test "
+                               "command installs it)")
+        workdir.mkdir(parents=True, exist_ok=True)
+        config = workdir / "alertmanager.yml"
+        # resolve_timeout is what bit before: alerts without endsAt ended after it
+        config.write_text("global: {resolve_timeout: 5s}\n"
+                          "route: {receiver: nobody}\nreceivers: [{name: nobody}]\n",
+                          encoding="utf-8")
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [binary, f"--config.file={config}", f"--storage.path={workdir / 'data'}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address="],
+            stdout=subprocess.DEVNULL, stderr=open(workdir / "am.log", "wb"))  # noqa: SIM115
+        wait_port(self.port, timeout=30)
+
+    async def alerts(self) -> list[dict[str, Any]]:
+        async with aiohttp.ClientSession() as session, session.get(
+                f"http://127.0.0.1:{self.port}/api/v2/alerts") as resp:
+            return list(await resp.json())
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+async def test_a_real_alertmanager_keeps_a_firing_alert_firing_and_ends_it_on_resolve(
+        tmp_path: Path, ca: trustme.CA) -> None:
+    """Alertmanager 0.25 with resolve_timeout 5 s: an alert still down 20 s later is
+    still active there (its endsAt moved on with each resend); resolved, it ends."""
+    am = Alertmanager(tmp_path / "am")
+    rig = Rig(tmp_path, {
+        "receivers": [{"id": "am", "alertmanager": {
+            "urls": [f"http://127.0.0.1:{am.port}"], "resend": "2s"}}],
+        "route": {"receiver": "am", "group_wait": "0s", "group_interval": "1s"}}, ca)
+    await rig.start()
+    try:
+        await rig.down(DEVICES[0])
+
+        async def active() -> list[dict[str, Any]]:
+            return [a for a in await am.alerts() if a["status"]["state"] == "active"]
+
+        deadline = time.monotonic() + 15
+        while not await active():
+            assert time.monotonic() < deadline, "the alert did not reach Alertmanager"
+            await asyncio.sleep(0.2)
+        first = datetime.fromisoformat((await active())[0]["endsAt"]).timestamp()
+        await asyncio.sleep(20)  # four times resolve_timeout, twice the first endsAt
+        (still,) = await active()
+        assert ("SwitchDown", DEVICES[0]) == (still["labels"]["alertname"],
+                                              still["labels"]["device"])
+        assert datetime.fromisoformat(still["endsAt"]).timestamp() > first + 15
+        await rig.down(DEVICES[0], "up")
+        deadline = time.monotonic() + 15
+        while await active():
+            assert time.monotonic() < deadline, "the resolved alert stayed active"
+            await asyncio.sleep(0.2)
+    finally:
+        await rig.stop()
+        am.stop()
