@@ -15,7 +15,6 @@ A poll that overruns its interval is counted and the missed turn skipped.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import random
 import time
@@ -41,6 +40,10 @@ log = structlog.get_logger(__name__)
 
 DEFAULT_INTERVAL: Final = 60.0
 MAX_BACKOFF_INTERVALS: Final = 4
+# A silent device is polled less often (its timeouts hold a slot for long), but never
+# less than every 90 s: any change of it is then seen within the shortest `for:` of the
+# shipped rules (DeviceDown, 2 min), and a device's recovery is not reported minutes late.
+MAX_BACKOFF_SECONDS: Final = 90.0
 
 
 @dataclass
@@ -49,6 +52,7 @@ class PollerStats:
     errors: Counter[str] = field(default_factory=Counter)
     overruns: int = 0
     varbinds: int = 0
+    rechecks: int = 0  # devices polled early because their parent answered again
     # the latest poll durations (bounded: a poller runs for months)
     durations: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
 
@@ -132,6 +136,13 @@ class SnmpPoller:
         self.sessions = {d.id: self._session(d) for d in self.devices}
         self.state: dict[str, str] = {}
         self.in_backoff: set[str] = set()
+        # When a device answers again, what is behind it is polled at once: it was
+        # reported down while unreachable, and must not stay so after its parent is back.
+        self.children: dict[str, list[str]] = {}
+        for d in self.devices:
+            if d.parent:
+                self.children.setdefault(d.parent, []).append(d.id)
+        self._recheck = {d.id: asyncio.Event() for d in self.devices}
         self.metrics = PollerMetrics(lambda: (self.stats, self.requester.stats,
                                               len(self.in_backoff), self.location))
         self._stop = asyncio.Event()
@@ -195,6 +206,10 @@ class SnmpPoller:
         self.stats.durations.append(elapsed)
         self.metrics.poll_seconds.observe(elapsed)
         previous = self.state.get(device.id)
+        if state == "up" and previous not in (None, "up"):
+            for child in self.children.get(device.id, ()):
+                if self.state.get(child, "up") != "up":
+                    self._recheck[child].set()
         if state and state != previous:
             self.state[device.id] = state
             if state != "up" or previous is not None:
@@ -224,11 +239,20 @@ class SnmpPoller:
         interval = device.interval or DEFAULT_INTERVAL
         next_at = time.monotonic() + self.rng.uniform(0, interval)
         timeouts = 0
+        recheck = self._recheck[device.id]
         while not self._stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), max(0.0, next_at - time.monotonic()))
+            waits = {asyncio.ensure_future(recheck.wait()),
+                     asyncio.ensure_future(self._stop.wait())}
+            await asyncio.wait(waits, timeout=max(0.0, next_at - time.monotonic()),
+                               return_when=asyncio.FIRST_COMPLETED)
+            for waiting in waits:
+                waiting.cancel()
             if self._stop.is_set():
                 return
+            if recheck.is_set():  # its parent answers again: now, and back to the interval
+                recheck.clear()
+                self.stats.rechecks += 1
+                timeouts, next_at = 0, time.monotonic()
             state = await self.poll_and_publish(device)
             timeouts = timeouts + 1 if state == "down" else 0
             factor = min(MAX_BACKOFF_INTERVALS, 2 ** max(0, timeouts - 2))
@@ -236,7 +260,7 @@ class SnmpPoller:
                 self.in_backoff.add(device.id)
             else:
                 self.in_backoff.discard(device.id)
-            next_at += interval * factor
+            next_at += min(interval * factor, max(interval, MAX_BACKOFF_SECONDS))
             if next_at < time.monotonic():
                 missed = int((time.monotonic() - next_at) // interval) + 1
                 self.stats.overruns += missed

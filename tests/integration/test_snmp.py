@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -246,3 +247,50 @@ def test_collect_snmp_serves_its_metrics(tmp_path: Path, snmpd: Snmpd,
             proc.send_signal(signal.SIGTERM)
             _, err = proc.communicate(timeout=15)
         assert 0 == proc.returncode, err.decode()[-2000:]
+
+
+class FirstPollNow(random.Random):
+    """The poller spreads first polls over the interval; here each starts at once."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return a
+
+
+async def test_what_is_behind_a_device_is_polled_at_once_when_it_answers_again(
+        tmp_path: Path, snmpd: Snmpd, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A switch polled every second and a server behind it every 20 s, both down while
+    the agent is stopped. When the switch answers again the server is polled at once,
+    not at its next turn up to 20 s (in the estate up to 90 s) later, when a `for: 2m`
+    could have fired on its stale 'down' as soon as the switch no longer suppressed it."""
+    config = estate(tmp_path, snmpd, monkeypatch, interval=1)
+    path = tmp_path / "estate.yaml"
+    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    doc["devices"][2].update(parent="srv-v2c", interval=20)  # srv-v1 behind srv-v2c
+    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    config = load_config(path)
+    emitter = RecordingEmitter()
+    poller = SnmpPoller(config, "alta", emitter, load_modules(), rng=FirstPollNow())
+    poller.devices = [config.devices["srv-v2c"], config.devices["srv-v1"]]
+
+    def state(device: str, value: str, after: float = 0.0) -> Callable[..., bool]:
+        return lambda e: (e[0] > after and e[1] == device and e[2] == "state"
+                          and e[3]["state"] == value)
+
+    runner = asyncio.create_task(poller.run())
+    try:
+        async with asyncio.timeout(10):
+            await emitter.until(lambda e: e[1] == "srv-v1" and e[2] == "metrics")
+        snmpd.stop()
+        async with asyncio.timeout(40):  # the server's next turn is 20 s after its first
+            await emitter.until(state("srv-v1", "down"))
+        restarted = time.monotonic()
+        snmpd.start()
+        async with asyncio.timeout(15):
+            parent_up = await emitter.until(state("srv-v2c", "up", restarted))
+            child_up = await emitter.until(state("srv-v1", "up", restarted))
+        print(f"\nthe server behind answered {child_up - parent_up:.2f} s after its switch")
+        assert child_up - parent_up < 2.0
+        assert 1 == poller.stats.rechecks
+    finally:
+        poller.stop()
+        await asyncio.wait_for(runner, 10)
