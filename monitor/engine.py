@@ -13,7 +13,9 @@ restart reloads the truth.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
+from collections.abc import Callable
 from typing import Final
 
 import aiomqtt
@@ -39,6 +41,8 @@ log = structlog.get_logger(__name__)
 # (driftsvakt/v1/_sys/{location}/{component}/{instance}) in one filter: a second one for
 # _sys would match those topics twice, and the broker would deliver each status twice.
 TOPICS: Final = "driftsvakt/v1/+/+/+/+"
+# The engines' shared notification log: driftsvakt/v1/_nflog/{location}/{entry}
+NFLOG_PREFIX: Final = "driftsvakt/v1/_nflog/"
 _SYS_DECODER: Final = msgspec.json.Decoder(ComponentStatus)
 VERSION: Final = "0.1.0"
 HEARTBEAT_SECONDS: Final = 5.0  # the peer takes over after three of these are missed
@@ -71,10 +75,21 @@ class Engine:
         self._acks_due: dict[str, int] = {}
         self._acks_wake = asyncio.Event()
         self._acks_sent: dict[str, int] = {}
+        # the notification log shared with the peer engine: ours out, theirs in
+        self._nflog_out: dict[str, bytes] = {}
+        self._nflog_wake = asyncio.Event()
+        self.on_peer_nflog: Callable[[bytes], None] | None = None
 
     def stop(self) -> None:
         """Ask the engine to finish: stop taking messages, flush, acknowledge, say goodbye."""
         self._stop.set()
+
+    def replicate_nflog(self, key: str, payload: bytes) -> None:
+        """Share a notification log entry with the peer (retained, the newest per entry,
+        published when connected: a peer that was away reads it when it is back)."""
+        digest = hashlib.blake2b(key.encode(), digest_size=12).hexdigest()
+        self._nflog_out[f"{NFLOG_PREFIX}{self.location}/{digest}"] = payload
+        self._nflog_wake.set()
 
     def _status(self, status: str) -> bytes:
         return encode(ComponentStatus(status=status, ts=time.time(),  # type: ignore[arg-type]
@@ -123,7 +138,7 @@ class Engine:
         # stored before anything it applied is acknowledged, or its failure stops us.
         await self.store.settled()
         await client.publish_checked(status_topic, self._status("online"), retain=True)
-        result = await client.subscribe([(TOPICS, 1)])
+        result = await client.subscribe([(TOPICS, 1), (NFLOG_PREFIX + "#", 1)])
         codes = [getattr(c, "value", c) for c in (result or [])]
         if any(isinstance(c, int) and c >= 0x80 for c in codes):
             raise aiomqtt.MqttError(f"subscription refused: {codes}")
@@ -139,9 +154,11 @@ class Engine:
             acks = tg.create_task(self._ack_loop(client), name="ack-publisher")
             beats = tg.create_task(self._heartbeat_loop(client, status_topic),
                                    name="engine-heartbeat")
+            nflog = tg.create_task(self._nflog_loop(client), name="engine-nflog")
             await self._receive_loop(client)
             # Stopping: everything applied is acknowledged before we say goodbye.
             beats.cancel()
+            nflog.cancel()
             self._acks_wake.set()
             await self._flush_acks(client)
             acks.cancel()
@@ -186,6 +203,10 @@ class Engine:
             payload = message.payload if isinstance(message.payload, bytes) else b""
             if topic.startswith("driftsvakt/v1/_sys/"):
                 self._apply_sys(topic, payload, now, bool(message.retain))
+            elif topic.startswith(NFLOG_PREFIX):
+                if self.on_peer_nflog is not None and \
+                        not topic.startswith(f"{NFLOG_PREFIX}{self.location}/"):
+                    self.on_peer_nflog(payload)
             else:
                 device_messages.append((topic, payload))
         for location in {t.split("/", 3)[2] for t, _ in device_messages if t.count("/") > 2}:
@@ -247,6 +268,17 @@ class Engine:
             alerts = self.rules.changes()
             if alerts:
                 await self.store.commit_alerts(alerts)
+
+    async def _nflog_loop(self, client: MqttClient) -> None:
+        self._nflog_wake.set()  # a new session: send what waited while we were away
+        while True:
+            await self._nflog_wake.wait()
+            self._nflog_wake.clear()
+            while self._nflog_out:
+                topic, payload = next(iter(self._nflog_out.items()))
+                await client.publish_checked(topic, payload, retain=True)
+                if self._nflog_out.get(topic) is payload:  # not replaced meanwhile
+                    del self._nflog_out[topic]
 
     async def _heartbeat_loop(self, client: MqttClient, status_topic: str) -> None:
         """``online`` every HEARTBEAT_SECONDS: the peer's proof that we are alive, which

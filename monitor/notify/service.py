@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Final, Protocol
 
 import aiohttp
@@ -53,6 +53,18 @@ class _SentLogBody(msgspec.Struct):
     firing: list[str]
     resolved: list[str]
     at: float
+
+
+class PeerLogEntry(msgspec.Struct, forbid_unknown_fields=True):
+    """A notification log entry as the engines share it (``driftsvakt/v1/_nflog/``)."""
+
+    key: str
+    firing: list[str]
+    resolved: list[str]
+    at: float
+
+
+_PEER_ENTRY: Final = msgspec.json.Decoder(PeerLogEntry)
 
 
 class NotifyMetrics:
@@ -113,6 +125,12 @@ class NotifyService:
         self.ack_secret = secret.encode() if secret else None
         self.ack_ttl = parse_duration(settings.ack_link_ttl)
         self._nflog_dirty: dict[str, bytes] = {}
+        # One notification log for both locations: what this engine sent is handed to
+        # ``replicate`` once stored (the engine publishes it to its peer), and what the
+        # peer sent comes in through apply_peer, so a takeover or a hand-back does not
+        # send again what the other engine already sent.
+        self.replicate: Callable[[str, bytes], None] | None = None
+        self._sent_here: set[str] = set()
         root = build_routes(settings.route, config.schedules) if settings.route else None
         self.dispatcher = Dispatcher(root, on_sent=self._remember) if root else None
         self._wake = asyncio.Event()
@@ -152,6 +170,24 @@ class NotifyService:
     def _remember(self, key: str, entry: SentLog) -> None:
         self._nflog_dirty[key] = _ENCODER.encode(_SentLogBody(
             sorted(entry.firing), sorted(entry.resolved), entry.at))
+        self._sent_here.add(key)
+
+    def apply_peer(self, payload: bytes) -> None:
+        """The other engine's notification log entry: newer than ours, it is ours."""
+        if self.dispatcher is None or not payload:
+            return
+        try:
+            entry = _PEER_ENTRY.decode(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            log.warning("peer_nflog_rejected", error=str(exc)[:300])
+            return
+        current = self.dispatcher.sent.get(entry.key)
+        if current is not None and current.at >= entry.at:
+            return
+        self.dispatcher.sent[entry.key] = SentLog(frozenset(entry.firing),
+                                                  frozenset(entry.resolved), entry.at)
+        self._nflog_dirty[entry.key] = _ENCODER.encode(_SentLogBody(
+            entry.firing, entry.resolved, entry.at))  # stored, not handed on again
 
     def mine(self, alert: Alert) -> bool:
         return self.covering is None or alert.labels.get("location", self.location) \
@@ -188,10 +224,20 @@ class NotifyService:
             if gained:
                 log.warning("notify_takeover", locations=sorted(gained),
                             why="their engine is offline")
+            lost = self.covering - covering
+            if lost:
+                log.info("notify_handed_back", locations=sorted(lost),
+                         why="their engine is online again")
             self.covering = covering
             for alert in self.rules.current():
                 if alert.labels.get("location") in gained:
                     self.dispatcher.update(alert, now)
+            for key, group in list(self.dispatcher.groups.items()):
+                # handed back: what that engine says now is its own to send; our copies
+                # of its alerts would go stale here and be sent again
+                if group.alerts and all(a.labels.get("location") in lost
+                                        for a in group.alerts.values()):
+                    del self.dispatcher.groups[key]
 
     # -- making messages ---------------------------------------------------------------
 
@@ -240,6 +286,12 @@ class NotifyService:
         chains = {k: _ENCODER.encode(c) for k, c in self.escalator.chains.items()}
         if messages or self._nflog_dirty:
             await self.store.enqueue_notifications(messages, self._nflog_dirty, chains)
+            if self.replicate is not None:
+                for key in self._sent_here & self._nflog_dirty.keys():
+                    body = msgspec.json.decode(self._nflog_dirty[key], type=_SentLogBody)
+                    self.replicate(key, _ENCODER.encode(PeerLogEntry(
+                        key, body.firing, body.resolved, body.at)))
+            self._sent_here.clear()
             self._nflog_dirty = {}
             for key in [k for k, c in self.escalator.chains.items() if c.done]:
                 if key not in self.dispatcher.groups:

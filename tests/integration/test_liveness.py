@@ -116,7 +116,8 @@ def _estate(directory: Path, alta_port: int, hammerfest_port: int, hook: str) ->
     estate["notifications"] = {
         "receivers": [{"id": "hook", "language": "en",
                        "webhook": {"url": {"env": "DV_TEST_HOOK"}}}],
-        "route": {"receiver": "hook", "group_wait": "0s", "group_by": ["alertname", "device"]},
+        "route": {"receiver": "hook", "group_wait": "0s", "group_interval": "1s",
+                  "group_by": ["alertname", "device"]},
     }
     path.write_text(yaml.safe_dump(estate, allow_unicode=True), encoding="utf-8")
     return path
@@ -282,4 +283,52 @@ async def test_a_sigkilled_agent_is_offline_at_the_engine_by_its_will(
         assert 0 == await _component_up(app, key)
     finally:
         _kill(agent)
+        await app.stop()
+
+
+def _resolved(sink: Sink, engine: str, device: str) -> list[float]:
+    return [at for at, path, body in sink.received
+            if path == f"/{engine}" and body["status"] == "resolved"
+            and any(a.get("device") == device for a in body["alerts"])]
+
+
+async def test_a_planned_stop_takeover_and_hand_back_notify_once(
+        tmp_path: Path, locations: Locations, sink: Sink,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hammerfest's engine stopped (SIGTERM, the upgrade procedure) while a Hammerfest
+    alert fires; Alta takes over; Hammerfest comes back; the device recovers. The
+    engines share their notification log: exactly one FIRING and one RESOLVED."""
+    peer = _engine_process(locations.config, "hammerfest", sink, tmp_path / "hammerfest.log")
+    app = await _alta(locations.config, sink, monkeypatch)
+    try:
+        await _hammerfest_alert_firing_at_both(app, locations, sink)
+        peer.send_signal(signal.SIGTERM)
+        assert 0 == peer.wait(timeout=20)
+        await _until(lambda: "hammerfest" in (app.notify.covering or set()), 30,
+                     "alta takes over")
+        await asyncio.sleep(3)  # a duplicate would go out now
+        assert [] == sink.sent("alta", "DeviceDown", HF_DEVICE)
+        peer = _engine_process(locations.config, "hammerfest", sink,
+                               tmp_path / "hammerfest-2.log")
+        await _until(lambda: "hammerfest" not in (app.notify.covering or {"hammerfest"}),
+                     30, "hammerfest covers itself again")
+        up = json.dumps({"v": 1, "ts": time.time(), "src": "probe", "seq": 2, "floor": 1,
+                         "device": HF_DEVICE, "state": "up"}).encode()
+        async with aiomqtt.Client("127.0.0.1", locations.hammerfest.port,
+                                  identifier="probe") as client:
+            await client.publish(f"driftsvakt/v1/hammerfest/loppa/{HF_DEVICE}/state", up,
+                                 qos=1)
+        await _until(lambda: bool(_resolved(sink, "hammerfest", HF_DEVICE)
+                                  or _resolved(sink, "alta", HF_DEVICE)), 30, "resolved")
+        await asyncio.sleep(3)
+        firing = sink.sent("hammerfest", "DeviceDown", HF_DEVICE) + sink.sent(
+            "alta", "DeviceDown", HF_DEVICE)
+        resolved = _resolved(sink, "hammerfest", HF_DEVICE) + _resolved(
+            sink, "alta", HF_DEVICE)
+        senders = sorted({path for _, path, body in sink.received
+                          if body["alerts"][0]["alertname"] == "DeviceDown"})
+        print(f"\nDeviceDown: {len(firing)} firing, {len(resolved)} resolved, by {senders}")
+        assert (1, 1) == (len(firing), len(resolved))
+    finally:
+        _kill(peer)
         await app.stop()
