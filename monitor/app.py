@@ -142,8 +142,9 @@ async def _assemble(config: Config, location: str, broker: Broker, password: str
                     batch_max=config.engine.batch_max, batch_wait=config.engine.batch_wait,
                     rules=rules, ledger=sla.ledger,
                     liveness=Liveness(location, config.locations))
-    notify.replicate = engine.replicate_nflog  # one notification log for both locations
-    engine.on_peer_nflog = notify.apply_peer
+    # one notification log and one set of operator actions for both locations
+    notify.replicate, engine.on_shared["nflog"] = engine.sharer("nflog"), notify.apply_peer
+    rules.replicate, engine.on_shared["ops"] = engine.sharer("ops"), rules.apply_peer
     auth = Auth(config)
     supervisor = Supervisor(registry)
     # Stopped in this order: ingest commits what it took; the rules' last tick writes

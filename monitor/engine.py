@@ -41,8 +41,11 @@ log = structlog.get_logger(__name__)
 # (driftsvakt/v1/_sys/{location}/{component}/{instance}) in one filter: a second one for
 # _sys would match those topics twice, and the broker would deliver each status twice.
 TOPICS: Final = "driftsvakt/v1/+/+/+/+"
-# The engines' shared notification log: driftsvakt/v1/_nflog/{location}/{entry}
-NFLOG_PREFIX: Final = "driftsvakt/v1/_nflog/"
+# What the two engines share, each kind retained per entry under its own topic,
+# driftsvakt/v1/_{kind}/{location}/{entry}: the notification log (nflog) and the
+# operators' actions (ops). Each engine writes its own location's entries.
+SHARED_KINDS: Final = ("nflog", "ops")
+_SHARED_PREFIXES: Final = tuple(f"driftsvakt/v1/_{kind}/" for kind in SHARED_KINDS)
 _SYS_DECODER: Final = msgspec.json.Decoder(ComponentStatus)
 VERSION: Final = "0.1.0"
 HEARTBEAT_SECONDS: Final = 5.0  # the peer takes over after three of these are missed
@@ -75,21 +78,26 @@ class Engine:
         self._acks_due: dict[str, int] = {}
         self._acks_wake = asyncio.Event()
         self._acks_sent: dict[str, int] = {}
-        # the notification log shared with the peer engine: ours out, theirs in
-        self._nflog_out: dict[str, bytes] = {}
-        self._nflog_wake = asyncio.Event()
-        self.on_peer_nflog: Callable[[bytes], None] | None = None
+        # what is shared with the peer engine: ours out (the newest per entry), theirs in
+        self._shared_out: dict[str, bytes] = {}
+        self._shared_wake = asyncio.Event()
+        self.on_shared: dict[str, Callable[[bytes], None]] = {}
 
     def stop(self) -> None:
         """Ask the engine to finish: stop taking messages, flush, acknowledge, say goodbye."""
         self._stop.set()
 
-    def replicate_nflog(self, key: str, payload: bytes) -> None:
-        """Share a notification log entry with the peer (retained, the newest per entry,
-        published when connected: a peer that was away reads it when it is back)."""
-        digest = hashlib.blake2b(key.encode(), digest_size=12).hexdigest()
-        self._nflog_out[f"{NFLOG_PREFIX}{self.location}/{digest}"] = payload
-        self._nflog_wake.set()
+    def sharer(self, kind: str) -> Callable[[str, bytes], None]:
+        """Where a feature hands what the peer engine must know (``kind`` in
+        SHARED_KINDS): retained, the newest per entry, published when connected, so a
+        peer that was away reads it when it is back."""
+        assert kind in SHARED_KINDS
+
+        def share(key: str, payload: bytes) -> None:
+            digest = hashlib.blake2b(key.encode(), digest_size=12).hexdigest()
+            self._shared_out[f"driftsvakt/v1/_{kind}/{self.location}/{digest}"] = payload
+            self._shared_wake.set()
+        return share
 
     def _status(self, status: str) -> bytes:
         return encode(ComponentStatus(status=status, ts=time.time(),  # type: ignore[arg-type]
@@ -138,7 +146,8 @@ class Engine:
         # stored before anything it applied is acknowledged, or its failure stops us.
         await self.store.settled()
         await client.publish_checked(status_topic, self._status("online"), retain=True)
-        result = await client.subscribe([(TOPICS, 1), (NFLOG_PREFIX + "#", 1)])
+        result = await client.subscribe([(TOPICS, 1), *((f"driftsvakt/v1/_{kind}/#", 1)
+                                                        for kind in SHARED_KINDS)])
         codes = [getattr(c, "value", c) for c in (result or [])]
         if any(isinstance(c, int) and c >= 0x80 for c in codes):
             raise aiomqtt.MqttError(f"subscription refused: {codes}")
@@ -154,11 +163,11 @@ class Engine:
             acks = tg.create_task(self._ack_loop(client), name="ack-publisher")
             beats = tg.create_task(self._heartbeat_loop(client, status_topic),
                                    name="engine-heartbeat")
-            nflog = tg.create_task(self._nflog_loop(client), name="engine-nflog")
+            shared = tg.create_task(self._shared_loop(client), name="engine-shared")
             await self._receive_loop(client)
             # Stopping: everything applied is acknowledged before we say goodbye.
             beats.cancel()
-            nflog.cancel()
+            shared.cancel()
             self._acks_wake.set()
             await self._flush_acks(client)
             acks.cancel()
@@ -203,10 +212,8 @@ class Engine:
             payload = message.payload if isinstance(message.payload, bytes) else b""
             if topic.startswith("driftsvakt/v1/_sys/"):
                 self._apply_sys(topic, payload, now, bool(message.retain))
-            elif topic.startswith(NFLOG_PREFIX):
-                if self.on_peer_nflog is not None and \
-                        not topic.startswith(f"{NFLOG_PREFIX}{self.location}/"):
-                    self.on_peer_nflog(payload)
+            elif topic.startswith(_SHARED_PREFIXES):
+                self._apply_shared(topic, payload)
             else:
                 device_messages.append((topic, payload))
         for location in {t.split("/", 3)[2] for t, _ in device_messages if t.count("/") > 2}:
@@ -269,16 +276,22 @@ class Engine:
             if alerts:
                 await self.store.commit_alerts(alerts)
 
-    async def _nflog_loop(self, client: MqttClient) -> None:
-        self._nflog_wake.set()  # a new session: send what waited while we were away
+    def _apply_shared(self, topic: str, payload: bytes) -> None:
+        parts = topic.split("/")  # driftsvakt, v1, _kind, location, entry
+        handler = self.on_shared.get(parts[2][1:]) if len(parts) == 5 else None
+        if handler is not None and parts[3] != self.location:  # our own come back too
+            handler(payload)
+
+    async def _shared_loop(self, client: MqttClient) -> None:
+        self._shared_wake.set()  # a new session: send what waited while we were away
         while True:
-            await self._nflog_wake.wait()
-            self._nflog_wake.clear()
-            while self._nflog_out:
-                topic, payload = next(iter(self._nflog_out.items()))
+            await self._shared_wake.wait()
+            self._shared_wake.clear()
+            while self._shared_out:
+                topic, payload = next(iter(self._shared_out.items()))
                 await client.publish_checked(topic, payload, retain=True)
-                if self._nflog_out.get(topic) is payload:  # not replaced meanwhile
-                    del self._nflog_out[topic]
+                if self._shared_out.get(topic) is payload:  # not replaced meanwhile
+                    del self._shared_out[topic]
 
     async def _heartbeat_loop(self, client: MqttClient, status_topic: str) -> None:
         """``online`` every HEARTBEAT_SECONDS: the peer's proof that we are alive, which

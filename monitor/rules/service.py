@@ -16,7 +16,7 @@ import copy
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
 
 import msgspec
 import structlog
@@ -41,6 +41,29 @@ __all__ = ["RulesService", "default_rules_path"]
 log = structlog.get_logger(__name__)
 
 TICK_SECONDS: Final = 1.0
+
+
+class OperatorAction(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """What an operator did at one location, as the engines share it (``_ops``): the
+    latest action per object (an alert's acknowledgement, a silence, a window)."""
+
+    kind: Literal["acknowledge", "silence", "expire_silence", "maintenance",
+                  "delete_maintenance"]
+    key: str  # the alert's fingerprint, the silence's or the window's id
+    actor: str
+    at: float
+    comment: str = ""
+    silence: Silence | None = None
+    maintenance: Maintenance | None = None
+
+    @property
+    def entry(self) -> str:
+        """One shared entry per object: a later action on it replaces the earlier."""
+        kind = {"expire_silence": "silence", "delete_maintenance": "maintenance"}
+        return f"{kind.get(self.kind, self.kind)}/{self.key}"
+
+
+_ACTION: Final = msgspec.json.Decoder(OperatorAction)
 _ENCODER: Final = msgspec.json.Encoder()
 _ALERT: Final = msgspec.json.Decoder(Alert)
 _SILENCE: Final = msgspec.json.Decoder(Silence)
@@ -110,6 +133,9 @@ class RulesService:
         self._batch_seconds = 0.0
         # told of every alert that changed (notifications), after each evaluation
         self.listeners: list[Callable[[list[Alert]], None]] = []
+        # operator actions shared with the peer engine: ours out once stored, theirs in
+        self.replicate: Callable[[str, bytes], None] | None = None
+        self._peer_actions: list[OperatorAction] = []
 
     @classmethod
     async def start(cls, config: Config, store: Store, state: State,
@@ -164,6 +190,8 @@ class RulesService:
         alert = self.engine.acknowledge(fp, who, comment, time.time())
         await self.store.audit(who, "acknowledge", f"alert/{fp}",
                                _ENCODER.encode(detail or {"comment": comment}), self.changes())
+        self._share(OperatorAction(kind="acknowledge", key=fp, actor=who, at=time.time(),
+                                   comment=comment))
         return alert
 
     async def add_silence(self, silence: Silence, actor: str) -> None:
@@ -173,12 +201,16 @@ class RulesService:
         await self.store.put_silence(silence.id, _ENCODER.encode(silence),
                                      silence.ends_at.timestamp(), actor, "create_silence",
                                      self.changes())
+        self._share(OperatorAction(kind="silence", key=silence.id, actor=actor,
+                                   at=time.time(), silence=silence))
 
     async def expire_silence(self, sid: str, actor: str) -> bool:
         if sid not in self.engine.silences:
             return False
         self.engine.remove_silence(sid, time.time())
         await self.store.delete_silence(sid, actor, self.changes())
+        self._share(OperatorAction(kind="expire_silence", key=sid, actor=actor,
+                                   at=time.time()))
         return True
 
     async def add_maintenance(self, window: Maintenance, actor: str) -> None:
@@ -187,13 +219,76 @@ class RulesService:
         self.engine.add_maintenance(window, time.time())
         await self.store.put_maintenance(window.id, _ENCODER.encode(window), actor,
                                          "create_maintenance", self.changes())
+        self._share(OperatorAction(kind="maintenance", key=window.id, actor=actor,
+                                   at=time.time(), maintenance=window))
 
     async def delete_maintenance(self, mid: str, actor: str) -> bool:
         if mid not in self.engine.maintenance:
             return False
         self.engine.remove_maintenance(mid, time.time())
         await self.store.delete_maintenance(mid, actor, self.changes())
+        self._share(OperatorAction(kind="delete_maintenance", key=mid, actor=actor,
+                                   at=time.time()))
         return True
+
+    # -- the other location's operators -----------------------------------------------
+
+    def _share(self, action: OperatorAction) -> None:
+        if self.replicate is not None:  # stored: the peer engine may apply it
+            self.replicate(action.entry, _ENCODER.encode(action))
+
+    def apply_peer(self, payload: bytes) -> None:
+        """An action taken at the other location; applied at the next tick."""
+        if not payload:
+            return
+        try:
+            self._peer_actions.append(_ACTION.decode(payload))
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            log.warning("peer_action_rejected", error=str(exc)[:300])
+
+    async def _apply_peer_actions(self) -> None:
+        """Each as if taken here, with its own actor and an audit entry saying it came
+        from the peer; not shared again. An action already in force changes nothing."""
+        actions, self._peer_actions = self._peer_actions, []
+        now = time.time()
+        for action in actions:
+            detail = _ENCODER.encode({"comment": action.comment, "via": "peer engine"})
+            if action.kind == "acknowledge":
+                alert = self.engine.alerts.get(action.key)
+                if alert is None or alert.ack_by is not None or alert.state == "resolved":
+                    continue
+                self.engine.acknowledge(action.key, action.actor, action.comment, action.at)
+                await self.store.audit(action.actor, "acknowledge", f"alert/{action.key}",
+                                       detail, self.changes())
+            elif action.kind == "silence" and action.silence is not None:
+                if action.key in self.engine.silences:
+                    continue
+                try:
+                    self.engine.add_silence(action.silence, now)
+                except SpecError as exc:
+                    log.warning("peer_action_rejected", key=action.key, error=str(exc))
+                    continue
+                await self.store.put_silence(
+                    action.key, _ENCODER.encode(action.silence),
+                    action.silence.ends_at.timestamp(), action.actor, "create_silence",
+                    self.changes())
+            elif action.kind == "expire_silence" and action.key in self.engine.silences:
+                self.engine.remove_silence(action.key, now)
+                await self.store.delete_silence(action.key, action.actor, self.changes())
+            elif action.kind == "maintenance" and action.maintenance is not None:
+                if action.key in self.engine.maintenance:
+                    continue
+                try:
+                    self.engine.add_maintenance(action.maintenance, now)
+                except SpecError as exc:
+                    log.warning("peer_action_rejected", key=action.key, error=str(exc))
+                    continue
+                await self.store.put_maintenance(
+                    action.key, _ENCODER.encode(action.maintenance), action.actor,
+                    "create_maintenance", self.changes())
+            elif action.kind == "delete_maintenance" and action.key in self.engine.maintenance:
+                self.engine.remove_maintenance(action.key, now)
+                await self.store.delete_maintenance(action.key, action.actor, self.changes())
 
     # -- on the ingest path ------------------------------------------------------------
 
@@ -234,6 +329,8 @@ class RulesService:
             await self.tick(time.time())
 
     async def tick(self, now: float) -> None:
+        if self._peer_actions:
+            await self._apply_peer_actions()
         started = time.perf_counter()
         self.engine.tick(now, self.state)
         self.metrics.on_tick.observe(time.perf_counter() - started)

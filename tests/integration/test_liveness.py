@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -106,13 +107,15 @@ def _estate(directory: Path, alta_port: int, hammerfest_port: int, hook: str) ->
     estate["brokers"][1]["port"] = hammerfest_port
     estate["sites"].append({"id": "hf-site", "name": "Hammerfest sentrum",
                             "location": "hammerfest", "municipality": "loppa"})
-    estate["devices"].append({"id": HF_DEVICE, "name": HF_DEVICE, "class": "switch",
-                              "site": "hf-site", "address": "127.0.2.1"})
+    estate["devices"] += [{"id": d, "name": d, "class": "switch", "site": "hf-site",
+                           "address": f"127.0.2.{i}"}
+                          for i, d in enumerate((HF_DEVICE, "hf-sw2"), 1)]
     rules = directory / "rules"
     rules.mkdir()
     shutil.copy(ROOT / "rules" / "driftsvakt.yaml", rules / "driftsvakt.yaml")
     (rules / "devices.yaml").write_text(DEVICE_RULE, encoding="utf-8")
     estate["engine"]["rules"] = str(rules)
+    estate["users"] = [{"id": "kari", "role": "admin", "token": {"env": "DV_TEST_TOKEN"}}]
     estate["notifications"] = {
         "receivers": [{"id": "hook", "language": "en",
                        "webhook": {"url": {"env": "DV_TEST_HOOK"}}}],
@@ -137,14 +140,18 @@ def locations(tmp_path: Path, sink: Sink) -> Iterator[Locations]:
         alta.stop()
 
 
-def _engine_process(config: Path, location: str, sink: Sink, log: Path
+TOKEN = "liveness-test-token"
+
+
+def _engine_process(config: Path, location: str, sink: Sink, log: Path, http_port: int = 0
                     ) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "monitor.cli", "--no-log-json", "engine", "--config",
-             str(config), "--location", location, "--http-port", "0"],
+             str(config), "--location", location, "--http-port", str(http_port)],
             stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
-            env={**os.environ, "DV_TEST_HOOK": f"http://127.0.0.1:{sink.port}/{location}"})
+            env={**os.environ, "DV_TEST_HOOK": f"http://127.0.0.1:{sink.port}/{location}",
+                 "DV_TEST_TOKEN": TOKEN})
 
 
 def _agent_process(broker_port: int, tmp_path: Path) -> subprocess.Popen[bytes]:
@@ -158,6 +165,7 @@ def _agent_process(broker_port: int, tmp_path: Path) -> subprocess.Popen[bytes]:
 
 async def _alta(config: Path, sink: Sink, monkeypatch: pytest.MonkeyPatch) -> EngineApp:
     monkeypatch.setenv("DV_TEST_HOOK", f"http://127.0.0.1:{sink.port}/alta")
+    monkeypatch.setenv("DV_TEST_TOKEN", TOKEN)
     return await start_engine(load_config(config), "alta", http_port=0)
 
 
@@ -175,10 +183,10 @@ def _status(app: EngineApp, key: tuple[str, str, str]) -> str | None:
     return None if found is None else found.status
 
 
-async def _down(broker: Mosquitto, location: str, device: str) -> None:
-    event = {"v": 1, "ts": time.time(), "src": "probe", "seq": 1, "floor": 1,
+async def _down(broker: Mosquitto, location: str, device: str, src: str = "probe") -> None:
+    event = {"v": 1, "ts": time.time(), "src": src, "seq": 1, "floor": 1,
              "device": device, "state": "down", "reason": "test"}
-    async with aiomqtt.Client("127.0.0.1", broker.port, identifier="probe") as client:
+    async with aiomqtt.Client("127.0.0.1", broker.port, identifier=src) as client:
         await client.publish(f"driftsvakt/v1/{location}/loppa/{device}/state",
                              json.dumps(event).encode(), qos=1)
 
@@ -214,21 +222,26 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
 async def test_a_sigkilled_engine_is_offline_by_its_will_and_its_peer_takes_over(
         tmp_path: Path, locations: Locations, sink: Sink,
         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hammerfest's engine SIGKILLed; a Hammerfest device goes down just after: Alta
+    sees the engine offline by its will and sends the notification within 30 s of the
+    kill (group_wait 0 here)."""
     peer = _engine_process(locations.config, "hammerfest", sink, tmp_path / "hammerfest.log")
     app = await _alta(locations.config, sink, monkeypatch)
     try:
-        await _hammerfest_alert_firing_at_both(app, locations, sink)
+        await _until(lambda: _status(app, HF_ENGINE) == "online", 30, "hammerfest engine seen")
         killed = time.monotonic()
         _kill(peer)
         offline = await _until(lambda: _status(app, HF_ENGINE) == "offline", 10,
                                "the will reaches alta")
+        await _down(locations.hammerfest, "hammerfest", HF_DEVICE)
         sent = await _until(lambda: bool(sink.sent("alta", "DeviceDown", HF_DEVICE)), 30,
                             "alta sends hammerfest's notification")
         print(f"\nwill seen at alta {offline - killed:.2f} s after SIGKILL; "
               f"hammerfest's alert sent by alta {sent - killed:.1f} s after it")
         assert offline - killed < 5  # the will, not the 15 s of silence
+        assert sent - killed < 30
         assert 0 == await _component_up(app, HF_ENGINE)
-        # said once by alta, never again by the dead hammerfest
+        assert [] == sink.sent("hammerfest", "DeviceDown", HF_DEVICE)  # it was dead
         assert 1 == len(sink.sent("alta", "DeviceDown", HF_DEVICE))
     finally:
         _kill(peer)
@@ -238,6 +251,9 @@ async def test_a_sigkilled_engine_is_offline_by_its_will_and_its_peer_takes_over
 async def test_a_location_behind_a_frozen_link_is_unreachable_and_taken_over(
         tmp_path: Path, locations: Locations, sink: Sink,
         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The link frozen while a Hammerfest alert fires (Hammerfest has notified it): Alta
+    finds the location unreachable by silence, pages that, and takes Hammerfest's
+    notifications over, without sending again what Hammerfest sent."""
     peer = _engine_process(locations.config, "hammerfest", sink, tmp_path / "hammerfest.log")
     app = await _alta(locations.config, sink, monkeypatch)
     location = ("hammerfest", "location", "hammerfest")
@@ -252,12 +268,14 @@ async def test_a_location_behind_a_frozen_link_is_unreachable_and_taken_over(
                                    "the location's silence")
         paged = await _until(lambda: bool(sink.sent("alta", "LocationUnreachable")), 60,
                              "alta pages 'location unreachable'")
-        taken = await _until(lambda: bool(sink.sent("alta", "DeviceDown", HF_DEVICE)), 60,
-                             "alta sends hammerfest's notification")
+        taken = await _until(lambda: "hammerfest" in (app.notify.covering or set()), 60,
+                             "alta covers hammerfest")
         print(f"\nafter the freeze: engine silent {offline - frozen:.1f} s, location "
               f"unreachable {unreachable - frozen:.1f} s, paged {paged - frozen:.1f} s, "
-              f"hammerfest's alert sent by alta {taken - frozen:.1f} s")
-        assert taken - frozen < 60
+              f"hammerfest's notifications taken over {taken - frozen:.1f} s")
+        assert max(paged, taken) - frozen < 60
+        await asyncio.sleep(3)
+        assert [] == sink.sent("alta", "DeviceDown", HF_DEVICE)  # Hammerfest sent it
         assert 0 == await _component_up(app, HF_ENGINE)
         assert peer.poll() is None  # hammerfest itself never stopped
         locations.link.thaw()
@@ -332,3 +350,53 @@ async def test_a_planned_stop_takeover_and_hand_back_notify_once(
     finally:
         _kill(peer)
         await app.stop()
+
+
+async def test_an_acknowledgement_and_a_silence_made_during_a_partition_hold_at_both(
+        tmp_path: Path, locations: Locations, sink: Sink,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the link frozen, an operator at Hammerfest acknowledges the firing alert and
+    silences another device; after the link comes back both hold at Alta too, with
+    the operator as actor and an audit entry, and Alta notifies nothing they cover."""
+    port = free_port()
+    peer = _engine_process(locations.config, "hammerfest", sink, tmp_path / "hammerfest.log",
+                           http_port=port)
+    app = await _alta(locations.config, sink, monkeypatch)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        await _hammerfest_alert_firing_at_both(app, locations, sink)
+        (alert,) = [a for a in app.rules.current() if a.rule == "DeviceDown"]
+        locations.link.freeze()
+        base = f"http://127.0.0.1:{port}/api/v1"
+        async with aiohttp.ClientSession(headers=headers) as session:
+            async with session.post(f"{base}/alerts/{alert.fingerprint}/ack",
+                                    json={"comment": "på saken"}) as resp:
+                assert 200 == resp.status, await resp.text()
+            now = time.time()
+            silence = {"matchers": ['device="hf-sw2"'], "comment": "bytter svitsj",
+                       "starts_at": _iso(now - 60), "ends_at": _iso(now + 3600)}
+            async with session.post(f"{base}/silences", json=silence) as resp:
+                assert 201 == resp.status, await resp.text()
+                sid = (await resp.json())["id"]
+        await asyncio.sleep(5)
+        assert sid not in app.rules.engine.silences  # partitioned: not yet
+        healed = time.monotonic()
+        locations.link.thaw()
+        held = await _until(lambda: sid in app.rules.engine.silences and any(
+            a.fingerprint == alert.fingerprint and a.ack_by == "kari"
+            for a in app.rules.current()), 30, "the actions reach alta")
+        print(f"\nacknowledgement and silence held at Alta {held - healed:.1f} s after the heal")
+        audit = await app.store.audit_log(10)
+        assert {("kari", "acknowledge"), ("kari", "create_silence")} <= {
+            (entry[1], entry[2]) for entry in audit}
+        await _down(locations.hammerfest, "hammerfest", "hf-sw2", "probe2")  # silenced
+        await asyncio.sleep(4)
+        assert [] == sink.sent("alta", "DeviceDown", "hf-sw2")
+        assert [] == sink.sent("hammerfest", "DeviceDown", "hf-sw2")
+    finally:
+        _kill(peer)
+        await app.stop()
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat()
