@@ -260,35 +260,36 @@ class RulesService:
                 self.engine.acknowledge(action.key, action.actor, action.comment, action.at)
                 await self.store.audit(action.actor, "acknowledge", f"alert/{action.key}",
                                        detail, self.changes())
-            elif action.kind == "silence" and action.silence is not None:
-                if action.key in self.engine.silences:
-                    continue
-                try:
-                    self.engine.add_silence(action.silence, now)
-                except SpecError as exc:
-                    log.warning("peer_action_rejected", key=action.key, error=str(exc))
-                    continue
-                await self.store.put_silence(
-                    action.key, _ENCODER.encode(action.silence),
-                    action.silence.ends_at.timestamp(), action.actor, "create_silence",
-                    self.changes())
+            elif action.kind in ("silence", "maintenance"):
+                await self._add_from_peer(action, now)
             elif action.kind == "expire_silence" and action.key in self.engine.silences:
                 self.engine.remove_silence(action.key, now)
                 await self.store.delete_silence(action.key, action.actor, self.changes())
-            elif action.kind == "maintenance" and action.maintenance is not None:
-                if action.key in self.engine.maintenance:
-                    continue
-                try:
-                    self.engine.add_maintenance(action.maintenance, now)
-                except SpecError as exc:
-                    log.warning("peer_action_rejected", key=action.key, error=str(exc))
-                    continue
-                await self.store.put_maintenance(
-                    action.key, _ENCODER.encode(action.maintenance), action.actor,
-                    "create_maintenance", self.changes())
             elif action.kind == "delete_maintenance" and action.key in self.engine.maintenance:
                 self.engine.remove_maintenance(action.key, now)
                 await self.store.delete_maintenance(action.key, action.actor, self.changes())
+
+    async def _add_from_peer(self, action: OperatorAction, now: float) -> None:
+        """A silence or a window the peer created, unless we hold it already."""
+        spec = action.silence or action.maintenance
+        held = self.engine.silences if action.silence else self.engine.maintenance
+        if spec is None or action.key in held:
+            return
+        try:
+            if isinstance(spec, Silence):
+                self.engine.add_silence(spec, now)
+            else:
+                self.engine.add_maintenance(spec, now)
+        except SpecError as exc:
+            log.warning("peer_action_rejected", key=action.key, error=str(exc))
+            return
+        if isinstance(spec, Silence):
+            await self.store.put_silence(action.key, _ENCODER.encode(spec),
+                                         spec.ends_at.timestamp(), action.actor,
+                                         "create_silence", self.changes())
+        else:
+            await self.store.put_maintenance(action.key, _ENCODER.encode(spec), action.actor,
+                                             "create_maintenance", self.changes())
 
     # -- on the ingest path ------------------------------------------------------------
 

@@ -1,0 +1,77 @@
+"""Operator actions shared between the engines (driftsvakt/v1/_ops/): what one engine
+stores is handed on once; what the peer did is applied here as if taken here, with
+its actor and an audit entry, and never handed on again. The rules, store and
+notifications are real (one engine in this process); the peer is its payloads."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+import trustme
+
+from monitor.rules.service import OperatorAction
+from monitor.rules.suppress import Maintenance, Silence
+from tests.estate import DEVICES
+from tests.integration.test_notify import Rig, ca  # noqa: F401 - the fixture
+
+
+def _at(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+async def test_peer_actions_apply_once_with_their_actor_and_are_not_shared_again(
+        tmp_path: Path, ca: trustme.CA) -> None:  # noqa: F811
+    rig = Rig(tmp_path, {}, ca)
+    await rig.start()
+    shared: list[tuple[str, OperatorAction]] = []
+    rig.rules.replicate = lambda key, body: shared.append(
+        (key, msgspec.json.decode(body, type=OperatorAction)))
+    try:
+        await rig.down(DEVICES[0])
+        (alert,) = rig.rules.current()
+        now = time.time()
+        peer = [
+            OperatorAction(kind="acknowledge", key=alert.fingerprint, actor="per", at=now,
+                           comment="ser på det"),
+            OperatorAction(kind="silence", key="s-peer1", actor="per", at=now,
+                           silence=Silence(matchers=[f'device="{DEVICES[1]}"'],
+                                           starts_at=_at(now - 60), ends_at=_at(now + 600),
+                                           comment="bytte", id="s-peer1")),
+            OperatorAction(kind="maintenance", key="m-peer1", actor="per", at=now,
+                           maintenance=Maintenance(name="Oppgradering", starts_at=_at(now),
+                                                   ends_at=_at(now + 3600),
+                                                   devices=[DEVICES[2]], id="m-peer1")),
+        ]
+        for action in peer + peer:  # the same twice: the second changes nothing
+            rig.rules.apply_peer(msgspec.json.encode(action))
+        await rig.rules.tick(time.time())
+        (acked,) = rig.rules.current()
+        assert ("per", "ser på det") == (acked.ack_by, acked.ack_comment)
+        assert "s-peer1" in rig.rules.engine.silences
+        assert "m-peer1" in rig.rules.engine.maintenance
+        audit = [(actor, action) for _, actor, action, _, _ in await rig.store.audit_log()]
+        assert sorted(audit) == sorted([("per", "acknowledge"), ("per", "create_silence"),
+                                        ("per", "create_maintenance")])
+        assert [] == shared  # not handed on again
+        # the peer ends them; then one of ours is shared, under its own entry
+        for action in (OperatorAction(kind="expire_silence", key="s-peer1", actor="per",
+                                      at=now + 1),
+                       OperatorAction(kind="delete_maintenance", key="m-peer1", actor="per",
+                                      at=now + 1)):
+            rig.rules.apply_peer(msgspec.json.encode(action))
+        await rig.rules.tick(time.time())
+        assert {} == rig.rules.engine.silences
+        assert {} == rig.rules.engine.maintenance
+        await rig.rules.expire_silence("no-such", "kari")  # nothing: nothing shared
+        await rig.rules.add_silence(Silence(matchers=['device="x"'], starts_at=_at(now),
+                                            ends_at=_at(now + 60), comment="c", id="s-ours"),
+                                    "kari")
+        assert [("silence/s-ours", "silence", "kari")] == [
+            (key, a.kind, a.actor) for key, a in shared]
+        rig.rules.apply_peer(b'{"kind": "format_disk"}')  # refused, logged, nothing else
+        await rig.rules.tick(time.time())
+    finally:
+        await rig.stop()
