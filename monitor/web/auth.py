@@ -49,7 +49,13 @@ class Auth:
             self.tokens[hashlib.sha256(token.encode()).digest()] = user
 
     def user_for_token(self, token: str) -> ApiUser | None:
-        digest = hashlib.sha256(token.strip().encode()).digest()
+        """The user whose token this is; None for anything else, including an empty
+        or blank token and one with characters no generated token has (a non-breaking
+        space, a raw 0xA0 byte read as latin-1)."""
+        token = token.strip(" \t")
+        if not token or not token.isascii() or not token.isprintable():
+            return None
+        digest = hashlib.sha256(token.encode()).digest()
         found = None
         for known, user in self.tokens.items():
             if hmac.compare_digest(known, digest):

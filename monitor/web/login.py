@@ -3,6 +3,11 @@ reads only (monitor.web.auth)."""
 
 from __future__ import annotations
 
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Final
+
 import structlog
 from aiohttp import web
 
@@ -13,9 +18,36 @@ __all__ = ["Login"]
 log = structlog.get_logger(__name__)
 
 
+# Failed sign-ins per client address: after this many within the window, the address
+# waits (429) until the window has passed; each failure is logged with its count.
+MAX_FAILURES: Final = 10
+WINDOW_SECONDS: Final = 60.0
+
+
 class Login:
-    def __init__(self, auth: Auth) -> None:
+    def __init__(self, auth: Auth, clock: Callable[[], float] = time.monotonic) -> None:
         self.auth = auth
+        self.clock = clock
+        self._failures: dict[str, deque[float]] = {}
+
+    def _refused_for(self, address: str) -> float:
+        """Seconds ``address`` must wait before it may try again (0: it may)."""
+        now = self.clock()
+        failures = self._failures.get(address)
+        while failures and now - failures[0] >= WINDOW_SECONDS:
+            failures.popleft()
+        if not failures:
+            self._failures.pop(address, None)
+            return 0.0
+        return WINDOW_SECONDS - (now - failures[0]) if len(failures) >= MAX_FAILURES else 0.0
+
+    def _failed(self, address: str) -> None:
+        if len(self._failures) > 10_000:  # a flood of addresses: forget, rather than grow
+            self._failures.clear()
+        failures = self._failures.setdefault(address, deque())
+        failures.append(self.clock())
+        log.warning("portal_login_failed", address=address, failures=len(failures),
+                    window_s=WINDOW_SECONDS)
 
     async def form(self, _: web.Request) -> web.StreamResponse:
         return web.Response(content_type="text/html", text=(
@@ -25,10 +57,17 @@ class Login:
             "</label> <button>Logg inn</button></form></html>"))
 
     async def login(self, request: web.Request) -> web.StreamResponse:
+        address = request.remote or "?"
+        wait = self._refused_for(address)
+        if wait > 0:
+            return web.Response(status=429, content_type="text/html",
+                                headers={"Retry-After": str(int(wait) + 1)}, text=(
+                "<!doctype html><meta charset=utf-8><p>For mange forsøk. Vent litt.</p>"))
         form = await request.post()
         token = str(form.get("token", ""))
         user = self.auth.user_for_token(token) if token else None
         if user is None:
+            self._failed(address)
             return web.Response(status=401, content_type="text/html", text=(
                 "<!doctype html><meta charset=utf-8><p>Ukjent nøkkel. "
                 "<a href=/login>Prøv igjen</a></p>"))

@@ -1,0 +1,93 @@
+"""The engine's web side against a careless or hostile client: security headers on
+every answer, sign-in guesses throttled and logged, and tokens with characters no
+real token has refused with 401, never 500. A real engine on a real mosquitto."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+import yaml
+from structlog.testing import capture_logs
+
+from monitor.app import EngineApp, start_engine
+from monitor.config import load_config
+from monitor.web import SECURITY_HEADERS
+from monitor.web.login import MAX_FAILURES
+from tests.estate import write_estate
+from tests.servers import Mosquitto
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "web-test-token-0123456789"
+
+
+@pytest.fixture
+async def engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[EngineApp]:
+    monkeypatch.setenv("DV_WEB_TOKEN", TOKEN)
+    with Mosquitto(tmp_path / "broker") as broker:
+        path = write_estate(tmp_path, broker.port)
+        estate = yaml.safe_load(path.read_text(encoding="utf-8"))
+        estate["users"] = [{"id": "kari", "role": "admin", "token": {"env": "DV_WEB_TOKEN"}}]
+        path.write_text(yaml.safe_dump(estate), encoding="utf-8")
+        app = await start_engine(load_config(path), "alta", http_port=0)
+        try:
+            yield app
+        finally:
+            await app.stop()
+
+
+@pytest.mark.parametrize("path", ["/", "/login", "/metrics", "/api/v1/alerts", "/readyz"])
+async def test_every_answer_carries_the_security_headers(engine: EngineApp, path: str) -> None:
+    async with aiohttp.ClientSession() as session, session.get(
+            engine.url + path, allow_redirects=False) as resp:
+        assert SECURITY_HEADERS == {k: resp.headers.get(k) for k in SECURITY_HEADERS}, \
+            resp.status
+
+
+async def test_sign_in_guesses_are_throttled_and_logged(engine: EngineApp) -> None:
+    """Ten wrong tokens a minute from one address, then 429 with Retry-After, even
+    for the right token until the minute has passed; each failure is logged."""
+    statuses = []
+    with capture_logs() as logs:
+        async with aiohttp.ClientSession() as session:
+            for i in range(MAX_FAILURES + 3):
+                async with session.post(engine.url + "/login", data={"token": f"guess{i}"},
+                                        allow_redirects=False) as resp:
+                    statuses.append(resp.status)
+                    retry = resp.headers.get("Retry-After")
+            async with session.post(engine.url + "/login", data={"token": TOKEN},
+                                    allow_redirects=False) as resp:
+                right = resp.status
+    assert [401] * MAX_FAILURES + [429] * 3 == statuses
+    assert retry is not None
+    assert 0 < int(retry) <= 61
+    assert 429 == right
+    failures = [e["failures"] for e in logs if e["event"] == "portal_login_failed"]
+    assert list(range(1, MAX_FAILURES + 1)) == failures
+
+
+@pytest.mark.parametrize("header", [b"Bearer \xa0", b"Bearer " + TOKEN.encode() + b"\xa0\xa0",
+                                    "Bearer ø".encode(), b"Bearer ", b"Bearer \t "])
+async def test_a_token_no_real_token_looks_like_is_refused_not_500(
+        engine: EngineApp, header: bytes) -> None:
+    """Raw bytes as a client may send them: a non-breaking space (0xA0) alone or after
+    the real token, a non-ASCII letter, nothing, only blanks."""
+    host, port = engine.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"GET /api/v1/alerts HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                 b"Authorization: " + header + b"\r\n\r\n")
+    await writer.drain()
+    status_line = await reader.readline()
+    writer.close()
+    assert status_line.split()[1] in (b"400", b"401"), status_line
+    # and the real token still works
+    started = time.monotonic()
+    async with aiohttp.ClientSession() as session, session.get(
+            engine.url + "/api/v1/alerts", headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
+        assert 200 == resp.status
+    assert time.monotonic() - started < 10
