@@ -118,7 +118,9 @@ def generate() -> dict[str, dict[str, Any]]:
         ],
         "engine": {"http_host": "127.0.0.1", "http_port": 9810,
                    "store": "var/engine-{location}.db"},
-        "outbox": {"directory": "var/outbox", "max_rows": 1000000, "max_age": 604800},
+        # every event stays until both locations' engines have it (docs/ha.md)
+        "outbox": {"directory": "var/outbox", "max_rows": 1000000, "max_age": 604800,
+                   "wait_for": ["alta", "hammerfest"]},
     }
     sites: list[dict[str, Any]] = []
     network: list[dict[str, Any]] = []

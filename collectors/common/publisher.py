@@ -7,6 +7,12 @@ retained ``online`` status), sends outbox rows in order with a bounded window of
 events not yet acknowledged by the engines, and deletes rows only when every engine
 in ``wait_for`` has acknowledged them on its retained ``_ack`` topic.
 
+With both locations in ``wait_for`` (two-location deployments), an event stays until
+both engines have it, and a lagging engine gets it again; but only an engine heard
+from lately (PRESENT_SECONDS) sets the send window and the resend point, so an engine
+that is away, or a location gone dark, never holds back the one that is there. Its
+events wait in the outbox (bounded by rows and age, as always) until it is back.
+
 When the acknowledgement stops advancing for ``ack_timeout`` while events are
 outstanding, everything after it is sent again (go-back-N): a broker that was killed,
 an engine that restarted or a bridge that dropped messages all end up here, and the
@@ -55,6 +61,7 @@ STATUS_MIN_GAP: Final = 1.0
 EXPIRE_EVERY: Final = 60.0
 REFUSED_BACKOFF: Final = 5.0
 RESEND_AFTER_MAX: Final = 120.0
+PRESENT_SECONDS: Final = 60.0  # an engine whose ack moved this recently is there
 _ENCODER: Final = msgspec.json.Encoder()
 
 
@@ -132,6 +139,7 @@ class Publisher(Emitter):
         self.stats = PublisherStats()
         self.connected = False
         self.acked: dict[str, int] = {}
+        self._acked_at: dict[str, float] = {}  # when each engine's ack last moved
         self.next_send = outbox.first_seq
         self._progress_at = time.monotonic()
         # Doubles after each resend that brought no acknowledgement, so that an engine
@@ -222,7 +230,7 @@ class Publisher(Emitter):
         self.connected = True
         # Start again after what is known to be acknowledged; the retained acks that
         # arrive in a moment delete what was acknowledged while we were away.
-        self.next_send = max(self.outbox.first_seq, self._acked_upto() + 1)
+        self.next_send = max(self.outbox.first_seq, self._send_base() + 1)
         self._progress_at = time.monotonic()
         async with asyncio.TaskGroup() as tg:
             acks = tg.create_task(self._ack_loop(client), name="publisher-acks")
@@ -233,10 +241,21 @@ class Publisher(Emitter):
         await client.publish_checked(self.status_topic, self._status("stopping"), retain=True)
 
     def _acked_upto(self) -> int:
-        """Highest seq acknowledged by every engine we wait for (0 when one is silent)."""
+        """Highest seq acknowledged by every engine we wait for (0 when one is silent):
+        what may be deleted."""
         if any(loc not in self.acked for loc in self.wait_for):
             return 0
         return min(self.acked[loc] for loc in self.wait_for)
+
+    def _send_base(self) -> int:
+        """Highest seq acknowledged by every engine that is there (our own location's
+        always counts): where the send window starts and a resend begins."""
+        now = time.monotonic()
+        present = [loc for loc in self.wait_for if loc == self.location or (
+            loc in self._acked_at and now - self._acked_at[loc] < PRESENT_SECONDS)]
+        if any(loc not in self.acked for loc in present):
+            return 0
+        return min((self.acked[loc] for loc in present), default=0)
 
     async def _ack_loop(self, client: MqttClient) -> None:
         prefix = ack_topic("", "")[:-1]  # driftsvakt/v1/_ack/
@@ -253,12 +272,16 @@ class Publisher(Emitter):
             except Rejected as exc:
                 log.warning("ack_rejected", topic=topic, detail=exc.detail)
                 continue
-            before = self._acked_upto()
-            self.acked[location] = max(ack.seq, self.acked.get(location, 0))
+            before, base = self._acked_upto(), self._send_base()
+            if ack.seq > self.acked.get(location, 0):
+                self.acked[location] = ack.seq
+                if not message.retain:  # a retained ack is from the past: it may be gone
+                    self._acked_at[location] = time.monotonic()
             upto = self._acked_upto()
             if upto > before:
                 deleted = await self.outbox.acknowledge(upto)
                 self.stats.acknowledged += deleted
+            if upto > before or self._send_base() > base:
                 self._progress_at = time.monotonic()
                 self._resend_after = self.ack_timeout
                 self._wake.set()
@@ -282,7 +305,7 @@ class Publisher(Emitter):
     async def _send_loop(self, client: MqttClient) -> None:
         outbox = self.outbox
         while not self._stop.is_set():
-            acked = max(self._acked_upto(), outbox.first_seq - 1)
+            acked = max(self._send_base(), outbox.first_seq - 1)
             self.next_send = max(self.next_send, outbox.first_seq)
             outstanding = self.next_send - 1 - acked
             if self.next_send <= outbox.last_seq and outstanding < self.window:

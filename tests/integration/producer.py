@@ -28,7 +28,8 @@ async def main(config_path: str, location: str, instance: str, total: int, outbo
     outbox = await Outbox.open(outbox_path)
     publisher = Publisher(broker=config.broker_for(location), location=location,
                           component="producer", instance=instance, outbox=outbox,
-                          ack_timeout=config.outbox.ack_timeout)
+                          ack_timeout=config.outbox.ack_timeout,
+                          wait_for=config.outbox.wait_for)
     runner = asyncio.create_task(publisher.run())
     batch = 100
     k = outbox.last_seq

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.estate import write_estate
 from tests.servers import Mosquitto, free_port, wait_port
@@ -203,3 +204,40 @@ def test_the_other_locations_events_survive_three_engine_kills(tmp_path: Path) -
     finally:
         procs.cleanup()
         broker.stop()
+
+
+def test_the_other_locations_events_survive_a_sigkill_of_its_peers_broker(
+        tmp_path: Path) -> None:
+    """Two brokers bridged as deployed; a Hammerfest producer waits for both engines
+    (outbox.wait_for: [hammerfest, alta]). Alta's broker is SIGKILLed mid-stream and
+    restarted: what it held in memory for Alta's engine dies with it, the producer sees
+    Alta's acknowledgement stall and sends it again, and all events reach Alta's
+    engine exactly once. (Waiting for its own location only, they were lost.)"""
+    alta = Mosquitto(tmp_path / "broker-alta").start()
+    bridge = "\n".join([
+        "connection alta", f"address 127.0.0.1:{alta.port}", "topic driftsvakt/v1/# both 1",
+        "bridge_protocol_version mqttv311", "cleansession false",
+        "remote_clientid bridge-hammerfest", "local_clientid bridge-hammerfest-local",
+        "try_private true", "restart_timeout 1 2", ""])
+    hammerfest = Mosquitto(tmp_path / "broker-hammerfest", extra=bridge).start()
+    procs = Processes(tmp_path, alta, producer_location="hammerfest")
+    estate = yaml.safe_load(procs.config.read_text(encoding="utf-8"))
+    estate["brokers"][1]["port"] = hammerfest.port
+    estate["outbox"]["wait_for"] = ["hammerfest", "alta"]
+    procs.config.write_text(yaml.safe_dump(estate), encoding="utf-8")
+    try:
+        procs.start_peer()
+        procs.start_engine()
+        procs.start_producer()
+        procs.wait_applied(TOTAL // 3, timeout=60)
+        alta.kill()
+        time.sleep(1.0)
+        alta.start()
+        procs.wait_producer(timeout=120)  # both engines have acknowledged everything
+        procs.wait_applied(TOTAL, timeout=60)
+        assert 0 == procs.stop_engine(), procs.logs()
+        assert (TOTAL, TOTAL) == procs.progress(), procs.logs()
+    finally:
+        procs.cleanup()
+        hammerfest.stop()
+        alta.stop()
