@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import sqlite3
 import sys
 from collections.abc import Sequence
@@ -141,6 +142,49 @@ def _store_backup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store_rebuild(args: argparse.Namespace) -> int:
+    """Start a location's engine store from its peer's: for an engine that lost its
+    store, or was restored from an old backup (docs/ha.md). The engine must be stopped;
+    an existing store is never overwritten."""
+    import urllib.request
+
+    config = _config(args.config)
+    if isinstance(config, int):
+        return config
+    target = Path(config.engine.store.format(location=args.location))
+    if any(Path(f"{target}{suffix}").exists() for suffix in ("", "-wal", "-shm")):
+        print(f"{target} exists: stop the engine and move the store and its -wal and -shm "
+              "files aside first", file=sys.stderr)
+        return 1
+    try:
+        token = Path(args.token_file).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        print(f"cannot read the token: {exc}", file=sys.stderr)
+        return 78
+    url = args.peer.rstrip("/") + "/api/v1/store/snapshot"
+    partial = target.with_name(target.name + ".partial")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=args.timeout) as resp, \
+                partial.open("wb") as out:
+            shutil.copyfileobj(resp, out, 1 << 20)
+        with sqlite3.connect(partial) as db:
+            (verdict,) = db.execute("PRAGMA integrity_check").fetchone()
+            if verdict != "ok":
+                raise sqlite3.DatabaseError(f"the copy is not sound: {verdict}")
+            counts = {t: int(db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0])
+                      for t in ("source_progress", "alert", "alert_log", "sla_run")}
+    except (OSError, sqlite3.Error) as exc:
+        partial.unlink(missing_ok=True)
+        print(f"rebuild failed: {url}: {exc}", file=sys.stderr)
+        return 1
+    partial.rename(target)
+    detail = ", ".join(f"{n} {t}" for t, n in counts.items())
+    print(f"ok: {target} from {url} ({detail}); start the engine")
+    return 0
+
+
 def _sla_report(args: argparse.Namespace) -> int:
     config = _config(args.config)
     if isinstance(config, int):
@@ -274,6 +318,14 @@ def build_parser() -> argparse.ArgumentParser:
     store_backup.add_argument("--location", required=True)
     store_backup.add_argument("target", help="the new file (never overwritten)")
     store_backup.set_defaults(func=_store_backup)
+    rebuild = store_sub.add_parser(
+        "rebuild", help="start a stopped engine's store from its peer engine's (docs/ha.md)")
+    rebuild.add_argument("--config", required=True)
+    rebuild.add_argument("--location", required=True, help="the engine to rebuild")
+    rebuild.add_argument("--peer", required=True, help="the peer engine's URL")
+    rebuild.add_argument("--token-file", required=True, help="an admin token of the peer")
+    rebuild.add_argument("--timeout", type=float, default=300.0)
+    rebuild.set_defaults(func=_store_rebuild)
 
     sla = sub.add_parser("sla", help="service-level reports")
     sla_sub = sla.add_subparsers(dest="what", required=True)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Final
 
-__all__ = ["backup"]
+__all__ = ["backup", "for_the_peer"]
 
 
 def backup(source: str | Path, target: str | Path) -> dict[str, int]:
@@ -38,4 +39,26 @@ def backup(source: str | Path, target: str | Path) -> dict[str, int]:
     finally:
         src.close()
     partial.rename(target)
+    return counts
+
+
+# What is this engine's own and not to be taken over by the engine rebuilt from a copy:
+# messages still to deliver (the peer delivers them) and the peer's escalation chains.
+_THE_PEERS_OWN: Final = ("DELETE FROM notification WHERE state IN ('queued', 'sending')",
+                         "DELETE FROM escalation")
+
+
+def for_the_peer(source: str | Path, target: str | Path) -> dict[str, int]:
+    """A backup of ``source`` for the other location's engine to start from: the same
+    history (progress, alerts and their log, silences, maintenance, audit, SLA ledger,
+    notification log), without what only this engine sends."""
+    counts = backup(source, target)
+    db = sqlite3.connect(target)
+    try:
+        with db:
+            for statement in _THE_PEERS_OWN:
+                db.execute(statement)
+        db.execute("VACUUM")
+    finally:
+        db.close()
     return counts

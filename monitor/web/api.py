@@ -10,8 +10,12 @@ audit log (who, what, when) in the same transaction as the change itself.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import secrets
+import tempfile
 import time
+from pathlib import Path
 from typing import Final
 
 import msgspec
@@ -23,6 +27,7 @@ from monitor.rules.alerts import Alert
 from monitor.rules.matchers import Matcher
 from monitor.rules.service import RulesService
 from monitor.rules.suppress import Maintenance, Silence, SpecError
+from monitor.store.backup import for_the_peer
 from monitor.web.auth import Auth, problem
 
 __all__ = ["Api"]
@@ -88,6 +93,28 @@ class Api:
         except KeyError:
             return problem(404, "no such alert, or it is resolved")
         return web.json_response(alert.as_json())
+
+    # -- the store, for the peer ---------------------------------------------------------
+
+    async def store_snapshot(self, request: web.Request, user: ApiUser | None
+                             ) -> web.StreamResponse:
+        """This engine's store as the other location's engine may start from it
+        (``driftsvakt store rebuild``): one consistent online backup, streamed."""
+        with tempfile.TemporaryDirectory(prefix="driftsvakt-snapshot-") as tmp:
+            copy = Path(tmp) / "store.db"
+            counts = await asyncio.to_thread(for_the_peer, self.rules.store.path, copy)
+            response = web.StreamResponse(headers={
+                "Content-Type": "application/vnd.sqlite3",
+                "Content-Length": str(copy.stat().st_size),
+                "X-Driftsvakt-Rows": json.dumps(counts)})
+            await response.prepare(request)
+            with copy.open("rb") as body:
+                while chunk := await asyncio.to_thread(body.read, 1 << 20):
+                    await response.write(chunk)
+            await response.write_eof()
+            log.info("store_snapshot_sent", to=request.remote, bytes=copy.stat().st_size,
+                     **counts)
+            return response
 
     # -- silences and maintenance ------------------------------------------------------
 

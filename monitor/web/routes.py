@@ -53,6 +53,7 @@ def add_routes(app: web.Application, *, config: Config, auth: Auth, rules: Rules
         ("DELETE", "/api/v1/maintenance/{id}", "admin", api.delete_maintenance),
         ("POST", "/-/reload", "admin", api.reload),
         ("GET", "/api/v1/audit", "admin", api.audit),
+        ("GET", "/api/v1/store/snapshot", "admin", api.store_snapshot),
         ("GET", "/api/v1/oncall/{schedule}", "operator", oncall.oncall),
         ("GET", "/api/v1/oncall/{schedule}/calendar.ics", "operator", oncall.ical),
         ("GET", "/ack/{alert}", "open", oncall.ack_form),

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -400,3 +401,60 @@ async def test_an_acknowledgement_and_a_silence_made_during_a_partition_hold_at_
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat()
+
+
+def _lose_store(store: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{store}{suffix}").unlink(missing_ok=True)
+
+
+def _rows(store: Path, query: str) -> set[tuple[object, ...]]:
+    with sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=10) as db:
+        return set(db.execute(query).fetchall())
+
+
+async def test_an_engine_that_lost_its_store_rebuilds_from_its_peer(
+        tmp_path: Path, locations: Locations, sink: Sink,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Alta's engine stopped and its store deleted; `driftsvakt store rebuild` takes
+    Hammerfest's; Alta starts on it: the alert log, the SLA ledger and the operators'
+    silences equal Hammerfest's, and Alta sends nothing again."""
+    port = free_port()
+    peer = _engine_process(locations.config, "hammerfest", sink, tmp_path / "hammerfest.log",
+                           http_port=port)
+    app = await _alta(locations.config, sink, monkeypatch)
+    estate = locations.config.parent
+    token = tmp_path / "token"
+    token.write_text(TOKEN, encoding="utf-8")
+    try:
+        await _hammerfest_alert_firing_at_both(app, locations, sink)
+        now = time.time()
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as s, \
+                s.post(f"http://127.0.0.1:{port}/api/v1/silences", json={
+                    "matchers": ['device="hf-sw2"'], "comment": "c",
+                    "starts_at": _iso(now - 60), "ends_at": _iso(now + 3600)}) as resp:
+            assert 201 == resp.status
+        await asyncio.sleep(2)
+        assert 0 == await app.stop()
+        _lose_store(estate / "engine-alta.db")
+        rebuilt = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "monitor.cli", "store", "rebuild", "--config",
+            str(locations.config), "--location", "alta", "--peer", f"http://127.0.0.1:{port}",
+            "--token-file", str(token), cwd=ROOT, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+        out, err = await rebuilt.communicate()
+        assert 0 == rebuilt.returncode, err.decode()
+        print("\n" + out.decode().strip())
+        app = await _alta(locations.config, sink, monkeypatch)
+        await asyncio.sleep(3)
+        mine, theirs = estate / "engine-alta.db", estate / "engine-hammerfest.db"
+        for query in ("SELECT fingerprint, ts, state FROM alert_log WHERE fingerprint IN "
+                      "(SELECT fingerprint FROM alert WHERE rule = 'DeviceDown')",
+                      "SELECT component, src, start, state FROM sla_run",
+                      "SELECT id FROM silence"):
+            assert _rows(mine, query) == _rows(theirs, query), query
+        assert 1 == len(_rows(mine, "SELECT id FROM silence"))
+        assert [] == sink.sent("alta", "DeviceDown", HF_DEVICE)
+    finally:
+        _kill(peer)
+        await app.stop()
