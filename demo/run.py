@@ -122,11 +122,13 @@ async def _mosquitto(binary: str, workdir: Path, name: str, port: int,
         ]
     conf.write_text("\n".join(lines) + "\n", encoding="utf-8")
     # Its own session: Ctrl-C reaches only the demo, which stops the brokers last,
-    # after the engines have committed and acknowledged.
+    # after the engines have committed and acknowledged. And should the demo be
+    # killed outright, the kernel stops them too (no broker left behind).
     proc = await asyncio.create_subprocess_exec(binary, "-c", str(conf),
                                                 stdout=subprocess.DEVNULL,
                                                 stderr=subprocess.DEVNULL,
-                                                start_new_session=True)
+                                                start_new_session=True,
+                                                preexec_fn=_die_with_parent)
     try:
         await _wait_port(port)
         log.info("broker_started", broker="mosquitto", location=name, port=port, pid=proc.pid)
@@ -139,6 +141,14 @@ async def _mosquitto(binary: str, workdir: Path, name: str, port: int,
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the demo's process ends (Linux)."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 @asynccontextmanager
