@@ -34,7 +34,7 @@ from monitor.fields import at_time
 from monitor.metrics import DeviceClassifier
 from monitor.rules.model import Severity
 from monitor.rules.service import RulesService
-from monitor.state import State
+from monitor.state import DeviceStatus, State
 from monitor.web.auth import Auth, problem
 
 __all__ = ["Console"]
@@ -134,7 +134,8 @@ class Console:
             status = self.state.devices.get(device.id)
             if status is None:
                 out.append(DeviceRow(device, municipality,
-                                     self.config.location_of(device.id), "unknown", None,
+                                     self.config.location_of(device.id),
+                                     _never_heard(classify, device), None,
                                      None, None, None, by_device[device.id]))
                 continue
             out.append(DeviceRow(device, municipality, self.config.location_of(device.id),
@@ -175,8 +176,8 @@ class Console:
         status = self.state.devices.get(device_id)
         row = DeviceRow(device, self.config.municipality_of(device_id),
                         self.config.location_of(device_id),
-                        "unknown" if status is None else classify(device_id,
-                                                                  device.device_class, status),
+                        _never_heard(classify, device) if status is None else classify(
+                            device_id, device.device_class, status),
                         status.state if status else None, status.reason if status else None,
                         status.state_since if status else None,
                         (status.last_seen or None) if status else None, 0)
@@ -221,3 +222,12 @@ class Console:
             severities=SEVERITIES, sites=site_rows, problems=problems, config=self.config,
             ago=lambda ts: _ago(ts, now), user=user)
         return web.Response(text=text, content_type="text/html", charset="utf-8")
+
+
+def _never_heard(classify: DeviceClassifier, device: Device) -> str:
+    """A device the engine has no event of: ``unknown``, except a PC outside office
+    hours (or in the grace after opening), which is ``off`` as any silent PC is."""
+    if device.device_class != "pc":
+        return "unknown"
+    verdict = classify(device.id, "pc", DeviceStatus("", ""))
+    return "off" if verdict == "off" else "unknown"

@@ -84,3 +84,18 @@ def test_series_past_the_cap_are_refused_and_counted_per_device() -> None:
     assert {("sw1", "a"): 2.0, ("sw1", "b"): 3.0, ("sw1", "c"): 2.0,
             ("sw2", "z"): 1.0} == kept
     assert {"sw1": 5} == state.series_refused
+
+
+@pytest.mark.parametrize(("device", "now", "want"), [
+    ("pc1", (2026, 3, 31, 22, 0), "off"),  # a Tuesday evening: as any silent PC
+    ("pc1", (2026, 3, 31, 7, 20), "off"),  # in the grace after opening
+    ("pc1", (2026, 3, 31, 10, 0), "unknown"),  # office hours: nothing to say yet
+    ("srv1", (2026, 3, 31, 22, 0), "unknown"),  # a server is never "off"
+])
+def test_a_device_never_heard_of(config: Config, device: str, now: tuple[int, ...],
+                                 want: str) -> None:
+    """No event at all since the engine has a store: what the console says of it."""
+    from monitor.web.console import _never_heard
+
+    classify = DeviceClassifier(config, datetime(*now, tzinfo=OSLO))  # type: ignore[arg-type,misc]
+    assert want == _never_heard(classify, config.devices[device])
