@@ -205,39 +205,39 @@ class NotifyService:
         """Cover the locations whose engine has been offline (or silent) for 15 s."""
         if self.covering is None or self.dispatcher is None or self.state is None:
             return
-        covering = {self.location or ""}
-        for location in self.config.locations:
-            if location == self.location:
-                continue
-            peer = next((key for key in self.state.components
-                         if key[0] == location and key[1] == "engine"), None)
-            if peer is None:
-                away_since = self.started
-            elif self.state.components[peer].status != "online":
-                away_since = self.state.component_since[peer]
-            else:
-                continue
-            if now - away_since >= TAKEOVER_SECONDS:
-                covering.add(location)
-        gained = covering - self.covering
-        if gained or covering != self.covering:
-            if gained:
-                log.warning("notify_takeover", locations=sorted(gained),
-                            why="their engine is offline")
-            lost = self.covering - covering
-            if lost:
-                log.info("notify_handed_back", locations=sorted(lost),
-                         why="their engine is online again")
-            self.covering = covering
-            for alert in self.rules.current():
-                if alert.labels.get("location") in gained:
-                    self.dispatcher.update(alert, now)
-            for key, group in list(self.dispatcher.groups.items()):
-                # handed back: what that engine says now is its own to send; our copies
-                # of its alerts would go stale here and be sent again
-                if group.alerts and all(a.labels.get("location") in lost
-                                        for a in group.alerts.values()):
-                    del self.dispatcher.groups[key]
+        covering = {self.location or ""} | {
+            location for location in self.config.locations
+            if location != self.location and self._away_for(location, now) >= TAKEOVER_SECONDS}
+        gained, lost = covering - self.covering, self.covering - covering
+        if not gained and not lost:
+            return
+        if gained:
+            log.warning("notify_takeover", locations=sorted(gained),
+                        why="their engine is offline")
+        if lost:
+            log.info("notify_handed_back", locations=sorted(lost),
+                     why="their engine is online again")
+        self.covering = covering
+        for alert in self.rules.current():
+            if alert.labels.get("location") in gained:
+                self.dispatcher.update(alert, now)
+        for key, group in list(self.dispatcher.groups.items()):
+            # handed back: what that engine says now is its own to send; our copies
+            # of its alerts would go stale here and be sent again
+            if group.alerts and all(a.labels.get("location") in lost
+                                    for a in group.alerts.values()):
+                del self.dispatcher.groups[key]
+
+    def _away_for(self, location: str, now: float) -> float:
+        """How long ``location``'s engine has not been online (0 while it is)."""
+        assert self.state is not None
+        peer = next((key for key in self.state.components
+                     if key[0] == location and key[1] == "engine"), None)
+        if peer is None:
+            return now - self.started
+        if self.state.components[peer].status == "online":
+            return 0.0
+        return now - self.state.component_since[peer]
 
     # -- making messages ---------------------------------------------------------------
 
