@@ -319,9 +319,9 @@ class NotifyService:
                            person or receiver_id, self.ack_ttl, now)
 
         views = [alert_view(a, self.settings.external_url, self.site_names,
-                            self.device_names, link(a)) for a in firing]
+                            self.device_names, link(a), language) for a in firing]
         done = [alert_view(a, self.settings.external_url, self.site_names,
-                           self.device_names, None) for a in resolved]
+                           self.device_names, None, language) for a in resolved]
         context: dict[str, Any] = {"firing": views, "resolved": done, "labels": flush.labels,
                                    "count": len(views), "external_url":
                                    self.settings.external_url}

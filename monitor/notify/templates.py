@@ -90,12 +90,16 @@ def _local(ts: float | None) -> str:
 
 
 def alert_view(alert: Alert, external_url: str, site_names: dict[str, str],
-               device_names: dict[str, str], ack_url: str | None) -> dict[str, Any]:
+               device_names: dict[str, str], ack_url: str | None,
+               language: str = "en") -> dict[str, Any]:
+    """An alert as templates see it; its summary in ``language`` where the rule gives
+    one (``summary_nb``), else the rule's ``summary``."""
     device = alert.labels.get("device") or alert.labels.get("instance", "")
     site = alert.labels.get("site", "")
     return {
         "id": alert.fingerprint, "alertname": alert.rule, "severity": alert.severity,
-        "summary": alert.annotations.get("summary") or alert.rule,
+        "summary": alert.annotations.get(f"summary_{language}")
+        or alert.annotations.get("summary") or alert.rule,
         "description": alert.annotations.get("description", ""),
         "device": device, "device_name": device_names.get(device, device),
         "site": site, "site_name": site_names.get(site, site),

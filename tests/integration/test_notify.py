@@ -58,6 +58,7 @@ rules:
     states: [down]
     annotations:
       summary: "{{ device_name }} is down"
+      summary_nb: "{{ device_name }} er nede"
 """
 
 
@@ -233,7 +234,7 @@ async def test_every_receiver_gets_the_right_message(tmp_path: Path, ca: trustme
             sender, recipients)
         assert "[ALARM:1] SwitchDown – Øksfjord, loppa" == mail["Subject"]
         text = mail.get_content()
-        assert "ALARM (critical): loppa-sw1 is down" in text
+        assert "ALARM (critical): loppa-sw1 er nede" in text  # a Norwegian receiver
         assert "Enhet: loppa-sw1 (loppa-sw1), Øksfjord, loppa" in text
         assert "1 enhet bak denne er utilgjengelig" in text  # the server behind the switch
         assert "Detaljer: https://drift.example.no/api/v1/alerts/" in text
@@ -243,7 +244,7 @@ async def test_every_receiver_gets_the_right_message(tmp_path: Path, ca: trustme
         assert card["body"][0]["text"].startswith("[ALARM:1] SwitchDown")
         assert by_path["/slack"]["text"].startswith("**[FIRING:1] SwitchDown")
         assert "FIRING (critical): loppa-sw1 is down" in by_path["/slack"]["text"]
-        assert "ALARM CRITICAL: loppa-sw1 is down" in by_path["/sms"]["text"]
+        assert "ALARM CRITICAL: loppa-sw1 er nede" in by_path["/sms"]["text"]
         (sms_path,) = [p for _, p, _ in http.received if p.startswith("/sms")]
         assert "/sms?to=%2B4799999999" == sms_path or "/sms?to=+4799999999" == sms_path
         (am_alert,) = by_path["/api/v2/alerts"]
