@@ -215,7 +215,8 @@ async def call(session: aiohttp.ClientSession, app: EngineApp, method: str, path
     headers = {"Authorization": f"Bearer {TOKENS[who]}"} if who else {}
     async with session.request(method, app.url + path, headers=headers,
                                json=body, allow_redirects=False) as resp:
-        return resp.status, await resp.text()
+        # a store snapshot is binary: decode leniently, the checks look for names
+        return resp.status, (await resp.read()).decode("utf-8", errors="replace")
 
 
 async def publish_month(config: Config, tmp: Path, plan: Script, broker: Mosquitto) -> None:
