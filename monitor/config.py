@@ -287,6 +287,8 @@ class EngineSettings:
     max_seq_jump: PositiveInt = 1_000_000_000
     # series one device may create (a 1,000-port chassis has about 15,000)
     max_series_per_device: PositiveInt = 20_000
+    # where the operators' Grafana is: the console's device pages link to its panels
+    grafana_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

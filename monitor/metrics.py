@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -108,15 +108,48 @@ class DeviceClassifier:
     Otherwise one heard from within three of its intervals is up; a silent one, or one
     whose agent said offline or stopping, is judged by ``classify_silence``: a PC is
     off outside office hours and during the grace period, everything else is down.
-    Office-hours answers are computed once per schedule per instant.
+    A device that would be down while something on its path to the centre is down is
+    *unreachable* (as monitor.rules.topology decides for the rules), when ``devices``
+    (the engine's statuses, for the ancestors) is given. Office-hours answers and
+    ancestors' verdicts are computed once per instant.
     """
 
-    def __init__(self, config: Config, now: datetime) -> None:
+    def __init__(self, config: Config, now: datetime,
+                 devices: Mapping[str, DeviceStatus] | None = None) -> None:
         self.config = config
         self.now = now
+        self.devices = devices
         self._hours: dict[str, tuple[OpenPeriods, float]] = {}
+        self._verdicts: dict[str, str] = {}
 
     def __call__(self, device: str, device_class: str, status: DeviceStatus) -> str:
+        verdict = self._own(device, device_class, status)
+        if verdict == "down" and self.devices is not None and self._parent_down(device):
+            return "unreachable"
+        return verdict
+
+    def _parent_down(self, device: str) -> bool:
+        seen = {device}
+        known = self.config.devices.get(device)
+        parent = known.parent if known is not None else None
+        while parent is not None and parent not in seen and parent in self.config.devices:
+            seen.add(parent)
+            if self._verdict_of(parent) in ("down", "unreachable"):
+                return True
+            parent = self.config.devices[parent].parent
+        return False
+
+    def _verdict_of(self, device: str) -> str:
+        found = self._verdicts.get(device)
+        if found is None:
+            assert self.devices is not None
+            status = self.devices.get(device)
+            found = "unknown" if status is None else self._own(
+                device, self.config.devices[device].device_class, status)
+            self._verdicts[device] = found
+        return found
+
+    def _own(self, device: str, device_class: str, status: DeviceStatus) -> str:
         if status.state in ("down", "unreachable", "auth_error"):
             return status.state
         every = status.interval or DEFAULT_INTERVAL
@@ -192,7 +225,7 @@ class StateCollector(Collector):
             "New series a device sent past engine.max_series_per_device, refused",
             labels=_DEVICE_LABELS)
         labels_of: dict[str, list[str]] = {}
-        classify = DeviceClassifier(self.config, at_time(self.clock()))
+        classify = DeviceClassifier(self.config, at_time(self.clock()), self.state.devices)
         for device, status in self.state.devices.items():
             labels = self.device_labels(device, status.location, status.municipality)
             labels_of[device] = labels

@@ -108,7 +108,7 @@ def alert_view(alert: Alert, external_url: str, site_names: dict[str, str],
         "value": None if alert.value is None else round(alert.value, 3),
         "since": _local(alert.active_since), "resolved": _local(alert.resolved_at),
         "behind": alert.behind, "labels": alert.labels,
-        "url": f"{external_url.rstrip('/')}/api/v1/alerts/{alert.fingerprint}",
+        "url": f"{external_url.rstrip('/')}/alerts/{alert.fingerprint}",
         "ack_url": ack_url,
     }
 

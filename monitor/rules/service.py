@@ -182,6 +182,24 @@ class RulesService:
         """Every alert held, resolved ones of the last hour included."""
         return [copy.copy(a) for a in self.engine.alerts.values()]
 
+    async def lookup(self, fingerprint: str) -> Alert | None:
+        """An alert held in memory, else as the store last wrote it (an alert resolved
+        longer ago than memory keeps, which an old notification still links to)."""
+        found = self.find(fingerprint)
+        if found is not None:
+            return found
+        body = await self.store.alert_body(fingerprint)
+        return _ALERT.decode(body) if body is not None else None
+
+    async def of_device(self, device: str, limit: int = 50) -> list[Alert]:
+        """The alerts about ``device``, newest first: memory's over the store's."""
+        held = {a.fingerprint: copy.copy(a) for a in self.engine.alerts.values()
+                if a.labels.get("device") == device}
+        for body in await self.store.device_alerts(device, limit):
+            alert = _ALERT.decode(body)
+            held.setdefault(alert.fingerprint, alert)
+        return sorted(held.values(), key=lambda a: a.active_since, reverse=True)[:limit]
+
     # -- what people do: each one change in memory and one transaction -------------------
 
     async def acknowledge(self, fp: str, who: str, comment: str,

@@ -358,6 +358,49 @@ class Store:
         async with self._db.execute(query, args) as cur:
             return [(str(a), float(b), str(c), d) async for a, b, c, d in cur]
 
+    async def device_alerts(self, device: str, limit: int = 50) -> list[bytes]:
+        """Bodies of the alerts about ``device`` this store holds, newest first
+        (resolved ones are kept as long as the alert table keeps them)."""
+        query = ("SELECT body FROM alert "
+                 "WHERE json_extract(CAST(body AS TEXT), '$.labels.device') = ? "
+                 "ORDER BY updated DESC LIMIT ?")
+        async with self._db.execute(query, (device, limit)) as cur:
+            return [bytes(row[0]) if isinstance(row[0], bytes) else str(row[0]).encode()
+                    async for row in cur]
+
+    async def alert_body(self, fingerprint: str) -> bytes | None:
+        async with self._db.execute("SELECT body FROM alert WHERE fingerprint = ?",
+                                    (fingerprint,)) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        return bytes(row[0]) if isinstance(row[0], bytes) else str(row[0]).encode()
+
+    async def alert_logs(self, fingerprints: Iterable[str], since: float, limit: int = 500
+                         ) -> list[tuple[str, float, str, str | None]]:
+        """The transitions of several alerts since ``since``, newest first."""
+        fps = list(fingerprints)
+        if not fps:
+            return []
+        marks = ",".join("?" * len(fps))
+        query = (f"SELECT fingerprint, ts, state, detail FROM alert_log WHERE fingerprint "
+                 f"IN ({marks}) AND ts >= ? ORDER BY ts DESC LIMIT ?")
+        async with self._db.execute(query, (*fps, since, limit)) as cur:
+            return [(str(a), float(b), str(c), d) async for a, b, c, d in cur]
+
+    async def audit_of(self, targets: Iterable[str], limit: int = 200
+                       ) -> list[tuple[float, str, str, str, str]]:
+        """The audit lines about these targets (``alert/<fp>``, ``silence/<id>``, …),
+        newest first."""
+        names = list(targets)
+        if not names:
+            return []
+        marks = ",".join("?" * len(names))
+        query = (f"SELECT ts, actor, action, target, detail FROM audit WHERE target IN "
+                 f"({marks}) ORDER BY id DESC LIMIT ?")
+        async with self._db.execute(query, (*names, limit)) as cur:
+            return [(float(a), str(b), str(c), str(d), str(e)) async for a, b, c, d, e in cur]
+
     async def fact(self, key: str) -> float | None:
         async with self._db.execute("SELECT value FROM engine_fact WHERE key = ?",
                                     (key,)) as cur:

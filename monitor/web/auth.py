@@ -7,14 +7,16 @@ corrects the SLA, reloads rules, reads the audit log). With no users configured,
 reads are open and every change is refused.
 
 A browser cannot send a bearer header when following a link, so ``/login`` trades a
-token for an HttpOnly, SameSite=Strict cookie; the cookie is honoured for reads only,
-so a forged cross-site form can change nothing.
+token for an HttpOnly, SameSite=Strict cookie. The cookie is honoured for reads, and
+for the console's own forms only with their form token (an HMAC of the cookie under a
+key this process drew at start), so a forged cross-site form can change nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Final
 
@@ -23,12 +25,13 @@ from aiohttp import web
 
 from monitor.config import ApiUser, Config
 
-__all__ = ["COOKIE", "Auth", "Handler", "problem"]
+__all__ = ["COOKIE", "CSRF_FIELD", "Auth", "Handler", "problem"]
 
 log = structlog.get_logger(__name__)
 
 ROLES: Final = {"viewer": 0, "operator": 1, "admin": 2}
 COOKIE: Final = "driftsvakt_token"
+CSRF_FIELD: Final = "csrf"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 UserHandler = Callable[[web.Request, ApiUser | None], Awaitable[web.StreamResponse]]
 
@@ -40,6 +43,7 @@ def problem(status: int, detail: str) -> web.Response:
 class Auth:
     def __init__(self, config: Config) -> None:
         self.tokens: dict[bytes, ApiUser] = {}
+        self._form_key = secrets.token_bytes(32)
         for user in config.users.values():
             try:
                 token = user.token.resolve()
@@ -75,10 +79,42 @@ class Auth:
         user = self.user_for_token(token)
         return user if user is not None else problem(401, "unknown token")
 
-    def guard(self, role: str, handler: UserHandler, page: bool = False) -> Handler:
-        """``page``: a browser's page, sent to /login instead of a 401."""
+    def form_token(self, request: web.Request) -> str:
+        """The token the console's forms carry: bound to the credential this request
+        was signed in with, so it is worth nothing with another, or without it."""
+        header = request.headers.get("Authorization", "")
+        credential = header[7:] if header.startswith("Bearer ") else request.cookies.get(
+            COOKIE, "")
+        digest = hashlib.sha256(credential.encode("utf-8", "replace")).digest()
+        return hmac.new(self._form_key, digest, "sha256").hexdigest()
+
+    async def form_user(self, request: web.Request) -> ApiUser | web.Response | None:
+        """Who posts a console form: a bearer header as for the API, or the cookie
+        together with the form token of the page the form came from."""
+        if not self.tokens or request.headers.get("Authorization", "").startswith("Bearer "):
+            return self.user_of(request)
+        cookie = request.cookies.get(COOKIE)
+        if cookie is None:
+            return problem(401, "sign in at /login")
+        user = self.user_for_token(cookie)
+        if user is None:
+            return problem(401, "unknown token")
+        form = await request.post()
+        sent = form.get(CSRF_FIELD)
+        if not isinstance(sent, str) or not sent.isascii() or not hmac.compare_digest(
+                sent, self.form_token(request)):
+            log.warning("console_form_refused", user=user.id, path=request.path,
+                        address=request.remote)
+            return problem(403, "the form is not from this console, or it has expired: "
+                                "reload the page")
+        return user
+
+    def guard(self, role: str, handler: UserHandler, page: bool = False,
+              form: bool = False) -> Handler:
+        """``page``: a browser's page, sent to /login instead of a 401; ``form``: a
+        console form, which may come with the cookie and its form token."""
         async def guarded(request: web.Request) -> web.StreamResponse:
-            user = self.user_of(request)
+            user = await self.form_user(request) if form else self.user_of(request)
             if isinstance(user, web.Response):
                 if page and user.status == 401:
                     raise web.HTTPSeeOther("/login")

@@ -24,9 +24,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
-from zoneinfo import ZoneInfo
 
-import jinja2
 from aiohttp import web
 
 from monitor.config import ApiUser, Config, Device, Site
@@ -36,18 +34,13 @@ from monitor.rules.model import Severity
 from monitor.rules.service import RulesService
 from monitor.state import DeviceStatus, State
 from monitor.web.auth import Auth, problem
+from monitor.web.pages import ENV, ago
 
 __all__ = ["Console"]
 
 STATUSES: Final = ("down", "unreachable", "auth_error", "unknown", "off", "up")
 PROBLEMS: Final = frozenset({"down", "unreachable", "auth_error"})
 SEVERITIES: Final = typing.get_args(Severity)  # most severe first
-OSLO: Final = ZoneInfo("Europe/Oslo")
-
-_ENV: Final = jinja2.Environment(
-    loader=jinja2.PackageLoader("monitor", "templates"),
-    autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-
 
 @dataclass(frozen=True, slots=True)
 class DeviceRow:
@@ -85,28 +78,6 @@ class _SiteRow:
     worst: str  # the worst problem status among its devices, else up
 
 
-def _local(ts: float | None) -> str:
-    if not ts:
-        return "–"
-    return at_time(ts).astimezone(OSLO).strftime("%d.%m %H:%M:%S")
-
-
-def _ago(ts: float | None, now: float) -> str:
-    if not ts:
-        return "–"
-    seconds = int(max(0.0, now - ts))
-    if seconds < 120:
-        return f"{seconds} s"
-    if seconds < 7200:
-        return f"{seconds // 60} min"
-    if seconds < 172800:
-        return f"{seconds // 3600} t"
-    return f"{seconds // 86400} d"
-
-
-_ENV.filters["local"] = _local
-
-
 class Console:
     def __init__(self, config: Config, state: State, rules: RulesService, location: str,
                  clock: Callable[[], float] = time.time) -> None:
@@ -123,7 +94,7 @@ class Console:
 
     def rows(self, user: ApiUser | None, now: float) -> list[DeviceRow]:
         """Every configured device ``user`` may see, with its status now."""
-        classify = DeviceClassifier(self.config, at_time(now))
+        classify = DeviceClassifier(self.config, at_time(now), self.state.devices)
         by_device = Counter(a.labels.get("device") for a in self._open_alerts(user)
                             if a.state == "firing")
         out = []
@@ -172,7 +143,7 @@ class Console:
         if device is None or not Auth.sees(user, self.config.municipality_of(device_id)):
             return problem(404, "no such device")
         now = self.clock()
-        classify = DeviceClassifier(self.config, at_time(now))
+        classify = DeviceClassifier(self.config, at_time(now), self.state.devices)
         status = self.state.devices.get(device_id)
         row = DeviceRow(device, self.config.municipality_of(device_id),
                         self.config.location_of(device_id),
@@ -215,12 +186,12 @@ class Console:
             key=lambda r: (r.worst == "up", r.site.municipality, r.site.name))
         problems = sorted((r for r in rows if r.status in PROBLEMS),
                           key=lambda r: (STATUSES.index(r.status), r.device.site, r.device.id))
-        text = _ENV.get_template("console.html").render(
+        text = ENV.get_template("console.html").render(
             now=now, location=self.config.locations[self.location].name,
             counts=Counter(r.status for r in rows), statuses=STATUSES, total=len(rows),
             alerts=alerts, by_severity=Counter(a.severity for a in alerts),
             severities=SEVERITIES, sites=site_rows, problems=problems, config=self.config,
-            ago=lambda ts: _ago(ts, now), user=user)
+            ago=lambda ts: ago(ts, now), user=user)
         return web.Response(text=text, content_type="text/html", charset="utf-8")
 
 

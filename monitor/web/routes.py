@@ -2,7 +2,8 @@
 
 ``viewer``/``operator``/``admin``: the least role, behind :class:`Auth` (a viewer sees
 its own municipality only); ``page``: a browser page, which sends a visitor without a
-session to /login; ``open``: no sign-in (the signed ack links carry their own
+session to /login; ``form``: a console form, posted with the cookie and the form's
+token (or a bearer header); ``open``: no sign-in (the signed ack links carry their own
 signature; /login is how one signs in). /metrics, /healthz and /readyz are served by
 :func:`monitor.web.build_app`.
 """
@@ -25,6 +26,7 @@ from monitor.web.console import Console
 from monitor.web.login import Login
 from monitor.web.notify import NotifyRoutes
 from monitor.web.sla import SlaRoutes
+from monitor.web.workbench import Workbench
 
 __all__ = ["add_routes"]
 
@@ -35,11 +37,20 @@ def add_routes(app: web.Application, *, config: Config, auth: Auth, rules: Rules
                notify: NotifyService, sla: SlaService, state: State, location: str) -> None:
     api = Api(config, rules, auth)
     console = Console(config, state, rules, location)
+    bench = Workbench(config, state, rules, console, auth, config.engine.grafana_url)
     oncall = NotifyRoutes(notify)
     slas = SlaRoutes(sla)
     login = Login(auth)
     table: list[tuple[str, str, str, Any]] = [
         ("GET", "/", "page viewer", console.page),
+        ("GET", "/problems", "page operator", bench.problems),
+        ("POST", "/problems/ack", "form operator", bench.acknowledge),
+        ("POST", "/problems/silence", "form operator", bench.silence),
+        ("POST", "/maintenance", "form admin", bench.maintenance),
+        ("GET", "/alerts/{id}", "page operator", bench.alert),
+        ("GET", "/devices/{id}", "page operator", bench.device),
+        ("GET", "/sites/{id}", "page operator", bench.site),
+        ("GET", "/search", "page operator", bench.search),
         ("GET", "/api/v1/devices", "viewer", console.list_devices),
         ("GET", "/api/v1/devices/{id}", "viewer", console.get_device),
         ("GET", "/api/v1/alerts", "viewer", api.list_alerts),
@@ -74,5 +85,7 @@ def add_routes(app: web.Application, *, config: Config, auth: Auth, rules: Rules
             app.router.add_route(method, path, handler)
         elif who.startswith("page "):
             app.router.add_route(method, path, auth.guard(who[5:], handler, page=True))
+        elif who.startswith("form "):
+            app.router.add_route(method, path, auth.guard(who[5:], handler, form=True))
         else:
             app.router.add_route(method, path, auth.guard(who, handler))

@@ -96,11 +96,11 @@ async def test_devices_and_console_by_role(
         # the console: an operator's page; a viewer goes to its portal; no token, /login
         status, page = await call(session, app, "GET", "/", "ola")
         assert status == 200
-        assert '<div class="tile down" data-status="down"><b>1</b>down</div>' in page
+        assert '<div class="tile down" data-status="down"><b>1</b>nede</div>' in page
         assert '<tr data-device="loppa-mail1">' in page
         assert "no response from 10.1.0.5:161" in page
         assert "LinkDownTrap" in page
-        assert '<div class="tile warning"><b>1</b>warning</div>' in page
+        assert '<div class="tile warning"><b>1</b>advarsel</div>' in page
         assert page.index('data-site="oksfjord"') < page.index('data-site="alta-radhus"')
         async with session.get(app.url + "/", allow_redirects=False,
                                headers={"Authorization": "Bearer liv-viewer-alta-token"}

@@ -237,7 +237,7 @@ async def test_every_receiver_gets_the_right_message(tmp_path: Path, ca: trustme
         assert "ALARM (critical): loppa-sw1 er nede" in text  # a Norwegian receiver
         assert "Enhet: loppa-sw1 (loppa-sw1), Øksfjord, loppa" in text
         assert "1 enhet bak denne er utilgjengelig" in text  # the server behind the switch
-        assert "Detaljer: https://drift.example.no/api/v1/alerts/" in text
+        assert "Detaljer: https://drift.example.no/alerts/" in text
         by_path = {path.split("?")[0]: body for _, path, body in http.received}
         card = by_path["/teams/token-abc"]["attachments"][0]["content"]
         assert "AdaptiveCard" == card["type"]

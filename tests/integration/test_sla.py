@@ -343,7 +343,8 @@ async def test_a_scripted_month_through_mosquitto_equals_the_oracle(
 # -- tenant isolation -------------------------------------------------------------------------
 
 OPEN = {"/metrics", "/healthz", "/readyz", "/login", "/logout"}
-PAGES = {"/", "/sla", "/sla/{m}"}  # a browser without a token is sent to /login
+PAGES = {"/", "/sla", "/sla/{m}", "/problems", "/alerts/{id}", "/devices/{id}", "/sites/{id}",
+         "/search"}  # a browser without a token is sent to /login
 
 
 def fill(path: str, municipality: str) -> str:
