@@ -119,7 +119,7 @@ class Auth:
                 if page and user.status == 401:
                     raise web.HTTPSeeOther("/login")
                 return user
-            if role != "viewer" and user is None:
+            if role != "viewer" and user is None and not (page and request.method == "GET"):
                 return problem(403, "changes need an API user: configure 'users'")
             if user is not None and ROLES[user.role] < ROLES[role]:
                 if user.role == "viewer":

@@ -40,6 +40,8 @@ __all__ = ["Console"]
 
 STATUSES: Final = ("down", "unreachable", "auth_error", "unknown", "off", "up")
 PROBLEMS: Final = frozenset({"down", "unreachable", "auth_error"})
+# the console lists this many failed devices, worst first; the rest are counted
+PROBLEM_ROWS: Final = 200
 SEVERITIES: Final = typing.get_args(Severity)  # most severe first
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +192,8 @@ class Console:
             now=now, location=self.config.locations[self.location].name,
             counts=Counter(r.status for r in rows), statuses=STATUSES, total=len(rows),
             alerts=alerts, by_severity=Counter(a.severity for a in alerts),
-            severities=SEVERITIES, sites=site_rows, problems=problems, config=self.config,
+            severities=SEVERITIES, sites=site_rows, problems=problems[:PROBLEM_ROWS],
+            problem_count=len(problems), config=self.config,
             ago=lambda ts: ago(ts, now), user=user)
         return web.Response(text=text, content_type="text/html", charset="utf-8")
 

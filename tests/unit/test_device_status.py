@@ -99,3 +99,46 @@ def test_a_device_never_heard_of(config: Config, device: str, now: tuple[int, ..
 
     classify = DeviceClassifier(config, datetime(*now, tzinfo=OSLO))  # type: ignore[arg-type,misc]
     assert want == _never_heard(classify, config.devices[device])
+
+
+def test_behind_a_down_parent_a_down_device_is_unreachable(tmp_path: Path) -> None:
+    """core ← dist ← acc ← srv, and a PC on acc: with dist down, what would be down
+    behind it is unreachable, at any depth; dist itself stays down; a device behind it
+    that still answers is up; an off PC stays off; a silent parent counts as down."""
+    path = tmp_path / "estate.yaml"
+    path.write_text(yaml.safe_dump({
+        "locations": [{"id": "alta", "name": "Alta"}],
+        "municipalities": [{"id": "alta", "name": "Alta"}],
+        "sites": [{"id": "s", "name": "S", "location": "alta", "municipality": "alta"}],
+        "devices": [
+            {"id": "core", "name": "core", "class": "switch", "site": "s"},
+            {"id": "dist", "name": "dist", "class": "switch", "site": "s", "parent": "core"},
+            {"id": "acc", "name": "acc", "class": "switch", "site": "s", "parent": "dist"},
+            {"id": "srv", "name": "srv", "class": "server", "site": "s", "parent": "acc"},
+            {"id": "ap", "name": "ap", "class": "ap", "site": "s", "parent": "acc"},
+            {"id": "pc", "name": "pc", "class": "pc", "site": "s", "parent": "acc"},
+        ],
+    }), encoding="utf-8")
+    cfg = load_config(path)
+    now = ts(2026, 3, 31, 22, 0)  # evening: a silent PC is off
+    heard = now - 30
+    devices = {
+        "core": DeviceStatus("alta", "alta", heard, "up", heard),
+        "dist": DeviceStatus("alta", "alta", heard, "down", heard),
+        "acc": DeviceStatus("alta", "alta", heard, "down", heard),
+        "srv": DeviceStatus("alta", "alta", now - 3600),  # silent for an hour
+        "ap": DeviceStatus("alta", "alta", heard, "up", heard),
+        "pc": DeviceStatus("alta", "alta", now - 3600),
+    }
+    classify = DeviceClassifier(cfg, datetime.fromtimestamp(now, OSLO), devices)
+    got = {d: classify(d, cfg.devices[d].device_class, s) for d, s in devices.items()}
+    assert got == {"core": "up", "dist": "down", "acc": "unreachable", "srv": "unreachable",
+                   "ap": "up", "pc": "off"}
+    # without the statuses of the others, a device is judged alone
+    alone = DeviceClassifier(cfg, datetime.fromtimestamp(now, OSLO))
+    assert alone("acc", "switch", devices["acc"]) == "down"
+    # the parent silent rather than reporting down: still down, so acc is unreachable
+    devices["dist"] = DeviceStatus("alta", "alta", now - 3600)
+    classify = DeviceClassifier(cfg, datetime.fromtimestamp(now, OSLO), devices)
+    assert (classify("dist", "switch", devices["dist"]),
+            classify("acc", "switch", devices["acc"])) == ("down", "unreachable")
