@@ -40,7 +40,15 @@ from demo.services import DemoWeb, demo_checks, demo_web
 from demo.simulated_snmp import SimulatedAgents
 from demo.simulator import Simulator
 from monitor.app import EngineApp, start_engine
-from monitor.config import Broker, Config, Device, SnmpProfile, TrapSettings, load_config
+from monitor.config import (
+    ApiUser,
+    Broker,
+    Config,
+    Device,
+    SnmpProfile,
+    TrapSettings,
+    load_config,
+)
 from monitor.notify.settings import (
     NotificationSettings,
     ReceiverSettings,
@@ -185,13 +193,34 @@ async def _wait_port(port: int, within: float = 10.0) -> None:
             await asyncio.sleep(0.05)
 
 
+# Who may sign in to the demo's console and portal (the token is the password at
+# /login): the demo runs on loopback only, so its tokens are printed, not secret.
+DEMO_USERS: Final = (("vakt", "operator", None), ("drift", "admin", None),
+                     ("alta", "viewer", "alta"))
+
+
+def _demo_users(config: Config, workdir: Path) -> dict[str, ApiUser]:
+    users = {}
+    for uid, role, municipality in DEMO_USERS:
+        if municipality is not None and municipality not in config.municipalities:
+            continue
+        token = workdir / f"token-{uid}"
+        token.write_text(f"demo-{uid}\n", encoding="utf-8")
+        token.chmod(0o600)
+        users[uid] = ApiUser(id=uid, role=role,  # type: ignore[arg-type]
+                             token=SecretRef(file=str(token)), municipality=municipality)
+    return users
+
+
 def _demo_config(config: Config, workdir: Path, ports: dict[str, int]) -> Config:
     brokers = {loc: Broker(location=loc, host="127.0.0.1", port=ports[loc])
                for loc in config.locations}
     engine = dataclasses.replace(config.engine, store=str(workdir / "engine-{location}.db"))
     outbox = dataclasses.replace(config.outbox, directory=str(workdir / "outbox"),
                                  ack_timeout=5.0)
-    return dataclasses.replace(config, brokers=brokers, engine=engine, outbox=outbox)
+    users = config.users or _demo_users(config, workdir)
+    return dataclasses.replace(config, brokers=brokers, engine=engine, outbox=outbox,
+                               users=users)
 
 
 def _free_udp_port() -> int:
@@ -339,7 +368,13 @@ async def run_demo(config_path: str | None, *, http_port: int = 9810, broker: st
                         CheckRunner(config, loc, checks), agents, poller]
         print("driftsvakt demo is running (Ctrl-C stops it):", flush=True)
         for loc, app in zip(locations, engines, strict=True):
+            print(f"  console {loc:<10} {app.url}/  (problems {app.url}/problems, SLA "
+                  f"portal {app.url}/sla)", flush=True)
             print(f"  engine {loc:<11} {app.url}/metrics  {app.url}/readyz", flush=True)
+        if not base.users:
+            print("  sign in      at /login with the token " + ", ".join(
+                f"demo-{uid} ({role}{f' of {m}' if m else ''})"
+                for uid, role, m in DEMO_USERS if uid in config.users), flush=True)
         print(f"  brokers      {', '.join(f'{k}=127.0.0.1:{v}' for k, v in ports.items())}"
               f" ({'mosquitto, bridged' if use_mosquitto else 'amqtt, MQTT 3.1.1'})",
               flush=True)

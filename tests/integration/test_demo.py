@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -47,6 +48,31 @@ def _polled_over_snmp(text: str) -> set[str]:
     return found
 
 
+def _signed_in(port: int) -> None:
+    """The demo's operator signs in at /login with its token; the console, the Problems
+    page and a device page answer; without signing in, /login is where one is sent."""
+    base = f"http://127.0.0.1:{port}"
+    login = urllib.request.Request(base + "/login", data=b"token=demo-vakt", method="POST")
+
+    class _Stay(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: object, **kwargs: object) -> None:
+            return None
+
+    opener = urllib.request.build_opener(_Stay)
+    with pytest.raises(urllib.error.HTTPError) as signed:
+        opener.open(login, timeout=10)
+    assert (signed.value.code, signed.value.headers["Location"]) == (303, "/")
+    cookie = signed.value.headers["Set-Cookie"].split(";")[0]
+    for path in ("/", "/problems", "/search?q=alta"):
+        request = urllib.request.Request(base + path, headers={"Cookie": cookie})
+        with urllib.request.urlopen(request, timeout=20) as resp:
+            assert resp.status == 200, path
+            assert "Driftsvakt" in resp.read().decode()
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        opener.open(base + "/problems", timeout=10)
+    assert (refused.value.code, refused.value.headers["Location"]) == (303, "/login")
+
+
 @pytest.mark.parametrize("broker", ["mosquitto", "amqtt"])
 def test_demo_serves_devices_and_stops_on_sigint(tmp_path: Path, broker: str) -> None:
     """Both engines serve demo devices within 30 s, and all 3,388 with a status (PCs
@@ -83,10 +109,15 @@ def test_demo_serves_devices_and_stops_on_sigint(tmp_path: Path, broker: str) ->
             polled = _polled_over_snmp(_metrics(port))
             time.sleep(2.0)
         assert {"switch", "firewall", "ups"} == polled
+        # the console and the workbench, signed in as the banner says
+        _signed_in(port)
         os.kill(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=20)
         assert 0 == proc.returncode, err.decode()[-3000:]
         assert b"driftsvakt demo is running" in out
+        banner = out.decode()
+        assert f"http://127.0.0.1:{port}/problems" in banner
+        assert "/login with the token demo-vakt (operator)" in banner
         assert b"demo_stopped" in err
     finally:
         if proc.poll() is None:
