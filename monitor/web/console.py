@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 import typing
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -94,13 +94,18 @@ class Console:
                 if a.state != "resolved"
                 and Auth.sees(user, a.labels.get("municipality"))]
 
-    def rows(self, user: ApiUser | None, now: float) -> list[DeviceRow]:
-        """Every configured device ``user`` may see, with its status now."""
+    def rows(self, user: ApiUser | None, now: float,
+             only: Iterable[str] | None = None) -> list[DeviceRow]:
+        """Every configured device ``user`` may see (of ``only``, if given), with its
+        status now."""
         classify = DeviceClassifier(self.config, at_time(now), self.state.devices)
         by_device = Counter(a.labels.get("device") for a in self._open_alerts(user)
                             if a.state == "firing")
         out = []
-        for device in self.config.devices.values():
+        devices = self.config.devices
+        chosen = devices.values() if only is None else (devices[d] for d in only
+                                                         if d in devices)
+        for device in chosen:
             municipality = self.config.municipality_of(device.id)
             if not Auth.sees(user, municipality):
                 continue

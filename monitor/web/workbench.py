@@ -95,8 +95,9 @@ class Workbench:
             may_plan=user is None or user.role == "admin", **values)
         return web.Response(text=text, content_type="text/html", charset="utf-8")
 
-    def _rows_by_id(self, user: ApiUser | None) -> dict[str, DeviceRow]:
-        return {r.device.id: r for r in self.console.rows(user, self.clock())}
+    def _rows_by_id(self, user: ApiUser | None, only: Iterable[str] | None = None
+                    ) -> dict[str, DeviceRow]:
+        return {r.device.id: r for r in self.console.rows(user, self.clock(), only)}
 
     # -- problems ------------------------------------------------------------------------
 
@@ -234,11 +235,11 @@ class Workbench:
         alert = await self.rules.lookup(request.match_info["id"])
         if alert is None or not Auth.sees(user, alert.labels.get("municipality")):
             return problem(404, "no such alert")
-        rows = self._rows_by_id(user)
+        below = self.rules.engine.inventory.descendants(alert.device) if alert.device else []
+        rows = self._rows_by_id(user, [alert.device or "", *below])
         device = rows.get(alert.device or "")
-        behind = sorted((rows[d] for d in self.rules.engine.inventory.descendants(
-            alert.device) if d in rows), key=lambda r: (_rank(r.status), r.device.name)
-        ) if alert.device else []
+        behind = sorted((rows[d] for d in below if d in rows),
+                        key=lambda r: (_rank(r.status), r.device.name))
         timeline = await self._timeline_of_alerts([alert], since=0)
         return self._render(request, "alert.html", user, alert=alert, device=device,
                             behind=behind, timeline=timeline)
@@ -264,11 +265,12 @@ class Workbench:
 
     async def device(self, request: web.Request, user: ApiUser | None) -> web.StreamResponse:
         device_id = request.match_info["id"]
-        rows = self._rows_by_id(user)
+        inventory = self.rules.engine.inventory
+        rows = self._rows_by_id(user, [device_id, *inventory.ancestors(device_id),
+                                       *inventory.descendants(device_id)])
         row = rows.get(device_id)
         if row is None:
             return problem(404, "no such device")
-        inventory = self.rules.engine.inventory
         path = [rows[a] for a in inventory.ancestors(device_id) if a in rows]
         behind = sorted((rows[d] for d in inventory.descendants(device_id) if d in rows),
                         key=lambda r: (_rank(r.status), r.device.name))
@@ -338,7 +340,8 @@ class Workbench:
         site = self.config.sites.get(request.match_info["id"])
         if site is None or not Auth.sees(user, site.municipality):
             return problem(404, "no such site")
-        rows = self._rows_by_id(user)
+        rows = self._rows_by_id(user, [d.id for d in self.config.devices.values()
+                                       if d.site == site.id])
         here = {r.device.id: r for r in rows.values() if r.device.site == site.id}
         children: dict[str | None, list[str]] = {}
         for r in here.values():
