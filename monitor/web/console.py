@@ -12,8 +12,7 @@ A device's status is decided as /metrics decides it (``DeviceClassifier``): up, 
 off (a PC outside office hours), unreachable, auth_error; ``unknown`` for a configured
 device this engine has not heard from. A viewer sees its own municipality only; a
 device of another is not found, and the console sends a viewer to its SLA portal.
-The console reads; acknowledging stays with the API and the signed links of the
-notifications (the console's cookie is honoured for reads only).
+The overview reads; acting on alerts is the workbench's (monitor.web.workbench).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Sign-in for browsers: a token for an HttpOnly, SameSite=Strict cookie, honoured for
-reads only (monitor.web.auth)."""
+reads and, with their form token, the console's forms (monitor.web.auth)."""
 
 from __future__ import annotations
 
