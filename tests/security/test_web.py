@@ -5,6 +5,7 @@ real token has refused with 401, never 500. A real engine on a real mosquitto.""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -91,3 +92,43 @@ async def test_a_token_no_real_token_looks_like_is_refused_not_500(
             engine.url + "/api/v1/alerts", headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
         assert 200 == resp.status
     assert time.monotonic() - started < 10
+
+
+async def test_console_forms_need_their_form_token(engine: EngineApp) -> None:
+    """The cookie alone changes nothing: a form without the form token, with a wrong
+    one, or with the token of another sign-in is refused (403) and logged; with the
+    token of the page it came from it goes through; where it sends the browser after
+    is a path on this site, never another host."""
+    cookie = {"Cookie": f"driftsvakt_token={TOKEN}"}
+    form = {"device": "loppa-sw1", "hours": "1", "comment": "bytte av vifte"}
+    async with aiohttp.ClientSession() as session:
+        async with session.get(engine.url + "/devices/loppa-sw1", headers=cookie) as resp:
+            assert resp.status == 200
+            page = await resp.text()
+        found = re.search(r'name="csrf" value="([0-9a-f]{64})"', page)
+        assert found is not None
+        token = found.group(1)
+        with capture_logs() as logs:
+            for extra in ({}, {"csrf": "0" * 64}, {"csrf": "ø" * 8}):
+                async with session.post(engine.url + "/maintenance", data={**form, **extra},
+                                        headers=cookie, allow_redirects=False) as resp:
+                    assert resp.status == 403, extra
+            async with session.post(engine.url + "/maintenance", data={**form, "csrf": token},
+                                    headers={"Cookie": "driftsvakt_token=someone-else"},
+                                    allow_redirects=False) as resp:
+                assert resp.status == 401
+            async with session.post(engine.url + "/maintenance", data={**form, "csrf": token},
+                                    allow_redirects=False) as resp:
+                assert resp.status == 401
+        assert sum(1 for e in logs if e["event"] == "console_form_refused") == 3
+        for where, sent_to in (("/devices/loppa-sw1", "/devices/loppa-sw1"),
+                               ("//evil.example/x", "/problems"),
+                               ("https://evil.example/", "/problems")):
+            async with session.post(engine.url + "/maintenance", headers=cookie,
+                                    data={**form, "csrf": token, "next": where},
+                                    allow_redirects=False) as resp:
+                assert (resp.status, resp.headers["Location"]) == (303, sent_to)
+        async with session.get(engine.url + "/api/v1/audit", headers={
+                "Authorization": f"Bearer {TOKEN}"}) as resp:
+            audit = (await resp.json())["audit"]
+        assert [(a["actor"], a["action"]) for a in audit] == [("kari", "create_maintenance")] * 3
