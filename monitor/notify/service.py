@@ -116,6 +116,7 @@ class NotifyService:
                           for s in settings.schedules}
         self.escalator = Escalator({e.id: e for e in settings.escalations}, self.schedules)
         self.site_names = {s.id: s.name for s in config.sites.values()}
+        self.municipality_names = {m.id: m.name for m in config.municipalities.values()}
         self.device_names = {d.id: d.name for d in config.devices.values()}
         try:
             secret = settings.ack_secret.resolve() if settings.ack_secret is not None else None
@@ -319,9 +320,11 @@ class NotifyService:
                            person or receiver_id, self.ack_ttl, now)
 
         views = [alert_view(a, self.settings.external_url, self.site_names,
-                            self.device_names, link(a), language) for a in firing]
+                            self.device_names, link(a), language, self.municipality_names)
+                 for a in firing]
         done = [alert_view(a, self.settings.external_url, self.site_names,
-                           self.device_names, None, language) for a in resolved]
+                           self.device_names, None, language, self.municipality_names)
+                for a in resolved]
         context: dict[str, Any] = {"firing": views, "resolved": done, "labels": flush.labels,
                                    "count": len(views), "external_url":
                                    self.settings.external_url}

@@ -2,7 +2,8 @@
 
 A receiver may give its own ``subject`` and ``body`` templates; they see ``firing``
 and ``resolved`` (lists of alerts as dicts: alertname, severity, summary, device,
-device_name, site, municipality, value, since, behind, url, ack_url), ``labels`` (the
+device_name, site, site_name, municipality, municipality_name, severity_nb, value,
+since, resolved, behind, url, ack_url), ``labels`` (the
 group's), ``count`` and ``external_url``.
 """
 
@@ -20,6 +21,8 @@ from monitor.rules.alerts import Alert
 __all__ = ["DEFAULTS", "alert_view", "render"]
 
 OSLO: Final = ZoneInfo("Europe/Oslo")
+SEVERITY_NB: Final = {"critical": "kritisk", "major": "alvorlig", "warning": "advarsel",
+                      "info": "info"}
 _ENV: Final = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False,
                                    trim_blocks=True, lstrip_blocks=True)
 
@@ -30,12 +33,12 @@ DEFAULTS: Final[dict[str, dict[str, str]]] = {
             "{{ (firing or resolved)[0].alertname }}"
             "{% if (firing or resolved)[0].site_name %} – {{ (firing or resolved)[0].site_name }}"
             "{% endif %}{% if (firing or resolved)[0].municipality %}, "
-            "{{ (firing or resolved)[0].municipality }}{% endif %}"),
+            "{{ (firing or resolved)[0].municipality_name }}{% endif %}"),
         "body": (
             "{% for a in firing %}"
-            "ALARM ({{ a.severity }}): {{ a.summary }}\n"
+            "ALARM ({{ a.severity_nb }}): {{ a.summary }}\n"
             "  Enhet: {{ a.device_name }} ({{ a.device }}), {{ a.site_name }}, "
-            "{{ a.municipality }}\n"
+            "{{ a.municipality_name }}\n"
             "{% if a.value is not none %}  Verdi: {{ a.value }}\n{% endif %}"
             "  Siden: {{ a.since }}\n"
             "{% if a.behind == 1 %}  1 enhet bak denne er utilgjengelig\n"
@@ -45,12 +48,14 @@ DEFAULTS: Final[dict[str, dict[str, str]]] = {
             "{% if a.ack_url %}  Kvitter: {{ a.ack_url }}\n{% endif %}"
             "\n{% endfor %}"
             "{% for a in resolved %}"
-            "OK: {{ a.summary }} ({{ a.device }}, {{ a.site_name }}) er løst {{ a.resolved }}\n"
+            "LØST {{ a.resolved }}: {{ a.alertname }} på {{ a.device_name }} "
+            "({{ a.site_name }}). Det var: {{ a.summary }}\n"
             "{% endfor %}"),
         "sms": (
-            "{% for a in firing %}ALARM {{ a.severity|upper }}: {{ a.summary }}"
+            "{% for a in firing %}ALARM {{ a.severity_nb|upper }}: {{ a.summary }}"
             "{% if a.ack_url %} Kvitter: {{ a.ack_url }}{% endif %}\n{% endfor %}"
-            "{% for a in resolved %}OK: {{ a.summary }}\n{% endfor %}"),
+            "{% for a in resolved %}LØST: {{ a.alertname }} på {{ a.device_name }}\n"
+            "{% endfor %}"),
     },
     "en": {
         "subject": (
@@ -58,12 +63,12 @@ DEFAULTS: Final[dict[str, dict[str, str]]] = {
             "{{ (firing or resolved)[0].alertname }}"
             "{% if (firing or resolved)[0].site_name %} – {{ (firing or resolved)[0].site_name }}"
             "{% endif %}{% if (firing or resolved)[0].municipality %}, "
-            "{{ (firing or resolved)[0].municipality }}{% endif %}"),
+            "{{ (firing or resolved)[0].municipality_name }}{% endif %}"),
         "body": (
             "{% for a in firing %}"
             "FIRING ({{ a.severity }}): {{ a.summary }}\n"
             "  Device: {{ a.device_name }} ({{ a.device }}), {{ a.site_name }}, "
-            "{{ a.municipality }}\n"
+            "{{ a.municipality_name }}\n"
             "{% if a.value is not none %}  Value: {{ a.value }}\n{% endif %}"
             "  Since: {{ a.since }}\n"
             "{% if a.behind == 1 %}  1 device behind it is unreachable\n"
@@ -73,12 +78,14 @@ DEFAULTS: Final[dict[str, dict[str, str]]] = {
             "{% if a.ack_url %}  Acknowledge: {{ a.ack_url }}\n{% endif %}"
             "\n{% endfor %}"
             "{% for a in resolved %}"
-            "RESOLVED: {{ a.summary }} ({{ a.device }}, {{ a.site_name }}) at {{ a.resolved }}\n"
+            "RESOLVED {{ a.resolved }}: {{ a.alertname }} on {{ a.device_name }} "
+            "({{ a.site_name }}). It was: {{ a.summary }}\n"
             "{% endfor %}"),
         "sms": (
             "{% for a in firing %}FIRING {{ a.severity|upper }}: {{ a.summary }}"
             "{% if a.ack_url %} Ack: {{ a.ack_url }}{% endif %}\n{% endfor %}"
-            "{% for a in resolved %}RESOLVED: {{ a.summary }}\n{% endfor %}"),
+            "{% for a in resolved %}RESOLVED: {{ a.alertname }} on {{ a.device_name }}\n"
+            "{% endfor %}"),
     },
 }
 
@@ -91,11 +98,13 @@ def _local(ts: float | None) -> str:
 
 def alert_view(alert: Alert, external_url: str, site_names: dict[str, str],
                device_names: dict[str, str], ack_url: str | None,
-               language: str = "en") -> dict[str, Any]:
+               language: str = "en", municipality_names: dict[str, str] | None = None
+               ) -> dict[str, Any]:
     """An alert as templates see it; its summary in ``language`` where the rule gives
     one (``summary_nb``), else the rule's ``summary``."""
     device = alert.labels.get("device") or alert.labels.get("instance", "")
     site = alert.labels.get("site", "")
+    municipality = alert.labels.get("municipality", "")
     return {
         "id": alert.fingerprint, "alertname": alert.rule, "severity": alert.severity,
         "summary": alert.annotations.get(f"summary_{language}")
@@ -103,7 +112,9 @@ def alert_view(alert: Alert, external_url: str, site_names: dict[str, str],
         "description": alert.annotations.get("description", ""),
         "device": device, "device_name": device_names.get(device, device),
         "site": site, "site_name": site_names.get(site, site),
-        "municipality": alert.labels.get("municipality", ""),
+        "municipality": municipality,
+        "municipality_name": (municipality_names or {}).get(municipality, municipality),
+        "severity_nb": SEVERITY_NB.get(alert.severity, alert.severity),
         "location": alert.labels.get("location", ""),
         "value": None if alert.value is None else round(alert.value, 3),
         "since": _local(alert.active_since), "resolved": _local(alert.resolved_at),

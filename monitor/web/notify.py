@@ -48,27 +48,54 @@ class NotifyRoutes:
                       q.get("exp", ""), q.get("sig", ""))
 
     async def ack_form(self, request: web.Request) -> web.Response:
+        """What the link acknowledges, and a button; a link sent to a receiver (a shared
+        mailbox, a chat room) rather than a person asks who is acknowledging."""
         problem = self._check_link(request)
         if problem is not None:
             return web.Response(status=403, text=problem)
         alert = self.rules.find(request.match_info["alert"])
-        summary = alert.annotations.get("summary", alert.rule) if alert else "?"
+        summary = (alert.annotations.get("summary_nb") or alert.annotations.get(
+            "summary") or alert.rule) if alert else "?"
+        by = request.query.get("by", "")
+        person = self.people.get(by)
+        who = (f"<p>Kvitteres som {_escape(person.name or person.id)}.</p>" if person
+               else "<p><label>Ditt navn <input name=name required maxlength=100 "
+                    "autocomplete=name></label></p>")
         return web.Response(content_type="text/html", text=(
-            "<!doctype html><meta charset=utf-8><title>Kvitter alarm</title>"
-            f"<p>{_escape(summary)}</p><form method=post action='{_escape(request.path_qs)}'>"
-            "<button>Kvitter / acknowledge</button></form>"))
+            "<!doctype html><html lang=nb><meta charset=utf-8><meta name=viewport "
+            "content='width=device-width, initial-scale=1'><title>Kvitter alarm</title>"
+            f"<h1>Kvitter alarm</h1><p>{_escape(summary)}</p>"
+            f"<form method=post action='{_escape(request.path_qs)}'>{who}"
+            "<p><label>Kommentar <input name=comment maxlength=500></label></p>"
+            "<button>Kvitter</button></form>"))
 
     async def ack(self, request: web.Request) -> web.Response:
         problem = self._check_link(request)
         if problem is not None:
             return web.Response(status=403, text=problem)
         fp = request.match_info["alert"]
-        who = f"{request.query.get('by', '')} (link)"
+        by = request.query.get("by", "")
+        form = await request.post()
+        name = _one_line(str(form.get("name", "")))[:100]
+        comment = _one_line(str(form.get("comment", "")))[:500] or "kvittert med lenke"
+        if by in self.people:
+            who = f"{by} (link)"
+        elif name:
+            who = f"{name} (link to {by})"  # the person, and where the link was sent
+        else:
+            return web.Response(status=400, text=(
+                "Skriv navnet ditt: lenken ble sendt til en felles mottaker, ikke til deg."))
         try:
-            await self.rules.acknowledge(fp, who, "acknowledged by link", {"via": "link"})
+            await self.rules.acknowledge(fp, who, comment, {"via": "link", "sent_to": by,
+                                                            "comment": comment})
         except KeyError:
             return web.Response(status=404, text="no such alert, or it is resolved")
         return web.Response(text="Kvittert / acknowledged.")
+
+
+def _one_line(text: str) -> str:
+    """A name or comment as one line of printable text (it goes in logs and messages)."""
+    return " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
 
 
 def _escape(text: str) -> str:

@@ -39,6 +39,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from monitor.config import load_config
 from monitor.events import ComponentStatus, DeviceTopic, StateEvent
 from monitor.logging import configure_logging
+from monitor.notify.links import ack_url
 from monitor.notify.service import NotifyService
 from monitor.rules.service import RulesService
 from monitor.state import State
@@ -232,10 +233,10 @@ async def test_every_receiver_gets_the_right_message(tmp_path: Path, ca: trustme
         mail = email.message_from_bytes(content, policy=email.policy.default)
         assert ("driftsvakt@example.no", ["drift@example.no", "vakt@example.no"]) == (
             sender, recipients)
-        assert "[ALARM:1] SwitchDown – Øksfjord, loppa" == mail["Subject"]
+        assert "[ALARM:1] SwitchDown – Øksfjord, Loppa kommune" == mail["Subject"]
         text = mail.get_content()
-        assert "ALARM (critical): loppa-sw1 er nede" in text  # a Norwegian receiver
-        assert "Enhet: loppa-sw1 (loppa-sw1), Øksfjord, loppa" in text
+        assert "ALARM (kritisk): loppa-sw1 er nede" in text  # a Norwegian receiver
+        assert "Enhet: loppa-sw1 (loppa-sw1), Øksfjord, Loppa kommune" in text
         assert "1 enhet bak denne er utilgjengelig" in text  # the server behind the switch
         assert "Detaljer: https://drift.example.no/alerts/" in text
         by_path = {path.split("?")[0]: body for _, path, body in http.received}
@@ -244,7 +245,7 @@ async def test_every_receiver_gets_the_right_message(tmp_path: Path, ca: trustme
         assert card["body"][0]["text"].startswith("[ALARM:1] SwitchDown")
         assert by_path["/slack"]["text"].startswith("**[FIRING:1] SwitchDown")
         assert "FIRING (critical): loppa-sw1 is down" in by_path["/slack"]["text"]
-        assert "ALARM CRITICAL: loppa-sw1 er nede" in by_path["/sms"]["text"]
+        assert "ALARM KRITISK: loppa-sw1 er nede" in by_path["/sms"]["text"]
         (sms_path,) = [p for _, p, _ in http.received if p.startswith("/sms")]
         assert "/sms?to=%2B4799999999" == sms_path or "/sms?to=+4799999999" == sms_path
         (am_alert,) = by_path["/api/v2/alerts"]
@@ -259,6 +260,11 @@ async def test_every_receiver_gets_the_right_message(tmp_path: Path, ca: trustme
         resolved_mail = email.message_from_bytes(mailbox.messages[1][3],
                                                  policy=email.policy.default)
         assert resolved_mail["Subject"].startswith("[OK] SwitchDown")
+        # it says what was wrong and that it is over, not "… is down … er løst"
+        resolved_text = resolved_mail.get_content()
+        assert "LØST " in resolved_text
+        assert ": SwitchDown på loppa-sw1 (Øksfjord). Det var: loppa-sw1 er nede" in (
+            resolved_text)
         resolved_am = [b for _, p, b in http.received if p == "/api/v2/alerts"][1][0]
         assert "endsAt" in resolved_am
     finally:
@@ -516,6 +522,23 @@ async def test_a_signed_link_acknowledges_and_stops_the_chain(
         assert 1 == len(http.received)
         audit = await rig.store.audit_log()
         assert [("ola (link)", "acknowledge")] == [(a[1], a[2]) for a in audit]
+        # a link sent to a receiver (a shared mailbox), not a person: who acknowledges
+        # must say their name; the audit keeps both the person and where the link went
+        fp = rig.rules.engine.active()[0].fingerprint
+        assert rig.notify.ack_secret is not None
+        shared = ack_url(f"http://127.0.0.1:{port}", rig.notify.ack_secret, fp,
+                         "drift-epost", 3600)
+        async with aiohttp.ClientSession() as session:
+            async with session.get(shared) as resp:
+                assert 'name=name required' in await resp.text()
+            async with session.post(shared, data={"comment": "ser på det"}) as resp:
+                assert 400 == resp.status
+            async with session.post(shared, data={"name": "Kari\r\nNordmann",
+                                                  "comment": "ser på det"}) as resp:
+                assert 200 == resp.status
+        acked = rig.rules.engine.active()[0]
+        assert ("Kari Nordmann (link to drift-epost)", "ser på det") == (acked.ack_by,
+                                                                          acked.ack_comment)
     finally:
         await runner.cleanup()
         await rig.stop()
