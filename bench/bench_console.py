@@ -106,7 +106,8 @@ async def one_run(requests: int) -> dict[str, tuple[float, float, int]]:
                 pages = {"/": "/", "/problems": "/problems", "/alerts/{id}": f"/alerts/{fp}",
                          "/devices/{down}": f"/devices/{parent}",
                          "/devices/{unreachable}": f"/devices/{behind[0]}",
-                         "/sites/{id}": f"/sites/{site}", "/search?q=": "/search?q=skole"}
+                         "/sites/{id}": f"/sites/{site}", "/topology": "/topology",
+                         "/search?q=": "/search?q=skole"}
                 out = {}
                 for name, path in pages.items():
                     times, size = [], 0

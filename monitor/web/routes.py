@@ -50,6 +50,7 @@ def add_routes(app: web.Application, *, config: Config, auth: Auth, rules: Rules
         ("GET", "/alerts/{id}", "page operator", bench.alert),
         ("GET", "/devices/{id}", "page operator", bench.device),
         ("GET", "/sites/{id}", "page operator", bench.site),
+        ("GET", "/topology", "page operator", bench.topology),
         ("GET", "/search", "page operator", bench.search),
         ("GET", "/api/v1/devices", "viewer", console.list_devices),
         ("GET", "/api/v1/devices/{id}", "viewer", console.get_device),

@@ -8,6 +8,8 @@
     GET  /devices/{id}      a device: status and why, its path to the centre, what is
                             behind it, interfaces, checks, alerts, a timeline
     GET  /sites/{id}        a site's devices as the tree they hang in; maintenance
+    GET  /topology          the network as a map (SVG): what hangs on what, where it
+                            is down, unreachable or under maintenance
     GET  /search?q=         devices by id, name, address, site, interface alias
     POST /problems/ack      acknowledge the checked alerts, with a comment
     POST /problems/silence  silence the checked alerts for some hours
@@ -51,6 +53,9 @@ _CONTEXT_LABELS: Final = frozenset({"class", "site", "municipality", "location"}
 SILENCE_HOURS: Final = (1, 4, 8, 24, 72)
 TIMELINE_DAYS: Final = 7
 MAX_ROWS: Final = 500
+_NETWORK: Final = frozenset({"switch", "router", "firewall"})
+_MAP_COLUMN: Final = 230  # px per level of the map
+_MAP_ROW: Final = 22  # px per device on it
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +64,15 @@ class Interface:
     name: str
     alias: str
     values: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class MapNode:
+    row: DeviceRow
+    depth: int
+    order: int
+    behind: int
+    maintenance: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,6 +378,45 @@ class Workbench:
             counts=Counter(r.status for r in here.values()), statuses=STATUSES,
             windows=[(m, m.active(now)) for m in windows], hours=(1, 2, 4, 8, 24))
 
+    # -- topology ------------------------------------------------------------------------
+
+    async def topology(self, request: web.Request, user: ApiUser | None
+                       ) -> web.StreamResponse:
+        """The devices that others hang on (and all network gear), laid out as a tree
+        from the centre outwards: depth left to right, one row per branch's end."""
+        inventory = self.rules.engine.inventory
+        shown = {d.id for d in self.config.devices.values()
+                 if d.device_class in _NETWORK or inventory.children.get(d.id)}
+        rows = self._rows_by_id(user, shown)
+        now = self.clock()
+        maintained = {d for d in rows if any(
+            m.covers(inventory.devices[d]) and m.active(now)
+            for m in self.rules.engine.maintenance.values())}
+        roots = sorted((d for d in rows if _shown_parent(self.config, d, rows) is None),
+                       key=lambda d: (self.config.devices[d].site, d))
+        nodes: list[MapNode] = []
+        edges: list[tuple[MapNode, MapNode]] = []
+
+        def place(device: str, depth: int, parent: MapNode | None) -> None:
+            row = rows[device]
+            node = MapNode(row, depth, len(nodes), inventory.behind(device),
+                           device in maintained)
+            nodes.append(node)
+            if parent is not None:
+                edges.append((parent, node))
+            for child in sorted(c for c in inventory.children.get(device, []) if c in rows):
+                place(child, depth + 1, node)
+
+        for root in roots:
+            place(root, 0, None)
+        depth = max((n.depth for n in nodes), default=0)
+        return self._render(request, "topology.html", user, nodes=nodes, edges=edges,
+                            width=(depth + 1) * _MAP_COLUMN + 40,
+                            height=len(nodes) * _MAP_ROW + 20,
+                            column=_MAP_COLUMN, row_height=_MAP_ROW,
+                            counts=Counter("maintenance" if n.maintenance else n.row.status
+                                           for n in nodes))
+
     # -- search --------------------------------------------------------------------------
 
     async def search(self, request: web.Request, user: ApiUser | None) -> web.StreamResponse:
@@ -406,6 +459,11 @@ class Workbench:
 _ACTIONS: Final = {"acknowledge": "Kvittert", "create_silence": "Dempet",
                    "expire_silence": "Demping avsluttet", "create_maintenance":
                    "Vedlikehold planlagt", "delete_maintenance": "Vedlikehold slettet"}
+
+
+def _shown_parent(config: Config, device: str, shown: dict[str, DeviceRow]) -> str | None:
+    parent = config.devices[device].parent
+    return parent if parent in shown else None
 
 
 def _rank(status: str) -> int:

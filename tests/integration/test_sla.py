@@ -344,7 +344,7 @@ async def test_a_scripted_month_through_mosquitto_equals_the_oracle(
 
 OPEN = {"/metrics", "/healthz", "/readyz", "/login", "/logout"}
 PAGES = {"/", "/sla", "/sla/{m}", "/problems", "/alerts/{id}", "/devices/{id}", "/sites/{id}",
-         "/search"}  # a browser without a token is sent to /login
+         "/search", "/topology"}  # a browser without a token is sent to /login
 
 
 def fill(path: str, municipality: str) -> str:

@@ -252,6 +252,13 @@ async def _incident(app: EngineApp, config: Config, tmp: Path, page: Browser) ->
     assert await page.js("[...document.querySelectorAll('#hits tr[data-device]')]"
                          ".map(r => r.dataset.device)") == [FIREWALL]
     await _shoot(page, "search")
+    # the map: the switch down, the access switches behind it unreachable
+    await page.goto(app.url + "/topology")
+    on_map = await page.js("Object.fromEntries([...document.querySelectorAll('#map a')]"
+                           ".map(a => [a.dataset.device, a.dataset.status]))")
+    assert on_map == {"alta-core": "up", FIREWALL: "up", DIST: "down",
+                      **dict.fromkeys(ACCESS, "unreachable")}
+    await _shoot(page, "topology")
     # an operator may not plan maintenance: the form is not offered
     await page.goto(app.url + "/sites/komsa-skole")
     assert await page.js("document.getElementById('maintenance-form')") is None
@@ -271,6 +278,11 @@ async def _incident(app: EngineApp, config: Config, tmp: Path, page: Browser) ->
     assert await page.js("location.pathname") == "/sites/komsa-skole"
     assert "Elektriker på Komsa" in await page.js("document.getElementById('windows').innerText")
     await _shoot(page, "site")
+    await page.goto(app.url + "/topology")
+    on_map = await page.js("Object.fromEntries([...document.querySelectorAll('#map a')]"
+                           ".map(a => [a.dataset.device, a.dataset.status]))")
+    assert on_map == {"alta-core": "up", FIREWALL: "up",
+                      **dict.fromkeys([DIST, *ACCESS], "maintenance")}
     await page.goto(app.url + "/")
     await _shoot(page, "console")
 

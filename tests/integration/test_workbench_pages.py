@@ -137,7 +137,7 @@ async def test_every_page_renders_escaped(tmp_path: Path, monkeypatch: pytest.Mo
                          "/problems?state=suppressed&sort=newest",
                          "/problems?severity=critical&municipality=alta&site=radhus",
                          "/search?q=%3Cscript%3E", "/search?q=%7B%7B7*7%7D%7D",
-                         "/search?q=srv", *(f"/sites/{s}" for s in config.sites),
+                         "/search?q=srv", "/topology", *(f"/sites/{s}" for s in config.sites),
                          *(f"/alerts/{a['id']}" for a in alerts)]
                 if size:
                     paths += ["/devices/core", "/devices/bad-sw", "/devices/bad-srv",
