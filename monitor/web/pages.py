@@ -11,7 +11,7 @@ import jinja2
 
 from monitor.fields import at_time
 
-__all__ = ["ALERT_STATE_NB", "ENV", "OSLO", "SEVERITY_NB", "STATUS_NB", "ago"]
+__all__ = ["ALERT_STATE_NB", "CLASS_NB", "ENV", "OSLO", "SEVERITY_NB", "STATUS_NB", "ago"]
 
 OSLO: Final = ZoneInfo("Europe/Oslo")
 
@@ -25,6 +25,9 @@ ALERT_STATE_NB: Final = {
     "pending": "venter", "firing": "aktiv", "resolved": "løst", "dropped": "forkastet",
     "acknowledged": "kvittert", "suppressed": "dempet", "unsuppressed": "ikke lenger dempet",
     "flapping": "ustabil", "settled": "stabil"}
+CLASS_NB: Final = {"server": "server", "pc": "PC", "switch": "svitsj", "router": "ruter",
+                   "firewall": "brannmur", "ap": "trådløst aksesspunkt", "ups": "UPS",
+                   "printer": "skriver"}
 SEVERITY_NB: Final = {"critical": "kritisk", "major": "alvorlig", "warning": "advarsel",
                       "info": "info"}
 
@@ -70,3 +73,4 @@ ENV.filters["bits"] = _bits
 ENV.globals["status_nb"] = STATUS_NB
 ENV.globals["alert_state_nb"] = ALERT_STATE_NB
 ENV.globals["severity_nb"] = SEVERITY_NB
+ENV.filters["class_nb"] = lambda c: CLASS_NB.get(c, c)

@@ -42,7 +42,7 @@ from monitor.rules.suppress import Maintenance, Silence, SpecError
 from monitor.state import State
 from monitor.web.auth import CSRF_FIELD, Auth, problem
 from monitor.web.console import SEVERITIES, STATUSES, Console, DeviceRow
-from monitor.web.pages import ALERT_STATE_NB, ENV, OSLO, STATUS_NB, ago
+from monitor.web.pages import ALERT_STATE_NB, CLASS_NB, ENV, OSLO, STATUS_NB, ago
 
 __all__ = ["Workbench"]
 
@@ -155,7 +155,8 @@ class Workbench:
                              if Auth.sees(user, k)],
             "site": sorted(((k, v.name) for k, v in c.sites.items()
                             if Auth.sees(user, v.municipality)), key=lambda kv: kv[1]),
-            "class": sorted({(d.device_class, d.device_class) for d in c.devices.values()}),
+            "class": sorted({(d.device_class, CLASS_NB.get(d.device_class, d.device_class))
+                             for d in c.devices.values()}),
         }
 
     async def acknowledge(self, request: web.Request, user: ApiUser | None
