@@ -31,6 +31,9 @@ class SeriesValue:
     value: float
     ts: float
     kind: str
+    # a counter's rate per second between its last two samples (None: a gauge, one
+    # sample so far, or a counter that went back: wrapped or reset)
+    rate: float | None = None
     # the series' exposition text up to its value, and its metric family, filled in
     # by monitor.exposition at the first scrape that sees it
     text: str | None = None
@@ -86,6 +89,9 @@ class State:
                     if self._room_for_series(device):
                         series[key] = SeriesValue(sample.value, ts, sample.kind)
                 elif ts >= current.ts:
+                    if sample.kind != "gauge" and ts > current.ts:
+                        delta = sample.value - current.value
+                        current.rate = delta / (ts - current.ts) if delta >= 0 else None
                     current.value = sample.value
                     current.ts = ts
                     current.kind = sample.kind

@@ -59,12 +59,14 @@ def _when(ts: float | None) -> str:
 
 
 def _bits(bps: float | None) -> str:
-    if not bps:
+    """A speed or a rate in bits per second, three significant digits: 1 Gbit/s,
+    12.3 Mbit/s, 0 bit/s."""
+    if bps is None:
         return "–"
     for unit, size in (("Gbit/s", 1e9), ("Mbit/s", 1e6), ("kbit/s", 1e3)):
         if bps >= size:
-            return f"{bps / size:g} {unit}"
-    return f"{bps:g} bit/s"
+            return f"{bps / size:.3g} {unit}"
+    return f"{bps:.3g} bit/s"
 
 
 ENV.filters["local"] = _local

@@ -64,6 +64,7 @@ class Interface:
     name: str
     alias: str
     values: dict[str, float] = field(default_factory=dict)
+    rates: dict[str, float] = field(default_factory=dict)  # counters, per second
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,6 +323,8 @@ class Workbench:
                 face = found[index] = Interface(index, tags.get("ifname", index),
                                                 tags.get("ifalias", ""))
             face.values[name] = value.value
+            if value.rate is not None:
+                face.rates[name] = value.rate
         return sorted(found.values(), key=lambda f: (len(f.index), f.index))
 
     async def _state_changes(self, device: str, since: float, now: float) -> list[Moment]:

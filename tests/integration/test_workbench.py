@@ -41,6 +41,7 @@ ACCESS = [f"alta-acc{i}" for i in range(1, 6)]
 LEAVES = [f"alta-skole-{a[-1]}-{j}" for a in ACCESS for j in range(1, 6)]
 BEHIND = ACCESS + LEAVES  # 5 + 25 = 30 devices reach the centre only through DIST
 FIREWALL = "alta-fw1"
+WAN = {"ifindex": "1", "ifname": "Gi0/1", "ifalias": "WAN"}
 
 
 def workbench_estate(tmp: Path, broker_port: int) -> Path:
@@ -166,7 +167,12 @@ async def _incident(app: EngineApp, config: Config, tmp: Path, page: Browser) ->
             Sample(name="if_admin_status", value=1.0,
                    labels={"ifindex": "3", "ifname": "Gi0/3", "ifalias": "Uplink Komsa"}),
             Sample(name="if_oper_status", value=2.0,
-                   labels={"ifindex": "3", "ifname": "Gi0/3", "ifalias": "Uplink Komsa"})],
+                   labels={"ifindex": "3", "ifname": "Gi0/3", "ifalias": "Uplink Komsa"}),
+            Sample(name="if_in_octets", value=1_000_000.0, kind="counter64", labels=WAN)],
+            "interval": 60.0}),
+        # 750,000 octets in the 60 s after: 12,500 B/s, 100 kbit/s
+        ("alta", FIREWALL, "metrics", now - 30, {"samples": [
+            Sample(name="if_in_octets", value=1_750_000.0, kind="counter64", labels=WAN)],
             "interval": 60.0}),
     ])
     async with aiohttp.ClientSession() as session:
@@ -247,6 +253,8 @@ async def _incident(app: EngineApp, config: Config, tmp: Path, page: Browser) ->
     await _shoot(page, "device-down")
     await page.goto(app.url + f"/devices/{FIREWALL}")
     assert "Uplink Komsa" in await page.js("document.getElementById('interfaces').innerText")
+    assert await page.js("document.querySelector('tr[data-ifindex=\"1\"] .traffic-in')"
+                         ".textContent") == "100 kbit/s"
     await _shoot(page, "device-interfaces")
     await page.goto(app.url + "/search?q=uplink")
     assert await page.js("[...document.querySelectorAll('#hits tr[data-device]')]"
