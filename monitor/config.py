@@ -448,6 +448,11 @@ def load_config(path: str | Path) -> Config:
     if not root.exists():
         raise Problems([Problem(str(root), 0, "", "no such file or directory")])
     docs = _load_documents(root)
+    unreadable = [p for doc in docs if doc.root is None for p in doc.problems]
+    if unreadable:
+        # A file that does not parse leaves holes that every reference into it would
+        # report again (thousands of follow-on errors): say only what does not parse.
+        raise Problems(unreadable)
     records: dict[str, dict[str, _Record]] = {name: {} for name in _LISTS}
     typed: dict[str, dict[str, Any]] = {name: {} for name in _LISTS}
     singletons: dict[str, tuple[Any, Document]] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -46,6 +47,13 @@ def test_cli_exit_codes(tmp_path: Path) -> None:
                          capture_output=True, text=True, check=False)
     assert bad.returncode == 1
     assert "devices.yaml:14: devices[2].site: unknown site 'nosuchsite'" in bad.stderr
+    unparsed = subprocess.run(
+        [sys.executable, "-m", "monitor.cli", "check", "config", str(ROOT / "tests" / "data" /
+                                                                  "broken-yaml")],
+        capture_output=True, text=True, check=False)
+    assert unparsed.returncode == 1
+    assert unparsed.stderr.endswith("syntax.yaml:4: YAML syntax: did not find expected ',' or "
+                                    f"']'\n1 error(s) in {ROOT}/tests/data/broken-yaml\n")
     missing = subprocess.run(
         [sys.executable, "-m", "monitor.cli", "check", "config", str(tmp_path / "nope.yaml")],
         capture_output=True, text=True, check=False)
@@ -126,3 +134,20 @@ def test_oncall_cli() -> None:
                           "2026-12-24T18:00:00+01:00"], capture_output=True, text=True,
                          check=False)
     assert "beredskap-alta: Anne Hætta from 2026-12-28 08:00 CET\n" == nxt.stdout
+
+
+def test_a_yaml_syntax_error_is_one_error(tmp_path: Path) -> None:
+    """A tab where the example's network file indents a device: that file does not
+    parse, and that is all that is said (not one error per reference into it)."""
+    estate = tmp_path / "estate"
+    shutil.copytree(EXAMPLE, estate)
+    network = estate / "network.yaml"
+    lines = network.read_text(encoding="utf-8").splitlines(keepends=True)
+    at = next(i for i, line in enumerate(lines) if line.startswith(("- id:", "  - id:")))
+    lines[at + 1] = "\t" + lines[at + 1].lstrip()
+    network.write_text("".join(lines), encoding="utf-8")
+    with pytest.raises(Problems) as raised:
+        load_config(estate)
+    (problem,) = raised.value.problems
+    assert (problem.file, problem.line) == (str(network), at + 2)
+    assert problem.message.startswith("YAML syntax: ")
