@@ -73,6 +73,12 @@ class _Rotation:
         return self.layer.members[turns % len(self.layer.members)]
 
 
+# how far an export looks back for the start of the shift under way, and ahead for
+# the end of its last
+ICAL_LOOKBACK: Final = timedelta(days=370)
+ICAL_LOOKAHEAD: Final = timedelta(days=35)
+
+
 class OnCall:
     def __init__(self, settings: ScheduleSettings, calendar: Schedule | None = None) -> None:
         self.settings = settings
@@ -137,12 +143,18 @@ class OnCall:
         return None
 
     def ical(self, start: datetime, end: datetime, people: dict[str, Person]) -> bytes:
-        """The schedule's shifts as an iCalendar file (RFC 5545), one event per shift."""
+        """The schedule's shifts as an iCalendar file (RFC 5545), one event per shift,
+        with the zone's VTIMEZONE. A shift under way at ``start`` keeps its real start
+        (looked for up to a year back), and the last its real end, so each shift has
+        the same UID and times in every export and a subscribed calendar keeps one
+        event per shift."""
         cal = icalendar.Calendar()
         cal.add("prodid", "-//driftsvakt//on-call//NO")
         cal.add("version", "2.0")
         cal.add("x-wr-calname", f"Vakt: {self.settings.id}")
-        for shift_start, shift_end, who in self.shifts(start, end):
+        shifts = [s for s in self.shifts(start - ICAL_LOOKBACK, end + ICAL_LOOKAHEAD)
+                  if s[1] > start and s[0] < end]
+        for shift_start, shift_end, who in shifts:
             event = icalendar.Event()
             person = people.get(who)
             event.add("uid", f"{self.settings.id}-{who}-{int(shift_start.timestamp())}"
@@ -152,4 +164,5 @@ class OnCall:
             event.add("dtend", shift_end.astimezone(self.zone))
             event.add("dtstamp", shift_start)
             cal.add_component(event)
+        cal.add_missing_timezones()
         return bytes(cal.to_ical())

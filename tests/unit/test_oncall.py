@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import icalendar
 import pytest
@@ -74,3 +75,35 @@ def test_ical_export() -> None:
                                                                 for e in events]
     assert datetime(2026, 1, 12, 8, 0) == events[1].decoded("dtstart").replace(tzinfo=None)
     assert "Europe/Oslo" == str(events[1]["dtstart"].params["TZID"])
+
+
+def test_ical_exports_are_stable_and_carry_their_timezone() -> None:
+    """Two exports, made a day and a half apart, as a subscribed calendar fetches
+    them: the shift under way keeps its real start (Monday 08:00, not the moment of
+    the export), every shift keeps its UID, and the file carries Europe/Oslo's
+    VTIMEZONE (standard and daylight time), so a client imports them without
+    duplicates."""
+    oncall = OnCall(ScheduleSettings(id="beredskap", layers=[WEEKLY]))
+    people = {"ola": Person("ola", "Ola Nordmann")}
+    first = icalendar.Calendar.from_ical(oncall.ical(
+        utc(2026, 1, 14, 9, 17), utc(2026, 2, 4, 9, 17), people))
+    second = icalendar.Calendar.from_ical(oncall.ical(
+        utc(2026, 1, 15, 21, 3), utc(2026, 2, 5, 21, 3), people))
+
+    def events(cal: icalendar.Calendar) -> dict[str, tuple[datetime, datetime]]:
+        return {str(e["uid"]): (e.decoded("dtstart"), e.decoded("dtend"))
+                for e in cal.walk("VEVENT")}
+
+    a, b = events(first), events(second)
+    # the shift under way at both exports: handed over Monday 12 January, 08:00 local
+    current = [uid for uid, (start, end) in a.items()
+               if start <= datetime(2026, 1, 14, 9, 17, tzinfo=UTC) < end]
+    assert len(current) == 1
+    assert a[current[0]][0] == datetime(2026, 1, 12, 8, 0, tzinfo=ZoneInfo("Europe/Oslo"))
+    assert b[current[0]] == a[current[0]]
+    both = a.keys() & b.keys()
+    assert {uid: a[uid] for uid in both} == {uid: b[uid] for uid in both}
+    assert len(a) == len(b) == 4  # the current week and the three after it
+    (zone,) = first.walk("VTIMEZONE")
+    assert str(zone["tzid"]) == "Europe/Oslo"
+    assert {c.name for c in zone.subcomponents} == {"STANDARD", "DAYLIGHT"}
