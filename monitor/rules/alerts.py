@@ -41,6 +41,10 @@ class Alert:
     suppressed: str | None = None  # topology, maintenance:<id>, silence:<id>, inhibited
     flapping: bool = False
     behind: int = 0  # devices reachable only through this alert's device
+    # an alert another system sent (monitor.rules.external): it fires while its sender
+    # keeps renewing it and resolves when told to or when this time passes
+    external: bool = False
+    expires_at: float | None = None
 
     @property
     def device(self) -> str | None:
@@ -62,7 +66,7 @@ class Alert:
             "annotations": self.annotations, "value": self.value,
             "active_since": self.active_since, "fired_at": self.fired_at,
             "resolved_at": self.resolved_at, "suppressed": self.suppressed,
-            "flapping": self.flapping, "behind": self.behind,
+            "flapping": self.flapping, "behind": self.behind, "external": self.external,
             "acknowledged": None if self.ack_by is None else {
                 "by": self.ack_by, "at": self.ack_at, "comment": self.ack_comment},
         }

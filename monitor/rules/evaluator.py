@@ -112,6 +112,8 @@ class RuleEngine:
         alerts = self.lifecycle.alerts
         self.muting.recount(rules.inhibitions, alerts.values())
         for fp, alert in list(alerts.items()):
+            if alert.external:
+                continue  # its sender's, not a rule's
             if alert.rule not in self.by_name and alert.state != "resolved":
                 self.lifecycle.resolve(alert, now, "rule removed")
             elif alert.state == "pending":

@@ -246,6 +246,9 @@ class Lifecycle:
                 continue
             if alert.state != "firing":
                 continue
+            if alert.expires_at is not None and alert.expires_at <= now:
+                self.resolve(alert, alert.expires_at, "expired: not renewed by its sender")
+                continue
             reason = self.muting.reason(alert, now)
             if reason != alert.suppressed:
                 alert.suppressed = reason

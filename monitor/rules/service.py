@@ -20,7 +20,7 @@ from typing import Final, Literal
 
 import msgspec
 import structlog
-from prometheus_client import CollectorRegistry, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -28,6 +28,7 @@ from monitor.config import Config
 from monitor.events import ComponentStatus, DeviceTopic, Event
 from monitor.rules.alerts import Alert
 from monitor.rules.evaluator import RuleEngine
+from monitor.rules.external import PostableAlert, take
 from monitor.rules.inventory import Inventory
 from monitor.rules.lifecycle import KEEP_RESOLVED
 from monitor.rules.model import RuleSet, load_rules
@@ -91,6 +92,10 @@ class RulesMetrics:
         self.reload_at = Gauge("driftsvakt_rules_last_reload_success_timestamp_seconds",
                                "When the rules were last loaded successfully",
                                registry=registry)
+        self.external = Counter(
+            "driftsvakt_external_alerts_received_total",
+            "Alerts posted by other systems (POST /api/v2/alerts), by the API user that "
+            "posted them", ["sender"], registry=registry)
         self.on_batch = self.eval_seconds.labels("events")
         self.on_tick = self.eval_seconds.labels("tick")
 
@@ -337,6 +342,18 @@ class RulesService:
             dropped=dropped,
             log=[(t.fingerprint, t.ts, t.state, t.detail) for t in transitions],
             evaluated_at=evaluated_at)
+
+    # -- other systems' alerts -----------------------------------------------------------
+
+    async def take_external(self, posted: list[PostableAlert], sender: str) -> int:
+        """Alerts posted as to Alertmanager (monitor.rules.external), committed as one
+        change; returns how many are firing from this post."""
+        now = time.time()
+        firing = sum(1 for one in posted
+                     if take(self.engine.lifecycle, one, now) is not None)
+        await self.store.commit_alerts(self.changes())
+        self.metrics.external.labels(sender=sender).inc(len(posted))
+        return firing
 
     # -- the tick ----------------------------------------------------------------------
 

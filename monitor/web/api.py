@@ -24,6 +24,7 @@ from aiohttp import web
 
 from monitor.config import ApiUser, Config
 from monitor.rules.alerts import Alert
+from monitor.rules.external import MAX_ALERTS, PostableAlert
 from monitor.rules.matchers import Matcher
 from monitor.rules.service import RulesService
 from monitor.rules.suppress import Maintenance, Silence, SpecError
@@ -35,6 +36,7 @@ __all__ = ["Api"]
 log = structlog.get_logger(__name__)
 
 _ENCODER: Final = msgspec.json.Encoder()
+_POSTED: Final = msgspec.json.Decoder(list[PostableAlert])
 
 
 class _Ack(msgspec.Struct, forbid_unknown_fields=True):
@@ -93,6 +95,29 @@ class Api:
         except KeyError:
             return problem(404, "no such alert, or it is resolved")
         return web.json_response(alert.as_json())
+
+    # -- alerts from other systems (Alertmanager's API) ---------------------------------
+
+    async def post_alerts(self, request: web.Request, user: ApiUser | None
+                          ) -> web.StreamResponse:
+        """``POST /api/v2/alerts`` as Alertmanager answers it: a JSON list of
+        postableAlerts; 200 with an empty body, 400 saying what is wrong."""
+        assert user is not None
+        body = await request.read()
+        try:
+            posted = _POSTED.decode(body)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            log.warning("external_alerts_refused", sender=user.id, error=str(exc))
+            return problem(400, str(exc))
+        if len(posted) > MAX_ALERTS:
+            return problem(400, f"at most {MAX_ALERTS} alerts in one post")
+        for i, one in enumerate(posted):
+            why = one.problem()
+            if why is not None:
+                log.warning("external_alerts_refused", sender=user.id, error=why, index=i)
+                return problem(400, f"alert {i}: {why}")
+        await self.rules.take_external(posted, user.id)
+        return web.Response(status=200)
 
     # -- the store, for the peer ---------------------------------------------------------
 

@@ -57,6 +57,7 @@ def add_routes(app: web.Application, *, config: Config, auth: Auth, rules: Rules
         ("GET", "/api/v1/alerts", "viewer", api.list_alerts),
         ("GET", "/api/v1/alerts/{id}", "viewer", api.get_alert),
         ("POST", "/api/v1/alerts/{id}/ack", "operator", api.ack),
+        ("POST", "/api/v2/alerts", "operator", api.post_alerts),
         ("GET", "/api/v1/silences", "viewer", api.list_silences),
         ("POST", "/api/v1/silences", "operator", api.add_silence),
         ("DELETE", "/api/v1/silences/{id}", "operator", api.delete_silence),
