@@ -37,6 +37,8 @@ import structlog
 
 from collectors.common.outbox import Outbox, OutboxRow, OutboxWriteFailed
 from monitor.events import (
+    MAX_PAYLOAD_BYTES,
+    MAX_SAMPLES,
     CheckKind,
     ComponentStatus,
     DeviceStateName,
@@ -80,8 +82,16 @@ class Emitter:
 
     async def metrics(self, municipality: str, device: str, ts: float, samples: list[Sample],
                       *, interval: float | None = None) -> int | None:
-        return await self.emit(municipality, device, "metrics", ts, samples=samples,
-                               interval=interval)
+        """One poll's samples, in as many events as keep each under the engine's limits
+        (a 2,000-port chassis is a few megabytes); returns the last event's seq, None
+        if any part could not be stored."""
+        last: int | None = None
+        stored = True
+        for part in split_samples(samples):
+            last = await self.emit(municipality, device, "metrics", ts, samples=part,
+                                   interval=interval)
+            stored = stored and last is not None
+        return last if stored else None
 
     async def state(self, municipality: str, device: str, ts: float, state: DeviceStateName,
                     *, reason: str | None = None) -> int | None:
@@ -103,6 +113,27 @@ class Emitter:
     async def heartbeat(self, municipality: str, device: str, ts: float, *,
                         interval: float) -> int | None:
         return await self.emit(municipality, device, "heartbeat", ts, interval=interval)
+
+
+# What the samples of one event may take, encoded: the engine's limit less room for
+# the envelope (topic fields, src, seq, floor, interval).
+SAMPLES_BUDGET: Final = MAX_PAYLOAD_BYTES - 4096
+
+
+def split_samples(samples: list[Sample]) -> list[list[Sample]]:
+    """``samples`` in consecutive parts, each within MAX_SAMPLES and, encoded, within
+    SAMPLES_BUDGET bytes (an engine rejects a larger event whole)."""
+    size = len(_ENCODER.encode(samples))
+    if size <= SAMPLES_BUDGET and len(samples) <= MAX_SAMPLES:
+        return [samples]
+    if len(samples) == 1:
+        return [samples]  # one sample this large is refused by the engine, and counted
+    parts = max(2, -(-size // SAMPLES_BUDGET), -(-len(samples) // MAX_SAMPLES))
+    step = -(-len(samples) // parts)
+    out: list[list[Sample]] = []
+    for start in range(0, len(samples), step):
+        out.extend(split_samples(samples[start:start + step]))
+    return out
 
 
 @dataclass
