@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -40,12 +40,13 @@ def recording(path: Path) -> None:
         ((1, 3, 6, 1, 2, 1, 1, 3, 0), "67", "123456789"),
         ((1, 3, 6, 1, 2, 1, 1, 5, 0), "4", "chassis"),
     ]
-    if_table = {2: ("4", lambda i: f"Te{i // 48}/0/{i % 48}"), 7: ("2", lambda i: "1"),
+    Column = dict[int, tuple[str, Callable[[int], str]]]
+    if_table: Column = {2: ("4", lambda i: f"Te{i // 48}/0/{i % 48}"), 7: ("2", lambda i: "1"),
                 8: ("2", lambda i: "1"), 10: ("65", lambda i: str(i)),
                 13: ("65", lambda i: "0"), 14: ("65", lambda i: str(i % 7)),
                 16: ("65", lambda i: str(2 * i)), 19: ("65", lambda i: "0"),
                 20: ("65", lambda i: "0")}
-    if_x = {1: ("4", lambda i: f"Te{i // 48}/0/{i % 48}"),
+    if_x: Column = {1: ("4", lambda i: f"Te{i // 48}/0/{i % 48}"),
             6: ("70", lambda i: str(10**12 + i)), 10: ("70", lambda i: str(2 * 10**12 + i)),
             15: ("66", lambda i: "10000"), 18: ("4", lambda i: f"port {i} to rack {i % 40}")}
     for column, (tag, value) in if_table.items():
