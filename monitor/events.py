@@ -373,3 +373,8 @@ class ComponentStatus(msgspec.Struct, forbid_unknown_fields=True, frozen=True, k
     outbox_dropped: int | None = None
     # how often the sender republishes this status: silence for three of them is offline
     interval: Annotated[float, msgspec.Meta(gt=0, le=86400)] | None = None
+    # what a collector counted since start that it could not pass on as events: traps
+    # the kernel dropped from a full socket, datagrams that were not SNMP, …
+    counters: Annotated[dict[Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)],
+                             Annotated[int, msgspec.Meta(ge=0)]],
+                        msgspec.Meta(max_length=32)] = {}

@@ -254,9 +254,16 @@ class StateCollector(Collector):
         dropped = CounterMetricFamily("driftsvakt_outbox_dropped",
                                       "Events a collector dropped from its full or old outbox",
                                       labels=labels)
+        counted = CounterMetricFamily(
+            "driftsvakt_collector_counted",
+            "What a collector counted and could not pass on as events (what: e.g. "
+            "trap_socket_drops, trap_unreadable), as its status last reported it",
+            labels=[*labels, "what"])
         for (location, name, instance), reported in self.state.components.items():
             key = [location, name, instance]
             component.add_metric(key, 1.0 if reported.status == "online" else 0.0)
+            for what, count in reported.counters.items():
+                counted.add_metric([*key, what], float(count))
             if reported.outbox_rows is not None:
                 rows.add_metric(key, float(reported.outbox_rows))
             if reported.outbox_dropped is not None:
@@ -264,6 +271,7 @@ class StateCollector(Collector):
         yield component
         yield rows
         yield dropped
+        yield counted
 
     def _checks(self, labels_of: dict[str, list[str]]) -> Iterator[Metric]:
         labels = [*_DEVICE_LABELS, "check", "kind"]

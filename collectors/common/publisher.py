@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -167,6 +167,8 @@ class Publisher(Emitter):
         self.password = password
         self.v5 = v5
         self.version = version
+        # the collector's own counts, reported in the status (ComponentStatus.counters)
+        self.counters: Callable[[], dict[str, int]] | None = None
         self.stats = PublisherStats()
         self.connected = False
         self.acked: dict[str, int] = {}
@@ -212,7 +214,8 @@ class Publisher(Emitter):
         return encode(ComponentStatus(
             status=status, ts=time.time(), component=self.component,  # type: ignore[arg-type]
             instance=self.instance, version=self.version, outbox_rows=self.outbox.rows,
-            outbox_dropped=self.outbox.dropped, interval=STATUS_EVERY))
+            outbox_dropped=self.outbox.dropped, interval=STATUS_EVERY,
+            counters=self.counters() if self.counters is not None else {}))
 
     async def run(self) -> None:
         """Connect, send and resend until :meth:`stop`; never raises on broker trouble."""

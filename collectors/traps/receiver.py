@@ -14,9 +14,12 @@ Port 162 needs privilege: run with CAP_NET_BIND_SERVICE (see deploy/systemd/).
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
 import structlog
@@ -27,6 +30,7 @@ from pysnmp.entity.rfc3413 import ntfrcv
 from pysnmp.smi import builder, view
 
 from collectors.common.publisher import Emitter
+from collectors.common.sockets import grow_receive_buffer
 from collectors.snmp.client import AUTH_PROTOCOLS, PRIV_PROTOCOLS
 from monitor.config import Config
 from monitor.events import Varbind
@@ -53,6 +57,12 @@ KNOWN: Final = {
     "1.3.6.1.2.1.31.1.1.1.18": "ifAlias",
 }
 UNKNOWN_DEVICE: Final = "unknown"
+_REFUSALS: Final = {
+    "__SNMPv2-MIB": ("snmpInASNParseErrs", "snmpInBadCommunityNames", "snmpInBadVersions"),
+    "__SNMP-USER-BASED-SM-MIB": ("usmStatsUnknownUserNames", "usmStatsWrongDigests",
+                                 "usmStatsDecryptionErrors", "usmStatsUnknownEngineIDs",
+                                 "usmStatsNotInTimeWindows", "usmStatsUnsupportedSecLevels"),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,11 +123,28 @@ class TrapReceiver:
         self.stats = TrapStats()
         self.by_address = {d.address: d.id for d in config.devices.values() if d.address}
         self._engine: Any = None
+        self._socket: socket.socket | None = None
+        self._inode = 0
+        self.receive_buffer = 0
         self._tasks: set[asyncio.Task[int | None]] = set()
 
     def start(self) -> None:
+        """Listen; raises OSError when the address cannot be bound."""
         engine = snmp_engine.SnmpEngine()
-        transport = udp.UdpAsyncioTransport().open_server_mode((self.host, self.port))
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.bind((self.host, self.port))
+        except OSError:
+            sock.close()
+            raise
+        # a burst of traps (a switch stack rebooting, a storm) must fit, and what does
+        # not is counted by the kernel, read back by socket_drops()
+        self.receive_buffer = grow_receive_buffer(sock)
+        sock.setblocking(False)
+        self.port = int(sock.getsockname()[1])
+        self._inode = os.fstat(sock.fileno()).st_ino
+        self._socket = sock
+        transport = udp.UdpAsyncioTransport().open_server_mode(sock=sock)
         snmp_config.add_transport(engine, udp.DOMAIN_NAME, transport)
         for i, community in enumerate(self.communities):
             snmp_config.add_v1_system(engine, f"community-{i}", community)
@@ -137,6 +164,47 @@ class TrapReceiver:
         if self._engine is not None:
             self._engine.close_dispatcher()
             self._engine = None
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+
+    def socket_drops(self) -> int:
+        """Datagrams the kernel dropped from this socket's full receive buffer
+        (/proc/net/udp's ``drops`` for its inode; 0 where there is no such file)."""
+        try:
+            text = Path("/proc/net/udp").read_text(encoding="ascii")
+        except OSError:
+            return 0
+        inode = str(self._inode)
+        for line in text.splitlines()[1:]:
+            fields = line.split()
+            if len(fields) >= 13 and fields[9] == inode:
+                return int(fields[12])
+        return 0
+
+    def unreadable(self) -> dict[str, int]:
+        """What the SNMP engine refused before a notification came of it: datagrams
+        that are not SNMP, unknown communities, v3 users, digests, keys."""
+        if self._engine is None:
+            return {}
+        mib = self._engine.get_mib_builder()
+        out = {}
+        for module, names in _REFUSALS.items():
+            for name in names:
+                (instance,) = mib.import_symbols(module, name)
+                out[name] = int(instance.syntax)
+        return out
+
+    def counters(self) -> dict[str, int]:
+        """For the collector's status (ComponentStatus.counters)."""
+        refused = self.unreadable()
+        return {"traps_received": self.stats.received,
+                "traps_unknown_source": self.stats.unknown_source,
+                "trap_socket_drops": self.socket_drops(),
+                "trap_not_snmp": refused.get("snmpInASNParseErrs", 0),
+                "trap_bad_community": refused.get("snmpInBadCommunityNames", 0),
+                "trap_v3_refused": sum(v for k, v in refused.items()
+                                       if k.startswith("usmStats"))}
 
     async def drain(self) -> None:
         """Wait until every notification received so far is in the outbox."""

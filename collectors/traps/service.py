@@ -47,14 +47,15 @@ async def run_traps(config_path: str, location: str, port: int | None) -> int:
             except Exception as exc:
                 raise CannotStart(f"cannot listen on {settings.host}:{port or settings.port}:"
                                   f" {exc} (port 162 needs CAP_NET_BIND_SERVICE)") from None
+            ctx.publisher.counters = receiver.counters
             stop_on_signals(ctx.publisher.stop)
             try:
                 await ctx.publisher.run()
             finally:
+                counted = receiver.counters()
                 receiver.close()
                 await receiver.drain()
     except CannotStart as exc:
         return report(exc)
-    log.info("traps_stopped", received=receiver.stats.received,
-             unknown_source=receiver.stats.unknown_source)
+    log.info("traps_stopped", **counted)
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from collectors.common.outbox import Outbox
 from collectors.common.publisher import Publisher
 from collectors.traps.receiver import TrapReceiver, TrapUser
 from monitor.config import load_config
-from monitor.events import TrapEvent
+from monitor.events import ComponentStatus, TrapEvent
 from tests.estate import DEVICES, write_estate
 from tests.servers import Mosquitto, free_udp_port
 
@@ -129,3 +130,69 @@ def test_collect_traps_command_end_to_end(tmp_path: Path) -> None:
             sub.kill()
             sub.wait()
         assert 0 == code, receiver.stderr.read().decode() if receiver.stderr else ""
+
+
+def _captured(community: str, port: int) -> bytes:
+    """One linkDown as net-snmp's snmptrap puts it on the wire."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as listener:
+        listener.bind(("127.0.0.1", port))
+        listener.settimeout(10)
+        subprocess.run(["snmptrap", "-v2c", "-c", community, f"127.0.0.1:{port}", "",
+                        "1.3.6.1.6.3.1.1.5.3", "1.3.6.1.2.1.2.2.1.1.3", "i", "3"],
+                       check=True, capture_output=True)
+        return listener.recvfrom(65536)[0]
+
+
+async def test_a_burst_of_2000_traps_arrives_or_is_counted(tmp_path: Path) -> None:
+    """2,000 linkDowns back to back from a known switch, 50 datagrams that are not SNMP
+    and 30 traps with a community the receiver does not know: every trap is either
+    received (and in the outbox) or counted as dropped by the kernel, exactly; the
+    garbage and the strangers are counted as such; all of it is in the counters the
+    collector's status reports."""
+    with Mosquitto(tmp_path / "broker") as broker:
+        config = load_config(write_estate(tmp_path, broker.port))
+        outbox = await Outbox.open(tmp_path / "traps.db")
+        publisher = Publisher(broker=config.broker_for("alta"), location="alta",
+                              component="traps", instance="traps-alta", outbox=outbox)
+        trap = await asyncio.to_thread(_captured, COMMUNITY, free_udp_port())
+        stranger = await asyncio.to_thread(_captured, "not-ours", free_udp_port())
+        receiver = TrapReceiver(config, "alta", publisher, host="127.0.0.1",
+                                port=free_udp_port(), communities=(COMMUNITY,))
+        receiver.start()
+        publisher.counters = receiver.counters
+        sender = asyncio.create_task(publisher.run())
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as out:
+                out.bind(("127.0.1.1", 0))  # loppa-sw1's address in the estate
+                for i in range(2000):
+                    out.sendto(trap, ("127.0.0.1", receiver.port))
+                    if i % 40 == 0:
+                        out.sendto(b"\x00not snmp at all", ("127.0.0.1", receiver.port))
+                    if i % 67 == 0 and i < 67 * 30:
+                        out.sendto(stranger, ("127.0.0.1", receiver.port))
+            def accounted() -> int:
+                c = receiver.counters()
+                return (c["traps_received"] + c["trap_not_snmp"] + c["trap_bad_community"]
+                        + c["trap_socket_drops"])
+
+            deadline = time.monotonic() + 60
+            while accounted() < 2080:  # every datagram sent, one way or another
+                assert time.monotonic() < deadline, receiver.counters()
+                await asyncio.sleep(0.1)
+            await receiver.drain()
+            counted = receiver.counters()
+            drops = counted["trap_socket_drops"]
+            assert counted["traps_received"] + counted["trap_not_snmp"] + counted[
+                "trap_bad_community"] + drops == 2080, counted
+            if drops == 0:  # the usual case with the enlarged buffer: all of it, exactly
+                assert (counted["traps_received"], counted["trap_not_snmp"],
+                        counted["trap_bad_community"]) == (2000, 50, 30)
+            assert counted["traps_unknown_source"] == 0
+            assert publisher.stats.emitted == counted["traps_received"]
+            status = msgspec.json.decode(publisher._status("online"), type=ComponentStatus)
+            assert status.counters == counted
+        finally:
+            publisher.stop()
+            await asyncio.wait_for(sender, 10)
+            receiver.close()
+            await outbox.close()
