@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -15,6 +16,8 @@ from collectors.common.publisher import Publisher
 from monitor.app import start_engine
 from monitor.config import load_config
 from monitor.events import Sample
+from monitor.fields import Broker
+from monitor.mqtt import client_for
 from tests.estate import DEVICES, write_estate
 from tests.servers import Mosquitto
 
@@ -168,3 +171,13 @@ async def test_bad_payloads_are_dead_lettered_and_acknowledged(tmp_path: Path,
         assert 1 == await _metric(engine.url, "driftsvakt_device_up")
     finally:
         await engine.stop()
+
+
+async def test_mqtt_connections_send_small_messages_at_once(broker: Mosquitto) -> None:
+    """Every MQTT connection (collectors' and engines': one client_for) has Nagle off,
+    so a lone trap or ack is not held for the peer's delayed ACK."""
+    client = client_for(Broker(location="alta", port=broker.port), identifier="nodelay")
+    async with client:
+        sock = client._client.socket()
+        assert isinstance(sock, socket.socket)
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
