@@ -32,6 +32,7 @@ from pysnmp.proto.rfc1902 import Counter32, Counter64, Gauge32, Integer32, TimeT
 from pysnmp.proto.rfc1905 import EndOfMibView, NoSuchInstance, NoSuchObject
 
 from collectors.common.sockets import grow_receive_buffer
+from collectors.snmp.text import octets_text
 from collectors.snmp.wire import WireError, oid_arcs, oid_content, oid_text, suffix_arcs
 from monitor.config import SnmpProfile
 
@@ -99,7 +100,7 @@ def _decode(value: Any) -> Value | None:
     if name == "ObjectIdentifier":
         return Value(None, str(value), name)
     raw = bytes(value) if hasattr(value, "asOctets") else str(value).encode()
-    return Value(None, raw.decode("utf-8", errors="replace").strip("\x00"), name)
+    return Value(None, octets_text(raw), name)
 
 
 END: Final = object()  # endOfMibView in a walk result

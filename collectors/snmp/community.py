@@ -19,6 +19,7 @@ from typing import Any
 
 from collectors.common.sockets import grow_receive_buffer
 from collectors.snmp.client import END, CollectError, Session, Value
+from collectors.snmp.text import octets_text
 from collectors.snmp.wire import (
     END_OF_MIB,
     GET,
@@ -120,7 +121,7 @@ def _value(raw: object, snmp_type: str) -> Value | object | None:
     if isinstance(raw, int):
         return Value(float(raw), "", snmp_type)
     if isinstance(raw, bytes):
-        return Value(None, raw.decode("utf-8", errors="replace").strip("\x00"), snmp_type)
+        return Value(None, octets_text(raw), snmp_type)
     return Value(None, str(raw), snmp_type)
 
 

@@ -31,6 +31,7 @@ from collectors.snmp.client import CollectError, Session, SnmpSession, Value
 from collectors.snmp.community import CommunitySession, UdpRequester
 from collectors.snmp.metrics import PollerMetrics
 from collectors.snmp.modules import Module, Table, modules_for
+from collectors.snmp.text import bounded
 from monitor.config import Config, Device
 from monitor.events import DeviceStateName, Sample
 
@@ -74,7 +75,7 @@ def samples_from(modules: list[Module], scalars: dict[str, Value],
                 if number is not None:
                     samples.append(Sample(name=scalar.name, value=number, kind=scalar.kind))
         if module.info is not None:
-            labels = {k: scalars[o].text[:1024] for k, o in module.info.labels.items()
+            labels = {k: bounded(scalars[o].text) for k, o in module.info.labels.items()
                       if o in scalars}
             if labels:
                 samples.append(Sample(name=module.info.name, value=1.0, labels=labels))
@@ -100,7 +101,7 @@ def _table_samples(table: Table, columns: dict[str, dict[str, Value]]) -> list[S
                 for oid in candidates:
                     found = columns.get(oid, {}).get(index)
                     if found is not None and (found.text or found.number is not None):
-                        labels[label] = (found.text or str(int(found.number or 0)))[:1024]
+                        labels[label] = bounded(found.text or str(int(found.number or 0)))
                         break
             samples.append(Sample(name=column.name, value=value.number * column.scale,
                                   labels=labels, kind=kind))

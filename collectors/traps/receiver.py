@@ -32,6 +32,7 @@ from pysnmp.smi import builder, view
 from collectors.common.publisher import Emitter
 from collectors.common.sockets import grow_receive_buffer
 from collectors.snmp.client import AUTH_PROTOCOLS, PRIV_PROTOCOLS
+from collectors.snmp.text import bounded, octets_text
 from monitor.config import Config
 from monitor.events import Varbind
 
@@ -225,7 +226,7 @@ class TrapReceiver:
             log.warning("trap_from_unknown_source", source=source, trap_oid=trap_oid)
         else:
             municipality = self.config.municipality_of(device)
-        varbinds = [Varbind(o, type(v).__name__[:32], _text(v)[:1024], name_of(o))
+        varbinds = [Varbind(o, type(v).__name__[:32], bounded(_text(v)), name_of(o))
                     for o, v in binds if o not in (SNMP_TRAP_OID, SYS_UPTIME)]
         trap_name = name_of(trap_oid)
         self.stats.received += 1
@@ -239,7 +240,7 @@ class TrapReceiver:
 
 def _text(value: Any) -> str:
     if hasattr(value, "asOctets") and type(value).__name__ == "OctetString":
-        return bytes(value.asOctets()).decode("utf-8", errors="replace")
+        return octets_text(bytes(value.asOctets()))
     try:
         return str(int(value))
     except (TypeError, ValueError):

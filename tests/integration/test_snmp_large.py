@@ -1,4 +1,5 @@
-"""A 2,000-interface chassis arrives whole: a generated recording (system group, ifTable
+"""A 2,000-interface chassis arrives whole, its interface aliases in Latin-1, UTF-8 or
+binary as the stated rule shows them: a generated recording (system group, ifTable
 and ifXTable for 2,000 ports) served over real SNMP by snmpsim, polled by the real
 poller, published through the real publisher and outbox to mosquitto, and applied by
 a real engine, whose /metrics then holds every port's counters, none rejected."""
@@ -29,6 +30,10 @@ from tests.servers import Mosquitto, free_port, free_udp_port
 pytestmark = pytest.mark.integration
 
 PORTS = 2000
+# ifAlias of three ports as devices hold them: Latin-1, UTF-8, binary; and what the
+# stated rule (collectors/snmp/text.py) makes of each
+ALIASES = {7: b"Alta r\xe5dhus", 8: b"Alta r\xc3\xa5dhus", 9: b"\x01\x02\xfe\xff"}
+SHOWN = {7: "Alta rådhus", 8: "Alta rådhus", 9: "0x0102feff"}
 COMMUNITY = "chassis"
 
 
@@ -54,7 +59,11 @@ def recording(path: Path) -> None:
             rows.append(((1, 3, 6, 1, 2, 1, 2, 2, 1, column, i), tag, value(i)))
     for column, (tag, value) in if_x.items():
         for i in range(1, PORTS + 1):
+            if column == 18 and i in ALIASES:
+                continue
             rows.append(((1, 3, 6, 1, 2, 1, 31, 1, 1, 1, column, i), tag, value(i)))
+    for i, raw in ALIASES.items():  # as hex: the bytes exactly as the device holds them
+        rows.append(((1, 3, 6, 1, 2, 1, 31, 1, 1, 1, 18, i), "4x", raw.hex()))
     rows.sort()
     path.write_text("".join(f"{'.'.join(map(str, oid))}|{tag}|{value}\n"
                             for oid, tag, value in rows), encoding="utf-8")
@@ -132,6 +141,8 @@ async def test_a_2000_port_chassis_arrives_whole(tmp_path: Path, chassis_agent: 
             # port 1999's 64-bit counter, exactly as recorded: 10^12 + 1999
             assert any('ifindex="1999"' in line and line.endswith(" 1000000001999.0")
                        for line in octets), [o for o in octets if 'ifindex="1999"' in o]
+            for i, shown in SHOWN.items():
+                assert any(f'ifalias="{shown}",ifindex="{i}"' in line for line in octets), i
             rejected = [line for line in text.splitlines()
                         if line.startswith("driftsvakt_events_rejected_total{")
                         and not line.endswith(" 0.0")]
