@@ -4,8 +4,9 @@ DisplayString is ASCII by the MIB, but devices in Norway put Latin-1 (``r\\xe5dh
 or UTF-8 (``rådhus``) in sysLocation and ifAlias, and binary (MAC addresses, bitmaps)
 in other octet strings. The rule: trailing NULs dropped; valid UTF-8 with nothing but
 printable characters (no control, format or unassigned ones; tab, CR, LF allowed) is
-that text; else, if every byte is a printable Latin-1 character, Latin-1; else it is binary, shown as ``0x`` and
-lowercase hex (as snmp_exporter does). Nothing becomes U+FFFD.
+that text; else, if every byte is a printable Latin-1 character, Latin-1; else it is
+binary, shown as ``0x`` and lowercase hex (as snmp_exporter does). Nothing becomes
+U+FFFD.
 """
 
 from __future__ import annotations
