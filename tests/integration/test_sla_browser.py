@@ -142,6 +142,7 @@ async def test_a_viewer_signs_in_reads_its_portal_and_prints_it(
         path: location.pathname,
         title: document.title,
         heading: document.querySelector('h1').innerText,
+        banner: document.querySelector('header strong').innerText,
         services: [...document.querySelectorAll('#summary tbody tr')].map(
             r => r.dataset.service),
         achieved: [...document.querySelectorAll('#summary td.achieved')].map(
@@ -191,12 +192,13 @@ async def test_an_operator_signs_in_to_the_console(portal: EngineApp, browser: B
     page = await browser.js("""({
         path: location.pathname,
         heading: document.querySelector('h1').innerText,
+        banner: document.querySelector('header strong').innerText,
         tiles: Object.fromEntries([...document.querySelectorAll('#status-tiles .tile')].map(
             t => [t.dataset.status, Number(t.querySelector('b').innerText)])),
         sites: [...document.querySelectorAll('#sites tr[data-site]')].map(r => r.dataset.site),
     })""")
     assert page["path"] == "/"
-    assert page["heading"] == "Driftsvakt – Alta"
+    assert (page["banner"], page["heading"]) == ("Driftsvakt – Alta", "Oversikt")
     # nothing has reported to this engine yet: all five devices unknown
     assert page["tiles"] == {"down": 0, "unreachable": 0, "auth_error": 0, "unknown": 5,
                              "off": 0, "up": 0}
