@@ -142,7 +142,6 @@ async def test_a_viewer_signs_in_reads_its_portal_and_prints_it(
         path: location.pathname,
         title: document.title,
         heading: document.querySelector('h1').innerText,
-        banner: document.querySelector('header strong').innerText,
         services: [...document.querySelectorAll('#summary tbody tr')].map(
             r => r.dataset.service),
         achieved: [...document.querySelectorAll('#summary td.achieved')].map(
