@@ -13,7 +13,8 @@
     GET  /search?q=         devices by id, name, address, site, interface alias
     POST /problems/ack      acknowledge the checked alerts, with a comment
     POST /problems/silence  silence the checked alerts for some hours
-    POST /maintenance       plan maintenance for a device or a site (admin)
+    POST /maintenance       plan maintenance for a device, a site, or the devices of
+                            the checked alerts (admin)
 
 Pages are server-rendered (Jinja2, escaped by default) and need no script; forms
 carry the form token of the signed-in user (monitor.web.auth). Every change goes
@@ -217,8 +218,12 @@ class Workbench:
         assert user is not None
         form = await request.post()
         device, site = str(form.get("device", "")), str(form.get("site", ""))
-        if bool(device) == bool(site):
-            return problem(400, "say which: device or site")
+        # from the Problems page: the devices of the checked alerts
+        picked = sorted({a.device for a in (self.rules.find(fp) for fp in _picked(form))
+                         if a is not None and a.device in self.config.devices
+                         and Auth.sees(user, a.labels.get("municipality"))})
+        if sum(map(bool, (device, site, picked))) != 1:
+            return problem(400, "say which: device, site, or checked alerts with devices")
         if device and device not in self.config.devices:
             return problem(400, f"no device {device!r}")
         if site and site not in self.config.sites:
@@ -232,11 +237,14 @@ class Workbench:
             return problem(400, "start: YYYY-MM-DDTHH:MM, local time; hours: a number")
         if not 0 < hours <= 24 * 14:
             return problem(400, "hours: between 0 and 336")
-        target = self.config.devices[device].name if device else self.config.sites[site].name
+        devices = [device] if device else picked
+        target = (", ".join(self.config.devices[d].name for d in devices[:3])
+                  + (f" og {len(devices) - 3} til" if len(devices) > 3 else "")
+                  if devices else self.config.sites[site].name)
         window = Maintenance(
-            name=str(form.get("name", "")).strip()[:200] or f"Vedlikehold: {target}",
+            name=str(form.get("name", "")).strip()[:200] or f"Vedlikehold: {target}"[:200],
             starts_at=start, ends_at=start + timedelta(hours=hours),
-            devices=[device] if device else [], sites=[site] if site else [],
+            devices=devices, sites=[site] if site else [],
             comment=str(form.get("comment", "")).strip(), id=f"m-{secrets.token_hex(6)}")
         try:
             window.check()

@@ -291,14 +291,24 @@ async def _incident(app: EngineApp, config: Config, tmp: Path, page: Browser) ->
                            ".map(a => [a.dataset.device, a.dataset.status]))")
     assert on_map == {"alta-core": "up", FIREWALL: "up",
                       **dict.fromkeys([DIST, *ACCESS], "maintenance")}
+    # and for the firewall, from its (silenced) alert's row on the Problems page
+    await page.goto(app.url + "/problems?state=suppressed")
+    await _submit(page, f"""
+        document.querySelector('tr[data-alert="{if_down["id"]}"] input').checked = true;
+        document.querySelector('select[name=hours]').value = '1';
+        document.getElementById('maintain').click()""")
+    assert await page.js("location.pathname + location.search") == "/problems?state=suppressed"
+    await page.goto(app.url + "/topology")
+    assert (await page.js("document.querySelector('#map a[data-device=\"alta-fw1\"]')"
+                          ".dataset.status")) == "maintenance"
     await page.goto(app.url + "/")
     await _shoot(page, "console")
 
     async with aiohttp.ClientSession() as session:
         audit = (await _api(session, app, "/api/v1/audit"))["audit"]
         did = sorted((a["actor"], a["action"]) for a in audit)
-        assert did == [("kari", "create_maintenance"), ("ola", "acknowledge"),
-                       ("ola", "create_silence")]
+        assert did == [("kari", "create_maintenance"), ("kari", "create_maintenance"),
+                       ("ola", "acknowledge"), ("ola", "create_silence")]
         ack = next(a for a in audit if a["action"] == "acknowledge")
         assert (ack["target"], ack["detail"]["comment"], ack["detail"]["via"]) == (
             f"alert/{device_down['id']}", "Strøm borte på Komsa, elektriker varslet", "console")
