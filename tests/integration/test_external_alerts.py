@@ -25,10 +25,10 @@ import yaml
 from aiohttp import web
 
 from monitor.app import EngineApp, start_engine
-from monitor.config import load_config
+from monitor.config import Config, load_config
 from tests.estate import SERVER, write_estate
 from tests.integration.test_workbench import _until
-from tests.servers import Mosquitto, free_port, wait_port
+from tests.servers import Mosquitto, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -124,58 +124,67 @@ async def _alerts(session: aiohttp.ClientSession, app: EngineApp, state: str = "
         return list((await resp.json())["alerts"])
 
 
-async def test_a_prometheus_alert_pages_and_resolves(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sinks: Sinks) -> None:
+@pytest.fixture
+async def engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sinks: Sinks
+                 ) -> AsyncIterator[tuple[EngineApp, Config]]:
     monkeypatch.setenv("EXT_TOKEN", TOKEN)
     monkeypatch.setenv("EXT_VIEWER", VIEWER)
     with Mosquitto(tmp_path / "broker") as broker:
         config = load_config(_estate(tmp_path, broker.port, sinks))
         app = await start_engine(config, "alta")
-        prometheus, _ = _prometheus(tmp_path, config.engine.http_port, sinks)
         try:
-            async with aiohttp.ClientSession() as session:
-                async def backup_alert() -> list[dict[str, Any]]:
-                    return [a for a in await _alerts(session, app)
-                            if a["alertname"] == "BackupFailed"]
-
-                (alert,) = await _until(backup_alert, "Prometheus's alert in the engine", 60)
-                assert (alert["state"], alert["severity"], alert["external"]) == (
-                    "firing", "critical", True)
-                assert {k: alert["labels"][k] for k in ("device", "site", "municipality",
-                                                        "location")} == {
-                    "device": SERVER, "site": "oksfjord", "municipality": "loppa",
-                    "location": "alta"}
-                assert alert["annotations"]["summary"] == "Backup of backup failed"
-                # paged through the escalation chain
-                await _until(lambda: _async(sinks.sms), "the page to the on-call person", 20)
-                to, text = sinks.sms[0]
-                assert to == "+4790000001"
-                assert "FIRING CRITICAL: Backup of backup failed" in text
-                # the municipality's viewer sees it (the device is theirs)
-                async with session.get(app.url + "/api/v1/alerts", headers={
-                        "Authorization": f"Bearer {VIEWER}"}) as resp:
-                    seen = [a["alertname"] for a in (await resp.json())["alerts"]]
-                assert "BackupFailed" in seen
-
-                sinks.flag = 0  # the backup ran: Prometheus sends the alert resolved
-
-                async def resolved() -> list[dict[str, Any]]:
-                    return [a for a in await _alerts(session, app, "resolved")
-                            if a["alertname"] == "BackupFailed"]
-
-                await _until(resolved, "resolved by Prometheus", 60)
-                async with session.get(app.url + f"/api/v1/alerts/{alert['id']}",
-                                       headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
-                    log = (await resp.json())["log"]
-                assert [(e["state"], e["detail"]) for e in log][-1] == (
-                    "resolved", "resolved by its sender")
-                await _until(lambda: _async(len(sinks.sms) >= 2), "the resolved notice", 20)
-                assert "RESOLVED" in sinks.sms[1][1]
-                assert len(sinks.sms) == 2  # one page, one resolved notice
+            yield app, config
         finally:
-            os.kill(prometheus.pid, signal.SIGTERM)
-            prometheus.wait(30)
             await app.stop()
+
+
+async def test_a_prometheus_alert_pages_and_resolves(
+        tmp_path: Path, engine: tuple[EngineApp, Config], sinks: Sinks) -> None:
+    app, config = engine
+    prometheus, _ = _prometheus(tmp_path, config.engine.http_port, sinks)
+    try:
+        async with aiohttp.ClientSession() as session:
+            async def backup_alert() -> list[dict[str, Any]]:
+                return [a for a in await _alerts(session, app)
+                        if a["alertname"] == "BackupFailed"]
+
+            (alert,) = await _until(backup_alert, "Prometheus's alert in the engine", 60)
+            assert (alert["state"], alert["severity"], alert["external"]) == (
+                "firing", "critical", True)
+            assert {k: alert["labels"][k] for k in ("device", "site", "municipality",
+                                                    "location")} == {
+                "device": SERVER, "site": "oksfjord", "municipality": "loppa",
+                "location": "alta"}
+            assert alert["annotations"]["summary"] == "Backup of backup failed"
+            # paged through the escalation chain
+            await _until(lambda: _async(sinks.sms), "the page to the on-call person", 20)
+            to, text = sinks.sms[0]
+            assert to == "+4790000001"
+            assert "FIRING CRITICAL: Backup of backup failed" in text
+            # the municipality's viewer sees it (the device is theirs)
+            async with session.get(app.url + "/api/v1/alerts", headers={
+                    "Authorization": f"Bearer {VIEWER}"}) as resp:
+                seen = [a["alertname"] for a in (await resp.json())["alerts"]]
+            assert "BackupFailed" in seen
+
+            sinks.flag = 0  # the backup ran: Prometheus sends the alert resolved
+
+            async def resolved() -> list[dict[str, Any]]:
+                return [a for a in await _alerts(session, app, "resolved")
+                        if a["alertname"] == "BackupFailed"]
+
+            await _until(resolved, "resolved by Prometheus", 60)
+            async with session.get(app.url + f"/api/v1/alerts/{alert['id']}",
+                                   headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
+                log = (await resp.json())["log"]
+            assert [(e["state"], e["detail"]) for e in log][-1] == (
+                "resolved", "resolved by its sender")
+            await _until(lambda: _async(len(sinks.sms) >= 2), "the resolved notice", 20)
+            assert "RESOLVED" in sinks.sms[1][1]
+            assert len(sinks.sms) == 2  # one page, one resolved notice
+    finally:
+        os.kill(prometheus.pid, signal.SIGTERM)
+        prometheus.wait(30)
 
 
 async def _async(value: Any) -> Any:
@@ -183,56 +192,48 @@ async def _async(value: Any) -> Any:
 
 
 async def test_posted_alerts_refused_resolved_and_expired(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sinks: Sinks) -> None:
+        engine: tuple[EngineApp, Config]) -> None:
     """Who may post, what is refused (with why), and an alert not renewed expires."""
-    monkeypatch.setenv("EXT_TOKEN", TOKEN)
-    monkeypatch.setenv("EXT_VIEWER", VIEWER)
-    with Mosquitto(tmp_path / "broker") as broker:
-        config = load_config(_estate(tmp_path, broker.port, sinks))
-        app = await start_engine(config, "alta")
-        wait_port(config.engine.http_port, 10)
-        url = app.url + "/api/v2/alerts"
-        auth = {"Authorization": f"Bearer {TOKEN}"}
-        now = datetime.now(UTC)
-        soon = {"labels": {"alertname": "ExporterSilent", "job": "node", "severity": "page"},
-                "annotations": {"summary": "node exporter silent"},
-                "startsAt": now.isoformat(), "endsAt": (now + timedelta(seconds=3)).isoformat()}
-        try:
-            async with aiohttp.ClientSession() as session:
-                async with session.post(url, json=[soon]) as resp:
-                    assert resp.status == 401
-                async with session.post(url, json=[soon], headers={
-                        "Authorization": f"Bearer {VIEWER}"}) as resp:
-                    assert resp.status == 404  # a viewer learns nothing
-                for bad, why in (([{"labels": {"job": "x"}}], "alertname"),
-                                 ([{"labels": {"alertname": "X", "bad-name": "1"}}],
-                                  "bad-name"),
-                                 ({"labels": {}}, "Expected `array`"),
-                                 ([{"labels": {"alertname": "X"},
-                                    "startsAt": "2026-12-01T10:00:00"}], "time zone")):
-                    async with session.post(url, json=bad, headers=auth) as resp:
-                        assert (resp.status, why in await resp.text()) == (400, True), bad
-                started = time.monotonic()
-                async with session.post(url, json=[soon], headers=auth) as resp:
-                    assert resp.status == 200
-                (alert,) = [a for a in await _alerts(session, app)
-                            if a["alertname"] == "ExporterSilent"]
-                # "page" is critical; no device: only the centre's people see it
-                assert (alert["severity"], alert["state"]) == ("critical", "firing")
+    app, _ = engine
+    url = app.url + "/api/v2/alerts"
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    now = datetime.now(UTC)
+    soon = {"labels": {"alertname": "ExporterSilent", "job": "node", "severity": "page"},
+            "annotations": {"summary": "node exporter silent"},
+            "startsAt": now.isoformat(), "endsAt": (now + timedelta(seconds=3)).isoformat()}
+    async with aiohttp.ClientSession() as session:
+        async with session.post(url, json=[soon]) as resp:
+            assert resp.status == 401
+        async with session.post(url, json=[soon], headers={
+                "Authorization": f"Bearer {VIEWER}"}) as resp:
+            assert resp.status == 404  # a viewer learns nothing
+        for bad, why in (([{"labels": {"job": "x"}}], "alertname"),
+                         ([{"labels": {"alertname": "X", "bad-name": "1"}}],
+                          "bad-name"),
+                         ({"labels": {}}, "Expected `array`"),
+                         ([{"labels": {"alertname": "X"},
+                            "startsAt": "2026-12-01T10:00:00"}], "time zone")):
+            async with session.post(url, json=bad, headers=auth) as resp:
+                assert (resp.status, why in await resp.text()) == (400, True), bad
+        started = time.monotonic()
+        async with session.post(url, json=[soon], headers=auth) as resp:
+            assert resp.status == 200
+        (alert,) = [a for a in await _alerts(session, app)
+                    if a["alertname"] == "ExporterSilent"]
+        # "page" is critical; no device: only the centre's people see it
+        assert (alert["severity"], alert["state"]) == ("critical", "firing")
 
-                async def expired() -> list[dict[str, Any]]:
-                    return [a for a in await _alerts(session, app, "resolved")
-                            if a["alertname"] == "ExporterSilent"]
+        async def expired() -> list[dict[str, Any]]:
+            return [a for a in await _alerts(session, app, "resolved")
+                    if a["alertname"] == "ExporterSilent"]
 
-                await _until(expired, "expired after its endsAt", 20)
-                assert time.monotonic() - started >= 2.0
-                async with session.get(app.url + f"/api/v1/alerts/{alert['id']}",
-                                       headers=auth) as resp:
-                    log = (await resp.json())["log"]
-                assert log[-1]["detail"] == "expired: not renewed by its sender"
-                async with session.get(app.url + "/metrics") as resp:
-                    text = await resp.text()
-                assert ('driftsvakt_external_alerts_received_total{sender="prometheus"} 1.0'
-                        in text)
-        finally:
-            await app.stop()
+        await _until(expired, "expired after its endsAt", 20)
+        assert time.monotonic() - started >= 2.0
+        async with session.get(app.url + f"/api/v1/alerts/{alert['id']}",
+                               headers=auth) as resp:
+            log = (await resp.json())["log"]
+        assert log[-1]["detail"] == "expired: not renewed by its sender"
+        async with session.get(app.url + "/metrics") as resp:
+            text = await resp.text()
+        assert ('driftsvakt_external_alerts_received_total{sender="prometheus"} 1.0'
+                in text)
