@@ -317,7 +317,7 @@ class NotifyService:
             if self.ack_secret is None:
                 return None
             return ack_url(self.settings.external_url, self.ack_secret, alert.fingerprint,
-                           person or receiver_id, self.ack_ttl, now)
+                           alert.active_since, person or receiver_id, self.ack_ttl, now)
 
         views = [alert_view(a, self.settings.external_url, self.site_names,
                             self.device_names, link(a), language, self.municipality_names)

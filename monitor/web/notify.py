@@ -44,8 +44,8 @@ class NotifyRoutes:
         if self.ack_secret is None:
             return "acknowledgement links are not configured"
         q = request.query
-        return verify(self.ack_secret, request.match_info["alert"], q.get("by", ""),
-                      q.get("exp", ""), q.get("sig", ""))
+        return verify(self.ack_secret, request.match_info["alert"], q.get("since", ""),
+                      q.get("by", ""), q.get("exp", ""), q.get("sig", ""))
 
     async def ack_form(self, request: web.Request) -> web.Response:
         """What the link acknowledges, and a button; a link sent to a receiver (a shared
@@ -75,6 +75,18 @@ class NotifyRoutes:
             return web.Response(status=403, text=problem)
         fp = request.match_info["alert"]
         by = request.query.get("by", "")
+        alert = self.rules.find(fp)
+        if alert is None or alert.state == "resolved":
+            return web.Response(status=404, text="Varselet er løst / the alert is resolved.")
+        if int(alert.active_since) != int(request.query.get("since", "0")):
+            # the link was sent for an earlier incident of this alert: it must not stop
+            # the escalation of this one
+            return web.Response(status=410, text=(
+                "Lenken gjelder en tidligere hendelse / the link is for an earlier "
+                "incident of this alert."))
+        if alert.ack_by is not None:
+            return web.Response(text=f"Allerede kvittert av {alert.ack_by} / already "
+                                     f"acknowledged.")
         form = await request.post()
         name = _one_line(str(form.get("name", "")))[:100]
         comment = _one_line(str(form.get("comment", "")))[:500] or "kvittert med lenke"

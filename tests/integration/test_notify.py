@@ -492,7 +492,9 @@ async def test_a_signed_link_acknowledges_and_stops_the_chain(
         tmp_path: Path, ca: trustme.CA, http: Http, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ACK_SECRET", "a-long-random-secret")
     port = free_port()
-    rig = Rig(tmp_path, _escalating(http, f"http://127.0.0.1:{port}"), ca)
+    settings = _escalating(http, f"http://127.0.0.1:{port}")
+    settings["route"]["group_interval"] = "1s"  # a second incident is paged at once
+    rig = Rig(tmp_path, settings, ca)
     await rig.start()
     app = web.Application()
     links = NotifyRoutes(rig.notify)  # the engine's ack-link routes (monitor.web.routes)
@@ -522,12 +524,38 @@ async def test_a_signed_link_acknowledges_and_stops_the_chain(
         assert 1 == len(http.received)
         audit = await rig.store.audit_log()
         assert [("ola (link)", "acknowledge")] == [(a[1], a[2]) for a in audit]
+        async with aiohttp.ClientSession() as session, session.post(link) as resp:
+            # once only
+            assert (200, "Allerede kvittert av ola (link)") == (
+                resp.status, (await resp.text()).split(" / ")[0])
+        assert 1 == len(await rig.store.audit_log())
+
+        # the switch comes back, and later fails again: a new incident of the same
+        # alert. The old link must not stop this one's escalation.
+        def pages() -> list[tuple[str, str]]:
+            return [(to, body) for (_, path, body), to in zip(http.received, _sms_to(http),
+                                                              strict=True)
+                    if "Ack: " in body]
+
+        await rig.down(DEVICES[0], "up")
+        await _wait(lambda: not rig.rules.engine.active(), 10)
+        await asyncio.sleep(1.1)
+        await rig.down(DEVICES[0])
+        await _wait(lambda: len(pages()) == 2, 10)  # ola: paged again
+        new_link = pages()[1][1].split("Ack: ")[1].split()[0]
+        assert new_link != link
+        async with aiohttp.ClientSession() as session, session.post(link) as resp:
+            assert 410 == resp.status
+        assert rig.rules.engine.active()[0].ack_by is None
+        await _wait(lambda: len(pages()) == 3, 10)  # kari paged: it escalated
+        assert pages()[2][0] in ("%2B4790000002", "+4790000002")
+
         # a link sent to a receiver (a shared mailbox), not a person: who acknowledges
         # must say their name; the audit keeps both the person and where the link went
-        fp = rig.rules.engine.active()[0].fingerprint
+        alert = rig.rules.engine.active()[0]
         assert rig.notify.ack_secret is not None
-        shared = ack_url(f"http://127.0.0.1:{port}", rig.notify.ack_secret, fp,
-                         "drift-epost", 3600)
+        shared = ack_url(f"http://127.0.0.1:{port}", rig.notify.ack_secret,
+                         alert.fingerprint, alert.active_since, "drift-epost", 3600)
         async with aiohttp.ClientSession() as session:
             async with session.get(shared) as resp:
                 assert 'name=name required' in await resp.text()
