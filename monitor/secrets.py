@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-__all__ = ["SecretRef"]
+__all__ = ["SecretRef", "private_file"]
 
 _ENV_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -43,3 +43,15 @@ class SecretRef:
 
     def __repr__(self) -> str:
         return f"SecretRef(env={self.env!r})" if self.env else f"SecretRef(file={self.file!r})"
+
+
+def private_file(path: str | Path) -> None:
+    """Make ``path`` a file only its owner may read and write (created empty if it is
+    not there, so it is never readable by others, not for a moment). The store and the
+    outboxes hold live acknowledgement links and the estate's events; SQLite gives its
+    -wal and -shm files the database file's permissions."""
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)

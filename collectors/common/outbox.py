@@ -27,6 +27,8 @@ from typing import Final, Self
 import aiosqlite
 import structlog
 
+from monitor.secrets import private_file
+
 __all__ = ["Outbox", "OutboxRow", "OutboxWriteFailed"]
 
 log = structlog.get_logger(__name__)
@@ -88,6 +90,7 @@ class Outbox:
                    max_age: float = 7 * 86400.0) -> Self:
         path = str(path)
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+        private_file(path)
         db = await aiosqlite.connect(path, isolation_level=None)
         await db.execute("PRAGMA journal_mode=WAL")
         await db.execute("PRAGMA synchronous=FULL")

@@ -18,6 +18,7 @@ import aiosqlite
 import structlog
 
 from monitor.rows import RunRow
+from monitor.secrets import private_file
 
 __all__ = ["MIGRATIONS", "AlertChanges", "DeadLetter", "DeviceRow", "Store"]
 
@@ -205,6 +206,7 @@ class Store:
         path = str(path)
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+            private_file(path)
         db = await aiosqlite.connect(path, isolation_level=None)
         await db.execute("PRAGMA journal_mode=WAL")
         # FULL: a batch acknowledged to a collector must survive a power cut, not only
