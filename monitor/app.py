@@ -162,8 +162,10 @@ async def _assemble(config: Config, location: str, broker: Broker, password: str
         add_routes(app, config=config, auth=auth, rules=rules, notify=notify, sla=sla,
                    state=state, location=location)
 
-    runner = web.AppRunner(build_app(registry, ready, routes, exposition.render),
-                           access_log=None)
+    scrape_token = (config.engine.metrics_token.resolve()
+                    if config.engine.metrics_token is not None else None)
+    runner = web.AppRunner(build_app(registry, ready, routes, exposition.render,
+                                     scrape_token), access_log=None)
     await runner.setup()
     site = web.SockSite(runner, listener)
     await site.start()

@@ -289,6 +289,9 @@ class EngineSettings:
     max_series_per_device: PositiveInt = 20_000
     # where the operators' Grafana is: the console's device pages link to its panels
     grafana_url: str | None = None
+    # when set, /metrics answers only this bearer token (Prometheus's
+    # authorization.credentials_file): every municipality's series are there
+    metrics_token: SecretRef | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -115,6 +115,8 @@ def engine_secrets(config: Config, location: str) -> Iterator[tuple[str, SecretR
     if broker is not None and broker.password is not None:
         yield f"brokers.{location}.password", broker.password
     yield from _secret_refs(config.users, "users")
+    if config.engine.metrics_token is not None:
+        yield "engine.metrics_token", config.engine.metrics_token
     yield from _secret_refs(config.notifications, "notifications")
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import hashlib
+import hmac
 from collections.abc import Awaitable, Callable
 from typing import Final
 
@@ -42,11 +44,24 @@ async def security_headers(request: web.Request,
 
 def build_app(registry: CollectorRegistry, ready: ReadyCheck,
               extend: Callable[[web.Application], None] | None = None,
-              series: Callable[[], Awaitable[bytes]] | None = None) -> web.Application:
+              series: Callable[[], Awaitable[bytes]] | None = None,
+              scrape_token: str | None = None) -> web.Application:
     """``series``: the device series' text (monitor.exposition), appended to the
-    registry's own, rendered without holding the event loop."""
+    registry's own, rendered without holding the event loop. ``scrape_token``: when
+    set, /metrics answers only ``Authorization: Bearer <it>`` (every municipality's
+    series are there; the console's viewers must not read them)."""
+    expected = (hashlib.sha256(scrape_token.encode()).digest()
+                if scrape_token is not None else None)
 
     async def metrics(request: web.Request) -> web.Response:
+        if expected is not None:
+            header = request.headers.get("Authorization", "")
+            given = header[7:].strip() if header.startswith("Bearer ") else ""
+            if not hmac.compare_digest(
+                    hashlib.sha256(given.encode("utf-8", "replace")).digest(), expected):
+                return web.json_response({"error": "send the scrape token: Authorization: "
+                                                   "Bearer <engine.metrics_token>"},
+                                         status=401)
         body = generate_latest(registry)
         if series is not None:
             body += await series()

@@ -17,6 +17,7 @@ from structlog.testing import capture_logs
 
 from monitor.app import EngineApp, start_engine
 from monitor.config import load_config
+from monitor.startup import StartRefused
 from monitor.web import SECURITY_HEADERS
 from monitor.web.login import MAX_FAILURES
 from tests.estate import write_estate
@@ -132,3 +133,38 @@ async def test_console_forms_need_their_form_token(engine: EngineApp) -> None:
                 "Authorization": f"Bearer {TOKEN}"}) as resp:
             audit = (await resp.json())["audit"]
         assert [(a["actor"], a["action"]) for a in audit] == [("kari", "create_maintenance")] * 3
+
+
+async def test_metrics_answer_only_the_scrape_token_when_one_is_set(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every municipality's series are on /metrics: with engine.metrics_token set, a
+    viewer's cookie, no token or a wrong one gets 401; Prometheus's bearer token gets
+    the series. An empty token refuses to start."""
+    monkeypatch.setenv("DV_WEB_TOKEN", TOKEN)
+    monkeypatch.setenv("DV_SCRAPE", "scrape-token-abc")
+    with Mosquitto(tmp_path / "broker") as broker:
+        path = write_estate(tmp_path, broker.port)
+        estate = yaml.safe_load(path.read_text(encoding="utf-8"))
+        estate["users"] = [{"id": "kari", "role": "admin", "token": {"env": "DV_WEB_TOKEN"}}]
+        estate["engine"]["metrics_token"] = {"env": "DV_SCRAPE"}
+        path.write_text(yaml.safe_dump(estate), encoding="utf-8")
+        app = await start_engine(load_config(path), "alta", http_port=0)
+        try:
+            async with aiohttp.ClientSession() as session:
+                for headers in ({}, {"Authorization": "Bearer wrong"},
+                                {"Authorization": f"Bearer {TOKEN}"},
+                                {"Cookie": f"driftsvakt_token={TOKEN}"},
+                                {"Authorization": "Bearer \xa0"}):
+                    async with session.get(app.url + "/metrics", headers=headers) as resp:
+                        assert resp.status == 401, headers
+                async with session.get(app.url + "/metrics", headers={
+                        "Authorization": "Bearer scrape-token-abc"}) as resp:
+                    assert resp.status == 200
+                    assert "driftsvakt_events_applied_total" in await resp.text()
+                async with session.get(app.url + "/healthz") as resp:
+                    assert resp.status == 200  # liveness stays open
+        finally:
+            await app.stop()
+        monkeypatch.setenv("DV_SCRAPE", " ")
+        with pytest.raises(StartRefused, match=r"engine\.metrics_token.*is empty"):
+            await start_engine(load_config(path), "alta", http_port=0)
