@@ -9,6 +9,7 @@ same windows. Both arrive through the API as JSON and are checked strictly.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Final, Literal
 from zoneinfo import ZoneInfo
@@ -133,6 +134,10 @@ class Recurrence(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         return out
 
 
+# what a municipality's reader is shown of a window that also concerns others
+SHARED_WINDOW: Final = "Planlagt vedlikehold"
+
+
 class Maintenance(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
     starts_at: datetime
@@ -157,6 +162,30 @@ class Maintenance(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         if not (self.devices or self.sites or self.municipalities or self.tags):
             raise SpecError("say what is under maintenance: devices, sites, municipalities "
                             "or tags")
+
+    def only_of(self, municipality: str, device_municipality: Mapping[str, str],
+                site_municipality: Mapping[str, str]) -> bool:
+        """Does the window concern ``municipality`` alone (its devices, its sites, it)?
+        Only then may that municipality's readers see its name and comment."""
+        return (not self.tags and set(self.municipalities) <= {municipality}
+                and all(device_municipality.get(d) == municipality for d in self.devices)
+                and all(site_municipality.get(s) == municipality for s in self.sites))
+
+    def part_of(self, municipality: str, device_municipality: Mapping[str, str],
+                site_municipality: Mapping[str, str]) -> Maintenance | None:
+        """The window as ``municipality``'s readers may see it: their devices, sites and
+        municipality only, and the name and comment only if it is theirs alone; None
+        when it does not concern them."""
+        devices = [d for d in self.devices if device_municipality.get(d) == municipality]
+        sites = [x for x in self.sites if site_municipality.get(x) == municipality]
+        own = [m for m in self.municipalities if m == municipality]
+        if not (devices or sites or own):
+            return None
+        alone = self.only_of(municipality, device_municipality, site_municipality)
+        return msgspec.structs.replace(
+            self, devices=devices, sites=sites, municipalities=own, tags=[],
+            name=self.name if alone else SHARED_WINDOW, comment=self.comment if alone else "",
+            created_by=self.created_by if alone else "")
 
     def covers(self, device: DeviceInfo) -> bool:
         return (device.id in self.devices or device.site in self.sites

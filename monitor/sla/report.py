@@ -20,7 +20,7 @@ import msgspec
 
 from monitor.config import Config
 from monitor.rules.inventory import DeviceInfo
-from monitor.rules.suppress import Maintenance
+from monitor.rules.suppress import SHARED_WINDOW, Maintenance
 from monitor.sla.compute import CorrectionSpan, ServiceResult, leaf_refs, service_result
 from monitor.sla.ledger import MAX_VALIDITY, Run
 from monitor.sla.settings import ServiceSpec, parse_ref
@@ -172,8 +172,13 @@ async def build_report(config: Config, store: Store, municipality: str, period: 
         by_source[component].setdefault(src, []).append(Run(r_start, last, state, validity))
     leaves = leaf_timelines(by_source, start, until)
     windows = []
+    devices_of = {d: config.municipality_of(d) for d in config.devices}
+    sites_of = {s.id: s.municipality for s in config.sites.values()}
     for body, deleted in await store.maintenance_history():
         window = msgspec.json.decode(body, type=Maintenance)
+        if not window.only_of(municipality, devices_of, sites_of):
+            # a window that also concerns others is named for what it is, not by them
+            window = msgspec.structs.replace(window, name=SHARED_WINDOW, comment="")
         windows.append((window, deleted))
     maintenance = {}
     for ref in refs:  # only the devices the services rest on, not the whole estate

@@ -47,6 +47,8 @@ class Api:
     def __init__(self, config: Config, rules: RulesService, auth: Auth) -> None:
         self.rules = rules
         self.auth = auth
+        self.device_municipality = {d: config.municipality_of(d) for d in config.devices}
+        self.site_municipality = {s.id: s.municipality for s in config.sites.values()}
 
     # -- alerts ------------------------------------------------------------------------
 
@@ -172,10 +174,15 @@ class Api:
     async def list_maintenance(self, _: web.Request, user: ApiUser | None
                                ) -> web.StreamResponse:
         now = time.time()
-        out = [{**msgspec.to_builtins(m), "active": m.active(now)}
-               for m in self.rules.engine.maintenance.values()
-               if user is None or user.role != "viewer"
-               or user.municipality in m.municipalities]
+        out = []
+        for window in self.rules.engine.maintenance.values():
+            shown: Maintenance | None = window
+            if user is not None and user.role == "viewer":
+                # a viewer sees its own part of a window, and nothing of another's
+                shown = window.part_of(user.municipality or "", self.device_municipality,
+                                       self.site_municipality)
+            if shown is not None:
+                out.append({**msgspec.to_builtins(shown), "active": window.active(now)})
         return web.json_response({"maintenance": out})
 
     async def add_maintenance(self, request: web.Request, user: ApiUser | None

@@ -20,7 +20,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -363,6 +363,19 @@ async def test_every_route_by_every_role_for_every_municipality(
     assert ("GET", "/sla/{m}") in routes
     checked = 0
     async with aiohttp.ClientSession() as session:
+        # a window over both municipalities' gear, named and explained by Loppa: each
+        # viewer may see its own part of it, and nothing of the other's
+        now = datetime.now(ZoneInfo("UTC"))
+        status, _ = await call(session, app, "POST", "/api/v1/maintenance", "kari", {
+            "name": "Loppa bytter kjernesvitsj", "comment": "Loppa-teknikeren kommer",
+            "devices": ["loppa-sw1", "alta-core"],
+            "starts_at": (now - timedelta(hours=1)).isoformat(),
+            "ends_at": (now + timedelta(hours=1)).isoformat()})
+        assert status == 201
+        status, text = await call(session, app, "GET", "/api/v1/maintenance", "liv")
+        (part,) = json.loads(text)["maintenance"]
+        assert (part["devices"], part["name"], part["comment"]) == (
+            ["alta-core"], "Planlagt vedlikehold", "")
         for method, path in routes:
             for municipality in ("alta", "loppa"):
                 url = fill(path, municipality)
