@@ -15,7 +15,8 @@ from typing import Annotated, Final, Literal
 
 from monitor.yamlmodel import Check, Problems, convert, is_missing, load_documents
 
-__all__ = ["SHIPPED", "Column", "Module", "Scalar", "Table", "load_modules", "modules_for"]
+__all__ = ["SHIPPED", "Column", "Module", "Ratio", "Scalar", "Table", "load_modules",
+           "modules_for"]
 
 SHIPPED: Final = Path(__file__).parent / "modules"
 
@@ -66,12 +67,32 @@ class Column:
 
 
 @dataclass(frozen=True, slots=True)
+class Ratio:
+    """A sample per row of one column over another (storage used over its size): a
+    rule can then hold a threshold on it. Rows where the divisor is 0 send none."""
+
+    name: str
+    numerator: Oid
+    denominator: Oid
+
+
+@dataclass(frozen=True, slots=True)
 class Table:
     name: str
     index: str
     columns: list[Column]
     # label -> candidate columns, the first that answers for a row wins
     labels: dict[str, list[Oid]] = field(default_factory=dict)
+    # label -> {raw text: shown value}: an OID-valued column (hrStorageType) by name;
+    # a raw value not listed is shown as it is
+    label_values: dict[str, dict[str, str]] = field(default_factory=dict)
+    ratios: list[Ratio] = field(default_factory=list)
+
+    def walked(self) -> list[str]:
+        """The columns a poll walks for this table."""
+        return [*(c.oid for c in self.columns), *(o for cands in self.labels.values()
+                                                   for o in cands),
+                *(o for r in self.ratios for o in (r.numerator, r.denominator))]
 
 
 @dataclass(frozen=True, slots=True)

@@ -88,6 +88,22 @@ def _table_samples(table: Table, columns: dict[str, dict[str, Value]]) -> list[S
     """A table's rows as samples, each labelled with its index and the first of each
     label's candidate columns that has a value for the row."""
     samples = []
+    labelled: dict[str, dict[str, str]] = {}
+
+    def labels_of(index: str) -> dict[str, str]:
+        found_labels = labelled.get(index)
+        if found_labels is None:
+            found_labels = labelled[index] = {table.index: index}
+            for label, candidates in table.labels.items():
+                for oid in candidates:
+                    found = columns.get(oid, {}).get(index)
+                    if found is not None and (found.text or found.number is not None):
+                        text = found.text or str(int(found.number or 0))
+                        shown = table.label_values.get(label, {}).get(text, text)
+                        found_labels[label] = bounded(shown)
+                        break
+        return found_labels
+
     for column in table.columns:
         rows, kind = columns.get(column.oid, {}), column.kind
         if not rows and column.fallback:
@@ -96,15 +112,16 @@ def _table_samples(table: Table, columns: dict[str, dict[str, Value]]) -> list[S
             if value.number is None or (column.min is not None and value.number < column.min) \
                     or (column.max is not None and value.number > column.max):
                 continue  # no value, or the device's way of saying it does not know
-            labels = {table.index: index}
-            for label, candidates in table.labels.items():
-                for oid in candidates:
-                    found = columns.get(oid, {}).get(index)
-                    if found is not None and (found.text or found.number is not None):
-                        labels[label] = bounded(found.text or str(int(found.number or 0)))
-                        break
             samples.append(Sample(name=column.name, value=value.number * column.scale,
-                                  labels=labels, kind=kind))
+                                  labels=labels_of(index), kind=kind))
+    for ratio in table.ratios:
+        divisors = columns.get(ratio.denominator, {})
+        for index, value in columns.get(ratio.numerator, {}).items():
+            divisor = divisors.get(index)
+            if value.number is None or divisor is None or not divisor.number:
+                continue
+            samples.append(Sample(name=ratio.name, value=value.number / divisor.number,
+                                  labels=labels_of(index)))
     return samples
 
 
@@ -176,9 +193,7 @@ class SnmpPoller:
         scalar_oids = [s.oid for m in modules for s in m.scalars]
         scalar_oids += [o for m in modules if m.info for o in m.info.labels.values()]
         scalars = await session.get(scalar_oids)
-        primary = [c for m in modules for t in m.tables for c in
-                   [*(col.oid for col in t.columns), *(o for cands in t.labels.values()
-                                                       for o in cands)]]
+        primary = [o for m in modules for t in m.tables for o in t.walked()]
         columns = await session.walk(list(dict.fromkeys(primary))) if primary else {}
         missing = [col.fallback for m in modules for t in m.tables for col in t.columns
                    if col.fallback and not columns.get(col.oid)]

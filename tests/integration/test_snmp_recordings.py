@@ -197,3 +197,21 @@ async def test_an_eaton_ups_reads_as_its_recording_says(
     want.update({(name, str(line)): value for name, values in EATON_LINES.items()
                  for line, value in enumerate(values, 1)})
     assert want == got
+
+
+async def test_a_windows_servers_storage_by_type_and_used_over_size(
+        snmpsim: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """server-2003-5-2's hrStorageTable, read by hand from the recording: A: (removable,
+    size 0), C: (fixed disk, 1,736,055 of 13,105,015 units), D: (compact disc, size 0),
+    virtual memory (21,718 of 63,105), physical memory (RAM, 24,452 of 32,758). Used
+    over size is sent where the size is not 0, each row labelled by its type's name."""
+    samples = await _poll(snmpsim, "server-2003-5-2", "server", tmp_path, monkeypatch)
+    ratios = {(s.labels["storage"], s.labels["storage_type"]): s.value
+              for s in samples if s.name == "hr_storage_used_ratio"}
+    assert ratios == {("2", "fixed_disk"): 1736055 / 13105015,
+                      ("4", "virtual_memory"): 21718 / 63105,
+                      ("5", "ram"): 24452 / 32758}
+    types = {s.labels["storage"]: s.labels["storage_type"]
+             for s in samples if s.name == "hr_storage_size_units"}
+    assert types == {"1": "removable_disk", "2": "fixed_disk", "3": "compact_disc",
+                     "4": "virtual_memory", "5": "ram"}
