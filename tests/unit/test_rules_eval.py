@@ -418,10 +418,11 @@ def test_flapping_is_flagged_and_settles(tmp_path: Path) -> None:
         states: [down]
         flapping: {changes: 4, window: 10m, settle: 1}
     """)
+    uplink = {"ifname": "Gi1", "ifalias": "uplink"}  # watched from the first sample
     for i in range(6):  # down/up every 30 s
-        h.samples("acc0", i * 30, [Sample("if_admin_status", 1, {"ifname": "Gi1"}),
+        h.samples("acc0", i * 30, [Sample("if_admin_status", 1, uplink),
                                    Sample("if_oper_status", 2 if i % 2 == 0 else 1,
-                                          {"ifname": "Gi1"})])
+                                          uplink)])
     alert = h.engine.alerts[next(iter(h.engine.alerts))]
     assert (True, "resolved") == (alert.flapping, alert.state)  # the 5th change flagged it
     h.tick(120 + 600 - 1)

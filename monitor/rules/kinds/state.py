@@ -2,7 +2,11 @@
 
 A device's state is its *effective* state (monitor.rules.topology): behind a parent
 that is down it is ``unreachable``, never ``down``. An interface is down when it is
-administratively up and operationally down (or lower-layer down).
+administratively up and operationally down (or lower-layer down), and it matters:
+it has an alias (someone described what it is for) or it has been seen up since the
+engine started (a port going down is news; an access port nobody ever plugged in is
+not). Checkmk's default is the same idea (the state at discovery is the expected one);
+LibreNMS alerts on any ifOperStatus change of a port that is not ignored.
 """
 
 from __future__ import annotations
@@ -26,6 +30,11 @@ STATES: Final[dict[str, tuple[str, ...]]] = {
     "component": ("offline", "stopping", "degraded"),
 }
 IF_DOWN: Final = (2, 7)  # IF-MIB ifOperStatus down, lowerLayerDown
+IF_UP: Final = 1.0
+
+
+def _has_alias(lkey: LabelKey) -> bool:
+    return any(k == "ifalias" and v for k, v in lkey)
 
 
 class StateRules(RuleKind):
@@ -61,8 +70,11 @@ class StateRules(RuleKind):
             rule, key, (("device", device), *lkey))
         if ts <= tracker.last_ts:
             return
+        if value == IF_UP:
+            tracker.prev_value = IF_UP  # seen up: from now on, its going down is news
         admin = state.series.get((device, "if_admin_status", lkey))
-        met = admin is not None and admin.value == 1 and value in IF_DOWN
+        met = (admin is not None and admin.value == 1 and value in IF_DOWN
+               and (tracker.prev_value == IF_UP or _has_alias(lkey)))
         if not met and not tracker.active:
             tracker.last_ts = ts
             return
