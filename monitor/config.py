@@ -26,6 +26,7 @@ from monitor.events import CheckKind
 from monitor.fields import (
     Address,
     Broker,
+    DeviceClass,
     NonNegativeInt,
     Port,
     Positive,
@@ -49,7 +50,6 @@ from monitor.yamlmodel import (
 from monitor.yamlmodel import load_documents as _load_documents
 
 __all__ = [
-    "DEVICE_CLASSES",
     "ApiUser",
     "Broker",
     "CheckSpec",
@@ -70,10 +70,6 @@ __all__ = [
 DEFAULT_OFFICE_HOURS: Final = Schedule.from_text({"mon-fri": ["07:00-16:00"]})
 DEFAULT_GRACE: Final = 1800.0
 
-DeviceClass = Literal["server", "pc", "switch", "router", "firewall", "ap", "ups", "printer"]
-DEVICE_CLASSES: Final[tuple[str, ...]] = (
-    "server", "pc", "switch", "router", "firewall", "ap", "ups", "printer",
-)
 
 
 @dataclass(frozen=True, slots=True)

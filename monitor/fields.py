@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import typing
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Final
+from typing import Annotated, Final, Literal
 
 from monitor.secrets import SecretRef
 from monitor.yamlmodel import Check
 
 __all__ = [
+    "DEVICE_CLASSES",
     "Address",
     "Broker",
+    "DeviceClass",
     "Duration",
     "NonNegativeInt",
     "Port",
@@ -109,3 +112,9 @@ def at_time(ts: float) -> datetime:
     """An epoch time as an aware UTC datetime, clamped to what datetime can hold: a
     poisoned value in the store (1e12, -1e12) must not fail a scrape or a page."""
     return datetime.fromtimestamp(min(max(ts, 0.0), _LATEST), UTC)
+
+
+# What a device is; rules select by it, the console names it (monitor.web.pages).
+DeviceClass = Literal["server", "pc", "switch", "router", "firewall", "ap", "ups", "pdu",
+                      "printer"]
+DEVICE_CLASSES: Final[tuple[str, ...]] = typing.get_args(DeviceClass)

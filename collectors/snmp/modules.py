@@ -108,6 +108,14 @@ class Module:
     scalars: list[Scalar] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
     info: Info | None = None
+    # a vendor's module: only for devices whose sysObjectID lies under one of these
+    vendors: list[Oid] = field(default_factory=list)
+
+    def fits(self, sys_object_id: str | None) -> bool:
+        if not self.vendors:
+            return True
+        return sys_object_id is not None and any(
+            sys_object_id == v or sys_object_id.startswith(v + ".") for v in self.vendors)
 
 
 def load_modules(directory: Path = SHIPPED) -> dict[str, Module]:
@@ -125,5 +133,9 @@ def load_modules(directory: Path = SHIPPED) -> dict[str, Module]:
     return modules
 
 
-def modules_for(device_class: str, modules: dict[str, Module]) -> list[Module]:
-    return [m for m in modules.values() if device_class in m.classes]
+def modules_for(device_class: str, modules: dict[str, Module],
+                sys_object_id: str | None = None) -> list[Module]:
+    """The modules for a device of ``device_class``: the generic ones, and the vendor
+    ones its sysObjectID (once known) selects."""
+    return [m for m in modules.values()
+            if device_class in m.classes and m.fits(sys_object_id)]

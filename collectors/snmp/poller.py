@@ -58,6 +58,8 @@ class PollerStats:
     durations: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
 
 
+SYS_OBJECT_ID: Final = "1.3.6.1.2.1.1.2.0"
+
 # what a failed poll says of the device; other errors (protocol, ...) say nothing
 _STATE_OF_ERROR: Final[dict[str, DeviceStateName]] = {"timeout": "down",
                                                       "auth_error": "auth_error"}
@@ -125,6 +127,11 @@ def _table_samples(table: Table, columns: dict[str, dict[str, Value]]) -> list[S
     return samples
 
 
+def _scalar_oids(modules: list[Module]) -> list[str]:
+    oids = [s.oid for m in modules for s in m.scalars]
+    return oids + [o for m in modules if m.info for o in m.info.labels.values()]
+
+
 def _is_ipv4(address: str) -> bool:
     try:
         return ipaddress.ip_address(address).version == 4
@@ -152,6 +159,7 @@ class SnmpPoller:
         self.devices = [d for d in config.devices.values()
                         if d.snmp_profile and d.address and config.location_of(d.id) == location]
         self.sessions = {d.id: self._session(d) for d in self.devices}
+        self.sys_object_ids: dict[str, str] = {}  # what each device said it is
         self.state: dict[str, str] = {}
         self.in_backoff: set[str] = set()
         # When a device answers again, what is behind it is polled at once: it was
@@ -188,11 +196,20 @@ class SnmpPoller:
 
     async def poll(self, device: Device) -> list[Sample]:
         """One poll of ``device``; raises CollectError."""
-        modules = modules_for(device.device_class, self.modules)
+        known = self.sys_object_ids.get(device.id)
+        modules = modules_for(device.device_class, self.modules, known)
         session = self.sessions[device.id]
-        scalar_oids = [s.oid for m in modules for s in m.scalars]
-        scalar_oids += [o for m in modules if m.info for o in m.info.labels.values()]
-        scalars = await session.get(scalar_oids)
+        scalars = await session.get(_scalar_oids(modules))
+        found = scalars.get(SYS_OBJECT_ID)
+        if found is not None and found.text and found.text != known:
+            # the first answer names the vendor: its modules join from this poll on
+            self.sys_object_ids[device.id] = found.text
+            extra = [m for m in modules_for(device.device_class, self.modules, found.text)
+                     if m not in modules]
+            if extra:
+                modules += extra
+                if _scalar_oids(extra):
+                    scalars.update(await session.get(_scalar_oids(extra)))
         primary = [o for m in modules for t in m.tables for o in t.walked()]
         columns = await session.walk(list(dict.fromkeys(primary))) if primary else {}
         missing = [col.fallback for m in modules for t in m.tables for col in t.columns

@@ -18,7 +18,7 @@ import yaml
 from jinja2 import StrictUndefined, TemplateSyntaxError, meta
 from jinja2.sandbox import SandboxedEnvironment
 
-from monitor.fields import Duration, parse_duration
+from monitor.fields import DeviceClass, Duration, parse_duration
 from monitor.rules.kinds import KINDS
 from monitor.rules.matchers import Matcher, MatcherText, parse_matcher
 from monitor.yamlmodel import Check, Document, FieldError, Problem, Problems, convert, is_missing
@@ -80,8 +80,7 @@ class SelectSpec:
     """Which series or devices a rule looks at; empty lists mean "any"."""
 
     metric: str | None = None
-    classes: list[Literal["server", "pc", "switch", "router", "firewall", "ap", "ups",
-                          "printer"]] = field(default_factory=list, metadata={"key": "class"})
+    classes: list[DeviceClass] = field(default_factory=list, metadata={"key": "class"})
     tags: list[str] = field(default_factory=list)
     locations: list[str] = field(default_factory=list, metadata={"key": "location"})
     municipalities: list[str] = field(default_factory=list, metadata={"key": "municipality"})

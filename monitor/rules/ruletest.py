@@ -32,7 +32,7 @@ from monitor.events import (
     TrapEvent,
     Varbind,
 )
-from monitor.fields import Duration, parse_duration
+from monitor.fields import DeviceClass, Duration, parse_duration
 from monitor.rules.evaluator import RuleEngine
 from monitor.rules.inventory import DeviceInfo, Inventory
 from monitor.rules.model import RuleSet, load_rules
@@ -85,8 +85,7 @@ SeriesText = Annotated[str, Check.parses(expand)]
 @dataclass(frozen=True, slots=True)
 class DeviceSpec:
     id: str
-    device_class: Literal["server", "pc", "switch", "router", "firewall", "ap", "ups",
-                          "printer"] = field(metadata={"key": "class"})
+    device_class: DeviceClass = field(metadata={"key": "class"})
     site: str = "site"
     municipality: str = "municipality"
     location: str = "location"

@@ -27,7 +27,7 @@ ALERT_STATE_NB: Final = {
     "flapping": "ustabil", "settled": "stabil"}
 CLASS_NB: Final = {"server": "server", "pc": "PC", "switch": "svitsj", "router": "ruter",
                    "firewall": "brannmur", "ap": "trådløst aksesspunkt", "ups": "UPS",
-                   "printer": "skriver"}
+                   "pdu": "PDU", "printer": "skriver"}
 SEVERITY_NB: Final = {"critical": "kritisk", "major": "alvorlig", "warning": "advarsel",
                       "info": "info"}
 

@@ -1,7 +1,7 @@
 """The poller against recordings of real devices, served over real SNMP by snmpsim.
 
 For each recording in ../shared/testdata/snmprec (Cisco Catalyst 3750, HPE ProCurve,
-D-Link DES-3200, APC UPS, a Linux and a Windows server), the values the poller
+D-Link DES-3200, an APC rack PDU, a Linux and a Windows server), the values the poller
 publishes for its class's modules are exactly those in the recording: the expected
 samples are built from the recording file itself by the same mapping, and compared
 with what came back over the wire. Devices that lack a MIB (no ifXTable on the APC, no
@@ -37,7 +37,7 @@ DEVICES = {
     "cisco-c3750": "switch",
     "hpe-procurve-516733-b21": "switch",
     "dlink-des3200": "switch",
-    "apc-8641": "ups",
+    "apc-8641": "pdu",
     "ibm-x3550-m3": "server",
     "server-2003-5-2": "server",
 }
@@ -72,7 +72,8 @@ def parse_snmprec(path: Path) -> dict[str, Value]:
 
 
 def expected(device_class: str, recorded: dict[str, Value]) -> dict[tuple[Any, ...], float]:
-    modules = modules_for(device_class, load_modules())
+    vendor = recorded.get("1.3.6.1.2.1.1.2.0")
+    modules = modules_for(device_class, load_modules(), vendor.text if vendor else None)
     scalars = {o: v for o, v in recorded.items()
                if o in {s.oid for m in modules for s in m.scalars}
                | {o for m in modules if m.info for o in m.info.labels.values()}}
@@ -215,3 +216,32 @@ async def test_a_windows_servers_storage_by_type_and_used_over_size(
              for s in samples if s.name == "hr_storage_size_units"}
     assert types == {"1": "removable_disk", "2": "fixed_disk", "3": "compact_disc",
                      "4": "virtual_memory", "5": "ram"}
+
+
+async def test_an_apc_rack_pdu_reads_as_its_recording_says(
+        snmpsim: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """apc-8641 answers PowerNet-MIB only (sysObjectID 1.3.6.1.4.1.318.1.3.4.6). Read by
+    hand from the recording's rPDU2 tables: the PDU draws 121 hundredths of a kW
+    (1,210 W), peak 2,430 W, 19,516 tenths of a kWh, apparent 1,310 VA, power factor
+    0.94, load state 2 (normal); its one phase 6.5 A at 201 V, 1,220 W, peak 12.4 A;
+    bank 1 3.8 A, bank 2 2.4 A."""
+    samples = await _poll(snmpsim, "apc-8641", "pdu", tmp_path, monkeypatch)
+    got = {(s.name, tuple(sorted((k, v) for k, v in s.labels.items()
+                                 if k in ("phase", "bank")))): round(s.value, 6)
+           for s in samples if s.name.startswith("pdu_")}
+    assert got == {
+        ("pdu_load_state", ()): 2, ("pdu_power_watts", ()): 1210,
+        ("pdu_peak_power_watts", ()): 2430, ("pdu_energy_kwh", ()): 1951.6,
+        ("pdu_apparent_power_va", ()): 1310, ("pdu_power_factor_ratio", ()): 0.94,
+        ("pdu_phase_load_state", (("phase", "1"),)): 2,
+        ("pdu_phase_current_amperes", (("phase", "1"),)): 6.5,
+        ("pdu_phase_voltage_volts", (("phase", "1"),)): 201,
+        ("pdu_phase_power_watts", (("phase", "1"),)): 1220,
+        ("pdu_phase_power_factor_ratio", (("phase", "1"),)): 0.94,
+        ("pdu_phase_peak_current_amperes", (("phase", "1"),)): 12.4,
+        ("pdu_bank_load_state", (("bank", "1"),)): 2,
+        ("pdu_bank_load_state", (("bank", "2"),)): 2,
+        ("pdu_bank_current_amperes", (("bank", "1"),)): 3.8,
+        ("pdu_bank_current_amperes", (("bank", "2"),)): 2.4,
+    }
+

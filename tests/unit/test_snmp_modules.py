@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import pytest
+
 from collectors.snmp.client import Value
 from collectors.snmp.modules import load_modules, modules_for
 from collectors.snmp.poller import samples_from
 
 
-def test_shipped_modules_load_and_are_chosen_by_class() -> None:
+def test_shipped_modules_load_and_are_chosen_by_class_and_vendor() -> None:
     modules = load_modules()
-    assert {"system", "if_mib", "host_resources", "ucd", "ups_mib"} == set(modules)
+    assert {"system", "if_mib", "host_resources", "ucd", "ups_mib", "apc_ups",
+            "apc_pdu"} == set(modules)
     assert ["system", "ups_mib"] == sorted(m.name for m in modules_for("ups", modules))
+    # an APC UPS, once its sysObjectID is known (APC's enterprise 318), gets PowerNet-MIB
+    assert ["apc_ups", "system", "ups_mib"] == sorted(
+        m.name for m in modules_for("ups", modules, "1.3.6.1.4.1.318.1.3.2.12"))
+    assert ["system", "ups_mib"] == sorted(  # another vendor's, or 3180: not APC
+        m.name for m in modules_for("ups", modules, "1.3.6.1.4.1.3180.1"))
+    assert ["apc_pdu", "system"] == sorted(
+        m.name for m in modules_for("pdu", modules, "1.3.6.1.4.1.318.1.3.4.6"))
     assert ["host_resources", "if_mib", "system", "ucd"] == sorted(
         m.name for m in modules_for("server", modules))
 
@@ -67,3 +77,19 @@ def test_output_on_battery_is_read_from_the_output_source() -> None:
     got = {s.name: s.value for s in samples_from(
         ups, {"1.3.6.1.2.1.33.1.4.1.0": n(5, "Integer32")}, {})}
     assert {"ups_output_source": 5.0, "ups_on_battery": 1.0} == got
+
+
+def test_an_apc_ups_reads_into_the_ups_mib_metrics() -> None:
+    """PowerNet-MIB values from the MIB's definitions (no recording of such a UPS is at
+    hand): on battery by upsBasicOutputStatus 3, 30 minutes left as 180,000 TimeTicks,
+    battery low as upsBasicBatteryStatus 3; the shipped UPS rules then hold."""
+    apc = [m for m in load_modules().values() if m.name == "apc_ups"]
+    base = "1.3.6.1.4.1.318.1.1.1."
+    scalars = {base + "4.1.1.0": n(3, "Integer32"), base + "2.2.3.0": n(180000, "TimeTicks"),
+               base + "2.1.1.0": n(3, "Integer32"), base + "2.2.1.0": n(41, "Gauge32"),
+               base + "2.1.2.0": n(12000, "TimeTicks"), base + "4.2.3.0": n(37, "Gauge32")}
+    got = {s.name: s.value for s in samples_from(apc, scalars, {})}
+    assert got == {"ups_on_battery": 1, "ups_output_source": 5, "ups_battery_status": 3,
+                   "ups_estimated_charge_remaining_percent": 41,
+                   "ups_estimated_minutes_remaining": pytest.approx(30.0),
+                   "ups_seconds_on_battery": 120, "ups_output_load_percent": 37}
