@@ -62,8 +62,11 @@ class Column:
     scale: float = 1.0
     min: float | None = None
     max: float | None = None
-    fallback: Oid | None = None     # walked when the device has no row in ``oid``
+    # read for each row that ``oid`` lacks (a device without ifXTable; an interface of
+    # one that has it, but without 64-bit counters), with its own kind and scale
+    fallback: Oid | None = None
     fallback_kind: Kind = "gauge"
+    fallback_scale: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -107,15 +107,19 @@ def _table_samples(table: Table, columns: dict[str, dict[str, Value]]) -> list[S
         return found_labels
 
     for column in table.columns:
-        rows, kind = columns.get(column.oid, {}), column.kind
-        if not rows and column.fallback:
-            rows, kind = columns.get(column.fallback, {}), column.fallback_kind
-        for index, value in rows.items():
-            if value.number is None or (column.min is not None and value.number < column.min) \
-                    or (column.max is not None and value.number > column.max):
-                continue  # no value, or the device's way of saying it does not know
-            samples.append(Sample(name=column.name, value=value.number * column.scale,
-                                  labels=labels_of(index), kind=kind))
+        rows = columns.get(column.oid, {})
+        sources = [(list(rows.items()), column.kind, column.scale)]
+        if column.fallback:  # each row the column lacks, from the fallback
+            sources.append(([(i, v) for i, v in columns.get(column.fallback, {}).items()
+                             if i not in rows], column.fallback_kind, column.fallback_scale))
+        for found, kind, scale in sources:
+            for index, value in found:
+                if value.number is None or (
+                        column.min is not None and value.number < column.min) or (
+                        column.max is not None and value.number > column.max):
+                    continue  # no value, or the device's way of saying it does not know
+                samples.append(Sample(name=column.name, value=value.number * scale,
+                                      labels=labels_of(index), kind=kind))
     for ratio in table.ratios:
         divisors = columns.get(ratio.denominator, {})
         for index, value in columns.get(ratio.numerator, {}).items():
@@ -125,6 +129,13 @@ def _table_samples(table: Table, columns: dict[str, dict[str, Value]]) -> list[S
             samples.append(Sample(name=ratio.name, value=value.number / divisor.number,
                                   labels=labels_of(index)))
     return samples
+
+
+def _lacks_rows(table: Table, oid: str, columns: dict[str, dict[str, Value]]) -> bool:
+    """Does column ``oid`` lack a row that the table's other columns have?"""
+    have = columns.get(oid, {})
+    rows = {i for c in table.columns if not c.fallback for i in columns.get(c.oid, {})}
+    return not have or not rows <= have.keys()
 
 
 def _scalar_oids(modules: list[Module]) -> list[str]:
@@ -213,7 +224,7 @@ class SnmpPoller:
         primary = [o for m in modules for t in m.tables for o in t.walked()]
         columns = await session.walk(list(dict.fromkeys(primary))) if primary else {}
         missing = [col.fallback for m in modules for t in m.tables for col in t.columns
-                   if col.fallback and not columns.get(col.oid)]
+                   if col.fallback and _lacks_rows(t, col.oid, columns)]
         if missing:
             columns.update(await session.walk(list(dict.fromkeys(missing))))
         self.stats.varbinds += len(scalars) + sum(len(rows) for rows in columns.values())

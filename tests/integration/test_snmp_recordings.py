@@ -245,3 +245,21 @@ async def test_an_apc_rack_pdu_reads_as_its_recording_says(
         ("pdu_bank_current_amperes", (("bank", "2"),)): 2.4,
     }
 
+
+
+async def test_fallbacks_per_interface(snmpsim: int, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Read by hand from the recordings: the Catalyst 3750's StackPort1 (ifIndex 5179)
+    and Nu0 (14501) have 32-bit octet counters (0) but no 64-bit ones, while its other
+    ports have both: those two get the 32-bit ones, typed counter32, the rest 64-bit.
+    The Windows 2003 server has no ifXTable: its speeds come from ifSpeed, 10 Mbit/s
+    for the loopback and 1 Gbit/s for the Intel PRO/1000."""
+    samples = await _poll(snmpsim, "cisco-c3750", "switch", tmp_path, monkeypatch)
+    octets = {s.labels["ifindex"]: (s.kind, s.value) for s in samples
+              if s.name == "if_in_octets"}
+    assert (octets["5179"], octets["14501"]) == (("counter32", 0), ("counter32", 0))
+    assert {k for k, _ in octets.values()} == {"counter32", "counter64"}
+    assert sum(1 for k, _ in octets.values() if k == "counter64") == 15
+    samples = await _poll(snmpsim, "server-2003-5-2", "server", tmp_path, monkeypatch)
+    speeds = {s.labels["ifindex"]: s.value for s in samples if s.name == "if_speed_bps"}
+    assert speeds == {"1": 10_000_000, "65539": 1_000_000_000}
