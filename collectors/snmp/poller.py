@@ -15,6 +15,7 @@ A poll that overruns its interval is counted and the missed turn skipped.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import random
 import time
@@ -59,6 +60,7 @@ class PollerStats:
 
 
 SYS_OBJECT_ID: Final = "1.3.6.1.2.1.1.2.0"
+SYS_UPTIME: Final = "1.3.6.1.2.1.1.3.0"
 
 # what a failed poll says of the device; other errors (protocol, ...) say nothing
 _STATE_OF_ERROR: Final[dict[str, DeviceStateName]] = {"timeout": "down",
@@ -199,6 +201,28 @@ class SnmpPoller:
                                     secrets["community"])
         return SnmpSession(self.engine, device.address, profile, secrets)
 
+    async def _privacy_refused(self, device: Device) -> bool:
+        """An authPriv device that did not answer: does it answer authNoPriv, with the
+        same user and authentication key? Then it is up and the key right, and it is
+        the privacy key (or protocol) it refuses: an agent drops what it cannot decrypt
+        without a report (net-snmp does), which looks exactly like a device that is down.
+        The probe runs on an SNMP engine of its own, so the user's real settings on the
+        shared one are not touched."""
+        profile = self.config.snmp_profiles[device.snmp_profile or ""]
+        if profile.version != "3" or not profile.priv_protocol or device.address is None:
+            return False
+        probe = dataclasses.replace(profile, priv_protocol=None, priv_key=None,
+                                    timeout=min(profile.timeout, 2.0), retries=0)
+        secrets = {"auth_key": profile.auth_key.resolve()} if profile.auth_key else {}
+        engine = SnmpEngine()
+        try:
+            await SnmpSession(engine, device.address, probe, secrets).get([SYS_UPTIME])
+        except CollectError as exc:
+            return exc.kind != "timeout"  # an answer, if only an error: it is there
+        finally:
+            engine.close_dispatcher()
+        return True
+
     def stop(self) -> None:
         self._stop.set()
 
@@ -243,8 +267,14 @@ class SnmpPoller:
                 state, reason = "up", None
             except CollectError as exc:
                 samples, reason = [], exc.detail
-                state = _STATE_OF_ERROR.get(exc.kind)
-                self.stats.errors[exc.kind] += 1
+                kind = exc.kind
+                if kind == "timeout" and await self._privacy_refused(device):
+                    kind, reason = "auth_error", (
+                        "DecryptionError: no answer with privacy, but the agent answers "
+                        "authNoPriv with this user and key: the privacy key or protocol "
+                        "is wrong")
+                state = _STATE_OF_ERROR.get(kind)
+                self.stats.errors[kind] += 1
         self.stats.polls += 1
         elapsed = time.perf_counter() - mono
         self.stats.durations.append(elapsed)

@@ -63,10 +63,11 @@ def snmpd(tmp_path: Path) -> Iterator[Snmpd]:
 
 
 def estate(tmp_path: Path, agent: Snmpd, monkeypatch: pytest.MonkeyPatch,
-           auth_key: str = Snmpd.AUTH_KEY, interval: float = 60) -> Config:
+           auth_key: str = Snmpd.AUTH_KEY, interval: float = 60,
+           priv_key: str = Snmpd.PRIV_KEY) -> Config:
     monkeypatch.setenv("DV_COMMUNITY", Snmpd.COMMUNITY)
     monkeypatch.setenv("DV_AUTH", auth_key)
-    monkeypatch.setenv("DV_PRIV", Snmpd.PRIV_KEY)
+    monkeypatch.setenv("DV_PRIV", priv_key)
     path = tmp_path / "estate.yaml"
     common = {"port": agent.port, "timeout": 0.5, "retries": 1}
     path.write_text(yaml.safe_dump({
@@ -145,6 +146,20 @@ async def test_wrong_v3_key_is_auth_error_not_down(tmp_path: Path, snmpd: Snmpd,
     [(_, device, stream, body)] = emitter.events
     assert ("srv-v3", "state", "auth_error") == (device, stream, body["state"])
     assert "WrongDigest" in body["reason"]
+
+
+async def test_a_wrong_privacy_key_is_auth_error_not_down(
+        tmp_path: Path, snmpd: Snmpd, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The right authentication key with a wrong privacy key: the agent cannot decrypt
+    the request; the poller says so (auth_error, DecryptionError), not down."""
+    config = estate(tmp_path, snmpd, monkeypatch, priv_key="wrong-priv-456")
+    emitter = RecordingEmitter()
+    poller = SnmpPoller(config, "alta", emitter, load_modules())
+    state = await poller.poll_and_publish(config.devices["srv-v3"])
+    [(_, device, stream, body)] = emitter.events
+    assert (state, device, stream, body["state"]) == ("auth_error", "srv-v3", "state",
+                                                      "auth_error")
+    assert "Decryption" in body["reason"]
 
 
 async def test_stopped_agent_is_down_within_interval_plus_timeouts(
