@@ -14,12 +14,24 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["Mosquitto", "Snmpd", "TcpLink", "free_port", "free_port_pair", "free_udp_port",
-           "mosquitto_binary", "wait_port"]
+__all__ = [
+    "Mosquitto",
+    "Snmpd",
+    "TcpLink",
+    "free_port",
+    "free_port_pair",
+    "free_udp_port",
+    "mosquitto_binary",
+    "snmpsim",
+    "snmpsim_binary",
+    "wait_port",
+]
 
 
 def _ephemeral_floor() -> int:
@@ -184,6 +196,38 @@ def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def snmpsim_binary() -> str | None:
+    """snmpsim's command responder, from the test extras (in this interpreter's bin)."""
+    found = shutil.which("snmpsim-command-responder") or str(
+        Path(sys.executable).parent / "snmpsim-command-responder")
+    return found if os.path.exists(found) else None
+
+
+@contextlib.contextmanager
+def snmpsim(data: Path, cache: Path, community: str) -> Iterator[int]:
+    """snmpsim serving the recordings in ``data`` on a free loopback UDP port, once it
+    answers a GET with ``community`` (a recording's name); yields the port."""
+    binary = snmpsim_binary()
+    assert binary is not None, "snmpsim is not installed (the test command installs it)"
+    port = free_udp_port()
+    proc = subprocess.Popen([binary, f"--data-dir={data}", f"--cache-dir={cache}",
+                             f"--agent-udpv4-endpoint=127.0.0.1:{port}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "SNMPSIM_ALLOW_ROOT": "true"})
+    try:
+        deadline = time.monotonic() + 60
+        while subprocess.run(["snmpget", "-v2c", "-c", community, "-t", "1", "-r", "0",
+                              f"127.0.0.1:{port}", "1.3.6.1.2.1.1.3.0"],
+                             capture_output=True, check=False).returncode != 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError("snmpsim did not answer within 60 s")
+            time.sleep(0.5)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 class Snmpd:

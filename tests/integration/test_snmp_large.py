@@ -7,11 +7,6 @@ a real engine, whose /metrics then holds every port's counters, none rejected.""
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -25,7 +20,7 @@ from collectors.snmp.modules import load_modules
 from collectors.snmp.poller import SnmpPoller
 from monitor.app import start_engine
 from monitor.config import load_config
-from tests.servers import Mosquitto, free_port, free_udp_port
+from tests.servers import Mosquitto, free_port, snmpsim
 
 pytestmark = pytest.mark.integration
 
@@ -72,28 +67,11 @@ def recording(path: Path) -> None:
 @pytest.fixture
 def chassis_agent(tmp_path: Path) -> Iterator[int]:
     """snmpsim serving the generated recording; yields its UDP port."""
-    binary = shutil.which("snmpsim-command-responder") or str(
-        Path(sys.executable).parent / "snmpsim-command-responder")
-    assert os.path.exists(binary), "snmpsim is not installed (the test command installs it)"
     data = tmp_path / "snmprec"
     data.mkdir()
     recording(data / f"{COMMUNITY}.snmprec")
-    port = free_udp_port()
-    sim = subprocess.Popen([binary, f"--data-dir={data}", f"--cache-dir={tmp_path / 'cache'}",
-                            f"--agent-udpv4-endpoint=127.0.0.1:{port}"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           env={**os.environ, "SNMPSIM_ALLOW_ROOT": "true"})
-    try:
-        deadline = time.monotonic() + 60
-        while subprocess.run(["snmpget", "-v2c", "-c", COMMUNITY, "-t", "1", "-r", "0",
-                              f"127.0.0.1:{port}", "1.3.6.1.2.1.1.3.0"],
-                             capture_output=True, check=False).returncode != 0:
-            assert time.monotonic() < deadline, "snmpsim did not answer within 60 s"
-            time.sleep(0.5)
+    with snmpsim(data, tmp_path / "cache", COMMUNITY) as port:
         yield port
-    finally:
-        sim.terminate()
-        sim.wait(10)
 
 
 async def test_a_2000_port_chassis_arrives_whole(tmp_path: Path, chassis_agent: int,

@@ -11,11 +11,6 @@ HOST-RESOURCES on a switch) poll without errors.
 from __future__ import annotations
 
 import math
-import os
-import shutil
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +23,8 @@ from collectors.snmp.client import Value
 from collectors.snmp.modules import load_modules, modules_for
 from collectors.snmp.poller import SnmpPoller, samples_from
 from monitor.config import load_config
-from tests.servers import free_udp_port
+from tests.servers import snmpsim as serve
+from tests.servers import snmpsim_binary
 
 pytestmark = pytest.mark.integration
 
@@ -94,31 +90,10 @@ def expected(device_class: str, recorded: dict[str, Value]) -> dict[tuple[Any, .
 def snmpsim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     if not RECORDINGS.is_dir():
         pytest.skip(f"no recordings at {RECORDINGS}")
-    binary = shutil.which("snmpsim-command-responder") or str(
-        Path(sys.executable).parent / "snmpsim-command-responder")
-    if not os.path.exists(binary):
+    if snmpsim_binary() is None:
         pytest.skip("snmpsim is not installed (the test extras install it)")
-    port = free_udp_port()
-    cache = tmp_path_factory.mktemp("snmpsim-cache")
-    proc = subprocess.Popen([binary, f"--data-dir={RECORDINGS}", f"--cache-dir={cache}",
-                             f"--agent-udpv4-endpoint=127.0.0.1:{port}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "SNMPSIM_ALLOW_ROOT": "true"})
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            probe = subprocess.run(["snmpget", "-v2c", "-c", "apc-8641", "-t", "1", "-r", "0",
-                                    f"127.0.0.1:{port}", "1.3.6.1.2.1.1.3.0"],
-                                   capture_output=True, check=False)
-            if probe.returncode == 0:
-                break
-            time.sleep(0.5)
-        else:
-            raise RuntimeError("snmpsim did not answer within 60 s")
+    with serve(RECORDINGS, tmp_path_factory.mktemp("snmpsim-cache"), "apc-8641") as port:
         yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 async def _poll(snmpsim: int, name: str, device_class: str, tmp_path: Path,
