@@ -310,13 +310,23 @@ class ApiUser:
 
     id: Slug
     role: Literal["admin", "operator", "viewer"]
-    token: SecretRef
+    # the token itself, by reference; or only its SHA-256 (hex), so that the config
+    # holds nothing that works as a credential (`printf %s TOKEN | sha256sum`)
+    token: SecretRef | None = None
+    token_sha256: str | None = None
     name: str | None = None
     municipality: Slug | None = None
 
     def __post_init__(self) -> None:
         if self.role == "viewer" and self.municipality is None:
             raise FieldError("municipality", "a viewer sees one municipality: name it")
+        if (self.token is None) == (self.token_sha256 is None):
+            raise FieldError("token", "give the token (a secret reference) or its "
+                                      "token_sha256, one of them")
+        if self.token_sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}",
+                                                                self.token_sha256):
+            raise FieldError("token_sha256", "64 lowercase hex digits: the SHA-256 of the "
+                                             "token (printf %s TOKEN | sha256sum)")
 
 
 @dataclass(frozen=True, slots=True)

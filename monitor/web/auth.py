@@ -45,6 +45,10 @@ class Auth:
         self.tokens: dict[bytes, ApiUser] = {}
         self._form_key = secrets.token_bytes(32)
         for user in config.users.values():
+            if user.token_sha256 is not None:
+                self.tokens[bytes.fromhex(user.token_sha256)] = user
+                continue
+            assert user.token is not None
             try:
                 token = user.token.resolve()
             except (KeyError, OSError) as exc:

@@ -5,6 +5,7 @@ real token has refused with 401, never 500. A real engine on a real mosquitto.""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import time
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ from monitor.config import load_config
 from monitor.startup import StartRefused
 from monitor.web import SECURITY_HEADERS
 from monitor.web.login import MAX_FAILURES
+from monitor.yamlmodel import Problems
 from tests.estate import write_estate
 from tests.servers import Mosquitto
 
@@ -168,3 +170,35 @@ async def test_metrics_answer_only_the_scrape_token_when_one_is_set(
         monkeypatch.setenv("DV_SCRAPE", " ")
         with pytest.raises(StartRefused, match=r"engine\.metrics_token.*is empty"):
             await start_engine(load_config(path), "alta", http_port=0)
+
+
+async def test_a_user_known_by_the_hash_of_its_token(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The config may hold only a token's SHA-256 (what `printf %s TOKEN | sha256sum`
+    prints, here for "machine-token-0123456789"): the token works, nothing in the config
+    does; neither or both of token and token_sha256 is an error with its line."""
+    digest = hashlib.sha256(b"machine-token-0123456789").hexdigest()
+    with Mosquitto(tmp_path / "broker") as broker:
+        path = write_estate(tmp_path, broker.port)
+        estate = yaml.safe_load(path.read_text(encoding="utf-8"))
+        estate["users"] = [{"id": "backup-robot", "role": "operator", "token_sha256": digest}]
+        path.write_text(yaml.safe_dump(estate), encoding="utf-8")
+        app = await start_engine(load_config(path), "alta", http_port=0)
+        try:
+            async with aiohttp.ClientSession() as session:
+                for token, status in (("machine-token-0123456789", 200), (digest, 401),
+                                      ("machine-token-012345678", 401)):
+                    async with session.get(app.url + "/api/v1/alerts", headers={
+                            "Authorization": f"Bearer {token}"}) as resp:
+                        assert resp.status == status, token
+        finally:
+            await app.stop()
+        estate["users"] = [{"id": "x", "role": "operator"},
+                           {"id": "y", "role": "operator", "token_sha256": "ABC"}]
+        path.write_text(yaml.safe_dump(estate), encoding="utf-8")
+        with pytest.raises(Problems) as raised:
+            load_config(path)
+        found = sorted(f"{p.key}: {p.message}" for p in raised.value.problems)
+        assert len(found) == 2, found
+        assert any("one of them" in f for f in found)
+        assert any("64 lowercase hex digits" in f for f in found)
