@@ -8,7 +8,8 @@ does. Timings and ``group_by`` are inherited (defaults as Alertmanager: group_wa
 
 Alerts of one route with the same values of its ``group_by`` labels form a group.
 A group is first flushed ``group_wait`` after its first alert, then at most every
-``group_interval`` when its content changed, and again every ``repeat_interval``
+``group_interval`` when its content changed (but ``group_wait`` after its last alert
+resolved: the all-clear is not held back), and again every ``repeat_interval``
 while something still fires. What was sent is kept per group and receiver (the
 notification log): a flush with nothing new is not sent, and a resolved alert is
 announced only to those who were told it fired. So a storm of alerts at one site
@@ -171,6 +172,11 @@ class Dispatcher:
                                                  next_flush=at + route.group_wait)
             group.alerts[alert.fingerprint] = alert
             group.changed = True
+            if alert.state == "resolved" and not any(
+                    a.state == "firing" for a in group.alerts.values()):
+                # all clear: say so after group_wait (which still absorbs a flap), not
+                # a whole group_interval later, as Alertmanager would
+                group.next_flush = min(group.next_flush, at + route.group_wait)
 
     def due(self, at: float) -> list[Flush]:
         """The notifications to make at ``at``; marks them as sent in the log."""

@@ -75,6 +75,12 @@ def _disagreements(both: int, one: int, exprs: list[tuple[str, str]]) -> list[st
     found = []
     for what, expr in exprs:
         a, b = _answer(both, expr, at), _answer(one, expr, at)
+        if "topk" in expr:
+            # which interfaces are the top 20 depends on rates the two take a few
+            # seconds apart (near-ties swap); a series taken twice would still count
+            if len(a) != len(b):
+                found.append(f"{what}: {len(a)} series with both engines, {len(b)} with one")
+            continue
         if set(a) != set(b):
             found.append(f"{what}: {len(a)} series with both engines, {len(b)} with one")
             continue
@@ -95,7 +101,10 @@ def _prometheus(binary: str, tmp: Path, name: str, targets: list[tuple[int, str]
                       for p, e in targets)
     config = tmp / f"{name}.yml"
     config.write_text(
-        "global: {scrape_interval: 2s, evaluation_interval: 2s}\n"
+        # 5 s: each engine's /metrics is 7 MB from the demo's one process, which also
+        # runs the whole simulated estate; two Prometheus servers scraping every 2 s
+        # kept it near the 2 s timeout on two cores
+        "global: {scrape_interval: 5s, scrape_timeout: 5s, evaluation_interval: 5s}\n"
         f"rule_files: ['{RULES}/driftsvakt-recording.yml', "
         f"'{RULES}/driftsvakt-alerts.yml']\n"
         "scrape_configs:\n  - job_name: driftsvakt-engine\n    honor_labels: true\n"
@@ -159,7 +168,7 @@ def test_no_empty_panel(tmp_path: Path) -> None:
         expressions = _panels()
         recording = re.findall(r"record: (\S+)", (RULES / "driftsvakt-recording.yml").read_text())
         empty: list[str] = []
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             empty = [f"{uid}: {title} ({'both engines' if p == port else 'one'})"
                      for p in (port, one) for uid, title, exprs in expressions

@@ -63,6 +63,24 @@ def test_group_wait_interval_and_repeat() -> None:
     assert [("drift", ["sw1", "sw3"], [])] == whom(d.due(T0 + 930 + 4 * 3600))
 
 
+def test_the_all_clear_comes_after_group_wait_not_group_interval() -> None:
+    """Two switches of a site down, announced at 30 s; the first comes back at 100 s
+    (the group still fires: its resolution waits for group_interval, at 330 s); the
+    second at 400 s: the group is clear, announced at 430 s, not at 630 s."""
+    d = dispatcher(RouteSettings(receiver="drift", group_by=["site"], group_wait="30s",
+                                 group_interval="5m"))
+    d.update(alert("sw1"), T0)
+    d.update(alert("sw2"), T0 + 5)
+    assert [("drift", ["sw1", "sw2"], [])] == whom(d.due(T0 + 30))
+    d.update(alert("sw1", state="resolved"), T0 + 100)
+    assert [] == d.due(T0 + 130)
+    assert [("drift", ["sw2"], ["sw1"])] == whom(d.due(T0 + 330))
+    d.update(alert("sw2", state="resolved"), T0 + 400)
+    assert [] == d.due(T0 + 429)
+    assert [("drift", [], ["sw2"])] == whom(d.due(T0 + 430))
+    assert {} == d.groups
+
+
 def test_resolved_is_announced_only_if_firing_was() -> None:
     d = dispatcher(RouteSettings(receiver="drift", group_wait="30s"))
     d.update(alert("sw1"), T0)
