@@ -161,18 +161,21 @@ class Workbench:
                              for d in c.devices.values()}),
         }
 
+    def _checked(self, form: MultiDictProxy[Any], user: ApiUser | None) -> list[Alert]:
+        """The alerts checked on the form that ``user`` may see (copies)."""
+        found = (self.rules.find(fp) for fp in _picked(form))
+        return [a for a in found
+                if a is not None and Auth.sees(user, a.labels.get("municipality"))]
+
     async def acknowledge(self, request: web.Request, user: ApiUser | None
                           ) -> web.StreamResponse:
         assert user is not None
         form = await request.post()
         comment = str(form.get("comment", "")).strip()
         done = 0
-        for fp in _picked(form):
-            alert = self.rules.find(fp)
-            if alert is None or not Auth.sees(user, alert.labels.get("municipality")):
-                continue
+        for alert in self._checked(form, user):
             try:
-                await self.rules.acknowledge(fp, user.id, comment,
+                await self.rules.acknowledge(alert.fingerprint, user.id, comment,
                                              {"comment": comment, "via": "console"})
             except KeyError:
                 continue  # resolved meanwhile
@@ -185,19 +188,13 @@ class Workbench:
                       ) -> web.StreamResponse:
         assert user is not None
         form = await request.post()
-        try:
-            hours = float(str(form.get("hours", "")))
-        except ValueError:
-            return problem(400, "hours: a number")
-        if not 0 < hours <= 24 * 14:
-            return problem(400, "hours: between 0 and 336")
+        hours = _hours(form)
+        if hours is None:
+            return problem(400, "hours: a number between 0 and 336")
         comment = str(form.get("comment", "")).strip() or "dempet fra konsollet"
         now = datetime.now(UTC)
         made = 0
-        for fp in _picked(form):
-            alert = self.rules.find(fp)
-            if alert is None or not Auth.sees(user, alert.labels.get("municipality")):
-                continue
+        for alert in self._checked(form, user):
             matchers = [f'{k}="{_quoted(v)}"' for k, v in sorted(alert.labels.items())
                         if k not in _CONTEXT_LABELS]
             silence = Silence(matchers=matchers, starts_at=now,
@@ -219,24 +216,23 @@ class Workbench:
         form = await request.post()
         device, site = str(form.get("device", "")), str(form.get("site", ""))
         # from the Problems page: the devices of the checked alerts
-        picked = sorted({a.device for a in (self.rules.find(fp) for fp in _picked(form))
-                         if a is not None and a.device in self.config.devices
-                         and Auth.sees(user, a.labels.get("municipality"))})
+        picked = sorted({a.device for a in self._checked(form, user)
+                         if a.device in self.config.devices})
         if sum(map(bool, (device, site, picked))) != 1:
             return problem(400, "say which: device, site, or checked alerts with devices")
         if device and device not in self.config.devices:
             return problem(400, f"no device {device!r}")
         if site and site not in self.config.sites:
             return problem(400, f"no site {site!r}")
+        hours = _hours(form)
+        if hours is None:
+            return problem(400, "hours: a number between 0 and 336")
         try:
-            hours = float(str(form.get("hours", "")))
             start_text = str(form.get("start", "")).strip()
             start = (datetime.fromisoformat(start_text).replace(tzinfo=OSLO)
                      if start_text else datetime.now(UTC))
         except ValueError:
-            return problem(400, "start: YYYY-MM-DDTHH:MM, local time; hours: a number")
-        if not 0 < hours <= 24 * 14:
-            return problem(400, "hours: between 0 and 336")
+            return problem(400, "start: YYYY-MM-DDTHH:MM, local time")
         devices = [device] if device else picked
         target = (", ".join(self.config.devices[d].name for d in devices[:3])
                   + (f" og {len(devices) - 3} til" if len(devices) > 3 else "")
@@ -484,6 +480,15 @@ def _rank(status: str) -> int:
 
 def _picked(form: MultiDictProxy[Any]) -> list[str]:
     return [str(v) for v in form.getall("alert", [])][:MAX_ROWS]
+
+
+def _hours(form: MultiDictProxy[Any]) -> float | None:
+    """The form's ``hours``: more than 0 and at most 14 days, else None."""
+    try:
+        hours = float(str(form.get("hours", "")))
+    except ValueError:
+        return None
+    return hours if 0 < hours <= 24 * 14 else None
 
 
 def _back(form: MultiDictProxy[Any]) -> str:
