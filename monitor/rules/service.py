@@ -33,6 +33,7 @@ from monitor.rules.inventory import Inventory
 from monitor.rules.lifecycle import KEEP_RESOLVED
 from monitor.rules.model import RuleSet, load_rules
 from monitor.rules.suppress import Maintenance, Silence, SpecError
+from monitor.sla.report import Correction
 from monitor.state import State
 from monitor.store.db import AlertChanges, Store
 from monitor.yamlmodel import Problems
@@ -49,18 +50,20 @@ class OperatorAction(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     latest action per object (an alert's acknowledgement, a silence, a window)."""
 
     kind: Literal["acknowledge", "silence", "expire_silence", "maintenance",
-                  "delete_maintenance"]
-    key: str  # the alert's fingerprint, the silence's or the window's id
+                  "delete_maintenance", "correction", "delete_correction"]
+    key: str  # the alert's fingerprint, the silence's, window's or SLA correction's id
     actor: str
     at: float
     comment: str = ""
     silence: Silence | None = None
     maintenance: Maintenance | None = None
+    correction: Correction | None = None
 
     @property
     def entry(self) -> str:
         """One shared entry per object: a later action on it replaces the earlier."""
-        kind = {"expire_silence": "silence", "delete_maintenance": "maintenance"}
+        kind = {"expire_silence": "silence", "delete_maintenance": "maintenance",
+                "delete_correction": "correction"}
         return f"{kind.get(self.kind, self.kind)}/{self.key}"
 
 
@@ -254,6 +257,17 @@ class RulesService:
                                    at=time.time()))
         return True
 
+    async def add_correction(self, correction: Correction, actor: str) -> None:
+        """An SLA correction (checked by the caller against the config)."""
+        await self.store.put_correction(correction.id, _ENCODER.encode(correction), actor)
+        self._share(OperatorAction(kind="correction", key=correction.id, actor=actor,
+                                   at=time.time(), correction=correction))
+
+    async def delete_correction(self, cid: str, actor: str) -> None:
+        await self.store.delete_correction(cid, actor)
+        self._share(OperatorAction(kind="delete_correction", key=cid, actor=actor,
+                                   at=time.time()))
+
     # -- the other location's operators -----------------------------------------------
 
     def _share(self, action: OperatorAction) -> None:
@@ -291,6 +305,19 @@ class RulesService:
             elif action.kind == "delete_maintenance" and action.key in self.engine.maintenance:
                 self.engine.remove_maintenance(action.key, now)
                 await self.store.delete_maintenance(action.key, action.actor, self.changes())
+            elif action.kind in ("correction", "delete_correction"):
+                await self._correct_from_peer(action)
+
+    async def _correct_from_peer(self, action: OperatorAction) -> None:
+        """An SLA correction the peer made or deleted; one it made is taken once, one
+        deleted here is never brought back."""
+        if action.kind == "correction" and action.correction is not None:
+            if not await self.store.correction_known(action.key):
+                await self.store.put_correction(
+                    action.key, _ENCODER.encode(action.correction), action.actor)
+        elif action.kind == "delete_correction" and await self.store.correction_held(
+                action.key):
+            await self.store.delete_correction(action.key, action.actor)
 
     async def _add_from_peer(self, action: OperatorAction, now: float) -> None:
         """A silence or a window the peer created, unless we hold it already."""

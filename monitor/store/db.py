@@ -482,6 +482,17 @@ class Store:
                            (time.time(), cid), actor, "delete_sla_correction",
                            f"sla_correction/{cid}", b"{}")
 
+    async def correction_known(self, cid: str) -> bool:
+        """Whether a correction with this id was ever stored (deleted ones included)."""
+        query = "SELECT 1 FROM sla_correction WHERE id = ?"
+        async with self._db.execute(query, (cid,)) as cur:
+            return await cur.fetchone() is not None
+
+    async def correction_held(self, cid: str) -> bool:
+        query = "SELECT 1 FROM sla_correction WHERE id = ? AND deleted_at IS NULL"
+        async with self._db.execute(query, (cid,)) as cur:
+            return await cur.fetchone() is not None
+
     async def corrections(self) -> list[bytes]:
         query = "SELECT body FROM sla_correction WHERE deleted_at IS NULL"
         async with self._db.execute(query) as cur:

@@ -39,7 +39,7 @@ def add_routes(app: web.Application, *, config: Config, auth: Auth, rules: Rules
     console = Console(config, state, rules, location)
     bench = Workbench(config, state, rules, console, auth, config.engine.grafana_url)
     oncall = NotifyRoutes(notify)
-    slas = SlaRoutes(sla)
+    slas = SlaRoutes(sla, rules)
     login = Login(auth)
     table: list[tuple[str, str, str, Any]] = [
         ("GET", "/", "page viewer", console.page),

@@ -17,6 +17,7 @@ import structlog
 from aiohttp import web
 
 from monitor.config import ApiUser
+from monitor.rules.service import RulesService
 from monitor.sla.render import report_csv, report_html, report_json
 from monitor.sla.report import Correction, services_of
 from monitor.sla.service import SlaService
@@ -27,11 +28,11 @@ __all__ = ["SlaRoutes"]
 log = structlog.get_logger(__name__)
 
 NOT_FOUND: Final = "no such municipality, or it has no services"
-_ENCODER: Final = msgspec.json.Encoder()
 
 
 class SlaRoutes:
-    def __init__(self, sla: SlaService) -> None:
+    def __init__(self, sla: SlaService, rules: RulesService) -> None:
+        self.rules = rules  # made and deleted there: shared with the peer engine
         self.config = sla.config
         self.store = sla.store
         self.report = sla.report
@@ -102,8 +103,7 @@ class SlaRoutes:
         correction.id = f"c-{secrets.token_hex(6)}"
         correction.created_by = user.id
         correction.created_at = datetime.now(UTC)
-        body = _ENCODER.encode(correction)
-        await self.store.put_correction(correction.id, body, user.id)
+        await self.rules.add_correction(correction, user.id)
         log.info("sla_corrected", municipality=m, service=correction.service,
                  correction=correction.id, by=user.id)
         return web.json_response(msgspec.to_builtins(correction), status=201)
@@ -117,7 +117,7 @@ class SlaRoutes:
         every = [msgspec.json.decode(b, type=Correction) for b in await self.store.corrections()]
         if cid not in {c.id for c in self._corrections_of(every, m)}:
             return problem(404, "no such correction")
-        await self.store.delete_correction(cid, user.id)
+        await self.rules.delete_correction(cid, user.id)
         return web.json_response({"deleted": cid})
 
     async def portal(self, request: web.Request, user: ApiUser | None) -> web.StreamResponse:

@@ -14,6 +14,7 @@ import trustme
 
 from monitor.rules.service import OperatorAction
 from monitor.rules.suppress import Maintenance, Silence
+from monitor.sla.report import Correction
 from tests.estate import DEVICES
 from tests.integration.test_notify import Rig, ca  # noqa: F401 - the fixture
 
@@ -73,5 +74,53 @@ async def test_peer_actions_apply_once_with_their_actor_and_are_not_shared_again
             (key, a.kind, a.actor) for key, a in shared]
         rig.rules.apply_peer(b'{"kind": "format_disk"}')  # refused, logged, nothing else
         await rig.rules.tick(time.time())
+    finally:
+        await rig.stop()
+
+
+async def test_sla_corrections_made_at_either_location_hold_at_both(
+        tmp_path: Path, ca: trustme.CA) -> None:  # noqa: F811
+    """A correction the peer made is stored once with its actor and audit entry; one
+    the peer deleted is deleted here; one deleted here never comes back from an old
+    entry; ours are shared under one entry per correction."""
+    rig = Rig(tmp_path, {}, ca)
+    await rig.start()
+    shared: list[tuple[str, OperatorAction]] = []
+    rig.rules.replicate = lambda key, body: shared.append(
+        (key, msgspec.json.decode(body, type=OperatorAction)))
+    now = time.time()
+
+    def correction(cid: str) -> Correction:
+        return Correction(service="epost", starts_at=_at(now - 7200), ends_at=_at(now - 3600),
+                          classify_as="excluded", comment="strømbrudd i kommunen", id=cid,
+                          created_by="per", created_at=_at(now))
+
+    async def held() -> list[str]:
+        return sorted(msgspec.json.decode(b, type=Correction).id
+                      for b in await rig.store.corrections())
+
+    try:
+        made = OperatorAction(kind="correction", key="c-peer1", actor="per", at=now,
+                              correction=correction("c-peer1"))
+        for _ in range(2):  # the same twice: stored once
+            rig.rules.apply_peer(msgspec.json.encode(made))
+        await rig.rules.tick(time.time())
+        assert ["c-peer1"] == await held()
+        audit = [(actor, action, target) for _, actor, action, target, _ in
+                 await rig.store.audit_log()]
+        assert [("per", "create_sla_correction", "sla_correction/c-peer1")] == audit
+        rig.rules.apply_peer(msgspec.json.encode(OperatorAction(
+            kind="delete_correction", key="c-peer1", actor="per", at=now + 1)))
+        await rig.rules.tick(time.time())
+        assert [] == await held()
+        rig.rules.apply_peer(msgspec.json.encode(made))  # an old entry: not brought back
+        await rig.rules.tick(time.time())
+        assert [] == await held()
+        assert [] == shared
+        await rig.rules.add_correction(correction("c-ours"), "kari")
+        await rig.rules.delete_correction("c-ours", "kari")
+        assert [("correction/c-ours", "correction"), ("correction/c-ours",
+                                                      "delete_correction")] == [
+            (key, a.kind) for key, a in shared]
     finally:
         await rig.stop()
