@@ -78,6 +78,7 @@ class Engine:
         self._acks_due: dict[str, int] = {}
         self._acks_wake = asyncio.Event()
         self._acks_sent: dict[str, int] = {}
+        self._behind_said: dict[str, float] = {}  # when a source behind a gap was told
         # what is shared with the peer engine: ours out (the newest per entry), theirs in
         self._shared_out: dict[str, bytes] = {}
         self._shared_wake = asyncio.Event()
@@ -241,6 +242,15 @@ class Engine:
             self._acks_sent.pop(src, None)
             self._acks_due.setdefault(src, self.ingest.progress[src])
             self._acks_wake.set()
+        now = time.monotonic()
+        for src, applied in effects.behind.items():
+            # Behind a gap: say where we are, so the source resends from there; at most
+            # once a second per source, however fast its later events come.
+            if now - self._behind_said.get(src, 0.0) >= 1.0 and src not in effects.progress:
+                self._behind_said[src] = now
+                self._acks_sent.pop(src, None)
+                self._acks_due.setdefault(src, applied)
+                self._acks_wake.set()
         self.metrics.batch_events.observe(len(batch))
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
 

@@ -137,6 +137,10 @@ class BatchEffects:
     # Sources that sent again what was already applied: they have not seen our
     # acknowledgement (lost on the way, or a bridge dropped it), so it is owed again.
     resent_by: set[str] = field(default_factory=set)
+    # Sources whose events came past a gap, with what is applied of them: they learn
+    # that we lack the gap only from an acknowledgement that does not move (an engine
+    # that missed a new source's first events has never acknowledged it at all).
+    behind: dict[str, int] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.progress or self.devices or self.dead)
@@ -187,6 +191,7 @@ class Ingest:
             self.counters.gap()
             if decision.skipped:
                 self._advance(effects, event.src, decision.base)
+            effects.behind[event.src] = self.progress.get(event.src, decision.base)
             return
         status = self.state.apply(where, event)
         if self.observer is not None:

@@ -20,7 +20,10 @@ command -v prometheus-alertmanager >/dev/null 2>&1 || need_apt+=(prometheus-aler
 case ",$extras," in
   *,test,*) command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
             # systemd-analyze verifies the units in deploy/systemd
-            command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd) ;;
+            command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
+            # nft cuts the link between the two locations' network namespaces
+            command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || need_apt+=(nftables)
+            command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need_apt+=(iproute2) ;;
 esac
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -309,8 +309,11 @@ class Publisher(Emitter):
             before, base = self._acked_upto(), self._send_base()
             if ack.seq > self.acked.get(location, 0):
                 self.acked[location] = ack.seq
-                if not message.retain:  # a retained ack is from the past: it may be gone
-                    self._acked_at[location] = time.monotonic()
+            if not message.retain:
+                # A live ack says the engine is there, also one that does not move: an
+                # engine that lacks our first events says so with seq 0. A retained
+                # ack is from the past: that engine may be gone.
+                self._acked_at[location] = time.monotonic()
             upto = self._acked_upto()
             if upto > before:
                 deleted = await self.outbox.acknowledge(upto)

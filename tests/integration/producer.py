@@ -26,8 +26,10 @@ async def main(config_path: str, location: str, instance: str, total: int, outbo
                rate: float) -> int:
     config = load_config(config_path)
     outbox = await Outbox.open(outbox_path)
-    publisher = Publisher(broker=config.broker_for(location), location=location,
+    broker = config.broker_for(location)
+    publisher = Publisher(broker=broker, location=location,
                           component="producer", instance=instance, outbox=outbox,
+                          password=broker.password.resolve() if broker.password else None,
                           ack_timeout=config.outbox.ack_timeout,
                           wait_for=config.outbox.wait_for)
     runner = asyncio.create_task(publisher.run())
