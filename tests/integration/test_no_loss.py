@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from tests.estate import write_estate
+from tests.fulldisk import fill, small_tmpfs
 from tests.servers import Mosquitto, free_port, wait_port
 
 pytestmark = pytest.mark.integration
@@ -53,11 +54,12 @@ class Processes:
         return subprocess.Popen([sys.executable, *args], stdout=out, stderr=out, env=self.env,
                                 cwd=ROOT)
 
-    def start_engine(self) -> None:
+    def start_engine(self, wait: bool = True) -> None:
         self.engine = self._spawn(["-m", "monitor.cli", "--log-json", "engine", "--config",
                                    str(self.config), "--location", "alta",
                                    "--http-port", str(self.http_port)], "engine.log")
-        wait_port(self.http_port, timeout=30)
+        if wait:
+            wait_port(self.http_port, timeout=30)
 
     def start_peer(self) -> None:
         """The hammerfest engine, on the same broker and a store of its own."""
@@ -241,3 +243,47 @@ def test_the_other_locations_events_survive_a_sigkill_of_its_peers_broker(
         procs.cleanup()
         hammerfest.stop()
         alta.stop()
+
+
+def test_the_other_locations_events_survive_an_engine_store_on_a_full_disk(
+        tmp_path: Path) -> None:
+    """Alta's store on a tmpfs filled to the last byte mid-stream, the engine restarted
+    whenever it stops (as systemd does) while the disk stays full for 5 s, then space
+    given back: every Hammerfest event reaches Alta's engine exactly once (measured
+    before: 3,852 of 5,000 lost in such a crash loop)."""
+    broker = Mosquitto(tmp_path / "broker").start()
+    procs = Processes(tmp_path, broker, producer_location="hammerfest")
+    estate = yaml.safe_load(procs.config.read_text(encoding="utf-8"))
+    estate["engine"]["store"] = str(tmp_path / "store-{location}" / "engine.db")
+    procs.config.write_text(yaml.safe_dump(estate), encoding="utf-8")
+    (tmp_path / "store-hammerfest").mkdir()
+    procs.store = tmp_path / "store-alta" / "engine.db"
+    with small_tmpfs(tmp_path / "store-alta", "16m") as disk:
+        try:
+            procs.start_peer()
+            procs.start_engine()
+            procs.start_producer()
+            procs.wait_applied(TOTAL // 3, timeout=60)
+            filler = fill(disk)
+            full_until, restarts = time.monotonic() + 5, 0
+            while time.monotonic() < full_until:
+                assert procs.engine is not None
+                if procs.engine.poll() is not None:
+                    restarts += 1
+                    procs.start_engine(wait=False)
+                time.sleep(0.2)
+            stuck_at = procs.progress()[0]
+            filler.unlink()
+            assert procs.engine is not None
+            if procs.engine.poll() is not None:
+                procs.start_engine()
+            procs.wait_producer(timeout=120)
+            procs.wait_applied(TOTAL, timeout=60)
+            assert 0 == procs.stop_engine(), procs.logs()
+            assert (TOTAL, TOTAL) == procs.progress(), procs.logs()
+            print(f"\nfull disk: applied {stuck_at:,} of {TOTAL:,} when space came back, "
+                  f"engine restarted {restarts} times; then all {TOTAL:,} exactly once")
+            assert stuck_at < TOTAL
+        finally:
+            procs.cleanup()
+            broker.stop()
