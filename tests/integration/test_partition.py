@@ -58,7 +58,7 @@ WATCHED = {"alta": ("loppa-sw1", "loppa-sw2"), "hammerfest": ("hf-sw1", "hf-sw2"
 MUNICIPALITY = {"alta": "loppa", "hammerfest": "hasvik"}
 
 
-def _estate(bed: Bed) -> tuple[Path, Path]:
+def estate(bed: Bed) -> tuple[Path, Path]:
     """The estate twice: as the engines read it and as the collectors do (each logs in
     to its location's broker as itself)."""
     directory = bed.workdir / "estate"
@@ -119,6 +119,21 @@ async def sink(bed: Bed) -> AsyncIterator[Sink]:
     await runner.cleanup()
 
 
+def start_engine(loc: Location, config: Path, sink_port: int) -> subprocess.Popen[bytes]:
+    """``driftsvakt engine`` in the location's namespace, notifying the sink."""
+    return loc.python(["-m", "monitor.cli", "--log-json", "engine", "--config", str(config),
+                       "--location", loc.id], "engine.log",
+                      env={"DV_TEST_HOOK": f"http://{loc.host_address}:{sink_port}/{loc.id}"})
+
+
+def start_producer(loc: Location, config: Path, total: int, rate: float
+                   ) -> subprocess.Popen[bytes]:
+    """``total`` events at ``rate`` from producer-LOCATION, on the real publisher."""
+    return loc.python(["-m", "tests.integration.producer", str(config), loc.id,
+                       f"producer-{loc.id}", str(total), str(loc.workdir / "producer.db"),
+                       str(rate)], "producer.log")
+
+
 class Poller:
     """A location's poller, in the test's process, on the real publisher and outbox,
     reaching its broker through the location's veth (the link is not in the way)."""
@@ -159,7 +174,7 @@ def _rows(store: Path, query: str) -> list[tuple[Any, ...]]:
         return db.execute(query).fetchall()
 
 
-def _progress(store: Path) -> dict[str, tuple[int, int]]:
+def progress(store: Path) -> dict[str, tuple[int, int]]:
     return {src: (applied, events) for src, applied, events in
             _rows(store, "SELECT src, applied, events FROM source_progress")}
 
@@ -193,22 +208,14 @@ async def _wait_procs(procs: list[subprocess.Popen[bytes]], timeout: float) -> b
 
 
 async def test_a_120_s_partition_with_both_sides_publishing(bed: Bed, sink: Sink) -> None:
-    engine_conf, collector_conf = _estate(bed)
+    engine_conf, collector_conf = estate(bed)
     stores = {loc: bed.workdir / "estate" / f"engine-{loc}.db" for loc in WATCHED}
     for loc in (bed.hammerfest, bed.alta):  # Alta's bridge dials Hammerfest
         bed.start_broker(loc)
-    engines = {}
-    for loc in bed.locations:
-        engines[loc.id] = loc.python(
-            ["-m", "monitor.cli", "--log-json", "engine", "--config", str(engine_conf),
-             "--location", loc.id], "engine.log",
-            env={"DV_TEST_HOOK": f"http://{loc.host_address}:{sink.port}/{loc.id}"})
+    engines = {loc.id: start_engine(loc, engine_conf, sink.port) for loc in bed.locations}
     for loc in bed.locations:
         await asyncio.to_thread(wait_port, HTTP_PORT, 60, loc.address)
-    producers = [loc.python(["-m", "tests.integration.producer", str(collector_conf), loc.id,
-                             f"producer-{loc.id}", str(TOTAL),
-                             str(loc.workdir / "producer.db"), str(RATE)], "producer.log")
-                 for loc in bed.locations]
+    producers = [start_producer(loc, collector_conf, TOTAL, RATE) for loc in bed.locations]
     pollers = [Poller(bed, loc) for loc in bed.locations]
     stop_polling = asyncio.Event()
     polling = [asyncio.create_task(p.run(stop_polling)) for p in pollers]
@@ -222,7 +229,7 @@ async def test_a_120_s_partition_with_both_sides_publishing(bed: Bed, sink: Sink
         await asyncio.sleep(PARTITION - 10)
         bed.heal()
         healed_at = time.monotonic()
-        caught_up = asyncio.create_task(_catch_up(stores, healed_at))
+        caught_up = asyncio.create_task(catch_up(stores, healed_at))
         await asyncio.sleep(5)
         for poller in pollers:
             poller.failing = False
@@ -248,7 +255,7 @@ async def test_a_120_s_partition_with_both_sides_publishing(bed: Bed, sink: Sink
           f"{complete_at - healed_at:.1f} s after the heal; {TOTAL:,} events per producer, "
           f"{pollers[0].sent + pollers[1].sent} poller events")
     for where, store in stores.items():
-        got = {src: v for src, v in _progress(store).items() if src in want}
+        got = {src: v for src, v in progress(store).items() if src in want}
         assert want == got, (where, got)
     alta, hammerfest = (_rows(s, "SELECT component, src, start, last, state, validity "
                                  "FROM sla_run ORDER BY component, src, start")
@@ -272,16 +279,16 @@ async def test_a_120_s_partition_with_both_sides_publishing(bed: Bed, sink: Sink
     assert complete_at - healed_at < 60, "catch-up took longer than the bound"
 
 
-async def _catch_up(stores: dict[str, Path], healed_at: float) -> dict[str, float]:
+async def catch_up(stores: dict[str, Path], healed_at: float) -> dict[str, float]:
     """How long after the heal each engine had the other location's producer's
     events up to where that location's own engine was at the heal."""
-    at_heal = {loc: _progress(store).get(f"producer-{loc}", (0, 0))[0]
+    at_heal = {loc: progress(store).get(f"producer-{loc}", (0, 0))[0]
                for loc, store in stores.items()}
     lag: dict[str, float] = {}
     while len(lag) < len(stores):
         for loc, store in stores.items():
             other = next(o for o in stores if o != loc)
-            if loc not in lag and _progress(store).get(
+            if loc not in lag and progress(store).get(
                     f"producer-{other}", (0, 0))[0] >= at_heal[other]:
                 lag[loc] = time.monotonic() - healed_at
         await asyncio.sleep(0.2)
