@@ -88,7 +88,7 @@ async def start_engine(config: Config, location: str, *, http_port: int | None =
         raise Problems([Problem(config.source, 0, "--location",
                                 f"location {location!r} is not in the config")])
     check_credentials(config, location)
-    broker = config.broker_for(location)
+    broker = config.broker_for(location, "engine")
     password = broker.password.resolve() if broker.password else None
     port = config.engine.http_port if http_port is None else http_port
     listener = bind_http(config.engine.http_host, port)

@@ -142,6 +142,23 @@ def _store_backup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _broker_auth(args: argparse.Namespace) -> int:
+    """The brokers' password file and ACL from the estate (docs/security.md)."""
+    from monitor.brokerauth import write_broker_auth
+
+    config = _config(args.config)
+    if isinstance(config, int):
+        return config
+    try:
+        count, made = write_broker_auth(config, Path(args.out), args.rotate or ())
+    except (OSError, ValueError) as exc:
+        print(f"broker-auth: {exc}", file=sys.stderr)
+        return 1
+    print(f"ok: {count} identities in {args.out}/driftsvakt.acl and driftsvakt.passwd; "
+          f"new passwords for {len(made)} in {args.out}/secrets/")
+    return 0
+
+
 def _store_rebuild(args: argparse.Namespace) -> int:
     """Start a location's engine store from its peer's: for an engine that lost its
     store, or was restored from an old backup (docs/ha.md). The engine must be stopped;
@@ -326,6 +343,14 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild.add_argument("--token-file", required=True, help="an admin token of the peer")
     rebuild.add_argument("--timeout", type=float, default=300.0)
     rebuild.set_defaults(func=_store_rebuild)
+
+    auth = sub.add_parser(
+        "broker-auth", help="the brokers' identities: password file and ACL from the estate")
+    auth.add_argument("--config", required=True)
+    auth.add_argument("--out", required=True, help="directory for the files (e.g. /etc/mosquitto)")
+    auth.add_argument("--rotate", action="append", metavar="USER",
+                      help="give USER a new password (repeatable)")
+    auth.set_defaults(func=_broker_auth)
 
     sla = sub.add_parser("sla", help="service-level reports")
     sla_sub = sla.add_subparsers(dest="what", required=True)

@@ -380,8 +380,10 @@ class Config:
             f"{len(self.brokers)} brokers"
         )
 
-    def broker_for(self, location: str) -> Broker:
-        return self.brokers.get(location) or Broker(location=location)
+    def broker_for(self, location: str, component: str | None = None) -> Broker:
+        """The broker of ``location``, with ``component``'s own login where it has one."""
+        broker = self.brokers.get(location) or Broker(location=location)
+        return broker.login_for(component) if component else broker
 
     def office_hours_for(self, device_id: str) -> tuple[Schedule, float]:
         """The office hours (and grace, seconds) that apply to a device: its site's,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Annotated, Final, Literal
 
@@ -77,9 +77,25 @@ PositiveInt = Annotated[int, Check(_positive)]
 NonNegativeInt = Annotated[int, Check(_non_negative)]
 
 
+# What logs in to a location's broker under an identity of its own (the agents'
+# identities are their devices', in the agent's own settings).
+BrokerComponent = Literal["engine", "snmp", "traps", "checks"]
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerLogin:
+    """The identity one component logs in to its location's broker with."""
+
+    component: BrokerComponent
+    username: str
+    password: SecretRef
+
+
 @dataclass(frozen=True, slots=True)
 class Broker:
-    """The MQTT broker of one location."""
+    """The MQTT broker of one location. ``username``/``password`` are the default
+    login; ``logins`` give a component an identity of its own (what
+    ``driftsvakt broker-auth`` generates the ACL for)."""
 
     location: Slug
     host: Address = "127.0.0.1"
@@ -88,6 +104,14 @@ class Broker:
     password: SecretRef | None = None
     tls_ca: str | None = None
     keepalive: PositiveInt = 30
+    logins: list[BrokerLogin] = field(default_factory=list)
+
+    def login_for(self, component: str) -> Broker:
+        """This broker as ``component`` logs in to it: its own login if it has one."""
+        for login in self.logins:
+            if login.component == component:
+                return replace(self, username=login.username, password=login.password)
+        return self
 
 
 def parse_duration(text: str) -> float:

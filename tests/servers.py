@@ -115,7 +115,10 @@ class Mosquitto:
 
     def __init__(self, workdir: Path, port: int | None = None, extra: str = "",
                  acl: str | None = None, tls: tuple[Path, Path] | None = None,
-                 users: dict[str, str] | None = None) -> None:
+                 users: dict[str, str] | None = None, password_file: Path | None = None,
+                 acl_file: Path | None = None) -> None:
+        """``users`` are hashed into a password file here; ``password_file`` and
+        ``acl_file`` are used as they are (say, as ``driftsvakt broker-auth`` wrote them)."""
         binary = mosquitto_binary()
         if binary is None:
             raise RuntimeError("mosquitto is not installed (the test command installs it)")
@@ -126,7 +129,7 @@ class Mosquitto:
         self.proc: subprocess.Popen[bytes] | None = None
         lines = [
             f"listener {self.port} 127.0.0.1",
-            f"allow_anonymous {'false' if users else 'true'}",
+            f"allow_anonymous {'false' if users or password_file else 'true'}",
             "persistence false",
             "max_queued_messages 100000",
             "max_inflight_messages 0",
@@ -150,6 +153,10 @@ class Mosquitto:
         if acl is not None:
             acl_file = self.workdir / "acl"
             acl_file.write_text(acl, encoding="utf-8")
+            lines.append(f"acl_file {acl_file}")
+        if password_file is not None:
+            lines.append(f"password_file {password_file}")
+        if acl_file is not None:
             lines.append(f"acl_file {acl_file}")
         self.conf = self.workdir / "mosquitto.conf"
         self.conf.write_text("\n".join(lines) + "\n" + extra, encoding="utf-8")

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import signal
 import time
+from dataclasses import replace
 
 import structlog
 
@@ -78,6 +79,9 @@ async def run_agent(settings: AgentSettings) -> int:
     device = settings.device_id()
     broker = settings.broker
     assert broker is not None
+    if broker.username and "{device}" in broker.username:
+        # one settings file for a municipality's PCs, each its own broker identity
+        broker = replace(broker, username=broker.username.replace("{device}", device))
     structlog.contextvars.bind_contextvars(location=settings.location,
                                            municipality=settings.municipality, device=device)
     password = broker.password.resolve() if broker.password else None

@@ -47,7 +47,7 @@ def load_for(config_path: str, location: str) -> Config:
 async def collector_context(config: Config, location: str, component: str
                             ) -> AsyncIterator[CollectorContext]:
     """The publisher of collector ``component`` at ``location``, on its own outbox."""
-    broker = config.broker_for(location)
+    broker = config.broker_for(location, component)
     instance = f"{component}-{location}"
     try:
         password = broker.password.resolve() if broker.password else None

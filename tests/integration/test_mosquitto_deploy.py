@@ -108,13 +108,17 @@ def brokers(tmp_path: Path) -> Iterator[tuple[int, int, str]]:
 
 
 class Client:
-    def __init__(self, port: int, ca: str, user: str | None) -> None:
+    def __init__(self, port: int, ca: str | None, user: str | None,
+                 password: str | None = None) -> None:
+        """A v5 client logged in as ``user`` (password ``pw-USER`` unless given), over
+        TLS when ``ca`` is given."""
         self.received: list[str] = []
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"t-{user}-{port}",
                                   protocol=mqtt.MQTTv5)
-        self.client.tls_set(ca_certs=ca, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        if ca is not None:
+            self.client.tls_set(ca_certs=ca, tls_version=ssl.PROTOCOL_TLS_CLIENT)
         if user is not None:
-            self.client.username_pw_set(user, f"pw-{user}")
+            self.client.username_pw_set(user, password or f"pw-{user}")
         self.connected = threading.Event()
         self.code: ReasonCode | None = None
         self.acks: dict[int, int] = {}
