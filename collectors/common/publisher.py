@@ -9,8 +9,9 @@ in ``wait_for`` has acknowledged them on its retained ``_ack`` topic.
 
 With both locations in ``wait_for`` (two-location deployments), an event stays until
 both engines have it, and a lagging engine gets it again; but only an engine heard
-from lately (PRESENT_SECONDS) sets the send window and the resend point, so an engine
-that is away, or a location gone dark, never holds back the one that is there. Its
+from lately (PRESENT_SECONDS), and not long before our own (PRESENT_LAG), sets the send
+window and the resend point, so an engine that is away, or a location cut off, holds
+back the one that is there for seconds, not a minute. Its
 events wait in the outbox (bounded by rows and age, as always) until it is back.
 
 When the acknowledgement stops advancing for ``ack_timeout`` while events are
@@ -63,7 +64,11 @@ STATUS_MIN_GAP: Final = 1.0
 EXPIRE_EVERY: Final = 60.0
 REFUSED_BACKOFF: Final = 5.0
 RESEND_AFTER_MAX: Final = 120.0
-PRESENT_SECONDS: Final = 60.0  # an engine whose ack moved this recently is there
+PRESENT_SECONDS: Final = 60.0  # an engine heard from this recently is there...
+# ...unless it is this far behind our own location's engine: then it is away (a
+# partition), and our own engine is not held back by it. Acks come within a second of
+# each other over a working bridge, and a busy engine still acks all the time.
+PRESENT_LAG: Final = 5.0
 _ENCODER: Final = msgspec.json.Encoder()
 
 
@@ -285,8 +290,10 @@ class Publisher(Emitter):
         """Highest seq acknowledged by every engine that is there (our own location's
         always counts): where the send window starts and a resend begins."""
         now = time.monotonic()
+        own = self._acked_at.get(self.location)
         present = [loc for loc in self.wait_for if loc == self.location or (
-            loc in self._acked_at and now - self._acked_at[loc] < PRESENT_SECONDS)]
+            loc in self._acked_at and now - self._acked_at[loc] < PRESENT_SECONDS
+            and (own is None or own - self._acked_at[loc] < PRESENT_LAG))]
         if any(loc not in self.acked for loc in present):
             return 0
         return min((self.acked[loc] for loc in present), default=0)
