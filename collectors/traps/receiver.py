@@ -101,10 +101,15 @@ class _Names:
 name_of: Final = _Names()
 
 
+USM_MODEL: Final = 3
+AUTH_PRIV: Final = 3
+
+
 @dataclass
 class TrapStats:
     received: int = 0
     unknown_source: int = 0
+    below_level: int = 0  # v3 below the user's security level: refused
     by_name: Counter[str] = field(default_factory=Counter)
 
 
@@ -128,6 +133,9 @@ class TrapReceiver:
         self._inode = 0
         self.receive_buffer = 0
         self._tasks: set[asyncio.Task[int | None]] = set()
+        # the security level each v3 user's keys make (RFC 3411: 1, 2, 3)
+        self._levels = {u.name: 1 + bool(u.auth_protocol) + bool(u.priv_protocol)
+                        for u in users}
 
     def start(self) -> None:
         """Listen; raises OSError when the address cannot be bound."""
@@ -205,18 +213,38 @@ class TrapReceiver:
                 "trap_not_snmp": refused.get("snmpInASNParseErrs", 0),
                 "trap_bad_community": refused.get("snmpInBadCommunityNames", 0),
                 "trap_v3_refused": sum(v for k, v in refused.items()
-                                       if k.startswith("usmStats"))}
+                                       if k.startswith("usmStats")) + self.stats.below_level}
 
     async def drain(self) -> None:
         """Wait until every notification received so far is in the outbox."""
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    def _at_users_level(self, engine: Any, source: str) -> bool:
+        """A v3 message must come at its user's security level. pysnmp refuses a lower
+        one for informs (usmStatsUnsupportedSecLevels) but takes a v3 *trap* at any
+        level the sender names: without this, anyone who knows an authPriv user's name
+        and the sender's engine ID could send traps with no key at all."""
+        context = engine.observer.get_execution_context("rfc3412.receiveMessage:request")
+        if int(context.get("securityModel", 0)) != USM_MODEL:
+            return True
+        name = str(context.get("securityName", ""))
+        wanted = self._levels.get(name, AUTH_PRIV)
+        got = int(context.get("securityLevel", 0))
+        if got >= wanted:
+            return True
+        self.stats.below_level += 1
+        log.warning("trap_below_security_level", source=source, user=name[:64],
+                    level=got, wanted=wanted)
+        return False
+
     def _on_notification(self, engine: Any, state_reference: Any, context_engine_id: Any,
                          context_name: Any, var_binds: Any, cb_ctx: Any) -> None:
         received = time.time()
         _, address = engine.message_dispatcher.get_transport_info(state_reference)
         source = str(address[0])
+        if not self._at_users_level(engine, source):
+            return
         binds = [(str(oid), value) for oid, value in var_binds]
         trap_oid = next((str(v) for o, v in binds if o == SNMP_TRAP_OID), "0.0")
         device = self.by_address.get(source)

@@ -196,3 +196,53 @@ async def test_a_burst_of_2000_traps_arrives_or_is_counted(tmp_path: Path) -> No
             await asyncio.wait_for(sender, 10)
             receiver.close()
             await outbox.close()
+
+
+async def test_a_v3_trap_below_its_users_security_level_is_refused(tmp_path: Path) -> None:
+    """An authPriv user's name and the sender's engine ID are not enough: v3 traps at
+    noAuthNoPriv and authNoPriv for that user (which pysnmp would take) are refused and
+    counted; the same trap at authPriv arrives."""
+    engine_id = "8000000001020304"
+    user = TrapUser("dvtrap", "SHA-256", "trap-auth-123", "AES", "trap-priv-123",
+                    engine_id=bytes.fromhex(engine_id))
+    levels = {"noAuthNoPriv": ["-l", "noAuthNoPriv"],
+              "authNoPriv": ["-l", "authNoPriv", "-a", "SHA-256", "-A", "trap-auth-123"],
+              "authPriv": ["-l", "authPriv", "-a", "SHA-256", "-A", "trap-auth-123",
+                           "-x", "AES", "-X", "trap-priv-123"]}
+    with Mosquitto(tmp_path / "broker") as broker:
+        config = load_config(write_estate(tmp_path, broker.port))
+        outbox = await Outbox.open(tmp_path / "traps.db")
+        publisher = Publisher(broker=config.broker_for("alta"), location="alta",
+                              component="traps", instance="traps-alta", outbox=outbox)
+        port = free_udp_port()
+        receiver = TrapReceiver(config, "alta", publisher, host="127.0.0.1", port=port,
+                                users=(user,))
+        receiver.start()
+        sender = asyncio.create_task(publisher.run())
+        arrived: list[str] = []
+        try:
+            async with aiomqtt.Client("127.0.0.1", broker.port) as client:
+                await client.subscribe("driftsvakt/v1/alta/+/+/trap", qos=1)
+                await asyncio.sleep(0.3)
+                for level, args in levels.items():  # the authPriv one last
+                    proc = await asyncio.create_subprocess_exec(
+                        "snmptrap", "-v3", "-e", f"0x{engine_id}", *args, "-u", user.name,
+                        "--clientaddr=127.0.1.2", f"127.0.0.1:{port}", "", "1.3.6.1.4.1.9999.7",
+                        "1.3.6.1.4.1.9999.7.1", "s", level, stderr=subprocess.PIPE)
+                    _, err = await proc.communicate()
+                    assert 0 == proc.returncode, err.decode()
+                async with asyncio.timeout(5):
+                    async for message in client.messages:
+                        assert isinstance(message.payload, bytes)
+                        arrived.append(msgspec.json.decode(
+                            message.payload, type=TrapEvent).varbinds[0].value)
+                        break
+                await asyncio.sleep(0.5)  # nothing else comes
+        finally:
+            publisher.stop()
+            await asyncio.wait_for(sender, 10)
+            receiver.close()
+            await outbox.close()
+    assert ["authPriv"] == arrived
+    assert (1, 2, 2) == (receiver.stats.received, receiver.stats.below_level,
+                         receiver.counters()["trap_v3_refused"])
