@@ -283,6 +283,9 @@ class EngineSettings:
     max_seq_jump: PositiveInt = 1_000_000_000
     # series one device may create (a 1,000-port chassis has about 15,000)
     max_series_per_device: PositiveInt = 20_000
+    # a month's SLA figures close this long after it ends (its report has gone out):
+    # observations of it that come later are kept aside as late, not counted
+    sla_closed_after: Positive = 3 * 24 * 3600.0
     # where the operators' Grafana is: the console's device pages link to its panels
     grafana_url: str | None = None
     # when set, /metrics answers only this bearer token (Prometheus's

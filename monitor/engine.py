@@ -222,13 +222,14 @@ class Engine:
         effects = self.ingest.process(device_messages, now)
         alerts = self.rules.changes() if self.rules is not None else None
         runs = self.ledger.changes() if self.ledger is not None else None
-        if effects or alerts or runs:
+        late = self.ledger.late_changes() if self.ledger is not None else None
+        if effects or alerts or runs or late:
             # Ingest has applied the batch and will not take it again: the store runs
             # the commit to its end even if this session is torn down meanwhile.
             try:
                 await self.store.commit_batch(effects.progress, effects.devices.values(),
                                               effects.dead, effects.counts, alerts, runs,
-                                              effects.skipped)
+                                              effects.skipped, late)
             except Exception:
                 self.metrics.store_errors.inc()
                 log.exception("store_commit_failed", path=self.store.path)

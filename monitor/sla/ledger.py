@@ -21,6 +21,7 @@ left out.
 from __future__ import annotations
 
 import bisect
+import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from monitor.events import (
     MetricsEvent,
     StateEvent,
 )
-from monitor.rows import RunRow
+from monitor.rows import LateRow, RunRow
 from monitor.state import State
 
 __all__ = ["MAX_VALIDITY", "STALE_FACTOR", "Ledger", "Run", "RunRow", "observed_state"]
@@ -90,7 +91,11 @@ class Ledger:
     horizon: float = HORIZON
     runs: dict[tuple[str, str], list[Run]] = field(default_factory=dict)
     counts: Counter[str] = field(default_factory=Counter)
+    # Event time before which the SLA months are closed (set by the SLA service):
+    # what comes for them is kept aside as late, and changes no reported figure.
+    closed_before: float = 0.0
     _dirty: dict[tuple[str, str, float], Run] = field(default_factory=dict)
+    _late: list[LateRow] = field(default_factory=list)
 
     # -- from events -------------------------------------------------------------------
 
@@ -104,6 +109,10 @@ class Ledger:
             component = f"device:{event.device}"
         default = self.tracked.get(component)
         if default is None:
+            return
+        if event.ts < self.closed_before:
+            self.counts["closed_month"] += 1
+            self._late.append((component, event.src, event.ts, observed, time.time()))
             return
         interval = getattr(event, "interval", None)
         validity = min(STALE_FACTOR * interval if interval else default, MAX_VALIDITY)
@@ -161,6 +170,10 @@ class Ledger:
             del runs[:min(keep, len(runs) - 1)]
 
     # -- to and from the store ---------------------------------------------------------
+
+    def late_changes(self) -> list[LateRow]:
+        late, self._late = self._late, []
+        return late
 
     def changes(self) -> list[RunRow]:
         rows = [(c, s, r.start, r.last, r.state, r.validity)

@@ -85,6 +85,10 @@ def report_json(report: MunicipalityReport) -> dict[str, Any]:
                          "created_by": c.created_by,
                          "created_at": c.created_at.isoformat() if c.created_at else None}
                         for c in report.corrections],
+        # observations of this period that came after it was closed: not counted
+        "late_observations": [{"component": c, "src": src, "at": _iso(ts), "state": state,
+                               "received": _iso(received)}
+                              for c, src, ts, state, received in report.late],
     }
 
 
@@ -197,4 +201,5 @@ def report_html(report: MunicipalityReport, history: History | None = None, *,
                            generated=_when(report.generated_at),
                            corrections=[{"c": c, "start": _when(c.starts_at.timestamp()),
                                          "end": _when(c.ends_at.timestamp())}
-                                        for c in report.corrections])
+                                        for c in report.corrections],
+                           late=len(report.late))

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 import msgspec
 
 from monitor.config import Config
+from monitor.rows import LateRow
 from monitor.rules.inventory import DeviceInfo
 from monitor.rules.suppress import SHARED_WINDOW, Maintenance
 from monitor.sla.compute import CorrectionSpan, ServiceResult, leaf_refs, service_result
@@ -27,7 +28,8 @@ from monitor.sla.settings import ServiceSpec, parse_ref
 from monitor.sla.timeline import combine_sources, source_cover, sweep
 from monitor.store.db import Store
 
-__all__ = ["Correction", "MunicipalityReport", "Period", "build_report", "leaf_timelines",
+__all__ = ["Correction", "MunicipalityReport", "Period", "build_report", "closed_before",
+           "leaf_timelines",
            "maintenance_cover", "month_period", "period_from_query", "services_of"]
 
 OSLO: Final = ZoneInfo("Europe/Oslo")
@@ -86,6 +88,19 @@ def month_period(month: str) -> Period:
     return Period(first.timestamp(), nxt.timestamp(), month)
 
 
+def closed_before(now: float, closed_after: float) -> float:
+    """Event time before which the SLA months are closed at ``now``: a month closes
+    ``closed_after`` seconds after it ends (Europe/Oslo), once its report has gone
+    out. The end of the latest month closed by now."""
+    local = datetime.fromtimestamp(now, OSLO)
+    year, month = local.year, local.month
+    end = datetime(year, month, 1, tzinfo=OSLO).timestamp()
+    while now < end + closed_after:
+        year, month = (year, month - 1) if month > 1 else (year - 1, 12)
+        end = datetime(year, month, 1, tzinfo=OSLO).timestamp()
+    return end
+
+
 def _instant(text: str, what: str) -> datetime:
     try:
         if len(text) == 10:
@@ -127,6 +142,8 @@ class MunicipalityReport:
     generated_at: float
     services: list[tuple[ServiceSpec, ServiceResult]] = field(default_factory=list)
     corrections: list[Correction] = field(default_factory=list)
+    # observations of this period that came after it was closed: not counted above
+    late: list[LateRow] = field(default_factory=list)
 
 
 def services_of(config: Config, municipality: str) -> list[ServiceSpec]:
@@ -186,6 +203,7 @@ async def build_report(config: Config, store: Store, municipality: str, period: 
         device = name if kind == "device" else config.checks[name].device
         maintenance[ref] = maintenance_cover(windows, DeviceInfo.of(config, device),
                                               start, until)
+    report.late = await store.late_observations(refs, start, end)
     corrections = [msgspec.json.decode(b, type=Correction) for b in await store.corrections()]
     report.corrections = [c for c in corrections
                           if any(c.applies(s.id, municipality) for s in specs)

@@ -27,6 +27,7 @@ from monitor.sla.report import (
     OSLO,
     MunicipalityReport,
     build_report,
+    closed_before,
     month_period,
     period_from_query,
     services_of,
@@ -81,6 +82,7 @@ class SlaService:
                     refresh: float = 30.0) -> SlaService:
         ledger = Ledger(tracked_components(config))
         ledger.load(await store.recent_sla_runs(time.time() - HORIZON))
+        ledger.closed_before = closed_before(time.time(), config.engine.sla_closed_after)
         service = cls(config, store, ledger, refresh)
         registry.register(_SlaCollector(service))
         return service
@@ -106,6 +108,7 @@ class SlaService:
 
     async def update_metrics(self, now: float) -> None:
         started = time.perf_counter()
+        self.ledger.closed_before = closed_before(now, self.config.engine.sla_closed_after)
         this, last = _months_back(now, 2)[::-1]
         cache: dict[str, dict[str, MunicipalityReport]] = {"current_month": {},
                                                            "previous_month": {}}
@@ -157,7 +160,7 @@ class _SlaCollector(Collector):
         observations = CounterMetricFamily(
             "driftsvakt_sla_observations", "Observations offered to the SLA ledger, by "
             "outcome", labels=["outcome"])
-        for outcome in ("applied", "duplicate", "clock_reversed", "too_late"):
+        for outcome in ("applied", "duplicate", "clock_reversed", "too_late", "closed_month"):
             observations.add_metric([outcome], self.service.ledger.counts[outcome])
         refresh = GaugeMetricFamily("driftsvakt_sla_refresh_seconds",
                                     "How long the last computation of the SLA figures took")

@@ -17,7 +17,7 @@ from typing import Final, Self
 import aiosqlite
 import structlog
 
-from monitor.rows import RunRow
+from monitor.rows import LateRow, RunRow
 from monitor.secrets import private_file
 
 __all__ = ["MIGRATIONS", "AlertChanges", "DeadLetter", "DeviceRow", "Store"]
@@ -140,6 +140,17 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     # 5: seqs given up on per source, kept across restarts: a loss stays on record
     """
     ALTER TABLE source_progress ADD COLUMN skipped INTEGER NOT NULL DEFAULT 0;
+    """,
+    # 6: observations that came after their month's SLA figures were closed
+    """
+    CREATE TABLE sla_late (
+        component   TEXT NOT NULL,
+        src         TEXT NOT NULL,
+        ts          REAL NOT NULL,           -- when it was observed
+        state       TEXT NOT NULL,
+        received    REAL NOT NULL            -- when the engine got it
+    );
+    CREATE INDEX sla_late_ts ON sla_late (ts);
     """,
 )
 
@@ -304,12 +315,16 @@ class Store:
                            counts: dict[str, int] | None = None,
                            alerts: AlertChanges | None = None,
                            runs: list[RunRow] | None = None,
-                           skipped: dict[str, int] | None = None) -> None:
+                           skipped: dict[str, int] | None = None,
+                           late: list[LateRow] | None = None) -> None:
         """Write one batch's effects — the alerts and SLA runs it changed included — in
         one transaction."""
         async def work(db: aiosqlite.Connection) -> None:
             await self._commit_batch(db, progress, devices, dead, counts or {}, alerts,
                                      runs or [], skipped or {})
+            if late:
+                await db.executemany("INSERT INTO sla_late (component, src, ts, state, "
+                                     "received) VALUES (?, ?, ?, ?, ?)", late)
 
         await self._transaction(work)
 
@@ -481,6 +496,19 @@ class Store:
         await self._change("UPDATE sla_correction SET deleted_at = ? WHERE id = ?",
                            (time.time(), cid), actor, "delete_sla_correction",
                            f"sla_correction/{cid}", b"{}")
+
+    async def late_observations(self, components: Iterable[str], start: float, end: float
+                                ) -> list[LateRow]:
+        """Observations of ``components`` in [start, end) that came after that time's
+        SLA month was closed, oldest first."""
+        wanted = list(components)
+        if not wanted:
+            return []
+        marks = ", ".join("?" * len(wanted))
+        query = (f"SELECT component, src, ts, state, received FROM sla_late WHERE ts >= ? "
+                 f"AND ts < ? AND component IN ({marks}) ORDER BY ts")
+        async with self._db.execute(query, (start, end, *wanted)) as cur:
+            return [(r[0], r[1], r[2], r[3], r[4]) async for r in cur]
 
     async def correction_known(self, cid: str) -> bool:
         """Whether a correction with this id was ever stored (deleted ones included)."""

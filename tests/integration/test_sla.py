@@ -91,7 +91,8 @@ def estate(tmp: Path, broker_port: int, http_port: int) -> Path:
         "brokers": [{"location": "alta", "host": "127.0.0.1", "port": broker_port}],
         # a month replayed in seconds: older than any live outbox would hold
         "engine": {"http_host": "127.0.0.1", "http_port": http_port,
-                   "store": str(tmp / "engine-{location}.db"), "max_event_age": 90 * 86400},
+                   "store": str(tmp / "engine-{location}.db"), "max_event_age": 90 * 86400,
+                   "sla_closed_after": 90 * 86400},
         "outbox": {"directory": str(tmp / "outbox"), "ack_timeout": 2.0},
         "users": [
             {"id": "kari", "role": "admin", "token": {"env": "SLA_TOKEN_KARI"}},
@@ -420,3 +421,62 @@ async def test_every_route_by_every_role_for_every_municipality(
         assert sorted(m["id"] for m in json.loads(listing)["municipalities"]) == [
             "alta", "loppa"]
 
+
+
+async def test_an_observation_of_a_closed_month_changes_no_reported_figure(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A month's figures close (here 60 s after it ends): a report sent stays true. An
+    outage of last month that arrives now is kept aside and named in that month's
+    report, not counted; the same source's next, current observation is counted."""
+    for user, token in TOKENS.items():
+        monkeypatch.setenv(f"SLA_TOKEN_{user.upper()}", token)
+    with Mosquitto(tmp_path / "broker") as broker:
+        path = estate(tmp_path, broker.port, free_port())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw["engine"]["sla_closed_after"] = 60
+        path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+        app = await start_engine(load_config(path), "alta")
+        try:
+            async with aiohttp.ClientSession() as session:
+                for _ in range(100):  # subscribed: what is published before is not kept
+                    async with session.get(app.url + "/readyz") as resp:
+                        if resp.status == 200:
+                            break
+                    await asyncio.sleep(0.1)
+            now = datetime.now(OSLO)
+            this_month = datetime(now.year, now.month, 1, tzinfo=OSLO)
+            last_month = (this_month - timedelta(days=1)).strftime("%Y-%m")
+            late_ts = this_month.timestamp() - 7200  # last month's last evening
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="late-test")
+            client.connect("127.0.0.1", broker.port)
+            client.loop_start()
+            for seq, ts, state in ((1, late_ts, "down"), (2, now.timestamp() - 30, "up")):
+                body = {"v": 1, "ts": ts, "src": "poller-late", "seq": seq, "floor": 1,
+                        "device": "loppa-sw1", "state": state}
+                client.publish("driftsvakt/v1/alta/loppa/loppa-sw1/state", json.dumps(body),
+                               qos=1).wait_for_publish(5)
+            client.loop_stop()
+            client.disconnect()
+            async with aiohttp.ClientSession() as session:
+                for _ in range(100):
+                    status, text = await call(session, app, "GET",
+                                              f"/api/v1/sla/loppa?month={last_month}", "kari")
+                    late = json.loads(text)["late_observations"]
+                    if late:
+                        break
+                    await asyncio.sleep(0.1)
+                assert 200 == status
+                assert [("device:loppa-sw1", "poller-late", "down")] == [
+                    (o["component"], o["src"], o["state"]) for o in late]
+                nett = next(s for s in json.loads(text)["services"]
+                            if s["service"] == "nett-loppa")
+                assert 0 == nett["downtime_minutes"]
+                _, html = await call(session, app, "GET",
+                                     f"/api/v1/sla/loppa?month={last_month}&format=html",
+                                     "kari")
+                assert "1 observasjon av denne perioden kom etter" in html
+            runs = await app.engine.store.recent_sla_runs(0)
+            assert [("device:loppa-sw1", "poller-late", "up")] == [
+                (r[0], r[1], r[4]) for r in runs if r[1] == "poller-late"]
+        finally:
+            await app.stop()

@@ -15,11 +15,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from monitor.events import DeviceTopic, StateEvent
 from monitor.officehours import Schedule
 from monitor.sla.compute import CorrectionSpan, ServiceResult, service_result
 from monitor.sla.ledger import Ledger, Run
-from monitor.sla.report import leaf_timelines, month_period
+from monitor.sla.report import closed_before, leaf_timelines, month_period
 from monitor.sla.settings import Depends, ServicePolicy, ServiceSpec
+from monitor.state import State
 from tests.sla_oracle import Obs, leaves_of, oracle
 
 OSLO = ZoneInfo("Europe/Oslo")
@@ -424,3 +426,38 @@ def test_the_ledger_equals_a_per_second_oracle(case: dict[str, object]) -> None:
     assert got.counted_up == expected.counted_up
     assert got.counted_down == expected.counted_down
     assert len(got.incidents) == expected.incidents
+
+
+@pytest.mark.parametrize(("now", "closed_after", "want"), [
+    # 3 Dec 12:00 Oslo, closing 3 days after the month: November still open
+    ("2026-12-03T12:00:00+01:00", 3 * 86400, "2026-11-01T00:00:00+01:00"),
+    # 5 Dec: November closed
+    ("2026-12-05T00:00:00+01:00", 3 * 86400, "2026-12-01T00:00:00+01:00"),
+    # into January: December of the year before
+    ("2027-01-02T12:00:00+01:00", 3 * 86400, "2026-12-01T00:00:00+01:00"),
+    # summer time now, winter time at the start of the month before
+    ("2026-04-02T12:00:00+02:00", 3 * 86400, "2026-03-01T00:00:00+01:00"),
+    # an hour after midnight on the 1st, closing after an hour: the last one closed
+    ("2026-12-01T01:00:00+01:00", 3600, "2026-12-01T00:00:00+01:00"),
+    # closing after 90 days: on 3 Dec, August is the last closed month (September's
+    # end, 1 Oct, is 63 days back)
+    ("2026-12-03T12:00:00+01:00", 90 * 86400, "2026-09-01T00:00:00+02:00"),
+])
+def test_a_month_closes_its_closed_after_past_its_end(now: str, closed_after: float,
+                                                      want: str) -> None:
+    assert datetime.fromisoformat(want).timestamp() == closed_before(
+        datetime.fromisoformat(now).timestamp(), closed_after)
+
+
+def test_an_observation_of_a_closed_month_is_kept_aside_not_counted() -> None:
+    ledger = Ledger({"device:sw1": 180.0}, closed_before=1_000.0)
+    topic = DeviceTopic("alta", "loppa", "sw1", "state")
+    for seq, ts in ((1, 990.0), (2, 1_010.0)):
+        event = StateEvent(v=1, ts=ts, src="snmp-alta", seq=seq, floor=1, device="sw1",
+                           state="down")
+        ledger.on_event(topic, event, State())
+    assert [("device:sw1", "snmp-alta", 1_010.0, 1_010.0, "down", 180.0)] == ledger.changes()
+    (late,) = ledger.late_changes()
+    assert ("device:sw1", "snmp-alta", 990.0, "down") == late[:4]
+    assert 1 == ledger.counts["closed_month"]
+    assert [] == ledger.late_changes()
