@@ -32,13 +32,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 from bench.common import cpu_seconds, machine
 from tests.integration.test_liveness import Sink
 from tests.integration.test_partition import (
     HTTP_PORT,
     Poller,
+    bed_sink,
     catch_up,
     estate,
     progress,
@@ -46,7 +45,7 @@ from tests.integration.test_partition import (
     start_producer,
 )
 from tests.netbed import Bed, bed_available, two_locations
-from tests.servers import free_port, wait_port
+from tests.servers import wait_port
 
 
 async def _until(check: Callable[[], bool], timeout: float) -> bool:
@@ -62,17 +61,8 @@ async def _until(check: Callable[[], bool], timeout: float) -> bool:
 async def _with_bed(work: Callable[[Bed, Sink], Awaitable[dict[str, float]]]
                     ) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp, two_locations(Path(tmp) / "bed") as bed:
-        sink = Sink(free_port())
-        app = web.Application()
-        app.router.add_post("/{engine}", sink.handle)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        for loc in bed.locations:
-            await web.TCPSite(runner, loc.host_address, sink.port).start()
-        try:
+        async with bed_sink(bed) as sink:
             return await work(bed, sink)
-        finally:
-            await runner.cleanup()
 
 
 async def _start(bed: Bed, sink: Sink) -> tuple[Path, Path, dict[str, Any]]:

@@ -105,18 +105,26 @@ def bed(tmp_path: Path) -> Iterator[Bed]:
         yield made
 
 
-@pytest.fixture
-async def sink(bed: Bed) -> AsyncIterator[Sink]:
+@contextlib.asynccontextmanager
+async def bed_sink(bed: Bed) -> AsyncIterator[Sink]:
     """The webhook, on the root namespace's end of each location's veth."""
     receiver = Sink(free_port())
     app = web.Application()
     app.router.add_post("/{engine}", receiver.handle)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    for loc in bed.locations:
-        await web.TCPSite(runner, loc.host_address, receiver.port).start()
-    yield receiver
-    await runner.cleanup()
+    try:
+        for loc in bed.locations:
+            await web.TCPSite(runner, loc.host_address, receiver.port).start()
+        yield receiver
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def sink(bed: Bed) -> AsyncIterator[Sink]:
+    async with bed_sink(bed) as receiver:
+        yield receiver
 
 
 def start_engine(loc: Location, config: Path, sink_port: int) -> subprocess.Popen[bytes]:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import subprocess
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiomqtt
@@ -26,54 +28,64 @@ COMMUNITY = "dv-traps"
 USER = TrapUser("dvtrap", "SHA-256", "trap-auth-123", "AES", "trap-priv-123")
 
 
-async def test_v2c_trap_and_v3_inform_arrive_as_typed_events(tmp_path: Path) -> None:
-    """A v2c linkDown from a known switch, a v3 authPriv inform (coldStart) and a trap
-    from an unknown address each reach MQTT within 1 s, named, with the source."""
+@contextlib.asynccontextmanager
+async def _receiving(tmp_path: Path, communities: tuple[str, ...] = (),
+                     users: tuple[TrapUser, ...] = ()
+                     ) -> AsyncIterator[tuple[TrapReceiver, Mosquitto]]:
+    """A trap receiver on a free port publishing through the real publisher to a real
+    mosquitto; stopped, drained and closed after the block."""
     with Mosquitto(tmp_path / "broker") as broker:
         config = load_config(write_estate(tmp_path, broker.port))
         outbox = await Outbox.open(tmp_path / "traps.db")
         publisher = Publisher(broker=config.broker_for("alta"), location="alta",
                               component="traps", instance="traps-alta", outbox=outbox)
-        port = free_udp_port()
-        receiver = TrapReceiver(config, "alta", publisher, host="127.0.0.1", port=port,
-                                communities=(COMMUNITY,), users=(USER,))
+        receiver = TrapReceiver(config, "alta", publisher, host="127.0.0.1",
+                                port=free_udp_port(), communities=communities, users=users)
         receiver.start()
         sender = asyncio.create_task(publisher.run())
-        decoder = msgspec.json.Decoder(TrapEvent)
         try:
-            async with aiomqtt.Client("127.0.0.1", broker.port) as client:
-                await client.subscribe("driftsvakt/v1/alta/+/+/trap", qos=1)
-                await asyncio.sleep(0.3)
-                sends = [
-                    ["snmptrap", "-v2c", "-c", COMMUNITY, "--clientaddr=127.0.1.1",
-                     f"127.0.0.1:{port}", "", "1.3.6.1.6.3.1.1.5.3",
-                     "1.3.6.1.2.1.2.2.1.1.3", "i", "3",
-                     "1.3.6.1.2.1.31.1.1.1.1.3", "s", "Gi1/0/3"],
-                    ["snmpinform", "-v3", "-l", "authPriv", "-u", USER.name, "-a", "SHA-256",
-                     "-A", str(USER.auth_key), "-x", "AES", "-X", str(USER.priv_key),
-                     "--clientaddr=127.0.1.2", f"127.0.0.1:{port}", "",
-                     "1.3.6.1.6.3.1.1.5.1"],
-                    ["snmptrap", "-v2c", "-c", COMMUNITY, f"127.0.0.1:{port}", "",
-                     "1.3.6.1.4.1.9999.1.2", "1.3.6.1.4.1.9999.1.2.1", "s", "vendor thing"],
-                ]
-                got: list[tuple[str, TrapEvent, float]] = []
-                for argv in sends:
-                    sent = time.monotonic()
-                    proc = await asyncio.create_subprocess_exec(
-                        *argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-                    async with asyncio.timeout(5):
-                        async for message in client.messages:
-                            assert isinstance(message.payload, bytes)
-                            got.append((message.topic.value, decoder.decode(message.payload),
-                                        time.monotonic() - sent))
-                            break
-                    _, err = await proc.communicate()
-                    assert 0 == proc.returncode, err.decode()
+            yield receiver, broker
         finally:
             publisher.stop()
             await asyncio.wait_for(sender, 10)
             receiver.close()
             await outbox.close()
+
+
+async def test_v2c_trap_and_v3_inform_arrive_as_typed_events(tmp_path: Path) -> None:
+    """A v2c linkDown from a known switch, a v3 authPriv inform (coldStart) and a trap
+    from an unknown address each reach MQTT within 1 s, named, with the source."""
+    decoder = msgspec.json.Decoder(TrapEvent)
+    async with _receiving(tmp_path, (COMMUNITY,), (USER,)) as (receiver, broker):
+        port = receiver.port
+        async with aiomqtt.Client("127.0.0.1", broker.port) as client:
+            await client.subscribe("driftsvakt/v1/alta/+/+/trap", qos=1)
+            await asyncio.sleep(0.3)
+            sends = [
+                ["snmptrap", "-v2c", "-c", COMMUNITY, "--clientaddr=127.0.1.1",
+                 f"127.0.0.1:{port}", "", "1.3.6.1.6.3.1.1.5.3",
+                 "1.3.6.1.2.1.2.2.1.1.3", "i", "3",
+                 "1.3.6.1.2.1.31.1.1.1.1.3", "s", "Gi1/0/3"],
+                ["snmpinform", "-v3", "-l", "authPriv", "-u", USER.name, "-a", "SHA-256",
+                 "-A", str(USER.auth_key), "-x", "AES", "-X", str(USER.priv_key),
+                 "--clientaddr=127.0.1.2", f"127.0.0.1:{port}", "",
+                 "1.3.6.1.6.3.1.1.5.1"],
+                ["snmptrap", "-v2c", "-c", COMMUNITY, f"127.0.0.1:{port}", "",
+                 "1.3.6.1.4.1.9999.1.2", "1.3.6.1.4.1.9999.1.2.1", "s", "vendor thing"],
+            ]
+            got: list[tuple[str, TrapEvent, float]] = []
+            for argv in sends:
+                sent = time.monotonic()
+                proc = await asyncio.create_subprocess_exec(
+                    *argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                async with asyncio.timeout(5):
+                    async for message in client.messages:
+                        assert isinstance(message.payload, bytes)
+                        got.append((message.topic.value, decoder.decode(message.payload),
+                                    time.monotonic() - sent))
+                        break
+                _, err = await proc.communicate()
+                assert 0 == proc.returncode, err.decode()
     (t1, link, d1), (t2, cold, d2), (t3, other, d3) = got
     assert f"driftsvakt/v1/alta/loppa/{DEVICES[0]}/trap" == t1
     assert ("linkDown", "127.0.1.1") == (link.trap_name, link.agent_addr)
@@ -209,40 +221,26 @@ async def test_a_v3_trap_below_its_users_security_level_is_refused(tmp_path: Pat
               "authNoPriv": ["-l", "authNoPriv", "-a", "SHA-256", "-A", "trap-auth-123"],
               "authPriv": ["-l", "authPriv", "-a", "SHA-256", "-A", "trap-auth-123",
                            "-x", "AES", "-X", "trap-priv-123"]}
-    with Mosquitto(tmp_path / "broker") as broker:
-        config = load_config(write_estate(tmp_path, broker.port))
-        outbox = await Outbox.open(tmp_path / "traps.db")
-        publisher = Publisher(broker=config.broker_for("alta"), location="alta",
-                              component="traps", instance="traps-alta", outbox=outbox)
-        port = free_udp_port()
-        receiver = TrapReceiver(config, "alta", publisher, host="127.0.0.1", port=port,
-                                users=(user,))
-        receiver.start()
-        sender = asyncio.create_task(publisher.run())
-        arrived: list[str] = []
-        try:
-            async with aiomqtt.Client("127.0.0.1", broker.port) as client:
-                await client.subscribe("driftsvakt/v1/alta/+/+/trap", qos=1)
-                await asyncio.sleep(0.3)
-                for level, args in levels.items():  # the authPriv one last
-                    proc = await asyncio.create_subprocess_exec(
-                        "snmptrap", "-v3", "-e", f"0x{engine_id}", *args, "-u", user.name,
-                        "--clientaddr=127.0.1.2", f"127.0.0.1:{port}", "", "1.3.6.1.4.1.9999.7",
-                        "1.3.6.1.4.1.9999.7.1", "s", level, stderr=subprocess.PIPE)
-                    _, err = await proc.communicate()
-                    assert 0 == proc.returncode, err.decode()
-                async with asyncio.timeout(5):
-                    async for message in client.messages:
-                        assert isinstance(message.payload, bytes)
-                        arrived.append(msgspec.json.decode(
-                            message.payload, type=TrapEvent).varbinds[0].value)
-                        break
-                await asyncio.sleep(0.5)  # nothing else comes
-        finally:
-            publisher.stop()
-            await asyncio.wait_for(sender, 10)
-            receiver.close()
-            await outbox.close()
+    arrived: list[str] = []
+    async with _receiving(tmp_path, users=(user,)) as (receiver, broker), \
+            aiomqtt.Client("127.0.0.1", broker.port) as client:
+        await client.subscribe("driftsvakt/v1/alta/+/+/trap", qos=1)
+        await asyncio.sleep(0.3)
+        for level, args in levels.items():  # the authPriv one last
+            proc = await asyncio.create_subprocess_exec(
+                "snmptrap", "-v3", "-e", f"0x{engine_id}", *args, "-u", user.name,
+                "--clientaddr=127.0.1.2", f"127.0.0.1:{receiver.port}", "",
+                "1.3.6.1.4.1.9999.7", "1.3.6.1.4.1.9999.7.1", "s", level,
+                stderr=subprocess.PIPE)
+            _, err = await proc.communicate()
+            assert 0 == proc.returncode, err.decode()
+        async with asyncio.timeout(5):
+            async for message in client.messages:
+                assert isinstance(message.payload, bytes)
+                arrived.append(msgspec.json.decode(
+                    message.payload, type=TrapEvent).varbinds[0].value)
+                break
+        await asyncio.sleep(0.5)  # the refused ones are counted by now
     assert ["authPriv"] == arrived
     assert (1, 2, 2) == (receiver.stats.received, receiver.stats.below_level,
                          receiver.counters()["trap_v3_refused"])
