@@ -78,6 +78,8 @@ def report_json(report: MunicipalityReport) -> dict[str, Any]:
         "from": _iso(report.period.start),
         "to": _iso(report.period.end),
         "generated_at": _iso(report.generated_at),
+        # a period not over yet: "met" is so far; what decides is the error budget
+        "ongoing": report.period.end > report.generated_at,
         "services": [_service_json(spec, r) for spec, r in report.services],
         "corrections": [{"id": c.id, "service": c.service,
                          "starts_at": c.starts_at.isoformat(), "ends_at": c.ends_at.isoformat(),
@@ -197,6 +199,7 @@ def report_html(report: MunicipalityReport, history: History | None = None, *,
         })
     template = _ENV.get_template("report.html")
     return template.render(report=report, services=services, portal=portal,
+                           ongoing=report.period.end > report.generated_at,
                            period=_month_name(report.period.label),
                            generated=_when(report.generated_at),
                            corrections=[{"c": c, "start": _when(c.starts_at.timestamp()),
