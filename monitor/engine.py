@@ -25,7 +25,7 @@ import structlog
 from monitor.config import Broker
 from monitor.events import Ack as AckPayload
 from monitor.events import ComponentStatus, Rejected, ack_topic, encode, sys_topic
-from monitor.ingest import Ingest
+from monitor.ingest import BatchEffects, Ingest
 from monitor.liveness import Liveness
 from monitor.metrics import EngineMetrics
 from monitor.mqtt import Backoff, MqttClient, broker_trouble, client_for
@@ -234,6 +234,12 @@ class Engine:
                 self.metrics.store_errors.inc()
                 log.exception("store_commit_failed", path=self.store.path)
                 raise
+        self._owe_acks(effects)
+        self.metrics.batch_events.observe(len(batch))
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+
+    def _owe_acks(self, effects: BatchEffects) -> None:
+        """What the sources are to be told after the batch's commit."""
         if effects.progress:
             self._acks_due.update(effects.progress)
             self._acks_wake.set()
@@ -252,8 +258,6 @@ class Engine:
                 self._acks_sent.pop(src, None)
                 self._acks_due.setdefault(src, applied)
                 self._acks_wake.set()
-        self.metrics.batch_events.observe(len(batch))
-        self.metrics.batch_seconds.observe(time.perf_counter() - started)
 
     def _apply_sys(self, topic: str, payload: bytes, now: float, retained: bool) -> None:
         parts = topic.split("/")

@@ -74,27 +74,7 @@ class State:
         if event.ts > status.last_seen:
             status.last_seen = event.ts
         if isinstance(event, MetricsEvent):
-            series = self.series
-            device, ts = event.device, event.ts
-            for sample in event.samples:
-                labels = sample.labels
-                if not labels:
-                    key: SeriesKey = (device, sample.name, ())
-                elif len(labels) == 1:
-                    key = (device, sample.name, tuple(labels.items()))
-                else:
-                    key = (device, sample.name, tuple(sorted(labels.items())))
-                current = series.get(key)
-                if current is None:
-                    if self._room_for_series(device):
-                        series[key] = SeriesValue(sample.value, ts, sample.kind)
-                elif ts >= current.ts:
-                    if sample.kind != "gauge" and ts > current.ts:
-                        delta = sample.value - current.value
-                        current.rate = delta / (ts - current.ts) if delta >= 0 else None
-                    current.value = sample.value
-                    current.ts = ts
-                    current.kind = sample.kind
+            self._apply_samples(event)
             if event.interval is not None:
                 status.interval = event.interval
         elif isinstance(event, StateEvent):
@@ -113,6 +93,30 @@ class State:
         elif isinstance(event, TrapEvent):
             self.traps_total += 1
         return status
+
+    def _apply_samples(self, event: MetricsEvent) -> None:
+        """Each sample into its series (the hot path: one lookup per sample)."""
+        series = self.series
+        device, ts = event.device, event.ts
+        for sample in event.samples:
+            labels = sample.labels
+            if not labels:
+                key: SeriesKey = (device, sample.name, ())
+            elif len(labels) == 1:
+                key = (device, sample.name, tuple(labels.items()))
+            else:
+                key = (device, sample.name, tuple(sorted(labels.items())))
+            current = series.get(key)
+            if current is None:
+                if self._room_for_series(device):
+                    series[key] = SeriesValue(sample.value, ts, sample.kind)
+            elif ts >= current.ts:
+                if sample.kind != "gauge" and ts > current.ts:
+                    delta = sample.value - current.value
+                    current.rate = delta / (ts - current.ts) if delta >= 0 else None
+                current.value = sample.value
+                current.ts = ts
+                current.kind = sample.kind
 
     def _room_for_series(self, device: str) -> bool:
         count = self.series_per_device.get(device, 0)

@@ -151,9 +151,9 @@ class Mosquitto:
                                check=True, capture_output=True)
             lines.append(f"password_file {passwd}")
         if acl is not None:
-            acl_file = self.workdir / "acl"
-            acl_file.write_text(acl, encoding="utf-8")
-            lines.append(f"acl_file {acl_file}")
+            written = self.workdir / "acl"
+            written.write_text(acl, encoding="utf-8")
+            lines.append(f"acl_file {written}")
         if password_file is not None:
             lines.append(f"password_file {password_file}")
         if acl_file is not None:

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 import jinja2
 
 from monitor.sla.compute import ServiceResult
-from monitor.sla.report import MunicipalityReport
+from monitor.sla.report import MunicipalityReport, Planned, ServiceNow
 from monitor.sla.settings import ServiceSpec
 
 __all__ = ["History", "report_csv", "report_html", "report_json"]
@@ -177,8 +177,15 @@ def _chart(history: list[tuple[str, float | None]], target: float) -> dict[str, 
             "target": _percent(target, 2)}
 
 
+STATE_NB: Final = {"up": "I drift", "down": "Nede", "maintenance": "Planlagt vedlikehold",
+                   "unknown": "Ukjent: ingen målinger"}
+
+
 def report_html(report: MunicipalityReport, history: History | None = None, *,
-                portal: bool = False) -> str:
+                portal: bool = False, now: list[ServiceNow] | None = None,
+                planned: list[Planned] | None = None) -> str:
+    """The report as a page; the portal adds the services' state now and the
+    maintenance ahead (``now``, ``planned``) for a period under way."""
     services = []
     for spec, r in report.services:
         services.append({
@@ -200,6 +207,12 @@ def report_html(report: MunicipalityReport, history: History | None = None, *,
     template = _ENV.get_template("report.html")
     return template.render(report=report, services=services, portal=portal,
                            ongoing=report.period.end > report.generated_at,
+                           now=[{"name": n.spec.name, "state": n.state,
+                                 "label": STATE_NB[n.state],
+                                 "since": _when(n.since) if n.since else ""}
+                                for n in now or []],
+                           planned=[{"name": p.name, "start": _when(p.start),
+                                     "end": _when(p.end)} for p in planned or []],
                            period=_month_name(report.period.label),
                            generated=_when(report.generated_at),
                            corrections=[{"c": c, "start": _when(c.starts_at.timestamp()),

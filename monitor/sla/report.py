@@ -22,15 +22,22 @@ from monitor.config import Config
 from monitor.rows import LateRow
 from monitor.rules.inventory import DeviceInfo
 from monitor.rules.suppress import SHARED_WINDOW, Maintenance
-from monitor.sla.compute import CorrectionSpan, ServiceResult, leaf_refs, service_result
+from monitor.sla.compute import (
+    CorrectionSpan,
+    ServiceResult,
+    evaluate,
+    leaf_refs,
+    service_result,
+)
 from monitor.sla.ledger import MAX_VALIDITY, Run
 from monitor.sla.settings import ServiceSpec, parse_ref
 from monitor.sla.timeline import combine_sources, source_cover, sweep
 from monitor.store.db import Store
 
-__all__ = ["Correction", "MunicipalityReport", "Period", "build_report", "closed_before",
-           "leaf_timelines",
-           "maintenance_cover", "month_period", "period_from_query", "services_of"]
+__all__ = ["Correction", "MunicipalityReport", "Period", "Planned", "ServiceNow",
+           "build_report", "closed_before", "leaf_timelines", "maintenance_cover",
+           "month_period", "period_from_query", "planned_maintenance", "services_of",
+           "status_now"]
 
 OSLO: Final = ZoneInfo("Europe/Oslo")
 _MONTH_RE: Final = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
@@ -144,6 +151,84 @@ class MunicipalityReport:
     corrections: list[Correction] = field(default_factory=list)
     # observations of this period that came after it was closed: not counted above
     late: list[LateRow] = field(default_factory=list)
+    # for a period under way: each service's state now
+    now: list[ServiceNow] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceNow:
+    """A service as its municipality's readers see it now."""
+
+    spec: ServiceSpec
+    state: str  # up, down, maintenance, unknown
+    since: float | None = None
+
+
+def _at_end(segments: Sequence[tuple[float, float, object]], until: float
+            ) -> tuple[object, float] | None:
+    """The value of the segment that reaches ``until``, and when that segment began."""
+    if segments and segments[-1][1] >= until - 1e-6:
+        return segments[-1][2], segments[-1][0]
+    return None
+
+
+def status_now(config: Config, specs: Sequence[ServiceSpec],
+               leaves: dict[str, list[tuple[float, float, object]]],
+               maintenance: dict[str, list[tuple[float, float, object]]], until: float
+               ) -> list[ServiceNow]:
+    """Each service's state at ``until`` from its components' states then, by its
+    dependency rule: what is true now, before any agreement's counting (a blip the
+    agreement ignores is still down while it lasts). Since: when the components that
+    make the state took theirs."""
+    out = []
+    for spec in specs:
+        values = {}
+        starts: dict[str, float] = {}
+        for ref in leaf_refs(spec, config.services):
+            found = _at_end(leaves.get(ref, []), until)
+            state, began = (str(found[0]), found[1]) if found else ("unknown", until)
+            covering = _at_end(maintenance.get(ref, []), until)
+            names = covering[0] if covering and isinstance(covering[0], tuple) else ()
+            values[ref] = (state, tuple(str(n) for n in names))
+            starts[ref] = covering[1] if covering else began
+        verdict = evaluate(spec, config.services, values)
+        state = "up" if verdict.state == "degraded" else verdict.state
+        if state == "up":
+            out.append(ServiceNow(spec, "up"))
+            continue
+        involved = [starts[ref] for ref, (leaf, names) in values.items()
+                    if (leaf != "up" or names)]
+        out.append(ServiceNow(spec, state, max(involved) if involved else None))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """A maintenance window ahead, as the municipality's readers may see it."""
+
+    name: str
+    start: float
+    end: float
+
+
+async def planned_maintenance(config: Config, store: Store, municipality: str, now: float,
+                              days: int = 14) -> list[Planned]:
+    """The maintenance under way or ahead in the next ``days`` that concerns the
+    municipality, named only when it is theirs alone (tenant isolation)."""
+    devices_of = {d: config.municipality_of(d) for d in config.devices}
+    sites_of = {s.id: s.municipality for s in config.sites.values()}
+    found = []
+    for body, deleted in await store.maintenance_history():
+        if deleted is not None:
+            continue
+        window = msgspec.json.decode(body, type=Maintenance)
+        theirs = window.part_of(municipality, devices_of, sites_of)
+        if theirs is None:
+            continue
+        found += [Planned(theirs.name, a, b)
+                  for a, b in window.intervals(now - 7 * 86400, now + days * 86400)
+                  if b > now]
+    return sorted(found, key=lambda p: p.start)[:20]
 
 
 def services_of(config: Config, municipality: str) -> list[ServiceSpec]:
@@ -172,6 +257,29 @@ def maintenance_cover(windows: Sequence[tuple[Maintenance, float | None]],
     return [(s, e, v) for s, e, v in merged if v is not None]
 
 
+async def _maintenance_of(config: Config, store: Store, municipality: str, refs: list[str],
+                          start: float, until: float
+                          ) -> dict[str, list[tuple[float, float, object]]]:
+    """Per component, its stretches of [start, until) under maintenance, each with the
+    names of the windows as ``municipality``'s readers may see them."""
+    windows = []
+    devices_of = {d: config.municipality_of(d) for d in config.devices}
+    sites_of = {s.id: s.municipality for s in config.sites.values()}
+    for body, deleted in await store.maintenance_history():
+        window = msgspec.json.decode(body, type=Maintenance)
+        if not window.only_of(municipality, devices_of, sites_of):
+            # a window that also concerns others is named for what it is, not by them
+            window = msgspec.structs.replace(window, name=SHARED_WINDOW, comment="")
+        windows.append((window, deleted))
+    maintenance = {}
+    for ref in refs:  # only the devices the services rest on, not the whole estate
+        kind, name = parse_ref(ref)
+        device = name if kind == "device" else config.checks[name].device
+        maintenance[ref] = maintenance_cover(windows, DeviceInfo.of(config, device),
+                                              start, until)
+    return maintenance
+
+
 async def build_report(config: Config, store: Store, municipality: str, period: Period,
                        now: float) -> MunicipalityReport:
     """Compute every service of ``municipality`` over ``period``, counting up to ``now``."""
@@ -188,21 +296,7 @@ async def build_report(config: Config, store: Store, municipality: str, period: 
     for component, src, r_start, last, state, validity in rows:
         by_source[component].setdefault(src, []).append(Run(r_start, last, state, validity))
     leaves = leaf_timelines(by_source, start, until)
-    windows = []
-    devices_of = {d: config.municipality_of(d) for d in config.devices}
-    sites_of = {s.id: s.municipality for s in config.sites.values()}
-    for body, deleted in await store.maintenance_history():
-        window = msgspec.json.decode(body, type=Maintenance)
-        if not window.only_of(municipality, devices_of, sites_of):
-            # a window that also concerns others is named for what it is, not by them
-            window = msgspec.structs.replace(window, name=SHARED_WINDOW, comment="")
-        windows.append((window, deleted))
-    maintenance = {}
-    for ref in refs:  # only the devices the services rest on, not the whole estate
-        kind, name = parse_ref(ref)
-        device = name if kind == "device" else config.checks[name].device
-        maintenance[ref] = maintenance_cover(windows, DeviceInfo.of(config, device),
-                                              start, until)
+    maintenance = await _maintenance_of(config, store, municipality, refs, start, until)
     report.late = await store.late_observations(refs, start, end)
     corrections = [msgspec.json.decode(b, type=Correction) for b in await store.corrections()]
     report.corrections = [c for c in corrections
@@ -216,4 +310,6 @@ async def build_report(config: Config, store: Store, municipality: str, period: 
         result = service_result(spec, config.services, leaves, maintenance, spans, schedule,
                                 start, end, now)
         report.services.append((spec, result))
+    if start <= now < end:
+        report.now = status_now(config, specs, leaves, maintenance, until)
     return report

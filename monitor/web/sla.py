@@ -7,6 +7,7 @@ exist (the routes are listed in monitor.web.routes).
 
 from __future__ import annotations
 
+import html
 import secrets
 import time
 from datetime import UTC, datetime
@@ -19,7 +20,7 @@ from aiohttp import web
 from monitor.config import ApiUser
 from monitor.rules.service import RulesService
 from monitor.sla.render import report_csv, report_html, report_json
-from monitor.sla.report import Correction, services_of
+from monitor.sla.report import Correction, planned_maintenance, services_of
 from monitor.sla.service import SlaService
 from monitor.web.auth import Auth, problem
 
@@ -123,6 +124,13 @@ class SlaRoutes:
     async def portal(self, request: web.Request, user: ApiUser | None) -> web.StreamResponse:
         m = request.match_info["m"]
         if not self._visible(user, m):
+            if m in self.config.municipalities and Auth.sees(user, m):
+                name = html.escape(self.config.municipalities[m].name)
+                return web.Response(
+                    text=f"<!doctype html><html lang=nb><meta charset=utf-8><title>{name}"
+                         f"</title><h1>{name}</h1><p>Ingen tjenester med tjenesteavtale er "
+                         "registrert for kommunen ennå. Spør driftssentralen.</p></html>",
+                    content_type="text/html", charset="utf-8")
             return web.Response(status=404, text="Fant ikke siden.", content_type="text/plain")
         now = time.time()
         try:
@@ -130,8 +138,13 @@ class SlaRoutes:
         except ValueError as exc:
             return web.Response(status=400, text=str(exc), content_type="text/plain")
         history = await self.history(m, min(now, report.period.end - 1))
-        return web.Response(text=report_html(report, history, portal=True),
-                            content_type="text/html", charset="utf-8")
+        under_way = report.period.start <= now < report.period.end
+        return web.Response(
+            text=report_html(report, history, portal=True,
+                             now=report.now if under_way else None,
+                             planned=await planned_maintenance(self.config, self.store, m, now)
+                             if under_way else None),
+            content_type="text/html", charset="utf-8")
 
     async def front(self, _: web.Request, user: ApiUser | None) -> web.StreamResponse:
         if user is not None and user.role == "viewer" and user.municipality:

@@ -18,6 +18,7 @@ import json
 import random
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -480,3 +481,50 @@ async def test_an_observation_of_a_closed_month_changes_no_reported_figure(
                 (r[0], r[1], r[4]) for r in runs if r[1] == "poller-late"]
         finally:
             await app.stop()
+
+
+async def test_the_portal_says_how_the_services_are_now_and_what_is_planned(
+        engine: tuple[EngineApp, Config, Mosquitto]) -> None:
+    """Both mail servers down now: E-post is down since the first report, at Loppa and
+    at Alta (they share it); Loppa's own window tomorrow is listed by name for Loppa
+    and not at all for Alta; a municipality with no services gets a page, not 404."""
+    app, _, broker = engine
+    async with aiohttp.ClientSession() as session:
+        for _ in range(100):
+            async with session.get(app.url + "/readyz") as resp:
+                if resp.status == 200:
+                    break
+            await asyncio.sleep(0.1)
+        down_at = time.time() - 120
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="status-test")
+        client.connect("127.0.0.1", broker.port)
+        client.loop_start()
+        for seq, (device, ts) in enumerate(
+                [(d, t) for t in (down_at, down_at + 60) for d in ("loppa-mail1",
+                                                                   "loppa-mail2")], 1):
+            body = {"v": 1, "ts": ts, "src": "poller-status", "seq": seq, "floor": 1,
+                    "device": device, "state": "down"}
+            client.publish(f"driftsvakt/v1/alta/loppa/{device}/state", json.dumps(body),
+                           qos=1).wait_for_publish(5)
+        client.loop_stop()
+        client.disconnect()
+        tomorrow = datetime.now(ZoneInfo("UTC")) + timedelta(days=1)
+        status, _ = await call(session, app, "POST", "/api/v1/maintenance", "kari", {
+            "name": "Oppgradering av fagsystemet", "devices": ["loppa-web"],
+            "starts_at": tomorrow.isoformat(),
+            "ends_at": (tomorrow + timedelta(hours=2)).isoformat()})
+        assert 201 == status
+        for _ in range(100):
+            status, page = await call(session, app, "GET", "/sla/loppa", "per")
+            if 'data-state="down"><td>E-post' in page:
+                break
+            await asyncio.sleep(0.1)
+        assert 200 == status
+        assert 'data-state="down"><td>E-post' in page
+        since = datetime.fromtimestamp(down_at, OSLO).strftime("%d.%m.%Y %H:%M")
+        assert f"Nede</span></td>\n        <td>{since}</td>" in page
+        assert "Oppgradering av fagsystemet" in page
+        status, alta = await call(session, app, "GET", "/sla/alta", "liv")
+        assert 'data-state="down"><td>E-post' in alta
+        assert "Oppgradering av fagsystemet" not in alta
+        assert "Ikke noe planlagt vedlikehold" in alta
