@@ -7,6 +7,7 @@ processes started here are ever signalled, and only by their own PID.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import random
@@ -20,6 +21,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
+
 __all__ = [
     "Mosquitto",
     "Snmpd",
@@ -31,6 +34,7 @@ __all__ = [
     "snmpsim",
     "snmpsim_binary",
     "wait_port",
+    "wait_ready",
 ]
 
 
@@ -379,3 +383,17 @@ class TcpLink:
 
     def close(self) -> None:
         self.cut()
+
+
+async def wait_ready(url: str, timeout: float = 10.0) -> None:
+    """Until the engine at ``url`` answers /readyz 200 (subscribed: what is published
+    before that is not kept for it)."""
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while True:
+            async with http.get(f"{url}/readyz") as resp:
+                if resp.status == 200:
+                    return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"engine not ready after {timeout} s")
+            await asyncio.sleep(0.05)

@@ -13,7 +13,6 @@ import json
 import time
 from pathlib import Path
 
-import aiohttp
 import aiomqtt
 import pytest
 
@@ -24,7 +23,7 @@ from monitor.config import Config
 from monitor.events import ack_topic
 from monitor.fields import Broker
 from tests.integration.test_sla import engine  # noqa: F401 - the fixture
-from tests.servers import Mosquitto
+from tests.servers import Mosquitto, wait_ready
 
 pytestmark = pytest.mark.integration
 
@@ -39,20 +38,10 @@ async def _next_ack(client: aiomqtt.Client, within: float) -> int:
     raise AssertionError("subscription ended")
 
 
-async def _ready(url: str) -> None:
-    async with aiohttp.ClientSession() as http:
-        for _ in range(200):
-            async with http.get(f"{url}/readyz") as resp:
-                if resp.status == 200:
-                    return
-            await asyncio.sleep(0.05)
-    raise AssertionError("engine not ready after 10 s")
-
-
 async def test_a_duplicate_is_acknowledged_again(
         engine: tuple[EngineApp, Config, Mosquitto]) -> None:  # noqa: F811
     app, _, broker = engine
-    await _ready(app.url)  # subscribed: what is published before is not kept for it
+    await wait_ready(app.url)  # subscribed: what is published before is not kept for it
     topic = "driftsvakt/v1/alta/loppa/loppa-sw1/state"
     event = json.dumps({"v": 1, "ts": time.time(), "src": SRC, "seq": 1, "floor": 1,
                         "device": "loppa-sw1", "state": "up"})
@@ -73,7 +62,7 @@ async def test_an_engine_behind_a_gap_says_where_it_is(
     or a bridge dropped them): the engine has never acknowledged it, so only an
     acknowledgement that does not move (seq 0) tells the source to resend."""
     app, _, broker = engine
-    await _ready(app.url)
+    await wait_ready(app.url)
     topic = "driftsvakt/v1/alta/loppa/loppa-sw1/state"
 
     def event(seq: int) -> str:

@@ -6,7 +6,6 @@ config's ``logins``."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import os
 import subprocess
@@ -14,7 +13,6 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 import yaml
 
@@ -23,7 +21,7 @@ from monitor.brokerauth import mosquitto_hash
 from monitor.config import load_config
 from tests.estate import write_estate
 from tests.integration.test_mosquitto_deploy import Client
-from tests.servers import Mosquitto, free_port
+from tests.servers import Mosquitto, free_port, wait_ready
 
 pytestmark = pytest.mark.integration
 
@@ -171,12 +169,6 @@ async def test_the_engine_logs_in_as_itself(generated: tuple[Path, Path, Mosquit
     config_path.write_text(yaml.safe_dump(estate), encoding="utf-8")
     app = await start_engine(load_config(config_path), "alta", http_port=0)
     try:
-        async with aiohttp.ClientSession() as session:
-            for _ in range(100):
-                async with session.get(app.url + "/readyz") as resp:
-                    if resp.status == 200:
-                        break
-                await asyncio.sleep(0.1)
-            assert 200 == resp.status
+        await wait_ready(app.url)
     finally:
         await app.stop()
