@@ -25,7 +25,7 @@ DEVICES = 500
 
 
 def run(samples: int) -> float:
-    topic = "driftsvakt/v1/alta/loppa/loppa-sw{}/metrics"
+    topic = "driftsvakt/v1/alta/loppa/loppa-sw{}/metrics/bench-1"
     messages = [(topic.format(seq % DEVICES), metrics_payload(seq, samples,
                                                                 f"loppa-sw{seq % DEVICES}"))
                 for seq in range(1, EVENTS + 1)]

@@ -108,7 +108,7 @@ def payloads(inventory: Inventory, rounds: int) -> list[list[tuple[str, bytes]]]
             event = MetricsEvent(v=1, ts=start + r * 60, src="bench-rules", seq=seq,
                                  device=device.id, samples=samples_for(device, r, rng),
                                  interval=60.0)
-            messages.append((f"driftsvakt/v1/alta/{device.municipality}/{device.id}/metrics",
+            messages.append((f"driftsvakt/v1/alta/{device.municipality}/{device.id}/metrics/bench-rules",
                              encode(event)))
         out.append(messages)
     return out

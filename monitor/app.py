@@ -136,7 +136,7 @@ async def _assemble(config: Config, location: str, broker: Broker, password: str
     ingest = Ingest(state, await store.load_progress(), metrics,
                     observer=Observers(rules, sla.ledger),
                     bounds=Bounds(config.engine.max_clock_skew, config.engine.max_event_age,
-                                  config.engine.max_seq_jump))
+                                  config.engine.max_seq_jump, config.engine.bind_src))
     engine = Engine(broker=broker, location=location, store=store, ingest=ingest,
                     metrics=metrics, password=password, v5=v5,
                     batch_max=config.engine.batch_max, batch_wait=config.engine.batch_wait,

@@ -6,10 +6,15 @@ from one PC can publish only that PC's own events and status:
 
 - ``engine-{location}``: reads everything; writes its acknowledgements, its status,
   its share of the notification log and of the operators' actions;
-- ``{component}-{location}`` (snmp, traps, checks): events of that location only, its
-  own status, and reads the acknowledgements;
-- ``agent-{device}`` for every server and PC: its device's events, its own status,
-  and the acknowledgements of its own events;
+- ``{component}-{location}`` (snmp, traps, checks): events of that location only, on
+  its own source's topics (``…/{stream}/{component}-{location}``), its own status, and
+  reads the acknowledgements;
+- ``agent-{device}`` for every server and PC: its device's events on its own source's
+  topics (``…/{device}/{stream}/{device}``), its own status, and the acknowledgements
+  of its own events;
+
+The source named in a device topic is what the engine binds the payload's ``src`` to
+(``engine.bind_src``), so no identity can speak for another source.
 - ``readonly`` (troubleshooting, exports) and ``bridge-{location}`` (the bridge).
 
 Passwords are random, one file per identity under ``secrets/`` (owner only), and
@@ -59,7 +64,7 @@ def identities(config: Config) -> list[Identity]:
             f"topic write {root}/_ops/{loc}/#")))
         for component in COLLECTORS:
             found.append(Identity(f"{component}-{loc}", (
-                f"topic write {root}/{loc}/#",
+                f"topic write {root}/{loc}/+/+/+/{component}-{loc}",
                 f"topic write {root}/_sys/{loc}/{component}/#",
                 f"topic read {root}/_ack/#")))
         found.append(Identity(f"bridge-{loc}", (f"topic readwrite {root}/#",)))
@@ -68,7 +73,7 @@ def identities(config: Config) -> list[Identity]:
             continue
         site = config.sites[device.site]
         found.append(Identity(f"agent-{device.id}", (
-            f"topic write {root}/{site.location}/{site.municipality}/{device.id}/#",
+            f"topic write {root}/{site.location}/{site.municipality}/{device.id}/+/{device.id}",
             f"topic write {root}/_sys/{site.location}/agent/{device.id}",
             f"topic read {root}/_ack/+/{device.id}")))
     found.append(Identity("readonly", (f"topic read {root}/#",)))

@@ -26,6 +26,7 @@ from monitor.events import CheckKind
 from monitor.fields import (
     Address,
     Broker,
+    BrokerComponent,
     DeviceClass,
     NonNegativeInt,
     Port,
@@ -281,6 +282,10 @@ class EngineSettings:
     max_clock_skew: Positive = 300.0
     max_event_age: Positive = 8 * 24 * 3600.0
     max_seq_jump: PositiveInt = 1_000_000_000
+    # an event counts only on its source's own topic (.../{stream}/{src}), which the
+    # broker's ACL gives to that source's identity alone; off only while collectors
+    # that publish the five-level topic are being replaced
+    bind_src: bool = True
     # series one device may create (a 1,000-port chassis has about 15,000)
     max_series_per_device: PositiveInt = 20_000
     # a month's SLA figures close this long after it ends (its report has gone out):
@@ -565,7 +570,14 @@ def _check_references(records: dict[str, dict[str, _Record]]) -> None:
     for rec in records["brokers"].values():
         must_exist(rec, "location", locations, "location")
     addresses: dict[str, str] = {}
+    # a host agent's source is its device: a device named as a collector would share
+    # that collector's source, and its agent could speak for the collector
+    collectors = {f"{c}-{loc}" for loc in locations
+                  for c in typing.get_args(BrokerComponent) if c != "engine"}
     for device_id, rec in devices.items():
+        if device_id in collectors:
+            rec.where.problem("id", f"{device_id!r} is the source id of a collector "
+                                    "(component-location); name the device otherwise")
         must_exist(rec, "site", sites, "site")
         must_exist(rec, "snmp_profile", profiles, "SNMP profile")
         parent = rec.facts.get("parent")

@@ -37,10 +37,11 @@ __all__ = ["Engine"]
 
 log = structlog.get_logger(__name__)
 
-# Device events (driftsvakt/v1/{location}/{municipality}/{device}/{stream}) and statuses
-# (driftsvakt/v1/_sys/{location}/{component}/{instance}) in one filter: a second one for
-# _sys would match those topics twice, and the broker would deliver each status twice.
-TOPICS: Final = "driftsvakt/v1/+/+/+/+"
+# Device events (driftsvakt/v1/{location}/{municipality}/{device}/{stream}/{src}) in one
+# filter; statuses (driftsvakt/v1/_sys/{location}/{component}/{instance}) and device
+# events of the five-level form, which names no source, in the other: a separate filter
+# for _sys would match those topics twice, and the broker would deliver each twice.
+TOPICS: Final = ("driftsvakt/v1/+/+/+/+/+", "driftsvakt/v1/+/+/+/+")
 # What the two engines share, each kind retained per entry under its own topic,
 # driftsvakt/v1/_{kind}/{location}/{entry}: the notification log (nflog) and the
 # operators' actions (ops). Each engine writes its own location's entries.
@@ -147,8 +148,9 @@ class Engine:
         # stored before anything it applied is acknowledged, or its failure stops us.
         await self.store.settled()
         await client.publish_checked(status_topic, self._status("online"), retain=True)
-        result = await client.subscribe([(TOPICS, 1), *((f"driftsvakt/v1/_{kind}/#", 1)
-                                                        for kind in SHARED_KINDS)])
+        result = await client.subscribe([*((t, 1) for t in TOPICS),
+                                         *((f"driftsvakt/v1/_{kind}/#", 1)
+                                           for kind in SHARED_KINDS)])
         codes = [getattr(c, "value", c) for c in (result or [])]
         if any(isinstance(c, int) and c >= 0x80 for c in codes):
             raise aiomqtt.MqttError(f"subscription refused: {codes}")

@@ -2,9 +2,15 @@
 
 Topics (ARCHITECTURE.md):
 
-    driftsvakt/v1/{location}/{municipality}/{device}/{stream}
+    driftsvakt/v1/{location}/{municipality}/{device}/{stream}/{src}
     driftsvakt/v1/_sys/{location}/{component}/{instance}     retained component status
     driftsvakt/v1/_ack/{location}/{src}                      retained end-to-end ack
+
+The last level of a device topic names the source that publishes it, so the broker's
+ACL (one identity per source, ``driftsvakt broker-auth``) decides who may speak for a
+source, and the engine takes an event only where the payload's ``src`` is the
+topic's. The five-level form of ARCHITECTURE.md (no ``{src}``) still parses; the
+engine refuses it unless ``engine.bind_src`` is off.
 
 Every payload is a JSON object with ``v`` (schema version), ``ts`` (event time, Unix
 seconds), ``src`` (collector instance), ``seq`` (per-source sequence number),
@@ -61,7 +67,9 @@ _SLUG = re.compile(SLUG_PATTERN)
 
 Slug = Annotated[str, msgspec.Meta(pattern=SLUG_PATTERN)]
 # A collector instance id: a slug, optionally with dots (host names make good ids).
-SrcId = Annotated[str, msgspec.Meta(pattern="^[a-z0-9][a-z0-9.-]{0,127}$")]
+SRC_PATTERN: Final = "^[a-z0-9][a-z0-9.-]{0,127}$"
+_SRC = re.compile(SRC_PATTERN)
+SrcId = Annotated[str, msgspec.Meta(pattern=SRC_PATTERN)]
 Seq = Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
 NAME_PATTERN: Final = "^[a-zA-Z_][a-zA-Z0-9_]{0,127}$"
 Name = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
@@ -83,6 +91,8 @@ RejectReason = Literal[
     "unsupported_version",
     "bad_topic",
     "topic_mismatch",
+    "src_mismatch",  # the payload's src is not the source its topic names
+    "unbound_src",  # the topic names no source (engine.bind_src)
     "future",  # event time further ahead of the engine's clock than engine.max_clock_skew
     "late",  # event time older than engine.max_event_age: no outbox keeps it that long
     "seq_jump",  # seq further ahead of its source's progress than engine.max_seq_jump
@@ -270,6 +280,7 @@ class DeviceTopic:
     municipality: str
     device: str
     stream: str
+    src: str | None = None  # the publishing source, where the topic names it
 
 
 def _check_slug(value: str, what: str) -> str:
@@ -278,27 +289,37 @@ def _check_slug(value: str, what: str) -> str:
     return value
 
 
-def device_topic(location: str, municipality: str, device: str, stream: str) -> str:
+def _check_src(value: str) -> str:
+    if not _SRC.match(value):
+        raise Rejected("bad_topic", f"src {value[:130]!r} is not a source id "
+                                    "[a-z0-9][a-z0-9.-]*")
+    return value
+
+
+def device_topic(location: str, municipality: str, device: str, stream: str,
+                 src: str) -> str:
     """Build a device event topic, refusing anything that would not parse back."""
     for value, what in ((location, "location"), (municipality, "municipality"),
                         (device, "device")):
         _check_slug(value, what)
+    _check_src(src)
     if stream not in _EVENT_TYPES:
         raise Rejected("bad_topic", f"unknown stream {stream!r}")
-    return f"{PREFIX}/{location}/{municipality}/{device}/{stream}"
+    return f"{PREFIX}/{location}/{municipality}/{device}/{stream}/{src}"
 
 
 def parse_device_topic(topic: str) -> DeviceTopic:
     parts = topic.split("/")
-    if len(parts) != 6 or f"{parts[0]}/{parts[1]}" != PREFIX:
+    if len(parts) not in (6, 7) or f"{parts[0]}/{parts[1]}" != PREFIX:
         raise Rejected("bad_topic", f"not a device topic: {topic[:200]!r}")
-    _, _, location, municipality, device, stream = parts
+    location, municipality, device, stream = parts[2:6]
     _check_slug(location, "location")
     _check_slug(municipality, "municipality")
     _check_slug(device, "device")
     if stream not in _EVENT_TYPES:
         raise Rejected("bad_topic", f"unknown stream {stream[:40]!r}")
-    return DeviceTopic(location, municipality, device, stream)
+    src = _check_src(parts[6]) if len(parts) == 7 else None
+    return DeviceTopic(location, municipality, device, stream, src)
 
 
 def sys_topic(location: str, component: str, instance: str) -> str:

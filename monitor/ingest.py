@@ -112,6 +112,27 @@ class Bounds:
     max_clock_skew: float = 300.0
     max_event_age: float = 8 * 24 * 3600.0  # an outbox keeps 7 days, plus a day
     max_seq_jump: int = 1_000_000_000
+    bind_src: bool = True  # an event counts only on its source's own topic
+
+    def check_source(self, where: DeviceTopic, event: Event) -> None:
+        """The broker lets only a source's identity publish on its topic: the payload
+        may not speak for another."""
+        if where.src is None:
+            if self.bind_src:
+                raise Rejected("unbound_src", "the topic names no source (…/{stream}/{src}); "
+                                              "engine.bind_src takes events only on their "
+                                              "source's own topic")
+        elif event.src != where.src:
+            raise Rejected("src_mismatch",
+                           f"payload src {event.src!r} != topic src {where.src!r}")
+
+    def speaks_for(self, topic: str, src: str) -> bool:
+        """Whether ``topic`` is one that only ``src`` may publish on."""
+        try:
+            named = parse_device_topic(topic).src
+        except Rejected:
+            return False
+        return named == src if named is not None else not self.bind_src
 
     def check(self, event: Event, applied: int | None, now: float) -> None:
         if event.ts > now + self.max_clock_skew:
@@ -169,6 +190,7 @@ class Ingest:
                 if event.device != where.device:
                     raise Rejected("topic_mismatch",
                                    f"payload device {event.device!r} != topic {where.device!r}")
+                self.bounds.check_source(where, event)
                 self.bounds.check(event, self.progress.get(event.src), now)
             except Rejected as exc:
                 self._reject(effects, topic, payload, exc, now)
@@ -226,12 +248,15 @@ class Ingest:
         if self.limiter.allow((env.src or "?", exc.reason), now):
             log.warning("event_rejected", src=env.src, topic=topic[:200], reason=exc.reason,
                         detail=exc.detail[:300])
-        if env.src is not None and env.seq is not None and exc.reason not in _UNTRUSTED:
+        if (env.src is not None and env.seq is not None and exc.reason not in _UNTRUSTED
+                and self.bounds.speaks_for(topic, env.src)):
             # Counts as processed, so the collector stops resending it: but only in
-            # order, as any other event, so that nothing before it is skipped. An
-            # event outside the bounds never does: it would let anyone who can publish
-            # use up a real source's next seq (that source's real event would then be
-            # a duplicate); a real source with a wrong clock stalls instead, loudly.
+            # order, as any other event, so that nothing before it is skipped, and only
+            # on the source's own topic. An event outside the bounds, or one that names
+            # a source whose topic it did not come on, never does: it would let anyone
+            # who can publish use up a real source's next seq (that source's real event
+            # would then be a duplicate); a real source with a wrong clock stalls
+            # instead, loudly.
             decision = admit(self.progress.get(env.src), env.seq, None)
             if decision.verdict is Verdict.APPLY:
                 self._advance(effects, env.src, env.seq)

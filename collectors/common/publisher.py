@@ -198,7 +198,7 @@ class Publisher(Emitter):
         could not store it (a full disk): the outbox counted and logged the loss, the
         status reports it at once, and the collector carries on.
         """
-        topic = device_topic(self.location, municipality, device, stream)
+        topic = device_topic(self.location, municipality, device, stream, self.instance)
         payload = _ENCODER.encode({"v": 1, "ts": ts, "src": self.instance, "device": device,
                                    **body})
         try:

@@ -57,7 +57,6 @@ KNOWN: Final = {
     "1.3.6.1.2.1.31.1.1.1.1": "ifName",
     "1.3.6.1.2.1.31.1.1.1.18": "ifAlias",
 }
-UNKNOWN_DEVICE: Final = "unknown"
 _REFUSALS: Final = {
     "__SNMPv2-MIB": ("snmpInASNParseErrs", "snmpInBadCommunityNames", "snmpInBadVersions"),
     "__SNMP-USER-BASED-SM-MIB": ("usmStatsUnknownUserNames", "usmStatsWrongDigests",
@@ -247,18 +246,20 @@ class TrapReceiver:
             return
         binds = [(str(oid), value) for oid, value in var_binds]
         trap_oid = next((str(v) for o, v in binds if o == SNMP_TRAP_OID), "0.0")
-        device = self.by_address.get(source)
-        if device is None:
-            self.stats.unknown_source += 1
-            device, municipality = UNKNOWN_DEVICE, UNKNOWN_DEVICE
-            log.warning("trap_from_unknown_source", source=source, trap_oid=trap_oid)
-        else:
-            municipality = self.config.municipality_of(device)
-        varbinds = [Varbind(o, type(v).__name__[:32], bounded(_text(v)), name_of(o))
-                    for o, v in binds if o not in (SNMP_TRAP_OID, SYS_UPTIME)]
         trap_name = name_of(trap_oid)
         self.stats.received += 1
         self.stats.by_name[trap_name or "other"] += 1
+        device = self.by_address.get(source)
+        if device is None:
+            # counted and logged, not published: an address no device has would become
+            # a device of its own in the engine, shown down and alerted on
+            self.stats.unknown_source += 1
+            log.warning("trap_from_unknown_source", source=source, trap_oid=trap_oid,
+                        trap_name=trap_name)
+            return
+        municipality = self.config.municipality_of(device)
+        varbinds = [Varbind(o, type(v).__name__[:32], bounded(_text(v)), name_of(o))
+                    for o, v in binds if o not in (SNMP_TRAP_OID, SYS_UPTIME)]
         task = asyncio.get_running_loop().create_task(self.emitter.trap(
             municipality, device, received, trap_oid=trap_oid, trap_name=trap_name,
             agent_addr=source, varbinds=varbinds))

@@ -42,7 +42,7 @@ async def test_a_duplicate_is_acknowledged_again(
         engine: tuple[EngineApp, Config, Mosquitto]) -> None:  # noqa: F811
     app, _, broker = engine
     await wait_ready(app.url)  # subscribed: what is published before is not kept for it
-    topic = "driftsvakt/v1/alta/loppa/loppa-sw1/state"
+    topic = f"driftsvakt/v1/alta/loppa/loppa-sw1/state/{SRC}"
     event = json.dumps({"v": 1, "ts": time.time(), "src": SRC, "seq": 1, "floor": 1,
                         "device": "loppa-sw1", "state": "up"})
     async with aiomqtt.Client("127.0.0.1", broker.port, identifier="acks-test",
@@ -63,7 +63,7 @@ async def test_an_engine_behind_a_gap_says_where_it_is(
     acknowledgement that does not move (seq 0) tells the source to resend."""
     app, _, broker = engine
     await wait_ready(app.url)
-    topic = "driftsvakt/v1/alta/loppa/loppa-sw1/state"
+    topic = f"driftsvakt/v1/alta/loppa/loppa-sw1/state/{SRC}"
 
     def event(seq: int) -> str:
         return json.dumps({"v": 1, "ts": time.time(), "src": SRC, "seq": seq, "floor": 1,

@@ -197,7 +197,7 @@ def test_agent_over_tls_with_a_password(tmp_path: Path) -> None:
         async with aiomqtt.Client("localhost", broker.port, username="agent",
                                   password="s3cret-agent", tls_context=context,
                                   protocol=aiomqtt.ProtocolVersion.V5) as client:
-            await client.subscribe(f"driftsvakt/v1/alta/loppa/{SERVER}/metrics", qos=1)
+            await client.subscribe(f"driftsvakt/v1/alta/loppa/{SERVER}/metrics/+", qos=1)
             async with asyncio.timeout(20):
                 async for message in client.messages:
                     assert isinstance(message.payload, bytes)

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.integration
 def _batch(src: str, count: int) -> list[aiomqtt.Message]:
     now = time.time()
     return [aiomqtt.Message(
-        "driftsvakt/v1/alta/loppa/loppa-sw1/state",
+        f"driftsvakt/v1/alta/loppa/loppa-sw1/state/{src}",
         json.dumps({"v": 1, "ts": now, "src": src, "seq": seq, "floor": 1,
                     "device": "loppa-sw1", "state": "up" if seq % 2 else "down"}).encode(),
         1, False, seq, None) for seq in range(1, count + 1)]

@@ -188,7 +188,7 @@ async def _down(broker: Mosquitto, location: str, device: str, src: str = "probe
     event = {"v": 1, "ts": time.time(), "src": src, "seq": 1, "floor": 1,
              "device": device, "state": "down", "reason": "test"}
     async with aiomqtt.Client("127.0.0.1", broker.port, identifier=src) as client:
-        await client.publish(f"driftsvakt/v1/{location}/loppa/{device}/state",
+        await client.publish(f"driftsvakt/v1/{location}/loppa/{device}/state/{src}",
                              json.dumps(event).encode(), qos=1)
 
 
@@ -335,7 +335,7 @@ async def test_a_planned_stop_takeover_and_hand_back_notify_once(
                          "device": HF_DEVICE, "state": "up"}).encode()
         async with aiomqtt.Client("127.0.0.1", locations.hammerfest.port,
                                   identifier="probe") as client:
-            await client.publish(f"driftsvakt/v1/hammerfest/loppa/{HF_DEVICE}/state", up,
+            await client.publish(f"driftsvakt/v1/hammerfest/loppa/{HF_DEVICE}/state/probe", up,
                                  qos=1)
         await _until(lambda: bool(_resolved(sink, "hammerfest", HF_DEVICE)
                                   or _resolved(sink, "alta", HF_DEVICE)), 30, "resolved")

@@ -136,7 +136,7 @@ async def test_bad_payloads_are_dead_lettered_and_acknowledged(tmp_path: Path,
     engine = await start_engine(config, "alta", http_port=0)
     await _ready(engine.url)
     try:
-        topic = "driftsvakt/v1/alta/loppa/loppa-sw1/state"
+        topic = "driftsvakt/v1/alta/loppa/loppa-sw1/state/rogue-1"
         bad = [
             (topic, b"{not json"),
             (topic, b'{"v":1,"ts":1,"src":"rogue-1","seq":1,"device":"loppa-sw1",'

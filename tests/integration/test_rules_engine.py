@@ -111,7 +111,7 @@ class Rig:
         self.seq += 1
         payload = {"v": 1, "ts": body.pop("ts", time.time()), "src": "rules-test",
                    "seq": self.seq, "device": device, **body}
-        info = self.client.publish(f"driftsvakt/v1/alta/loppa/{device}/{stream}",
+        info = self.client.publish(f"driftsvakt/v1/alta/loppa/{device}/{stream}/rules-test",
                                    json.dumps(payload), qos=1)
         info.wait_for_publish(5)
 

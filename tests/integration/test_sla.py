@@ -240,7 +240,7 @@ async def publish_month(config: Config, tmp: Path, plan: Script, broker: Mosquit
                           if k == "samples" else v) for k, v in body.items()}}
         if stream == "state":
             payload["state"] = "up"  # a lie: were it applied, the figures would differ
-        client.publish(f"driftsvakt/v1/alta/{municipality}/{device}/{stream}",
+        client.publish(f"driftsvakt/v1/alta/{municipality}/{device}/{stream}/poller-a",
                        json.dumps(payload), qos=1).wait_for_publish(5)
     client.loop_stop()
     client.disconnect()
@@ -449,8 +449,8 @@ async def test_an_observation_of_a_closed_month_changes_no_reported_figure(
             for seq, ts, state in ((1, late_ts, "down"), (2, now.timestamp() - 30, "up")):
                 body = {"v": 1, "ts": ts, "src": "poller-late", "seq": seq, "floor": 1,
                         "device": "loppa-sw1", "state": state}
-                client.publish("driftsvakt/v1/alta/loppa/loppa-sw1/state", json.dumps(body),
-                               qos=1).wait_for_publish(5)
+                client.publish("driftsvakt/v1/alta/loppa/loppa-sw1/state/poller-late",
+                               json.dumps(body), qos=1).wait_for_publish(5)
             client.loop_stop()
             client.disconnect()
             async with aiohttp.ClientSession() as session:
@@ -495,8 +495,8 @@ async def test_the_portal_says_how_the_services_are_now_and_what_is_planned(
                                                                    "loppa-mail2")], 1):
             body = {"v": 1, "ts": ts, "src": "poller-status", "seq": seq, "floor": 1,
                     "device": device, "state": "down"}
-            client.publish(f"driftsvakt/v1/alta/loppa/{device}/state", json.dumps(body),
-                           qos=1).wait_for_publish(5)
+            client.publish(f"driftsvakt/v1/alta/loppa/{device}/state/poller-status",
+                           json.dumps(body), qos=1).wait_for_publish(5)
         client.loop_stop()
         client.disconnect()
         tomorrow = datetime.now(ZoneInfo("UTC")) + timedelta(days=1)

@@ -109,7 +109,7 @@ async def _publish_one(broker: Mosquitto) -> None:
     event = {"v": 1, "ts": time.time(), "src": "fault-probe", "seq": 1, "floor": 1,
              "device": "loppa-sw1", "state": "up"}
     async with aiomqtt.Client("127.0.0.1", broker.port, identifier="fault-probe") as client:
-        await client.publish("driftsvakt/v1/alta/loppa/loppa-sw1/state",
+        await client.publish("driftsvakt/v1/alta/loppa/loppa-sw1/state/fault-probe",
                              json.dumps(event).encode(), qos=1)
 
 
@@ -272,7 +272,7 @@ async def test_skipped_events_stay_counted_across_a_restart(
         event = {"v": 1, "ts": time.time(), "src": "lossy", "seq": seq, "floor": floor,
                  "device": "loppa-sw1", "state": "up"}
         async with aiomqtt.Client("127.0.0.1", broker.port, identifier="lossy") as client:
-            await client.publish("driftsvakt/v1/alta/loppa/loppa-sw1/state",
+            await client.publish("driftsvakt/v1/alta/loppa/loppa-sw1/state/lossy",
                                  json.dumps(event).encode(), qos=1)
 
     app = await _start(tmp_path, broker)

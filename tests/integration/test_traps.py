@@ -53,13 +53,14 @@ async def _receiving(tmp_path: Path, communities: tuple[str, ...] = (),
 
 
 async def test_v2c_trap_and_v3_inform_arrive_as_typed_events(tmp_path: Path) -> None:
-    """A v2c linkDown from a known switch, a v3 authPriv inform (coldStart) and a trap
-    from an unknown address each reach MQTT within 1 s, named, with the source."""
+    """A v2c linkDown from a known switch and a v3 authPriv inform (coldStart) each
+    reach MQTT within 1 s, named, with the source; a trap from an address no device has
+    is counted and not published (it would become a phantom device in the engine)."""
     decoder = msgspec.json.Decoder(TrapEvent)
     async with _receiving(tmp_path, (COMMUNITY,), (USER,)) as (receiver, broker):
         port = receiver.port
         async with aiomqtt.Client("127.0.0.1", broker.port) as client:
-            await client.subscribe("driftsvakt/v1/alta/+/+/trap", qos=1)
+            await client.subscribe("driftsvakt/v1/alta/+/+/trap/+", qos=1)
             await asyncio.sleep(0.3)
             sends = [
                 ["snmptrap", "-v2c", "-c", COMMUNITY, "--clientaddr=127.0.1.1",
@@ -78,25 +79,24 @@ async def test_v2c_trap_and_v3_inform_arrive_as_typed_events(tmp_path: Path) -> 
                 sent = time.monotonic()
                 proc = await asyncio.create_subprocess_exec(
                     *argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-                async with asyncio.timeout(5):
-                    async for message in client.messages:
-                        assert isinstance(message.payload, bytes)
-                        got.append((message.topic.value, decoder.decode(message.payload),
-                                    time.monotonic() - sent))
-                        break
+                with contextlib.suppress(TimeoutError):  # the stranger's: nothing comes
+                    async with asyncio.timeout(5 if argv is not sends[-1] else 2):
+                        async for message in client.messages:
+                            assert isinstance(message.payload, bytes)
+                            got.append((message.topic.value,
+                                        decoder.decode(message.payload),
+                                        time.monotonic() - sent))
+                            break
                 _, err = await proc.communicate()
                 assert 0 == proc.returncode, err.decode()
-    (t1, link, d1), (t2, cold, d2), (t3, other, d3) = got
-    assert f"driftsvakt/v1/alta/loppa/{DEVICES[0]}/trap" == t1
+    (t1, link, d1), (t2, cold, d2) = got
+    assert f"driftsvakt/v1/alta/loppa/{DEVICES[0]}/trap/traps-alta" == t1
     assert ("linkDown", "127.0.1.1") == (link.trap_name, link.agent_addr)
     assert [("ifIndex", "3"), ("ifName", "Gi1/0/3")] == [(v.name, v.value)
                                                         for v in link.varbinds]
-    assert (f"driftsvakt/v1/alta/loppa/{DEVICES[1]}/trap", "coldStart") == (t2, cold.trap_name)
-    assert "driftsvakt/v1/alta/unknown/unknown/trap" == t3
-    assert ("1.3.6.1.4.1.9999.1.2", None, "127.0.0.1") == (other.trap_oid, other.trap_name,
-                                                            other.agent_addr)
-    assert "vendor thing" == other.varbinds[0].value
-    assert max(d1, d2, d3) < 1.0, (d1, d2, d3)
+    assert (f"driftsvakt/v1/alta/loppa/{DEVICES[1]}/trap/traps-alta", "coldStart") == (
+        t2, cold.trap_name)
+    assert max(d1, d2) < 1.0, (d1, d2)
     assert (3, 1) == (receiver.stats.received, receiver.stats.unknown_source)
 
 
@@ -117,7 +117,7 @@ def test_collect_traps_command_end_to_end(tmp_path: Path) -> None:
         path.write_text(yaml.safe_dump(estate), encoding="utf-8")
         port = free_udp_port()
         sub = subprocess.Popen(["mosquitto_sub", "-p", str(broker.port), "-t",
-                                "driftsvakt/v1/alta/+/+/trap", "-C", "1", "-W", "20"],
+                                "driftsvakt/v1/alta/+/+/trap/+", "-C", "1", "-W", "20"],
                                stdout=subprocess.PIPE)
         receiver = subprocess.Popen(
             [sys.executable, "-m", "monitor.cli", "collect", "traps", "--config", str(path),
@@ -224,7 +224,7 @@ async def test_a_v3_trap_below_its_users_security_level_is_refused(tmp_path: Pat
     arrived: list[str] = []
     async with _receiving(tmp_path, users=(user,)) as (receiver, broker), \
             aiomqtt.Client("127.0.0.1", broker.port) as client:
-        await client.subscribe("driftsvakt/v1/alta/+/+/trap", qos=1)
+        await client.subscribe("driftsvakt/v1/alta/+/+/trap/+", qos=1)
         await asyncio.sleep(0.3)
         for level, args in levels.items():  # the authPriv one last
             proc = await asyncio.create_subprocess_exec(

@@ -79,33 +79,41 @@ def _as(broker: Mosquitto, out: Path, user: str) -> Client:
     return client
 
 
-# (identity, topic, the broker's answer)
+# (identity, topic, the broker's answer); a device topic's last level names the
+# source, and only that source's identity may publish there
 CASES = [
-    ("agent-loppa-srv1", f"{V1}/alta/loppa/loppa-srv1/metrics", OK),
+    ("agent-loppa-srv1", f"{V1}/alta/loppa/loppa-srv1/metrics/loppa-srv1", OK),
     ("agent-loppa-srv1", f"{V1}/_sys/alta/agent/loppa-srv1", OK),
-    ("agent-loppa-srv1", f"{V1}/alta/loppa/loppa-sw1/state", NOT_AUTHORISED),  # another device
-    ("agent-loppa-srv1", f"{V1}/hammerfest/hasvik/hasvik-pc1/state", NOT_AUTHORISED),
-    ("agent-loppa-srv1", f"{V1}/hammerfest/loppa/loppa-srv1/state", NOT_AUTHORISED),
+    ("agent-loppa-srv1", f"{V1}/alta/loppa/loppa-srv1/metrics/snmp-alta", NOT_AUTHORISED),
+    ("agent-loppa-srv1", f"{V1}/alta/loppa/loppa-srv1/state", NOT_AUTHORISED),  # no source
+    ("agent-loppa-srv1", f"{V1}/alta/loppa/loppa-sw1/state/loppa-srv1", NOT_AUTHORISED),
+    ("agent-loppa-srv1", f"{V1}/hammerfest/hasvik/hasvik-pc1/state/hasvik-pc1",
+     NOT_AUTHORISED),
+    ("agent-loppa-srv1", f"{V1}/hammerfest/loppa/loppa-srv1/state/loppa-srv1",
+     NOT_AUTHORISED),
     ("agent-loppa-srv1", f"{V1}/_sys/alta/engine/alta", NOT_AUTHORISED),
     ("agent-loppa-srv1", f"{V1}/_sys/hammerfest/engine/hammerfest", NOT_AUTHORISED),
     ("agent-loppa-srv1", f"{V1}/_sys/alta/agent/hasvik-pc1", NOT_AUTHORISED),
     ("agent-loppa-srv1", f"{V1}/_ack/alta/loppa-srv1", NOT_AUTHORISED),
     ("agent-loppa-srv1", f"{V1}/_nflog/alta/x", NOT_AUTHORISED),
     ("agent-loppa-srv1", f"{V1}/_ops/alta/x", NOT_AUTHORISED),
-    ("agent-hasvik-pc1", f"{V1}/hammerfest/hasvik/hasvik-pc1/metrics", OK),
-    ("agent-hasvik-pc1", f"{V1}/alta/loppa/loppa-srv1/state", NOT_AUTHORISED),
-    ("snmp-alta", f"{V1}/alta/loppa/loppa-sw1/metrics", OK),
+    ("agent-hasvik-pc1", f"{V1}/hammerfest/hasvik/hasvik-pc1/metrics/hasvik-pc1", OK),
+    ("agent-hasvik-pc1", f"{V1}/alta/loppa/loppa-srv1/state/loppa-srv1", NOT_AUTHORISED),
+    ("snmp-alta", f"{V1}/alta/loppa/loppa-sw1/metrics/snmp-alta", OK),
     ("snmp-alta", f"{V1}/_sys/alta/snmp/snmp-alta", OK),
-    ("snmp-alta", f"{V1}/hammerfest/hasvik/hasvik-pc1/state", NOT_AUTHORISED),
+    ("snmp-alta", f"{V1}/alta/loppa/loppa-srv1/metrics/loppa-srv1", NOT_AUTHORISED),
+    ("snmp-alta", f"{V1}/alta/loppa/loppa-sw1/trap/traps-alta", NOT_AUTHORISED),
+    ("snmp-alta", f"{V1}/alta/loppa/loppa-sw1/metrics", NOT_AUTHORISED),
+    ("snmp-alta", f"{V1}/hammerfest/hasvik/hasvik-pc1/state/snmp-alta", NOT_AUTHORISED),
     ("snmp-alta", f"{V1}/_sys/alta/engine/alta", NOT_AUTHORISED),
     ("snmp-alta", f"{V1}/_sys/alta/traps/traps-alta", NOT_AUTHORISED),
     ("snmp-alta", f"{V1}/_ack/alta/snmp-alta", NOT_AUTHORISED),
-    ("traps-hammerfest", f"{V1}/alta/loppa/loppa-sw1/trap", NOT_AUTHORISED),
+    ("traps-hammerfest", f"{V1}/alta/loppa/loppa-sw1/trap/traps-hammerfest", NOT_AUTHORISED),
     ("engine-alta", f"{V1}/_ack/alta/snmp-alta", OK),
     ("engine-alta", f"{V1}/_ack/hammerfest/snmp-alta", NOT_AUTHORISED),
     ("engine-alta", f"{V1}/_sys/hammerfest/engine/hammerfest", NOT_AUTHORISED),
-    ("engine-alta", f"{V1}/alta/loppa/loppa-sw1/state", NOT_AUTHORISED),
-    ("readonly", f"{V1}/alta/loppa/loppa-sw1/state", NOT_AUTHORISED),
+    ("engine-alta", f"{V1}/alta/loppa/loppa-sw1/state/engine-alta", NOT_AUTHORISED),
+    ("readonly", f"{V1}/alta/loppa/loppa-sw1/state/readonly", NOT_AUTHORISED),
 ]
 
 

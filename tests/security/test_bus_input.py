@@ -25,7 +25,7 @@ from tests.servers import Mosquitto
 
 pytestmark = pytest.mark.integration
 
-TOPIC = "driftsvakt/v1/alta/loppa/{device}/state"
+TOPIC = "driftsvakt/v1/alta/loppa/{device}/state/{src}"
 SRC = "snmp-alta"
 
 
@@ -54,7 +54,7 @@ def _event(seq: int, state: str = "up", *, ts: float | None = None, floor: int |
                             "seq": seq, "device": device, "state": state}
     if floor is not None:
         body["floor"] = floor
-    return TOPIC.format(device=device), json.dumps(body).encode()
+    return TOPIC.format(device=device, src=src), json.dumps(body).encode()
 
 
 async def _publish(broker: Mosquitto, events: list[tuple[str, bytes]],
@@ -93,6 +93,26 @@ async def test_a_forged_sequence_jump_does_not_blind_the_real_source(
     assert (110, 110) == (applied, events)
     assert 1 == await _rejected(app, "seq_jump")
     assert ["seq_jump"] == [d.reason for d in await app.store.dead_letters()]
+    assert "up" == app.engine.ingest.state.devices[DEVICES[0]].state
+
+
+async def test_an_event_naming_another_source_is_refused_whatever_its_seq(
+        engine: tuple[EngineApp, Mosquitto]) -> None:
+    """A PC agent's credential publishes only on its own source's topic (the broker's
+    ACL, tests/security/test_broker_auth.py): there, events naming the real source
+    at its next seq and at 2^63-1, and the same on a topic naming no source, are
+    refused and use up nothing; the real source's 100 events are all applied."""
+    app, broker = engine
+    forged = [_event(seq, "down", floor=seq) for seq in (1, 2**63 - 1)]
+    await _publish(broker, [(topic.replace(f"/{SRC}", "/pc-forger"), payload)
+                            for topic, payload in forged]
+                   + [(topic.rsplit("/", 1)[0], payload) for topic, payload in forged],
+                   "forger")
+    await _publish(broker, [_event(seq, floor=1) for seq in range(1, 101)], "real")
+    await _until(lambda: app.engine.ingest.progress.get(SRC) == 100, 10)
+    applied, events = (await app.store.source_counts())[SRC]
+    assert (100, 100) == (applied, events)
+    assert (2, 2) == (await _rejected(app, "src_mismatch"), await _rejected(app, "unbound_src"))
     assert "up" == app.engine.ingest.state.devices[DEVICES[0]].state
 
 
@@ -175,7 +195,8 @@ async def test_one_device_cannot_grow_the_engine_without_bound(
     events = []
     for seq in range(1, 61):
         samples = [{"name": f"s{(seq - 1) * 5000 + i}", "value": 1.0} for i in range(5000)]
-        events.append((TOPIC.format(device=device).replace("/state", "/metrics"), json.dumps(
+        topic = TOPIC.format(device=device, src="flood").replace("/state/", "/metrics/")
+        events.append((topic, json.dumps(
             {"v": 1, "ts": time.time(), "src": "flood", "seq": seq, "floor": 1,
              "device": device, "samples": samples}).encode()))
     spoof = json.dumps({"v": 1, "ts": time.time(), "src": "flood", "seq": 61,

@@ -97,20 +97,27 @@ def test_rejections(stream: str, payload: bytes, reason: str, detail: str) -> No
 
 
 def test_topics_round_trip_and_reject() -> None:
-    """Topics are built from slugs only and parse back; anything else is a bad_topic."""
-    topic = device_topic("alta", "loppa", "loppa-core1", "metrics")
-    assert topic == "driftsvakt/v1/alta/loppa/loppa-core1/metrics"
+    """Topics are built from slugs only and parse back; anything else is a bad_topic.
+    The last level names the publishing source; the five-level form names none."""
+    topic = device_topic("alta", "loppa", "loppa-core1", "metrics", "snmp-alta")
+    assert topic == "driftsvakt/v1/alta/loppa/loppa-core1/metrics/snmp-alta"
     parsed = parse_device_topic(topic)
-    assert ("alta", "loppa", "loppa-core1", "metrics") == (
-        parsed.location, parsed.municipality, parsed.device, parsed.stream)
+    assert ("alta", "loppa", "loppa-core1", "metrics", "snmp-alta") == (
+        parsed.location, parsed.municipality, parsed.device, parsed.stream, parsed.src)
+    assert parse_device_topic("driftsvakt/v1/alta/loppa/x/state").src is None
+    assert parse_device_topic("driftsvakt/v1/alta/loppa/x/state/pc-1.lan").src == "pc-1.lan"
     assert ack_topic("alta", "snmp-alta-1") == "driftsvakt/v1/_ack/alta/snmp-alta-1"
     for bad in ("driftsvakt/v1/alta/loppa/x", "driftsvakt/v2/a/b/c/metrics",
-                "driftsvakt/v1/Alta/loppa/x/metrics", "driftsvakt/v1/a/b/c/logs"):
+                "driftsvakt/v1/Alta/loppa/x/metrics", "driftsvakt/v1/a/b/c/logs",
+                "driftsvakt/v1/a/b/c/state/Snmp", "driftsvakt/v1/a/b/c/state/",
+                "driftsvakt/v1/a/b/c/state/s/t"):
         with pytest.raises(Rejected) as caught:
             parse_device_topic(bad)
         assert caught.value.reason == "bad_topic"
     with pytest.raises(Rejected):
-        device_topic("alta", "lop pa", "x", "metrics")
+        device_topic("alta", "lop pa", "x", "metrics", "snmp-alta")
+    with pytest.raises(Rejected):
+        device_topic("alta", "loppa", "x", "metrics", "snmp/alta")
 
 
 @settings(max_examples=400, deadline=None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hypothesis import given, settings
@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 from monitor.ingest import Ingest, LogLimiter
 from monitor.state import State
 
-TOPIC = "driftsvakt/v1/alta/loppa/loppa-sw1/state"
+TOPIC = "driftsvakt/v1/alta/loppa/loppa-sw1/state/snmp-alta-1"
 NOW = 1_790_000_000.0
 
 
@@ -122,6 +122,32 @@ def test_rejected_payload_counts_as_processed_only_in_order() -> None:
     assert "loppa-sw2" not in ingest.state.devices
 
 
+def test_only_the_sources_own_topic_speaks_for_it() -> None:
+    """An event, good or bad, naming snmp-alta-1 on a PC agent's topic or on a topic
+    that names no source is dead-lettered and uses up none of snmp-alta-1's seqs, so
+    its real next event is applied; with engine.bind_src off, the five-level topic
+    counts as before."""
+    ingest, counters = make()
+    foreign = "driftsvakt/v1/alta/loppa/loppa-sw1/state/pc-1"
+    unbound = "driftsvakt/v1/alta/loppa/loppa-sw1/state"
+    _, good = state_event(1, "down")
+    bad = b'{"v":1,"ts":1,"src":"snmp-alta-1","seq":1,"device":"loppa-sw1"}'
+    effects = ingest.process([(foreign, good), (unbound, good), (foreign, bad),
+                              (unbound, bad)], NOW)
+    assert ({}, "loppa-sw1" in ingest.state.devices) == (effects.progress, False)
+    assert {"src_mismatch": 1, "unbound_src": 1, "invalid": 2} == dict(
+        counters.rejected_by_reason)
+    effects = ingest.process([state_event(1, "up")], NOW)
+    assert ({"snmp-alta-1": 1}, "up") == (effects.progress,
+                                          ingest.state.devices["loppa-sw1"].state)
+    legacy, _ = make()
+    legacy.bounds = replace(legacy.bounds, bind_src=False)
+    effects = legacy.process([(unbound, bad), (unbound, state_event(2, "down")[1]),
+                              (foreign, state_event(3)[1])], NOW)
+    assert ({"snmp-alta-1": 2}, "down") == (effects.progress,
+                                            legacy.state.devices["loppa-sw1"].state)
+
+
 def test_log_limiter_allows_once_per_key_per_period() -> None:
     """One line per (source, reason) per minute; other keys are independent."""
     limiter = LogLimiter(period=60)
@@ -154,8 +180,13 @@ def test_skips_go_to_the_batch_and_the_log_names_every_one() -> None:
 def _forgery(draw: st.DrawFn) -> tuple[str, int, int | None, float]:
     """An event with the real source's src that breaks one bound: a time too far
     ahead or too old (with any seq the real source sends, its next one included), or
-    a seq too far ahead of anything the source has sent."""
-    kind = draw(st.sampled_from(["future", "late", "jump"]))
+    a seq too far ahead of anything the source has sent; or any event at all under its
+    src on a topic that is not the source's own: another source's (a PC agent's
+    credential publishes only there) or one that names no source."""
+    kind = draw(st.sampled_from(["future", "late", "jump", "foreign", "unbound"]))
+    if kind in ("foreign", "unbound"):
+        return kind, draw(st.integers(1, 2**63 - 1)), draw(st.one_of(st.none(), st.just(1))), \
+            NOW - 1
     if kind == "future":
         return kind, draw(st.integers(1, 200)), None, NOW + draw(st.floats(301, 1e12))
     if kind == "late":
@@ -172,8 +203,8 @@ def test_a_real_source_is_applied_in_order_exactly_once_whatever_else_arrives(
         forgeries: list[tuple[str, int, int | None, float]], rng: random.Random,
         total: int) -> None:
     """The real source's events 1..total, each delivered once or twice, interleaved
-    (after its first) with out-of-bounds forgeries under its src: the state sees
-    exactly 1..total, in order, and every forgery is rejected with its reason."""
+    with forgeries under its src: the state sees exactly 1..total, in order, and every
+    forgery is rejected with its reason."""
     ingest, counters = make()
     applied: list[float] = []
 
@@ -186,14 +217,23 @@ def test_a_real_source_is_applied_in_order_exactly_once_whatever_else_arrives(
     stream += [_metrics_event(k) for k in rng.sample(range(1, total + 1), total // 3)]
     stream.sort(key=lambda item: item[0])  # duplicates right after their original
     messages = [message for _, message in stream]
-    for _, seq, floor, ts in forgeries:
-        # after the source's first event: a src the engine has never seen is anyone's
-        # to claim, and only the broker's identities can stop that (docs/security.md)
-        messages.insert(rng.randrange(1, len(messages) + 1), _metrics_event(seq, floor, ts)[1])
+    topics = {"foreign": "driftsvakt/v1/alta/loppa/loppa-sw1/metrics/pc-1",
+              "unbound": "driftsvakt/v1/alta/loppa/loppa-sw1/metrics"}
+    for kind, seq, floor, ts in sorted(forgeries, key=lambda f: f[0] in topics):
+        _, (topic, payload) = _metrics_event(seq, floor, ts)
+        if kind in topics:
+            # anywhere, the source's first event included: the topic gives it away
+            messages.insert(rng.randrange(0, len(messages) + 1), (topics[kind], payload))
+        else:
+            # on the source's own topic only its identity can publish: these are the
+            # source itself gone wrong, after its first event (a src the engine has
+            # never seen has no progress to be ahead of)
+            messages.insert(rng.randrange(1, len(messages) + 1), (topic, payload))
     for message in messages:
         ingest.process([message], NOW)
     assert [float(k) for k in range(1, total + 1)] == applied
-    reason = {"future": "future", "late": "late", "jump": "seq_jump"}
+    reason = {"future": "future", "late": "late", "jump": "seq_jump",
+              "foreign": "src_mismatch", "unbound": "unbound_src"}
     assert Counter(reason[kind] for kind, *_ in forgeries) == \
         +Counter(dict(counters.rejected_by_reason))
 
@@ -205,4 +245,5 @@ def _metrics_event(seq: int, floor: int | None = 1, ts: float = NOW - 1
                                "samples": [{"name": "produced", "value": float(seq)}]}
     if floor is not None:
         body["floor"] = floor
-    return seq, ("driftsvakt/v1/alta/loppa/loppa-sw1/metrics", json.dumps(body).encode())
+    return seq, ("driftsvakt/v1/alta/loppa/loppa-sw1/metrics/snmp-alta-1",
+                 json.dumps(body).encode())
