@@ -20,7 +20,14 @@ from collectors.snmp.poller import SnmpPoller
 from collectors.traps.receiver import TrapReceiver
 from demo.simulated_snmp import SimulatedAgents
 from monitor.config import Config, load_config
-from monitor.events import Event, MetricsEvent, StateEvent, TrapEvent, decode_event
+from monitor.events import (
+    Event,
+    MetricsEvent,
+    StateEvent,
+    TrapEvent,
+    decode_event,
+    parse_device_topic,
+)
 from tests.servers import Mosquitto, free_udp_port
 
 pytestmark = pytest.mark.integration
@@ -104,8 +111,8 @@ async def test_net_snmp_tools_read_the_model(tmp_path: Path) -> None:
 async def _events(client: aiomqtt.Client) -> AsyncIterator[tuple[str, str, Event]]:
     async for message in client.messages:
         assert isinstance(message.payload, bytes)
-        parts = message.topic.value.split("/")
-        yield parts[-2], parts[-1], decode_event(parts[-1], message.payload)
+        where = parse_device_topic(message.topic.value)
+        yield where.device, where.stream, decode_event(where.stream, message.payload)
 
 
 async def _next(events: AsyncIterator[tuple[str, str, Event]], device: str, stream: str,
