@@ -16,7 +16,7 @@ from typing import Annotated, Final, Literal
 from monitor.yamlmodel import Check, Problems, convert, is_missing, load_documents
 
 __all__ = ["SHIPPED", "Column", "Module", "Ratio", "Scalar", "Table", "load_modules",
-           "modules_for"]
+           "modules_for", "scaled"]
 
 SHIPPED: Final = Path(__file__).parent / "modules"
 
@@ -30,6 +30,16 @@ def _oid(value: str) -> str | None:
 
 Oid = Annotated[str, Check(_oid)]
 Kind = Literal["gauge", "counter32", "counter64"]
+
+
+def scaled(raw: float, scale: float) -> float:
+    """``raw`` in the unit a scale of 0.1, 0.01 … names, divided rather than multiplied:
+    41 x 0.1 is 4.1000000000000005, 41 / 10 is 4.1, as the MIB means it."""
+    if 0 < scale < 1:
+        divisor = round(1 / scale)
+        if abs(divisor * scale - 1) < 1e-12:
+            return raw / divisor
+    return raw * scale
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +61,7 @@ class Scalar:
         if (self.min is not None and raw < self.min) or (self.max is not None and
                                                           raw > self.max):
             return None
-        return raw * self.scale
+        return scaled(raw, self.scale)
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ from collectors.common.publisher import Emitter
 from collectors.snmp.client import CollectError, Session, SnmpSession, Value
 from collectors.snmp.community import CommunitySession, UdpRequester
 from collectors.snmp.metrics import PollerMetrics
-from collectors.snmp.modules import Module, Table, modules_for
+from collectors.snmp.modules import Module, Table, modules_for, scaled
 from collectors.snmp.text import bounded
 from monitor.config import Config, Device
 from monitor.events import DeviceStateName, Sample
@@ -120,7 +120,7 @@ def _table_samples(table: Table, columns: dict[str, dict[str, Value]]) -> list[S
                         column.min is not None and value.number < column.min) or (
                         column.max is not None and value.number > column.max):
                     continue  # no value, or the device's way of saying it does not know
-                samples.append(Sample(name=column.name, value=value.number * scale,
+                samples.append(Sample(name=column.name, value=scaled(value.number, scale),
                                       labels=labels_of(index), kind=kind))
     for ratio in table.ratios:
         divisors = columns.get(ratio.denominator, {})

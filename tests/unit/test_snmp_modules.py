@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from collectors.snmp.client import Value
-from collectors.snmp.modules import load_modules, modules_for
+from collectors.snmp.modules import load_modules, modules_for, scaled
 from collectors.snmp.poller import samples_from
 
 
@@ -93,3 +93,10 @@ def test_an_apc_ups_reads_into_the_ups_mib_metrics() -> None:
                    "ups_estimated_charge_remaining_percent": 41,
                    "ups_estimated_minutes_remaining": pytest.approx(30.0),
                    "ups_seconds_on_battery": 120, "ups_output_load_percent": 37}
+
+
+def test_tenths_and_hundredths_are_divided_to_the_value_the_mib_means() -> None:
+    """41 tenths of an ampere is 4.1 A, not 4.1000000000000005 (41 x 0.1)."""
+    assert [4.1, 49.9, 2.3, 40.0, 1.75, -0.5] == [
+        scaled(41, 0.1), scaled(499, 0.1), scaled(230, 0.01), scaled(5, 8),
+        scaled(7, 0.25), scaled(-5, 0.1)]

@@ -1,0 +1,92 @@
+"""UPSes as they answer when they do not know, through snmpsim and the real poller.
+
+The recordings in tests/data/snmprec are written from UPS-MIB (RFC 1628) for the cases
+the shared recordings do not hold: a UPS on battery that reports its charge and
+minutes remaining as -1 (unknown), its battery status as 1 (unknown) and 0 s on
+battery (some report the time only after a while), with the MIB's 0.1 V, 0.1 Hz and
+0.1 A units; and a UPS network card that answers SNMP with no UPS-MIB at all.
+Expected values are read from those files and the MIB by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from collectors.common.publisher import Emitter
+from collectors.snmp.modules import load_modules
+from collectors.snmp.poller import SnmpPoller
+from monitor.config import load_config
+from tests.servers import snmpsim as serve
+from tests.servers import snmpsim_binary
+
+pytestmark = pytest.mark.integration
+
+RECORDINGS = Path(__file__).resolve().parents[1] / "data" / "snmprec"
+
+
+@pytest.fixture(scope="module")
+def snmpsim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    if snmpsim_binary() is None:
+        pytest.skip("snmpsim is not installed (the test command installs it)")
+    with serve(RECORDINGS, tmp_path_factory.mktemp("snmpsim-cache"), "ups-unknowns") as port:
+        yield port
+
+
+async def _poll(port: int, name: str, tmp_path: Path,
+                monkeypatch: pytest.MonkeyPatch) -> dict[tuple[str, str | None], float]:
+    """One poll of the recording ``name`` as a device of class ups; samples by (name,
+    line)."""
+    monkeypatch.setenv("DV_REC_COMMUNITY", name)
+    path = tmp_path / "estate.yaml"
+    path.write_text(yaml.safe_dump({
+        "locations": [{"id": "alta", "name": "Alta"}],
+        "municipalities": [{"id": "alta", "name": "Alta"}],
+        "sites": [{"id": "dc", "name": "DC", "location": "alta", "municipality": "alta"}],
+        "snmp_profiles": [{"id": "rec", "version": "2c", "port": port, "timeout": 10,
+                           "retries": 1, "community": {"env": "DV_REC_COMMUNITY"}}],
+        "devices": [{"id": "ups", "name": name, "class": "ups", "site": "dc",
+                     "address": "127.0.0.1", "snmp_profile": "rec"}],
+    }), encoding="utf-8")
+    config = load_config(path)
+
+    class Discard(Emitter):
+        async def emit(self, *args: Any, **kwargs: Any) -> int:
+            return 0
+
+    poller = SnmpPoller(config, "alta", Discard(), load_modules())
+    return {(s.name, s.labels.get("line")): s.value
+            for s in await poller.poll(config.devices["ups"]) if s.name.startswith("ups_")}
+
+
+async def test_unknowns_send_nothing_and_the_output_source_says_battery(
+        snmpsim: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """-1 charge and minutes and battery status 1 become no sample (no "battery at -1 %"
+    alert can follow); output source 5 is on battery with 0 s on battery; 0.1 units
+    are scaled."""
+    got = await _poll(snmpsim, "ups-unknowns", tmp_path, monkeypatch)
+    assert {
+        ("ups_seconds_on_battery", None): 0.0,  # .1.2.2.0 = 0
+        ("ups_battery_voltage_volts", None): 218.4,  # .1.2.5.0 = 2184 x 0.1 V
+        ("ups_battery_temperature_celsius", None): 23.0,  # .1.2.7.0
+        ("ups_output_source", None): 5.0,  # .1.4.1.0 = 5, battery
+        ("ups_on_battery", None): 1.0,  # by the output source alone
+        ("ups_output_frequency_hertz", None): 49.9,  # .1.4.2.0 = 499 x 0.1 Hz
+        ("ups_input_frequency_hertz", "1"): 0.0,  # mains gone
+        ("ups_input_voltage_volts", "1"): 0.0,
+        ("ups_output_voltage_volts", "1"): 230.0,  # .1.4.4.1.2.1, in volts
+        ("ups_output_current_amperes", "1"): 4.1,  # .1.4.4.1.3.1 = 41 x 0.1 A
+        ("ups_output_power_watts", "1"): 820.0,
+        ("ups_output_load_percent", "1"): 27.0,
+    } == got
+
+
+async def test_a_ups_without_ups_mib_sends_no_power_data(
+        snmpsim: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It answers (the device is up) but sends no ups_ sample: UpsNoPowerData, an
+    absence rule on ups_output_source, says so (rules/tests/power.test.yaml)."""
+    assert {} == await _poll(snmpsim, "ups-no-ups-mib", tmp_path, monkeypatch)
