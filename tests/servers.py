@@ -350,6 +350,7 @@ class TcpLink:
             except OSError:
                 client.close()
                 continue
+            server.settimeout(None)  # the 5 s were for connecting: an idle link stays up
             with self._lock:
                 self._open |= {client, server}
             for a, b in ((client, server), (server, client)):
@@ -387,13 +388,14 @@ class TcpLink:
 
 async def wait_ready(url: str, timeout: float = 10.0) -> None:
     """Until the engine at ``url`` answers /readyz 200 (subscribed: what is published
-    before that is not kept for it)."""
+    before that is not kept for it); an engine process still starting refuses first."""
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as http:
         while True:
-            async with http.get(f"{url}/readyz") as resp:
-                if resp.status == 200:
-                    return
+            with contextlib.suppress(aiohttp.ClientConnectorError):
+                async with http.get(f"{url}/readyz") as resp:
+                    if resp.status == 200:
+                        return
             if time.monotonic() > deadline:
                 raise AssertionError(f"engine not ready after {timeout} s")
             await asyncio.sleep(0.05)
