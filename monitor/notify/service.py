@@ -34,6 +34,7 @@ from monitor.notify.receivers import CHANNELS, Message, Outcome, send
 from monitor.notify.settings import ReceiverSettings
 from monitor.notify.templates import DEFAULTS, alert_view, render
 from monitor.rules.alerts import Alert
+from monitor.rules.inventory import Inventory
 from monitor.state import State
 from monitor.store.db import Store
 from monitor.yamlmodel import Problem, Problems
@@ -117,6 +118,7 @@ class NotifyService:
         self.escalator = Escalator({e.id: e for e in settings.escalations}, self.schedules)
         self.site_names = {s.id: s.name for s in config.sites.values()}
         self.municipality_names = {m.id: m.name for m in config.municipalities.values()}
+        self.inventory = Inventory.from_config(config)
         self.device_names = {d.id: d.name for d in config.devices.values()}
         try:
             secret = settings.ack_secret.resolve() if settings.ack_secret is not None else None
@@ -306,6 +308,11 @@ class NotifyService:
                               resolved_only=page.resolved_notice, step=page.step)
                 for page in pages]
 
+    def _behind_by(self, alert: Alert) -> dict[str, int] | None:
+        device = alert.device
+        return self.inventory.behind_by_municipality(device) if alert.behind and device \
+            else None
+
     def _message(self, flush: Flush, receiver_id: str, person: str | None, now: float,
                  resolved_only: bool = False, step: int = 0) -> tuple[str, str, bytes]:
         receiver = self.receivers[receiver_id]
@@ -320,7 +327,8 @@ class NotifyService:
                            alert.active_since, person or receiver_id, self.ack_ttl, now)
 
         views = [alert_view(a, self.settings.external_url, self.site_names,
-                            self.device_names, link(a), language, self.municipality_names)
+                            self.device_names, link(a), language, self.municipality_names,
+                            self._behind_by(a))
                  for a in firing]
         done = [alert_view(a, self.settings.external_url, self.site_names,
                            self.device_names, None, language, self.municipality_names)

@@ -42,7 +42,8 @@ DEFAULTS: Final[dict[str, dict[str, str]]] = {
             "{% if a.value is not none %}  Verdi: {{ a.value }}\n{% endif %}"
             "  Siden: {{ a.since }}\n"
             "{% if a.behind == 1 %}  1 enhet bak denne er utilgjengelig\n"
-            "{% elif a.behind %}  {{ a.behind }} enheter bak denne er utilgjengelige\n"
+            "{% elif a.behind %}  {{ a.behind }} enheter bak denne er utilgjengelige"
+            "{% if a.behind_in %} ({{ a.behind_in }}){% endif %}\n"
             "{% endif %}"
             "  Detaljer: {{ a.url }}\n"
             "{% if a.ack_url %}  Kvitter: {{ a.ack_url }}\n{% endif %}"
@@ -72,7 +73,8 @@ DEFAULTS: Final[dict[str, dict[str, str]]] = {
             "{% if a.value is not none %}  Value: {{ a.value }}\n{% endif %}"
             "  Since: {{ a.since }}\n"
             "{% if a.behind == 1 %}  1 device behind it is unreachable\n"
-            "{% elif a.behind %}  {{ a.behind }} devices behind it are unreachable\n"
+            "{% elif a.behind %}  {{ a.behind }} devices behind it are unreachable"
+            "{% if a.behind_in %} ({{ a.behind_in }}){% endif %}\n"
             "{% endif %}"
             "  Details: {{ a.url }}\n"
             "{% if a.ack_url %}  Acknowledge: {{ a.ack_url }}\n{% endif %}"
@@ -98,10 +100,11 @@ def _local(ts: float | None) -> str:
 
 def alert_view(alert: Alert, external_url: str, site_names: dict[str, str],
                device_names: dict[str, str], ack_url: str | None,
-               language: str = "en", municipality_names: dict[str, str] | None = None
-               ) -> dict[str, Any]:
+               language: str = "en", municipality_names: dict[str, str] | None = None,
+               behind_by: dict[str, int] | None = None) -> dict[str, Any]:
     """An alert as templates see it; its summary in ``language`` where the rule gives
-    one (``summary_nb``), else the rule's ``summary``."""
+    one (``summary_nb``), else the rule's ``summary``. ``behind_by``: the devices
+    behind it per municipality, named in ``behind_in`` ("Hasvik kommune 105, …")."""
     device = alert.labels.get("device") or alert.labels.get("instance", "")
     site = alert.labels.get("site", "")
     municipality = alert.labels.get("municipality", "")
@@ -119,6 +122,10 @@ def alert_view(alert: Alert, external_url: str, site_names: dict[str, str],
         "value": None if alert.value is None else round(alert.value, 3),
         "since": _local(alert.active_since), "resolved": _local(alert.resolved_at),
         "behind": alert.behind, "labels": alert.labels,
+        "behind_in": ", ".join(
+            f"{(municipality_names or {}).get(m, m)} {n}" for m, n in
+            sorted((behind_by or {}).items(), key=lambda item: (-item[1], item[0])))
+        if alert.behind else "",
         "url": f"{external_url.rstrip('/')}/alerts/{alert.fingerprint}",
         "ack_url": ack_url,
     }

@@ -81,6 +81,16 @@ class Inventory:
             stack.extend(self.children.get(child, ()))
         return out
 
+    def behind_by_municipality(self, device: str) -> dict[str, int]:
+        """Of the devices behind ``device``, how many in each municipality: a switch at
+        the centre can cut off several municipalities, and the page says which."""
+        counts: dict[str, int] = {}
+        for child in self.descendants(device):
+            info = self.devices.get(child)
+            if info is not None:
+                counts[info.municipality] = counts.get(info.municipality, 0) + 1
+        return counts
+
     def behind(self, device: str) -> int:
         """How many devices reach the centre only through ``device``."""
         count = self._behind.get(device)

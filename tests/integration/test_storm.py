@@ -16,7 +16,8 @@ calendar at the alert's time, which is what a shifted clock would change).
 
 What must hold, in both: one message to whoever is told (the operators' channel in
 office hours, the on-call person after hours), naming the core switch and the 315
-devices behind it; nothing for anything behind it; after the recovery, every device up
+devices behind it with the three municipalities they are in (105 each); nothing for
+anything behind it; after the recovery, every device up
 and nothing pending, so no page can follow; one resolved notice to each who was told.
 """
 
@@ -333,7 +334,8 @@ def _check(storm: Storm, recipient: str) -> None:
     (fired_subject, fired_body), (resolved_subject, resolved_body) = sent
     assert fired_subject.startswith("[ALARM:1] DeviceDown – Datasenteret"), fired_subject
     assert "(core)" in fired_body, fired_body
-    assert "315 enheter bak denne" in fired_body, fired_body
+    assert ("315 enheter bak denne er utilgjengelige (Hasvik kommune 105, Kvalsund kommune "
+            "105, Loppa kommune 105)") in fired_body, fired_body
     assert resolved_subject.startswith("[OK] DeviceDown – Datasenteret"), resolved_subject
     assert resolved_body.startswith("LØST "), resolved_body
     assert ": DeviceDown på core (Datasenteret)" in resolved_body, resolved_body

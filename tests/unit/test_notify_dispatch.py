@@ -18,6 +18,7 @@ from monitor.notify.settings import (
     ScheduleSettings,
     StepSettings,
 )
+from monitor.notify.templates import DEFAULTS, alert_view, render
 from monitor.officehours import Schedule
 from monitor.rules.alerts import Alert
 from monitor.rules.evaluator import RuleEngine
@@ -142,6 +143,26 @@ def test_a_storm_behind_a_core_switch_is_one_message(tmp_path: Path) -> None:
     assert 1 == len(sent)
     (only,) = sent[0].firing
     assert ("core", 300) == (only.device, only.behind)
+
+
+def test_the_page_names_the_municipalities_behind_a_down_switch() -> None:
+    """A centre switch with 2 devices of Hasvik and 3 of Loppa behind it (one through
+    another): the message counts 5 and names both, the larger first."""
+    devices = [DeviceInfo("core", "Kjerne", "switch", "dc", "Datasenteret", "loppa", "alta")]
+    devices += [DeviceInfo(f"h{i}", f"H{i}", "switch", "h", "H", "hasvik", "alta",
+                           parent="core") for i in range(2)]
+    devices += [DeviceInfo("l0", "L0", "switch", "l", "L", "loppa", "alta", parent="core")]
+    devices += [DeviceInfo(f"l{i}", f"L{i}", "ap", "l", "L", "loppa", "alta", parent="l0")
+                for i in (1, 2)]
+    inventory = Inventory.from_list(devices)
+    down = alert("core")
+    down.behind = inventory.behind("core")
+    names = {"hasvik": "Hasvik kommune", "loppa": "Loppa kommune"}
+    view = alert_view(down, "https://x", {}, {}, None, "nb", names,
+                      inventory.behind_by_municipality("core"))
+    assert "Loppa kommune 3, Hasvik kommune 2" == view["behind_in"]
+    body = render(DEFAULTS["nb"]["body"], {"firing": [view], "resolved": []})
+    assert "5 enheter bak denne er utilgjengelige (Loppa kommune 3, Hasvik kommune 2)" in body
 
 
 def test_escalation_steps_ack_and_resolved_notices() -> None:
