@@ -316,6 +316,33 @@ def test_topology_one_alert_for_the_switch_none_behind_it(tmp_path: Path) -> Non
     assert ["DeviceDown:dist", "NoData:srv"] == sorted(fired)
 
 
+def test_children_still_down_when_their_parent_returns_page_nobody_before_their_for(
+        tmp_path: Path) -> None:
+    """The switch answers again at 600 s; what is behind it was last polled down (at
+    10 s) and is re-polled 40 s later: their DeviceDown counts its 1 m from the parent's
+    return, not from 10 s, so nothing behind the switch fires; one still down after
+    that does."""
+    h = Harness(tmp_path, DOWN)
+    for device in ("core", "dist", "acc0", "acc1", "acc2", "srv", "ups"):
+        h.state_of(device, 0, "up")
+    for device in ("acc0", "acc1", "acc2", "ups", "dist"):
+        h.state_of(device, 10, "down")
+    h.tick(300)
+    h.state_of("dist", 600, "up")
+    for at in (601, 620, 639):
+        h.tick(at)
+        assert "pending" == h.shown()[("DeviceDown", "acc0")]
+        assert [] == [k for k, v in h.shown().items() if v == "firing"], at
+    for device in ("acc0", "acc1", "ups"):
+        h.state_of(device, 640, "up")
+    h.send(HeartbeatEvent(**h.base("srv", 640), interval=60))  # its agent is back too
+    h.tick(650)
+    assert not [k for k, v in h.shown().items() if v == "firing"]
+    h.tick(661)  # acc2 stays down: a minute after the parent came back, its own alert
+    assert {("DeviceDown", "acc2"): "firing"} == {
+        k: v for k, v in h.shown().items() if v == "firing"}
+
+
 def test_a_device_down_on_its_own_alerts(tmp_path: Path) -> None:
     h = Harness(tmp_path, DOWN)
     h.state_of("acc1", 0, "down")
