@@ -46,6 +46,10 @@ def _check_config(args: argparse.Namespace) -> int:
 
     try:
         config = load_config(args.path)
+        if config.poller.modules:  # the site's own SNMP modules are config too
+            from collectors.snmp.modules import load_modules
+
+            load_modules(extra=config.module_dirs())
     except Problems as exc:
         return _print_problems(exc, args.path)
     print(f"ok: {config.summary()}")

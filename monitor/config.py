@@ -265,6 +265,13 @@ class TrapSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class PollerSettings:
+    # directories of the site's own SNMP modules (YAML, as collectors/snmp/modules);
+    # relative to the config's directory; a module named as a shipped one replaces it
+    modules: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
 class EngineSettings:
     http_host: Address = "127.0.0.1"
     http_port: Annotated[int, Check(lambda v: None if 0 <= v < 65536 else "not a port")] = 9810
@@ -354,6 +361,7 @@ class _File:
     engine: EngineSettings | None = None
     outbox: OutboxSettings | None = None
     traps: TrapSettings | None = None
+    poller: PollerSettings | None = None
     notifications: NotificationSettings | None = None
 
 
@@ -373,9 +381,16 @@ class Config:
     # built once from office_hours at load: a schedule is asked about on every scrape
     schedules: dict[str, Schedule] = field(default_factory=dict)
     traps: TrapSettings = field(default_factory=TrapSettings)
+    poller: PollerSettings = field(default_factory=PollerSettings)
     users: dict[str, ApiUser] = field(default_factory=dict)
     notifications: NotificationSettings = field(default_factory=NotificationSettings)
     services: dict[str, ServiceSpec] = field(default_factory=dict)
+
+    def module_dirs(self) -> list[Path]:
+        """``poller.modules``, relative ones from the config's own directory."""
+        source = Path(self.source)
+        base = source if source.is_dir() else source.parent
+        return [base / d for d in self.poller.modules]
 
     def summary(self) -> str:
         classes = Counter(d.device_class for d in self.devices.values())
@@ -452,7 +467,7 @@ def _read_file(doc: Document, root: yaml.MappingNode, records: dict[str, dict[st
         if name in _LISTS:
             (item_tp,) = typing.get_args(hints[name])
             _collect_list(doc, name, value_node, item_tp, records, typed)
-        elif name in ("engine", "outbox", "traps", "notifications"):
+        elif name in ("engine", "outbox", "traps", "poller", "notifications"):
             value = convert(doc, value_node, hints[name], name)
             if name in singletons:
                 other = singletons[name][1]
@@ -498,6 +513,7 @@ def load_config(path: str | Path) -> Config:
     engine = singletons.get("engine", (EngineSettings(), None))[0]
     outbox = singletons.get("outbox", (OutboxSettings(), None))[0]
     traps = singletons.get("traps", (TrapSettings(), None))[0]
+    poller = singletons.get("poller", (PollerSettings(), None))[0]
     return Config(
         locations=typed["locations"],
         municipalities=typed["municipalities"],
@@ -511,6 +527,7 @@ def load_config(path: str | Path) -> Config:
         engine=engine,
         outbox=outbox,
         traps=traps,
+        poller=poller,
         users=typed["users"],
         services=typed["services"],
         notifications=singletons.get("notifications", (NotificationSettings(), None))[0],

@@ -9,11 +9,12 @@ reported with file, line and key.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Final, Literal
 
-from monitor.yamlmodel import Check, Problems, convert, is_missing, load_documents
+from monitor.yamlmodel import Check, Problem, Problems, convert, is_missing, load_documents
 
 __all__ = ["SHIPPED", "Column", "Module", "Ratio", "Scalar", "Table", "load_modules",
            "modules_for", "scaled"]
@@ -131,16 +132,24 @@ class Module:
             sys_object_id == v or sys_object_id.startswith(v + ".") for v in self.vendors)
 
 
-def load_modules(directory: Path = SHIPPED) -> dict[str, Module]:
+def load_modules(directory: Path = SHIPPED, extra: Sequence[Path] = ()) -> dict[str, Module]:
+    """The shipped modules, then each of a site's own directories (config:
+    ``poller.modules``) in order: a module named as one already loaded replaces it, so
+    a site can correct a shipped module without editing the package."""
     modules: dict[str, Module] = {}
-    docs = load_documents(directory)
-    for doc in docs:
-        if doc.root is None:
+    problems: list[Problem] = []
+    for where in (directory, *extra):
+        if not where.is_dir():
+            problems.append(Problem(str(where), 0, "", "no such directory of SNMP modules"))
             continue
-        module = convert(doc, doc.root, Module)
-        if not is_missing(module):
-            modules[module.name] = module
-    problems = [p for d in docs for p in d.problems]
+        docs = load_documents(where)
+        for doc in docs:
+            if doc.root is None:
+                continue
+            module = convert(doc, doc.root, Module)
+            if not is_missing(module):
+                modules[module.name] = module
+        problems += [p for d in docs for p in d.problems]
     if problems:
         raise Problems(problems)
     return modules

@@ -30,7 +30,7 @@ async def run_snmp(config_path: str, location: str, http_port: int | None = None
     try:
         config = load_for(config_path, location)
         try:
-            modules = load_modules()
+            modules = load_modules(extra=config.module_dirs())
         except Problems as exc:
             raise CannotStart(str(exc)) from None
         async with collector_context(config, location, "snmp") as ctx:

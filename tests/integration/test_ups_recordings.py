@@ -37,10 +37,10 @@ def snmpsim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         yield port
 
 
-async def _poll(port: int, name: str, tmp_path: Path,
-                monkeypatch: pytest.MonkeyPatch) -> dict[tuple[str, str | None], float]:
+async def _poll(port: int, name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                own_modules: str | None = None) -> dict[tuple[str, str | None], float]:
     """One poll of the recording ``name`` as a device of class ups; samples by (name,
-    line)."""
+    line), of UPS-MIB and of ``own_modules``, a site's module directory."""
     monkeypatch.setenv("DV_REC_COMMUNITY", name)
     path = tmp_path / "estate.yaml"
     path.write_text(yaml.safe_dump({
@@ -51,6 +51,7 @@ async def _poll(port: int, name: str, tmp_path: Path,
                            "retries": 1, "community": {"env": "DV_REC_COMMUNITY"}}],
         "devices": [{"id": "ups", "name": name, "class": "ups", "site": "dc",
                      "address": "127.0.0.1", "snmp_profile": "rec"}],
+        **({"poller": {"modules": [own_modules]}} if own_modules else {}),
     }), encoding="utf-8")
     config = load_config(path)
 
@@ -58,9 +59,10 @@ async def _poll(port: int, name: str, tmp_path: Path,
         async def emit(self, *args: Any, **kwargs: Any) -> int:
             return 0
 
-    poller = SnmpPoller(config, "alta", Discard(), load_modules())
+    poller = SnmpPoller(config, "alta", Discard(), load_modules(extra=config.module_dirs()))
     return {(s.name, s.labels.get("line")): s.value
-            for s in await poller.poll(config.devices["ups"]) if s.name.startswith("ups_")}
+            for s in await poller.poll(config.devices["ups"])
+            if s.name.startswith(("ups_", "acme_"))}
 
 
 async def test_unknowns_send_nothing_and_the_output_source_says_battery(
@@ -90,3 +92,17 @@ async def test_a_ups_without_ups_mib_sends_no_power_data(
     """It answers (the device is up) but sends no ups_ sample: UpsNoPowerData, an
     absence rule on ups_output_source, says so (rules/tests/power.test.yaml)."""
     assert {} == await _poll(snmpsim, "ups-no-ups-mib", tmp_path, monkeypatch)
+
+
+async def test_a_sites_own_module_reads_its_vendors_oids(
+        snmpsim: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A module in the site's own directory (poller.modules), for the vendor the
+    recording's sysObjectID names, is read beside UPS-MIB: .99999.5.1.0 = 27."""
+    (tmp_path / "modules").mkdir()
+    (tmp_path / "modules" / "acme.yaml").write_text(
+        "name: acme_ups\nclasses: [ups]\nvendors: [1.3.6.1.4.1.99999.1]\nscalars:\n"
+        "  - {name: acme_load_percent, oid: 1.3.6.1.4.1.99999.5.1.0}\n", encoding="utf-8")
+    got = await _poll(snmpsim, "ups-unknowns", tmp_path, monkeypatch, "modules")
+    assert 27.0 == got[("acme_load_percent", None)]
+    assert 5.0 == got[("ups_output_source", None)]
+    assert {} == await _poll(snmpsim, "ups-no-ups-mib", tmp_path, monkeypatch, "modules")

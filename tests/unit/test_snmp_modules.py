@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from collectors.snmp.client import Value
 from collectors.snmp.modules import load_modules, modules_for, scaled
 from collectors.snmp.poller import samples_from
+from monitor.config import load_config
+from monitor.yamlmodel import Problems
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_shipped_modules_load_and_are_chosen_by_class_and_vendor() -> None:
@@ -100,3 +108,35 @@ def test_tenths_and_hundredths_are_divided_to_the_value_the_mib_means() -> None:
     assert [4.1, 49.9, 2.3, 40.0, 1.75, -0.5] == [
         scaled(41, 0.1), scaled(499, 0.1), scaled(230, 0.01), scaled(5, 8),
         scaled(7, 0.25), scaled(-5, 0.1)]
+
+
+def test_a_sites_own_modules_add_and_replace_and_are_checked(tmp_path: Path) -> None:
+    """poller.modules: a site's directory adds a vendor module and replaces a shipped
+    one by name; `check config` loads it, and a broken one is reported by file, line
+    and key."""
+    own = tmp_path / "snmp-modules"
+    own.mkdir()
+    (own / "vendor.yaml").write_text(
+        "name: acme_ups\nclasses: [ups]\nvendors: [1.3.6.1.4.1.99999]\nscalars:\n"
+        "  - {name: acme_load_percent, oid: 1.3.6.1.4.1.99999.5.1.0}\n", encoding="utf-8")
+    (own / "ucd.yaml").write_text("name: ucd\nclasses: [server]\n", encoding="utf-8")
+    estate = tmp_path / "estate.yaml"
+    estate.write_text(
+        "locations: [{id: alta, name: Alta}]\nmunicipalities: [{id: alta, name: Alta}]\n"
+        "poller: {modules: [snmp-modules]}\n", encoding="utf-8")
+    config = load_config(estate)
+    modules = load_modules(extra=config.module_dirs())
+    assert ["acme_ups", "system", "ups_mib"] == sorted(
+        m.name for m in modules_for("ups", modules, "1.3.6.1.4.1.99999.2"))
+    assert ([], []) == (modules["ucd"].scalars, modules["ucd"].tables)  # replaced
+    ok = subprocess.run([sys.executable, "-m", "monitor.cli", "check", "config", str(estate)],
+                        capture_output=True, text=True, check=False, cwd=ROOT)
+    assert (0, "") == (ok.returncode, ok.stderr)
+    (own / "broken.yaml").write_text("name: broken\nclasses: [ups]\nscalars:\n"
+                                     "  - {name: x, oid: not-an-oid}\n", encoding="utf-8")
+    bad = subprocess.run([sys.executable, "-m", "monitor.cli", "check", "config",
+                          str(estate)], capture_output=True, text=True, check=False, cwd=ROOT)
+    assert 1 == bad.returncode
+    assert f"{own / 'broken.yaml'}:4: scalars[0].oid:" in bad.stderr, bad.stderr
+    with pytest.raises(Problems, match="no such directory of SNMP modules"):
+        load_modules(extra=[tmp_path / "nowhere"])
