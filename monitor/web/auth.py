@@ -7,9 +7,11 @@ corrects the SLA, reloads rules, reads the audit log). With no users configured,
 reads are open and every change is refused.
 
 A browser cannot send a bearer header when following a link, so ``/login`` trades a
-token for an HttpOnly, SameSite=Strict cookie. The cookie is honoured for reads, and
-for the console's own forms only with their form token (an HMAC of the cookie under a
-key this process drew at start), so a forged cross-site form can change nothing.
+token for a server-side session (monitor.web.sessions) whose id is an HttpOnly,
+SameSite=Strict cookie. The cookie is honoured for the pages' reads, and for the
+console's own forms only with their form token (an HMAC of the cookie under a key
+this process drew at start), so a forged cross-site form can change nothing; the API
+takes bearer tokens only.
 """
 
 from __future__ import annotations
@@ -24,13 +26,14 @@ import structlog
 from aiohttp import web
 
 from monitor.config import ApiUser, Config
+from monitor.web.sessions import Sessions
 
 __all__ = ["COOKIE", "CSRF_FIELD", "Auth", "Handler", "problem"]
 
 log = structlog.get_logger(__name__)
 
 ROLES: Final = {"viewer": 0, "operator": 1, "admin": 2}
-COOKIE: Final = "driftsvakt_token"
+COOKIE: Final = "driftsvakt_session"
 CSRF_FIELD: Final = "csrf"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 UserHandler = Callable[[web.Request, ApiUser | None], Awaitable[web.StreamResponse]]
@@ -43,6 +46,7 @@ def problem(status: int, detail: str) -> web.Response:
 class Auth:
     def __init__(self, config: Config) -> None:
         self.tokens: dict[bytes, ApiUser] = {}
+        self.sessions = Sessions()
         self._form_key = secrets.token_bytes(32)
         for user in config.users.values():
             if user.token_sha256 is not None:
@@ -55,6 +59,7 @@ class Auth:
                 log.error("api_user_token_unavailable", user=user.id, error=str(exc))
                 continue
             self.tokens[hashlib.sha256(token.encode()).digest()] = user
+        self.by_id = {u.id: u for u in self.tokens.values()}
 
     def user_for_token(self, token: str) -> ApiUser | None:
         """The user whose token this is; None for anything else, including an empty
@@ -70,18 +75,25 @@ class Auth:
                 found = user
         return found
 
-    def user_of(self, request: web.Request) -> ApiUser | web.Response | None:
+    def session_user(self, request: web.Request) -> ApiUser | None:
+        """The user signed in with this request's session cookie, if any."""
+        sid = request.cookies.get(COOKIE)
+        uid = None if sid is None else self.sessions.user(sid)
+        return None if uid is None else self.by_id.get(uid)
+
+    def user_of(self, request: web.Request, page: bool = False
+                ) -> ApiUser | web.Response | None:
+        """Who asks: a bearer token anywhere, or on a page's read the session cookie."""
         if not self.tokens:
             return None  # no users configured: reads are open, changes refused
         header = request.headers.get("Authorization", "")
         if header.startswith("Bearer "):
-            token = header[7:]
-        elif request.method in ("GET", "HEAD") and COOKIE in request.cookies:
-            token = request.cookies[COOKIE]
-        else:
-            return problem(401, "send Authorization: Bearer <token>")
-        user = self.user_for_token(token)
-        return user if user is not None else problem(401, "unknown token")
+            user = self.user_for_token(header[7:])
+            return user if user is not None else problem(401, "unknown token")
+        if page and request.method in ("GET", "HEAD") and COOKIE in request.cookies:
+            user = self.session_user(request)
+            return user if user is not None else problem(401, "sign in at /login")
+        return problem(401, "send Authorization: Bearer <token>")
 
     def form_token(self, request: web.Request) -> str:
         """The token the console's forms carry: bound to the credential this request
@@ -97,12 +109,11 @@ class Auth:
         together with the form token of the page the form came from."""
         if not self.tokens or request.headers.get("Authorization", "").startswith("Bearer "):
             return self.user_of(request)
-        cookie = request.cookies.get(COOKIE)
-        if cookie is None:
+        if COOKIE not in request.cookies:
             return problem(401, "sign in at /login")
-        user = self.user_for_token(cookie)
+        user = self.session_user(request)
         if user is None:
-            return problem(401, "unknown token")
+            return problem(401, "sign in at /login")
         form = await request.post()
         sent = form.get(CSRF_FIELD)
         if not isinstance(sent, str) or not sent.isascii() or not hmac.compare_digest(
@@ -118,7 +129,7 @@ class Auth:
         """``page``: a browser's page, sent to /login instead of a 401; ``form``: a
         console form, which may come with the cookie and its form token."""
         async def guarded(request: web.Request) -> web.StreamResponse:
-            user = await self.form_user(request) if form else self.user_of(request)
+            user = await self.form_user(request) if form else self.user_of(request, page)
             if isinstance(user, web.Response):
                 if page and user.status == 401:
                     raise web.HTTPSeeOther("/login")

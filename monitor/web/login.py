@@ -1,5 +1,7 @@
-"""Sign-in for browsers: a token for an HttpOnly, SameSite=Strict cookie, honoured for
-reads and, with their form token, the console's forms (monitor.web.auth)."""
+"""Sign-in for browsers: a token for a server-side session (monitor.web.sessions) whose
+id is an HttpOnly, SameSite=Strict cookie, honoured for the pages' reads and, with
+their form token, the console's forms (monitor.web.auth); sign-out ends the session,
+or every session of the user."""
 
 from __future__ import annotations
 
@@ -73,12 +75,26 @@ class Login:
                 "<a href=/login>Prøv igjen</a></p>"))
         where = f"/sla/{user.municipality}" if user.role == "viewer" else "/"
         response = web.HTTPSeeOther(where)
-        response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", max_age=12 * 3600,
-                            secure=request.secure)
-        log.info("portal_login", user=user.id)
+        old = request.cookies.get(COOKIE)
+        if old is not None:
+            self.auth.sessions.end(old)  # a new sign-in is a new session, never the old id
+        sid = self.auth.sessions.start(user.id)
+        response.set_cookie(COOKIE, sid, httponly=True, samesite="Strict",
+                            max_age=int(self.auth.sessions.max_age), secure=request.secure)
+        log.info("portal_login", user=user.id, address=address)
         raise response
 
-    async def logout(self, _: web.Request) -> web.StreamResponse:
+    async def logout(self, request: web.Request) -> web.StreamResponse:
+        """Ends this session; with ``everywhere`` in the form, every session of its user
+        (a lost laptop). Same-site only: the cookie is SameSite=Strict."""
+        sid = request.cookies.get(COOKIE)
+        form = await request.post()
+        user = None if sid is None else self.auth.sessions.end(sid)
+        if user is not None and form.get("everywhere"):
+            ended = self.auth.sessions.end_all(user) + 1
+            log.info("portal_logout_everywhere", user=user, sessions=ended)
+        elif user is not None:
+            log.info("portal_logout", user=user)
         response = web.HTTPSeeOther("/login")
         response.del_cookie(COOKIE)
         raise response

@@ -16,15 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from collectors.common.publisher import Emitter
 from collectors.snmp.client import Value
 from collectors.snmp.modules import load_modules, modules_for
-from collectors.snmp.poller import SnmpPoller, samples_from
-from monitor.config import load_config
+from collectors.snmp.poller import samples_from
 from tests.servers import snmpsim as serve
 from tests.servers import snmpsim_binary
+from tests.snmp_poll import poll_recording
 
 pytestmark = pytest.mark.integration
 
@@ -99,25 +97,7 @@ def snmpsim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
 async def _poll(snmpsim: int, name: str, device_class: str, tmp_path: Path,
                 monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """One poll by the real poller of the recording ``name`` served by snmpsim."""
-    monkeypatch.setenv("DV_REC_COMMUNITY", name)
-    path = tmp_path / "estate.yaml"
-    path.write_text(yaml.safe_dump({
-        "locations": [{"id": "alta", "name": "Alta"}],
-        "municipalities": [{"id": "alta", "name": "Alta"}],
-        "sites": [{"id": "dc", "name": "DC", "location": "alta", "municipality": "alta"}],
-        "snmp_profiles": [{"id": "rec", "version": "2c", "port": snmpsim, "timeout": 10,
-                           "retries": 1, "community": {"env": "DV_REC_COMMUNITY"}}],
-        "devices": [{"id": "dev", "name": name, "class": device_class, "site": "dc",
-                     "address": "127.0.0.1", "snmp_profile": "rec"}],
-    }), encoding="utf-8")
-    config = load_config(path)
-
-    class Discard(Emitter):
-        async def emit(self, *args: Any, **kwargs: Any) -> int:
-            return 0
-
-    poller = SnmpPoller(config, "alta", Discard(), load_modules())
-    return list(await poller.poll(config.devices["dev"]))
+    return await poll_recording(snmpsim, name, device_class, tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize("name", sorted(DEVICES))

@@ -221,9 +221,7 @@ async def _run(tmp: Path, office_hours: bool) -> Storm:
         return await _storm(tmp, load_config(path), url, addresses, agent_devices, mailbox,
                             broker.port)
     finally:
-        if engine is not None:
-            engine.terminate()
-            await asyncio.to_thread(engine.wait, 30)
+        await _end(engine)
         broker.stop()
         smtp.stop()
 
@@ -232,6 +230,13 @@ def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         return subprocess.Popen([sys.executable, "-m", *args], stdout=out,
                                 stderr=subprocess.STDOUT, cwd=ROOT)
+
+
+async def _end(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM, as systemd stops it, and wait for the exit."""
+    if process is not None:
+        process.terminate()
+        await asyncio.to_thread(process.wait, 60)
 
 
 async def _get(session: aiohttp.ClientSession, url: str) -> Any:
@@ -312,9 +317,7 @@ async def _storm(tmp: Path, config: Config, url: str, addresses: dict[str, str],
             await asyncio.sleep(40)  # group_wait and more: anything else would have come
             return storm
     finally:
-        if agents is not None:
-            agents.terminate()
-            await asyncio.to_thread(agents.wait, 60)
+        await _end(agents)
         poller.stop()
         publisher.stop()
         await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)

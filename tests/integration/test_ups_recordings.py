@@ -12,17 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
-from collectors.common.publisher import Emitter
-from collectors.snmp.modules import load_modules
-from collectors.snmp.poller import SnmpPoller
-from monitor.config import load_config
 from tests.servers import snmpsim as serve
 from tests.servers import snmpsim_binary
+from tests.snmp_poll import poll_recording
 
 pytestmark = pytest.mark.integration
 
@@ -39,29 +34,10 @@ def snmpsim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
 
 async def _poll(port: int, name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                 own_modules: str | None = None) -> dict[tuple[str, str | None], float]:
-    """One poll of the recording ``name`` as a device of class ups; samples by (name,
-    line), of UPS-MIB and of ``own_modules``, a site's module directory."""
-    monkeypatch.setenv("DV_REC_COMMUNITY", name)
-    path = tmp_path / "estate.yaml"
-    path.write_text(yaml.safe_dump({
-        "locations": [{"id": "alta", "name": "Alta"}],
-        "municipalities": [{"id": "alta", "name": "Alta"}],
-        "sites": [{"id": "dc", "name": "DC", "location": "alta", "municipality": "alta"}],
-        "snmp_profiles": [{"id": "rec", "version": "2c", "port": port, "timeout": 10,
-                           "retries": 1, "community": {"env": "DV_REC_COMMUNITY"}}],
-        "devices": [{"id": "ups", "name": name, "class": "ups", "site": "dc",
-                     "address": "127.0.0.1", "snmp_profile": "rec"}],
-        **({"poller": {"modules": [own_modules]}} if own_modules else {}),
-    }), encoding="utf-8")
-    config = load_config(path)
-
-    class Discard(Emitter):
-        async def emit(self, *args: Any, **kwargs: Any) -> int:
-            return 0
-
-    poller = SnmpPoller(config, "alta", Discard(), load_modules(extra=config.module_dirs()))
+    """One poll of ``name`` as a UPS: its UPS-MIB (and site module) samples by (name,
+    line)."""
     return {(s.name, s.labels.get("line")): s.value
-            for s in await poller.poll(config.devices["ups"])
+            for s in await poll_recording(port, name, "ups", tmp_path, monkeypatch, own_modules)
             if s.name.startswith(("ups_", "acme_"))}
 
 

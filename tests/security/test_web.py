@@ -20,6 +20,7 @@ from monitor.app import EngineApp, start_engine
 from monitor.config import load_config
 from monitor.startup import StartRefused
 from monitor.web import SECURITY_HEADERS
+from monitor.web.auth import COOKIE
 from monitor.web.login import MAX_FAILURES
 from monitor.yamlmodel import Problems
 from tests.estate import write_estate
@@ -97,12 +98,53 @@ async def test_a_token_no_real_token_looks_like_is_refused_not_500(
     assert time.monotonic() - started < 10
 
 
+async def _sign_in(url: str, token: str = TOKEN, cookie: str | None = None) -> str:
+    """The session id /login sets for ``token`` (sent with an old ``cookie``, if any)."""
+    headers = {"Cookie": f"{COOKIE}={cookie}"} if cookie else {}
+    async with aiohttp.ClientSession() as session, session.post(
+            url + "/login", data={"token": token}, headers=headers,
+            allow_redirects=False) as resp:
+        assert 303 == resp.status
+        return resp.cookies[COOKIE].value
+
+
+async def _status(url: str, path: str, sid: str, method: str = "GET",
+                  data: dict[str, str] | None = None) -> int:
+    async with aiohttp.ClientSession() as session, session.request(
+            method, url + path, headers={"Cookie": f"{COOKIE}={sid}"}, data=data,
+            allow_redirects=False) as resp:
+        return resp.status
+
+
+async def test_a_session_is_the_servers_not_a_credential(engine: EngineApp) -> None:
+    """The cookie is a session id: it opens pages, not the API; the token itself as
+    a cookie opens nothing; a new sign-in is a new id and the one it came with ends;
+    signing out ends the session, and out everywhere every session of the user."""
+    url = engine.url
+    first = await _sign_in(url)
+    assert TOKEN not in first
+    assert [200, 200, 401] == [await _status(url, p, first)
+                               for p in ("/", "/devices/loppa-sw1", "/api/v1/alerts")]
+    assert 303 == await _status(url, "/", TOKEN)  # the token as a cookie: sign in first
+    second = await _sign_in(url, cookie=first)
+    assert second != first
+    assert (303, 200) == (await _status(url, "/", first), await _status(url, "/", second))
+    third = await _sign_in(url)
+    assert 303 == await _status(url, "/logout", third, "POST")
+    assert (303, 200) == (await _status(url, "/", third), await _status(url, "/", second))
+    fourth = await _sign_in(url)
+    with capture_logs() as logs:
+        assert 303 == await _status(url, "/logout", fourth, "POST", {"everywhere": "1"})
+    assert (303, 303) == (await _status(url, "/", second), await _status(url, "/", fourth))
+    assert [2] == [e["sessions"] for e in logs if e["event"] == "portal_logout_everywhere"]
+
+
 async def test_console_forms_need_their_form_token(engine: EngineApp) -> None:
     """The cookie alone changes nothing: a form without the form token, with a wrong
     one, or with the token of another sign-in is refused (403) and logged; with the
     token of the page it came from it goes through; where it sends the browser after
     is a path on this site, never another host."""
-    cookie = {"Cookie": f"driftsvakt_token={TOKEN}"}
+    cookie = {"Cookie": f"{COOKIE}={await _sign_in(engine.url)}"}
     form = {"device": "loppa-sw1", "hours": "1", "comment": "bytte av vifte"}
     async with aiohttp.ClientSession() as session:
         async with session.get(engine.url + "/devices/loppa-sw1", headers=cookie) as resp:
@@ -117,7 +159,7 @@ async def test_console_forms_need_their_form_token(engine: EngineApp) -> None:
                                         headers=cookie, allow_redirects=False) as resp:
                     assert resp.status == 403, extra
             async with session.post(engine.url + "/maintenance", data={**form, "csrf": token},
-                                    headers={"Cookie": "driftsvakt_token=someone-else"},
+                                    headers={"Cookie": f"{COOKIE}=someone-else"},
                                     allow_redirects=False) as resp:
                 assert resp.status == 401
             async with session.post(engine.url + "/maintenance", data={**form, "csrf": token},
@@ -155,7 +197,7 @@ async def test_metrics_answer_only_the_scrape_token_when_one_is_set(
             async with aiohttp.ClientSession() as session:
                 for headers in ({}, {"Authorization": "Bearer wrong"},
                                 {"Authorization": f"Bearer {TOKEN}"},
-                                {"Cookie": f"driftsvakt_token={TOKEN}"},
+                                {"Cookie": f"{COOKIE}={TOKEN}"},
                                 {"Authorization": "Bearer \xa0"}):
                     async with session.get(app.url + "/metrics", headers=headers) as resp:
                         assert resp.status == 401, headers

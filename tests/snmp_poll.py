@@ -1,0 +1,44 @@
+"""One poll by the real poller of a recording served by snmpsim, for the recording tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from collectors.common.publisher import Emitter
+from collectors.snmp.modules import load_modules
+from collectors.snmp.poller import SnmpPoller
+from monitor.config import load_config
+from monitor.events import Sample
+
+__all__ = ["poll_recording"]
+
+
+async def poll_recording(port: int, name: str, device_class: str, tmp_path: Path,
+                         monkeypatch: pytest.MonkeyPatch, own_modules: str | None = None
+                         ) -> list[Sample]:
+    """The samples of one poll of the recording ``name`` (snmpsim's community) as a
+    device of ``device_class``; ``own_modules``: a site's module directory."""
+    monkeypatch.setenv("DV_REC_COMMUNITY", name)
+    path = tmp_path / "estate.yaml"
+    path.write_text(yaml.safe_dump({
+        "locations": [{"id": "alta", "name": "Alta"}],
+        "municipalities": [{"id": "alta", "name": "Alta"}],
+        "sites": [{"id": "dc", "name": "DC", "location": "alta", "municipality": "alta"}],
+        "snmp_profiles": [{"id": "rec", "version": "2c", "port": port, "timeout": 10,
+                           "retries": 1, "community": {"env": "DV_REC_COMMUNITY"}}],
+        "devices": [{"id": "dev", "name": name, "class": device_class, "site": "dc",
+                     "address": "127.0.0.1", "snmp_profile": "rec"}],
+        **({"poller": {"modules": [own_modules]}} if own_modules else {}),
+    }), encoding="utf-8")
+    config = load_config(path)
+
+    class Discard(Emitter):
+        async def emit(self, *args: Any, **kwargs: Any) -> int:
+            return 0
+
+    poller = SnmpPoller(config, "alta", Discard(), load_modules(extra=config.module_dirs()))
+    return list(await poller.poll(config.devices["dev"]))
