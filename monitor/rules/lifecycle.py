@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
+import structlog
+
 from monitor.fields import at_time
 from monitor.rules.alerts import Alert, Transition, fingerprint
 from monitor.rules.inventory import DeviceInfo, Inventory
@@ -28,6 +30,8 @@ from monitor.rules.model import Rule
 from monitor.rules.muting import Muting
 
 __all__ = ["Identity", "Lifecycle", "Tracker"]
+
+_log = structlog.get_logger(__name__)
 
 KEEP_RESOLVED: Final = 3600.0
 
@@ -160,6 +164,12 @@ class Lifecycle:
     def note(self, alert: Alert, ts: float, what: str, detail: str | None = None) -> None:
         self.changed.add(alert.fingerprint)
         self.log.append(Transition(alert.fingerprint, ts, what, detail))
+        if what in ("firing", "resolved"):  # the operator's log says what the pages say
+            labels = alert.labels
+            _log.info(f"alert_{what}", alert=alert.rule, severity=alert.severity,
+                      device=alert.device or labels.get("instance"),
+                      municipality=labels.get("municipality"), location=labels.get("location"),
+                      suppressed=alert.suppressed, behind=alert.behind or None)
 
     # -- flapping --------------------------------------------------------------------
 
