@@ -124,6 +124,9 @@ class Module:
     info: Info | None = None
     # a vendor's module: only for devices whose sysObjectID lies under one of these
     vendors: list[Oid] = field(default_factory=list)
+    # a vendor's MIB read into the standard metrics: it sends only the metrics no other
+    # module of the device sent (UPS-MIB first, the vendor's where UPS-MIB is silent)
+    fills_in: bool = False
 
     def fits(self, sys_object_id: str | None) -> bool:
         if not self.vendors:

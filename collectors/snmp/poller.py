@@ -69,22 +69,37 @@ _STATE_OF_ERROR: Final[dict[str, DeviceStateName]] = {"timeout": "down",
 
 def samples_from(modules: list[Module], scalars: dict[str, Value],
                  columns: dict[str, dict[str, Value]]) -> list[Sample]:
-    """The metrics of one poll, from the values fetched (pure: tested without a device)."""
+    """The metrics of one poll, from the values fetched (pure: tested without a device).
+    A module that ``fills_in`` (a vendor's MIB read into the standard metrics) sends
+    only the metrics the others did not: a UPS with UPS-MIB and XUPS-MIB has one
+    series per metric, from the standard."""
     samples: list[Sample] = []
-    for module in modules:
-        for scalar in module.scalars:
-            value = scalars.get(scalar.oid)
-            if value is not None and value.number is not None:
-                number = scalar.sample_value(value.number)
-                if number is not None:
-                    samples.append(Sample(name=scalar.name, value=number, kind=scalar.kind))
-        if module.info is not None:
-            labels = {k: bounded(scalars[o].text) for k, o in module.info.labels.items()
-                      if o in scalars}
-            if labels:
-                samples.append(Sample(name=module.info.name, value=1.0, labels=labels))
-        for table in module.tables:
-            samples += _table_samples(table, columns)
+    primary = [m for m in modules if not m.fills_in]
+    for module in (*primary, *(m for m in modules if m.fills_in)):
+        got = _module_samples(module, scalars, columns)
+        if module.fills_in:
+            known = {s.name for s in samples}
+            got = [s for s in got if s.name not in known]
+        samples += got
+    return samples
+
+
+def _module_samples(module: Module, scalars: dict[str, Value],
+                    columns: dict[str, dict[str, Value]]) -> list[Sample]:
+    samples: list[Sample] = []
+    for scalar in module.scalars:
+        value = scalars.get(scalar.oid)
+        if value is not None and value.number is not None:
+            number = scalar.sample_value(value.number)
+            if number is not None:
+                samples.append(Sample(name=scalar.name, value=number, kind=scalar.kind))
+    if module.info is not None:
+        labels = {k: bounded(scalars[o].text) for k, o in module.info.labels.items()
+                  if o in scalars}
+        if labels:
+            samples.append(Sample(name=module.info.name, value=1.0, labels=labels))
+    for table in module.tables:
+        samples += _table_samples(table, columns)
     return samples
 
 

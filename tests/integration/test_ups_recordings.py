@@ -82,3 +82,33 @@ async def test_a_sites_own_module_reads_its_vendors_oids(
     assert 27.0 == got[("acme_load_percent", None)]
     assert 5.0 == got[("ups_output_source", None)]
     assert {} == await _poll(snmpsim, "ups-no-ups-mib", tmp_path, monkeypatch, "modules")
+
+
+async def test_an_eaton_card_with_xups_mib_only_fills_the_ups_metrics(
+        snmpsim: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Eaton 93E recording's XUPS-MIB lines without its UPS-MIB (tests/data/snmprec/
+    eaton-xups-only.snmprec; sysObjectID 705.1, MGE's, now Eaton's): read into the
+    UPS-MIB metrics in UPS-MIB's units, values from the recording by hand."""
+    got = await _poll(snmpsim, "eaton-xups-only", tmp_path, monkeypatch)
+    assert {
+        ("ups_estimated_minutes_remaining", None): 1092.25,  # .534.1.2.1.0 = 65535 s
+        ("ups_battery_voltage_volts", None): 521.0,  # .534.1.2.2.0, volts
+        ("ups_estimated_charge_remaining_percent", None): 100.0,  # .534.1.2.4.0
+        ("ups_input_frequency_hertz", None): 50.0,  # .534.1.3.1.0 = 500 x 0.1 Hz
+        ("ups_output_load_percent", None): 21.0,  # .534.1.4.1.0, the whole output
+        ("ups_output_frequency_hertz", None): 49.0,  # .534.1.4.2.0 = 490
+        ("ups_output_source", None): 3.0,  # .534.1.4.5.0 = 3, normal
+        ("ups_on_battery", None): 0.0,
+        ("ups_input_voltage_volts", "1"): 227.0,  # .534.1.3.4.1.2.1..3
+        ("ups_input_voltage_volts", "2"): 227.0,
+        ("ups_input_voltage_volts", "3"): 233.0,
+        ("ups_output_voltage_volts", "1"): 220.0,  # .534.1.4.4.1.2.1..3
+        ("ups_output_voltage_volts", "2"): 220.0,
+        ("ups_output_voltage_volts", "3"): 220.0,
+        ("ups_output_current_amperes", "1"): 27.0,  # .534.1.4.4.1.3, amperes
+        ("ups_output_current_amperes", "2"): 18.0,
+        ("ups_output_current_amperes", "3"): 15.0,
+        ("ups_output_power_watts", "1"): 5100.0,  # .534.1.4.4.1.4
+        ("ups_output_power_watts", "2"): 3600.0,
+        ("ups_output_power_watts", "3"): 2700.0,
+    } == got

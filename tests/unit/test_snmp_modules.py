@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_shipped_modules_load_and_are_chosen_by_class_and_vendor() -> None:
     modules = load_modules()
     assert {"system", "if_mib", "host_resources", "ucd", "ups_mib", "apc_ups",
-            "apc_pdu"} == set(modules)
+            "apc_pdu", "eaton_xups"} == set(modules)
     assert ["system", "ups_mib"] == sorted(m.name for m in modules_for("ups", modules))
     # an APC UPS, once its sysObjectID is known (APC's enterprise 318), gets PowerNet-MIB
     assert ["apc_ups", "system", "ups_mib"] == sorted(
@@ -140,3 +140,24 @@ def test_a_sites_own_modules_add_and_replace_and_are_checked(tmp_path: Path) -> 
     assert f"{own / 'broken.yaml'}:4: scalars[0].oid:" in bad.stderr, bad.stderr
     with pytest.raises(Problems, match="no such directory of SNMP modules"):
         load_modules(extra=[tmp_path / "nowhere"])
+
+
+def test_a_vendor_module_only_fills_in_what_ups_mib_did_not_send() -> None:
+    """An Eaton UPS answering UPS-MIB and XUPS-MIB: one series per metric, UPS-MIB's
+    (charge 97 %, not XUPS's 100); XUPS's overall load, which UPS-MIB lacks here, is
+    sent. Without UPS-MIB, XUPS-MIB's values are the metrics."""
+    modules = modules_for("ups", load_modules(), "1.3.6.1.4.1.705.1")
+    assert ["eaton_xups", "system", "ups_mib"] == sorted(m.name for m in modules)
+    ups_mib = {"1.3.6.1.2.1.33.1.2.4.0": n(97, "Integer32"),
+               "1.3.6.1.2.1.33.1.4.1.0": n(3, "Integer32")}
+    xups = {"1.3.6.1.4.1.534.1.2.4.0": n(100, "Integer32"),
+            "1.3.6.1.4.1.534.1.4.1.0": n(21, "Integer32"),
+            "1.3.6.1.4.1.534.1.4.5.0": n(5, "Integer32")}
+    both = samples_from(modules, {**ups_mib, **xups}, {})
+    assert [("ups_estimated_charge_remaining_percent", 97.0), ("ups_on_battery", 0.0),
+            ("ups_output_load_percent", 21.0), ("ups_output_source", 3.0)] == sorted(
+        (s.name, s.value) for s in both)
+    alone = samples_from(modules, xups, {})
+    assert [("ups_estimated_charge_remaining_percent", 100.0), ("ups_on_battery", 1.0),
+            ("ups_output_load_percent", 21.0), ("ups_output_source", 5.0)] == sorted(
+        (s.name, s.value) for s in alone)
