@@ -78,6 +78,9 @@ class Column:
     fallback: Oid | None = None
     fallback_kind: Kind = "gauge"
     fallback_scale: float = 1.0
+    # an enumeration read as numbers (a sensor's state): raw value -> sample value;
+    # unlisted (not present, unknown): no sample
+    map: dict[int, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -135,8 +135,12 @@ def _table_samples(table: Table, columns: dict[str, dict[str, Value]]) -> list[S
                         column.min is not None and value.number < column.min) or (
                         column.max is not None and value.number > column.max):
                     continue  # no value, or the device's way of saying it does not know
-                samples.append(Sample(name=column.name, value=scaled(value.number, scale),
-                                      labels=labels_of(index), kind=kind))
+                number = scaled(value.number, scale) if column.map is None else \
+                    column.map.get(int(value.number)) if value.number == int(value.number) \
+                    else None
+                if number is not None:
+                    samples.append(Sample(name=column.name, value=number,
+                                          labels=labels_of(index), kind=kind))
     for ratio in table.ratios:
         divisors = columns.get(ratio.denominator, {})
         for index, value in columns.get(ratio.numerator, {}).items():

@@ -62,6 +62,7 @@ class Lifecycle:
         self.changed: set[str] = set()
         self.dropped: set[str] = set()
         self.log: list[Transition] = []
+        self.announce = False  # log firing and resolved: the engine's, not a rule test's
         self.by_name: dict[str, Rule] = {}
         self.trackers: dict[tuple[Any, ...], Tracker] = {}
         self._extra: dict[str, dict[str, str]] = {}  # labels beyond the identity
@@ -164,7 +165,7 @@ class Lifecycle:
     def note(self, alert: Alert, ts: float, what: str, detail: str | None = None) -> None:
         self.changed.add(alert.fingerprint)
         self.log.append(Transition(alert.fingerprint, ts, what, detail))
-        if what in ("firing", "resolved"):  # the operator's log says what the pages say
+        if self.announce and what in ("firing", "resolved"):  # the log says what pages say
             labels = alert.labels
             _log.info(f"alert_{what}", alert=alert.rule, severity=alert.severity,
                       device=alert.device or labels.get("instance"),

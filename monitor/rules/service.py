@@ -157,6 +157,7 @@ class RulesService:
                             outage_tolerance=config.engine.outage_tolerance)
         service = cls(engine, store, state, path, registry)
         await service._restore(now)
+        engine.lifecycle.announce = True
         log.info("rules_loaded", path=str(path), summary=rules.summary(),
                  alerts=len(engine.active()))
         return service

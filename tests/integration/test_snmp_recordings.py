@@ -218,3 +218,48 @@ async def test_fallbacks_per_interface(snmpsim: int, tmp_path: Path,
     samples = await _poll(snmpsim, "server-2003-5-2", "server", tmp_path, monkeypatch)
     speeds = {s.labels["ifindex"]: s.value for s in samples if s.name == "if_speed_bps"}
     assert speeds == {"1": 10_000_000, "65539": 1_000_000_000}
+
+
+async def test_cisco_and_hpe_health_read_as_their_recordings_say(
+        snmpsim: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The vendor health modules, chosen by sysObjectID, on the Catalyst 3750 and the
+    ProCurve recordings; every value read from the recording by hand. Sensor states
+    on the common scale: 0 normal, 1 warning, 2 critical."""
+    def health(samples: list[Any]) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value for s in samples
+                if s.name.startswith("device_")}
+
+    cisco = health(await _poll(snmpsim, "cisco-c3750", "switch", tmp_path, monkeypatch))
+    assert {
+        # cpmCPUTotalTable row 1: 1 min .7.1 = 64, 5 min .8.1 = 29
+        ("device_cpu_1min_percent", (("cpu", "1"),)): 64.0,
+        ("device_cpu_5min_percent", (("cpu", "1"),)): 29.0,
+        # ciscoMemoryPoolTable: used .5, free .6 (bytes), named by .2
+        ("device_memory_pool_used_bytes", (("pool", "1"), ("pool_name", "Processor"))): 33385580.0,
+        ("device_memory_pool_free_bytes", (("pool", "1"), ("pool_name", "Processor"))): 46331200.0,
+        ("device_memory_pool_used_bytes", (("pool", "2"), ("pool_name", "I/O"))): 8906084.0,
+        ("device_memory_pool_free_bytes", (("pool", "2"), ("pool_name", "I/O"))): 3676828.0,
+        ("device_memory_pool_used_bytes", (("pool", "16"), ("pool_name", "Driver text"))): 40.0,
+        ("device_memory_pool_free_bytes", (("pool", "16"), ("pool_name", "Driver text"))):
+            1048536.0,
+        # ENVMON fan 1004 and supply 1003, both state 1 (normal); no temperature rows
+        ("device_fan_state", (("sensor", "1004"), ("sensor_name", "Switch#1, Fan#1"))): 0.0,
+        ("device_power_supply_state",
+         (("sensor", "1003"), ("sensor_name", "Sw1, PS1 Normal, RPS NotExist"))): 0.0,
+    } == cisco
+    hpe = health(await _poll(snmpsim, "hpe-procurve-516733-b21", "switch", tmp_path,
+                             monkeypatch))
+    assert {
+        ("device_cpu_1min_percent", ()): 97.0,  # hpSwitchCpuStat.0
+        # hpLocalMemTable slot 1: allocated .7 = 22247344, free .6 = 246188112
+        ("device_memory_pool_used_bytes", (("pool", "1"),)): 22247344.0,
+        ("device_memory_pool_free_bytes", (("pool", "1"),)): 246188112.0,
+        # hpicfSensorTable: all four status 4 (good)
+        ("device_sensor_state", (("sensor", "1"), ("sensor_name", "Fan Sensor"))): 0.0,
+        ("device_sensor_state", (("sensor", "2"), ("sensor_name", "Power Supply 1 Sensor"))):
+            0.0,
+        ("device_sensor_state", (("sensor", "3"), ("sensor_name", "Power Supply 2 Sensor"))):
+            0.0,
+        ("device_sensor_state", (("sensor", "4"), ("sensor_name", "Over-temperature Sensor"))):
+            0.0,
+    } == hpe
