@@ -183,9 +183,11 @@ STATE_NB: Final = {"up": "I drift", "down": "Nede", "maintenance": "Planlagt ved
 
 def report_html(report: MunicipalityReport, history: History | None = None, *,
                 portal: bool = False, now: list[ServiceNow] | None = None,
-                planned: list[Planned] | None = None) -> str:
+                planned: list[Planned] | None = None,
+                feeds: dict[str, str] | None = None) -> str:
     """The report as a page; the portal adds the services' state now and the
-    maintenance ahead (``now``, ``planned``) for a period under way."""
+    maintenance ahead (``now``, ``planned``, and ``feeds`` to subscribe to it) for a
+    period under way."""
     services = []
     for spec, r in report.services:
         services.append({
@@ -213,6 +215,7 @@ def report_html(report: MunicipalityReport, history: History | None = None, *,
                                 for n in now or []],
                            planned=[{"name": p.name, "start": _when(p.start),
                                      "end": _when(p.end)} for p in planned or []],
+                           feeds=feeds or {},
                            period=_month_name(report.period.label),
                            generated=_when(report.generated_at),
                            corrections=[{"c": c, "start": _when(c.starts_at.timestamp()),

@@ -209,6 +209,7 @@ class Planned:
     name: str
     start: float
     end: float
+    id: str = ""  # the window's: with the start, one event in a subscribed calendar
 
 
 async def planned_maintenance(config: Config, store: Store, municipality: str, now: float,
@@ -225,7 +226,7 @@ async def planned_maintenance(config: Config, store: Store, municipality: str, n
         theirs = window.part_of(municipality, devices_of, sites_of)
         if theirs is None:
             continue
-        found += [Planned(theirs.name, a, b)
+        found += [Planned(theirs.name, a, b, window.id)
                   for a, b in window.intervals(now - 7 * 86400, now + days * 86400)
                   if b > now]
     return sorted(found, key=lambda p: p.start)[:20]

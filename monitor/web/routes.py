@@ -4,7 +4,8 @@
 its own municipality only); ``page``: a browser page, which sends a visitor without a
 session to /login; ``form``: a console form, posted with the cookie and the form's
 token (or a bearer header); ``open``: no sign-in (the signed ack links carry their own
-signature; /login is how one signs in). /metrics, /healthz and /readyz are served by
+signature, and so do the maintenance feeds' subscription links, which otherwise take
+the portal's sign-in; /login is how one signs in). /metrics, /healthz and /readyz are served by
 :func:`monitor.web.build_app`.
 """
 
@@ -23,6 +24,7 @@ from monitor.state import State
 from monitor.web.api import Api
 from monitor.web.auth import Auth
 from monitor.web.console import Console
+from monitor.web.feeds import Feeds
 from monitor.web.login import Login
 from monitor.web.notify import NotifyRoutes
 from monitor.web.sla import SlaRoutes
@@ -39,7 +41,8 @@ def add_routes(app: web.Application, *, config: Config, auth: Auth, rules: Rules
     console = Console(config, state, rules, location)
     bench = Workbench(config, state, rules, console, auth, config.engine.grafana_url)
     oncall = NotifyRoutes(notify)
-    slas = SlaRoutes(sla, rules)
+    feeds = Feeds(config, sla.store, auth, notify.ack_secret)
+    slas = SlaRoutes(sla, rules, feeds)
     login = Login(auth)
     table: list[tuple[str, str, str, Any]] = [
         ("GET", "/", "page viewer", console.page),
@@ -78,6 +81,8 @@ def add_routes(app: web.Application, *, config: Config, auth: Auth, rules: Rules
         ("DELETE", "/api/v1/sla/{m}/corrections/{id}", "admin", slas.delete_correction),
         ("GET", "/sla/{m}", "page viewer", slas.portal),
         ("GET", "/sla", "page viewer", slas.front),
+        ("GET", "/sla/{m}/vedlikehold.ics", "open", feeds.ical),
+        ("GET", "/sla/{m}/vedlikehold.atom", "open", feeds.atom),
         ("GET", "/login", "open", login.form),
         ("POST", "/login", "open", login.login),
         ("POST", "/logout", "open", login.logout),

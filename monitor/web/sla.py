@@ -23,6 +23,7 @@ from monitor.sla.render import report_csv, report_html, report_json
 from monitor.sla.report import Correction, planned_maintenance, services_of
 from monitor.sla.service import SlaService
 from monitor.web.auth import Auth, problem
+from monitor.web.feeds import Feeds
 
 __all__ = ["SlaRoutes"]
 
@@ -32,7 +33,9 @@ NOT_FOUND: Final = "no such municipality, or it has no services"
 
 
 class SlaRoutes:
-    def __init__(self, sla: SlaService, rules: RulesService) -> None:
+    def __init__(self, sla: SlaService, rules: RulesService, feeds: Feeds | None = None
+                 ) -> None:
+        self.feeds = feeds
         self.rules = rules  # made and deleted there: shared with the peer engine
         self.config = sla.config
         self.store = sla.store
@@ -143,7 +146,8 @@ class SlaRoutes:
             text=report_html(report, history, portal=True,
                              now=report.now if under_way else None,
                              planned=await planned_maintenance(self.config, self.store, m, now)
-                             if under_way else None),
+                             if under_way else None,
+                             feeds=self.feeds.links(m) if self.feeds and under_way else None),
             content_type="text/html", charset="utf-8")
 
     async def front(self, _: web.Request, user: ApiUser | None) -> web.StreamResponse:
