@@ -163,6 +163,27 @@ def _broker_auth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hash_password(_: argparse.Namespace) -> int:
+    """A break-glass user's password as the Argon2id hash for ``users[].password_argon2``:
+    asked for twice on a terminal, else read as one line from standard input."""
+    import getpass
+
+    import argon2
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("Passord: ")
+        if password != getpass.getpass("Gjenta: "):
+            print("hash-password: the two differ", file=sys.stderr)
+            return 1
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    if len(password) < 12:
+        print("hash-password: use at least 12 characters", file=sys.stderr)
+        return 1
+    print(argon2.PasswordHasher().hash(password))
+    return 0
+
+
 def _store_rebuild(args: argparse.Namespace) -> int:
     """Start a location's engine store from its peer's: for an engine that lost its
     store, or was restored from an old backup (docs/ha.md). The engine must be stopped;
@@ -355,6 +376,10 @@ def build_parser() -> argparse.ArgumentParser:
     auth.add_argument("--rotate", action="append", metavar="USER",
                       help="give USER a new password (repeatable)")
     auth.set_defaults(func=_broker_auth)
+
+    hasher = sub.add_parser("hash-password",
+                            help="a break-glass user's password as its Argon2id hash")
+    hasher.set_defaults(func=_hash_password)
 
     sla = sub.add_parser("sla", help="service-level reports")
     sla_sub = sla.add_subparsers(dest="what", required=True)

@@ -331,13 +331,22 @@ class ApiUser:
     token_sha256: str | None = None
     name: str | None = None
     municipality: Slug | None = None
+    # a break-glass sign-in with user name and password at /login: the password's
+    # Argon2id hash (`driftsvakt hash-password`), never the password
+    password_argon2: str | None = None
 
     def __post_init__(self) -> None:
         if self.role == "viewer" and self.municipality is None:
             raise FieldError("municipality", "a viewer sees one municipality: name it")
-        if (self.token is None) == (self.token_sha256 is None):
+        if self.token is not None and self.token_sha256 is not None:
             raise FieldError("token", "give the token (a secret reference) or its "
-                                      "token_sha256, one of them")
+                                      "token_sha256, not both")
+        if self.token is None and self.token_sha256 is None and self.password_argon2 is None:
+            raise FieldError("token", "give a token, its token_sha256 or a password_argon2")
+        if self.password_argon2 is not None and not self.password_argon2.startswith(
+                "$argon2id$"):
+            raise FieldError("password_argon2", "an Argon2id hash ($argon2id$…), as "
+                                                "`driftsvakt hash-password` prints it")
         if self.token_sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}",
                                                                 self.token_sha256):
             raise FieldError("token_sha256", "64 lowercase hex digits: the SHA-256 of the "

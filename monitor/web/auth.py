@@ -16,12 +16,14 @@ takes bearer tokens only.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Final
 
+import argon2
 import structlog
 from aiohttp import web
 
@@ -34,6 +36,12 @@ log = structlog.get_logger(__name__)
 
 ROLES: Final = {"viewer": 0, "operator": 1, "admin": 2}
 COOKIE: Final = "driftsvakt_session"
+_HASHER: Final = argon2.PasswordHasher()  # RFC 9106's second recommended profile
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    return _HASHER.hash("no such user")
 CSRF_FIELD: Final = "csrf"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 UserHandler = Callable[[web.Request, ApiUser | None], Awaitable[web.StreamResponse]]
@@ -48,18 +56,22 @@ class Auth:
         self.tokens: dict[bytes, ApiUser] = {}
         self.sessions = Sessions()
         self._form_key = secrets.token_bytes(32)
+        self.passwords = {u.id: u for u in config.users.values()
+                          if u.password_argon2 is not None}
         for user in config.users.values():
             if user.token_sha256 is not None:
                 self.tokens[bytes.fromhex(user.token_sha256)] = user
                 continue
-            assert user.token is not None
+            if user.token is None:
+                continue  # a password user only
             try:
                 token = user.token.resolve()
             except (KeyError, OSError) as exc:
                 log.error("api_user_token_unavailable", user=user.id, error=str(exc))
                 continue
             self.tokens[hashlib.sha256(token.encode()).digest()] = user
-        self.by_id = {u.id: u for u in self.tokens.values()}
+        self.by_id = {**self.passwords, **{u.id: u for u in self.tokens.values()}}
+        self.users_configured = bool(config.users)
 
     def user_for_token(self, token: str) -> ApiUser | None:
         """The user whose token this is; None for anything else, including an empty
@@ -75,6 +87,18 @@ class Auth:
                 found = user
         return found
 
+    def user_for_password(self, name: str, password: str) -> ApiUser | None:
+        """The user whose Argon2id hash ``password`` matches; as slow for a name that
+        is no user's (a hash is checked all the same), so timing tells nothing."""
+        user = self.passwords.get(name)
+        stored = user.password_argon2 if user is not None else _dummy_hash()
+        assert stored is not None
+        try:
+            _HASHER.verify(stored, password)
+        except (argon2.exceptions.VerificationError, argon2.exceptions.InvalidHashError):
+            return None
+        return user
+
     def session_user(self, request: web.Request) -> ApiUser | None:
         """The user signed in with this request's session cookie, if any."""
         sid = request.cookies.get(COOKIE)
@@ -84,7 +108,7 @@ class Auth:
     def user_of(self, request: web.Request, page: bool = False
                 ) -> ApiUser | web.Response | None:
         """Who asks: a bearer token anywhere, or on a page's read the session cookie."""
-        if not self.tokens:
+        if not self.users_configured:
             return None  # no users configured: reads are open, changes refused
         header = request.headers.get("Authorization", "")
         if header.startswith("Bearer "):
@@ -107,7 +131,8 @@ class Auth:
     async def form_user(self, request: web.Request) -> ApiUser | web.Response | None:
         """Who posts a console form: a bearer header as for the API, or the cookie
         together with the form token of the page the form came from."""
-        if not self.tokens or request.headers.get("Authorization", "").startswith("Bearer "):
+        if not self.users_configured or request.headers.get("Authorization", "").startswith(
+                "Bearer "):
             return self.user_of(request)
         if COOKIE not in request.cookies:
             return problem(401, "sign in at /login")

@@ -5,6 +5,7 @@ or every session of the user."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
@@ -20,8 +21,9 @@ __all__ = ["Login"]
 log = structlog.get_logger(__name__)
 
 
-# Failed sign-ins per client address: after this many within the window, the address
-# waits (429) until the window has passed; each failure is logged with its count.
+# Failed sign-ins per client address and per user name: after this many within the
+# window, the address (or the name, from anywhere) waits (429) until the window has
+# passed; each failure is logged with its count.
 MAX_FAILURES: Final = 10
 WINDOW_SECONDS: Final = 60.0
 
@@ -32,44 +34,56 @@ class Login:
         self.clock = clock
         self._failures: dict[str, deque[float]] = {}
 
-    def _refused_for(self, address: str) -> float:
-        """Seconds ``address`` must wait before it may try again (0: it may)."""
+    def _refused_for(self, key: str) -> float:
+        """Seconds ``key`` (an address or a user name) must wait before it may try
+        again (0: it may)."""
         now = self.clock()
-        failures = self._failures.get(address)
+        failures = self._failures.get(key)
         while failures and now - failures[0] >= WINDOW_SECONDS:
             failures.popleft()
         if not failures:
-            self._failures.pop(address, None)
+            self._failures.pop(key, None)
             return 0.0
         return WINDOW_SECONDS - (now - failures[0]) if len(failures) >= MAX_FAILURES else 0.0
 
-    def _failed(self, address: str) -> None:
+    def _failed(self, key: str) -> int:
+        """Count a failure against ``key`` (an address, or a user name); how many now."""
         if len(self._failures) > 10_000:  # a flood of addresses: forget, rather than grow
             self._failures.clear()
-        failures = self._failures.setdefault(address, deque())
+        failures = self._failures.setdefault(key, deque())
         failures.append(self.clock())
-        log.warning("portal_login_failed", address=address, failures=len(failures),
-                    window_s=WINDOW_SECONDS)
+        return len(failures)
 
     async def form(self, _: web.Request) -> web.StreamResponse:
         return web.Response(content_type="text/html", text=(
             "<!doctype html><html lang=nb><meta charset=utf-8><title>Logg inn</title>"
             "<h1>Logg inn</h1><form method=post action=/login>"
             "<label>Tilgangsnøkkel <input type=password name=token autocomplete=off>"
-            "</label> <button>Logg inn</button></form></html>"))
+            "</label> <button>Logg inn</button></form>"
+            "<h2>Nødinnlogging</h2><form method=post action=/login>"
+            "<label>Brukernavn <input name=user autocomplete=username></label> "
+            "<label>Passord <input type=password name=password "
+            "autocomplete=current-password></label> <button>Logg inn</button></form></html>"))
 
     async def login(self, request: web.Request) -> web.StreamResponse:
         address = request.remote or "?"
-        wait = self._refused_for(address)
+        form = await request.post()
+        token, name = str(form.get("token", "")), str(form.get("user", ""))[:64]
+        keys = [address, *((f"user:{name}",) if name else ())]
+        wait = max(self._refused_for(key) for key in keys)
         if wait > 0:
             return web.Response(status=429, content_type="text/html",
                                 headers={"Retry-After": str(int(wait) + 1)}, text=(
                 "<!doctype html><meta charset=utf-8><p>For mange forsøk. Vent litt.</p>"))
-        form = await request.post()
-        token = str(form.get("token", ""))
-        user = self.auth.user_for_token(token) if token else None
+        if name:  # Argon2 is slow on purpose: off the event loop
+            user = await asyncio.to_thread(self.auth.user_for_password, name,
+                                           str(form.get("password", "")))
+        else:
+            user = self.auth.user_for_token(token) if token else None
         if user is None:
-            self._failed(address)
+            counts = [self._failed(key) for key in keys]
+            log.warning("portal_login_failed", address=address, user=name or None,
+                        failures=max(counts), window_s=WINDOW_SECONDS)
             return web.Response(status=401, content_type="text/html", text=(
                 "<!doctype html><meta charset=utf-8><p>Ukjent nøkkel. "
                 "<a href=/login>Prøv igjen</a></p>"))
@@ -81,7 +95,8 @@ class Login:
         sid = self.auth.sessions.start(user.id)
         response.set_cookie(COOKIE, sid, httponly=True, samesite="Strict",
                             max_age=int(self.auth.sessions.max_age), secure=request.secure)
-        log.info("portal_login", user=user.id, address=address)
+        log.info("portal_login", user=user.id, address=address,
+                 how="password" if name else "token")
         raise response
 
     async def logout(self, request: web.Request) -> web.StreamResponse:

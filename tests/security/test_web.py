@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -29,6 +31,7 @@ from tests.servers import Mosquitto
 pytestmark = pytest.mark.integration
 
 TOKEN = "web-test-token-0123456789"
+PASSWORD = "nødinnlogging-2026-vinter"
 
 
 @pytest.fixture
@@ -37,13 +40,22 @@ async def engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterat
     with Mosquitto(tmp_path / "broker") as broker:
         path = write_estate(tmp_path, broker.port)
         estate = yaml.safe_load(path.read_text(encoding="utf-8"))
-        estate["users"] = [{"id": "kari", "role": "admin", "token": {"env": "DV_WEB_TOKEN"}}]
+        estate["users"] = [{"id": "kari", "role": "admin", "token": {"env": "DV_WEB_TOKEN"}},
+                           {"id": "brann", "role": "operator", "password_argon2": _hash(PASSWORD)}]
         path.write_text(yaml.safe_dump(estate), encoding="utf-8")
         app = await start_engine(load_config(path), "alta", http_port=0)
         try:
             yield app
         finally:
             await app.stop()
+
+
+def _hash(password: str) -> str:
+    """As an operator makes it: `driftsvakt hash-password`, the password on stdin."""
+    done = subprocess.run([sys.executable, "-m", "monitor.cli", "hash-password"],
+                          input=password + "\n", capture_output=True, text=True, check=True,
+                          cwd=Path(__file__).resolve().parents[2])
+    return done.stdout.strip()
 
 
 @pytest.mark.parametrize("path", ["/", "/login", "/metrics", "/api/v1/alerts", "/readyz"])
@@ -139,6 +151,33 @@ async def test_a_session_is_the_servers_not_a_credential(engine: EngineApp) -> N
     assert [2] == [e["sessions"] for e in logs if e["event"] == "portal_logout_everywhere"]
 
 
+async def test_a_break_glass_user_signs_in_with_a_password(engine: EngineApp) -> None:
+    """A user with an Argon2id hash signs in with name and password and gets a session
+    (pages, not the API); a wrong password and a name that is no user's are refused
+    alike; ten failures for the name make even the right password wait (429)."""
+    url = engine.url
+
+    async def sign_in(user: str, password: str) -> tuple[int, str | None]:
+        async with aiohttp.ClientSession() as session, session.post(
+                url + "/login", data={"user": user, "password": password},
+                allow_redirects=False) as resp:
+            cookie = resp.cookies.get(COOKIE)
+            return resp.status, None if cookie is None else cookie.value
+
+    status, sid = await sign_in("brann", PASSWORD)
+    assert (303, True) == (status, sid is not None)
+    assert sid is not None
+    assert [200, 401] == [await _status(url, p, sid) for p in ("/problems", "/api/v1/alerts")]
+    with capture_logs() as logs:
+        assert [(401, None)] * 2 == [await sign_in("brann", "feil"),
+                                     await sign_in("ingen", PASSWORD)]
+    assert [("brann", 1), ("ingen", 2)] == [(e["user"], e["failures"]) for e in logs
+                                            if e["event"] == "portal_login_failed"]
+    for _ in range(MAX_FAILURES - 1):
+        await sign_in("brann", "feil")
+    assert 429 == (await sign_in("brann", PASSWORD))[0]
+
+
 async def test_console_forms_need_their_form_token(engine: EngineApp) -> None:
     """The cookie alone changes nothing: a form without the form token, with a wrong
     one, or with the token of another sign-in is refused (403) and logged; with the
@@ -218,7 +257,8 @@ async def test_a_user_known_by_the_hash_of_its_token(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The config may hold only a token's SHA-256 (what `printf %s TOKEN | sha256sum`
     prints, here for "machine-token-0123456789"): the token works, nothing in the config
-    does; neither or both of token and token_sha256 is an error with its line."""
+    does; no credential at all, both token and token_sha256, or a password hash that is
+    not Argon2id is an error with its line."""
     digest = hashlib.sha256(b"machine-token-0123456789").hexdigest()
     with Mosquitto(tmp_path / "broker") as broker:
         path = write_estate(tmp_path, broker.port)
@@ -236,11 +276,16 @@ async def test_a_user_known_by_the_hash_of_its_token(
         finally:
             await app.stop()
         estate["users"] = [{"id": "x", "role": "operator"},
-                           {"id": "y", "role": "operator", "token_sha256": "ABC"}]
+                           {"id": "y", "role": "operator", "token_sha256": "ABC"},
+                           {"id": "z", "role": "operator", "token_sha256": digest,
+                            "token": {"env": "X"}},
+                           {"id": "w", "role": "operator", "password_argon2": "$2b$12$abc"}]
         path.write_text(yaml.safe_dump(estate), encoding="utf-8")
         with pytest.raises(Problems) as raised:
             load_config(path)
         found = sorted(f"{p.key}: {p.message}" for p in raised.value.problems)
-        assert len(found) == 2, found
-        assert any("one of them" in f for f in found)
+        assert len(found) == 4, found
+        assert any("give a token, its token_sha256 or a password_argon2" in f for f in found)
         assert any("64 lowercase hex digits" in f for f in found)
+        assert any("not both" in f for f in found)
+        assert any("an Argon2id hash" in f for f in found)
