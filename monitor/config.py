@@ -265,6 +265,47 @@ class TrapSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class LdapGroup:
+    """Members of the group ``dn`` get ``role`` (a viewer also the municipality)."""
+
+    dn: str
+    role: Literal["admin", "operator", "viewer"]
+    municipality: Slug | None = None
+
+    def __post_init__(self) -> None:
+        if self.role == "viewer" and self.municipality is None:
+            raise FieldError("municipality", "a viewers' group sees one municipality: "
+                                             "name it")
+
+
+@dataclass(frozen=True, slots=True)
+class LdapSettings:
+    """Sign-in at /login against the municipalities' directory (Active Directory or
+    any LDAP): the service account finds the user, the user's own bind checks the
+    password, group membership gives role and municipality."""
+
+    url: str  # ldap://host:389 or ldaps://host:636
+    user_base: str
+    groups: list[LdapGroup]
+    starttls: bool = False
+    ca_file: str | None = None
+    bind_dn: str | None = None
+    bind_password: SecretRef | None = None
+    # {user} is the name typed, escaped; AD's: (&(objectClass=user)(sAMAccountName={user})
+    # (!(userAccountControl:1.2.840.113556.1.4.803:=2))) leaves out disabled accounts
+    user_filter: str = "(&(objectClass=person)(uid={user}))"
+    group_base: str | None = None  # the user_base when not given
+    group_filter: str = "(member={dn})"
+    timeout: Positive = 5.0
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("ldap://", "ldaps://")):
+            raise FieldError("url", "ldap://host:port or ldaps://host:port")
+        if "{user}" not in self.user_filter:
+            raise FieldError("user_filter", "must contain {user}")
+
+
+@dataclass(frozen=True, slots=True)
 class PollerSettings:
     # directories of the site's own SNMP modules (YAML, as collectors/snmp/modules);
     # relative to the config's directory; a module named as a shipped one replaces it
@@ -334,6 +375,9 @@ class ApiUser:
     # a break-glass sign-in with user name and password at /login: the password's
     # Argon2id hash (`driftsvakt hash-password`), never the password
     password_argon2: str | None = None
+    # signed in through the directory (monitor.web.directory), for that session only:
+    # its credential is the directory's, not in this config
+    directory: bool = False
 
     def __post_init__(self) -> None:
         if self.role == "viewer" and self.municipality is None:
@@ -341,7 +385,8 @@ class ApiUser:
         if self.token is not None and self.token_sha256 is not None:
             raise FieldError("token", "give the token (a secret reference) or its "
                                       "token_sha256, not both")
-        if self.token is None and self.token_sha256 is None and self.password_argon2 is None:
+        if (self.token is None and self.token_sha256 is None and self.password_argon2 is None
+                and not self.directory):
             raise FieldError("token", "give a token, its token_sha256 or a password_argon2")
         if self.password_argon2 is not None and not self.password_argon2.startswith(
                 "$argon2id$"):
@@ -371,6 +416,7 @@ class _File:
     outbox: OutboxSettings | None = None
     traps: TrapSettings | None = None
     poller: PollerSettings | None = None
+    ldap: LdapSettings | None = None
     notifications: NotificationSettings | None = None
 
 
@@ -391,6 +437,7 @@ class Config:
     schedules: dict[str, Schedule] = field(default_factory=dict)
     traps: TrapSettings = field(default_factory=TrapSettings)
     poller: PollerSettings = field(default_factory=PollerSettings)
+    ldap: LdapSettings | None = None
     users: dict[str, ApiUser] = field(default_factory=dict)
     notifications: NotificationSettings = field(default_factory=NotificationSettings)
     services: dict[str, ServiceSpec] = field(default_factory=dict)
@@ -476,7 +523,7 @@ def _read_file(doc: Document, root: yaml.MappingNode, records: dict[str, dict[st
         if name in _LISTS:
             (item_tp,) = typing.get_args(hints[name])
             _collect_list(doc, name, value_node, item_tp, records, typed)
-        elif name in ("engine", "outbox", "traps", "poller", "notifications"):
+        elif name in ("engine", "outbox", "traps", "poller", "ldap", "notifications"):
             value = convert(doc, value_node, hints[name], name)
             if name in singletons:
                 other = singletons[name][1]
@@ -537,6 +584,7 @@ def load_config(path: str | Path) -> Config:
         outbox=outbox,
         traps=traps,
         poller=poller,
+        ldap=singletons.get("ldap", (None, None))[0],
         users=typed["users"],
         services=typed["services"],
         notifications=singletons.get("notifications", (NotificationSettings(), None))[0],

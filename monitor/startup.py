@@ -110,7 +110,8 @@ def _secret_refs(value: Any, key: str) -> Iterator[tuple[str, SecretRef]]:
 
 def engine_secrets(config: Config, location: str) -> Iterator[tuple[str, SecretRef]]:
     """Every credential an engine of ``location`` uses: its broker's password, the API
-    users' tokens, and the notification settings' secrets (receivers, ack links)."""
+    users' tokens, the notification settings' secrets (receivers, ack links) and the
+    directory's service account."""
     broker = config.brokers.get(location)
     if broker is not None and broker.password is not None:
         yield f"brokers.{location}.password", broker.password
@@ -118,6 +119,8 @@ def engine_secrets(config: Config, location: str) -> Iterator[tuple[str, SecretR
     if config.engine.metrics_token is not None:
         yield "engine.metrics_token", config.engine.metrics_token
     yield from _secret_refs(config.notifications, "notifications")
+    if config.ldap is not None:
+        yield from _secret_refs(config.ldap, "ldap")
 
 
 def check_credentials(config: Config, location: str) -> None:

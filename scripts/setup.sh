@@ -23,7 +23,9 @@ case ",$extras," in
             command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
             # nft cuts the link between the two locations' network namespaces
             command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || need_apt+=(nftables)
-            command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need_apt+=(iproute2) ;;
+            command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need_apt+=(iproute2)
+            # OpenLDAP's slapd is the directory the sign-in tests bind against
+            [ -x /usr/sbin/slapd ] || need_apt+=(slapd) ;;
 esac
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -32,7 +34,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
       "${need_apt[@]}" >/dev/null
     # The packages start a system broker and agent; driftsvakt starts its own.
-    if command -v systemctl >/dev/null 2>&1; then systemctl disable --now mosquitto snmpd prometheus prometheus-alertmanager \
+    if command -v systemctl >/dev/null 2>&1; then systemctl disable --now mosquitto snmpd prometheus prometheus-alertmanager slapd \
       >/dev/null 2>&1 || true; fi
   else
     echo "setup: ${need_apt[*]} missing and not root: install it, or the demo uses amqtt" >&2

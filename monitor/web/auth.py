@@ -28,6 +28,7 @@ import structlog
 from aiohttp import web
 
 from monitor.config import ApiUser, Config
+from monitor.web.directory import Directory
 from monitor.web.sessions import Sessions
 
 __all__ = ["COOKIE", "CSRF_FIELD", "Auth", "Handler", "problem"]
@@ -55,6 +56,7 @@ class Auth:
     def __init__(self, config: Config) -> None:
         self.tokens: dict[bytes, ApiUser] = {}
         self.sessions = Sessions()
+        self.signed_in: dict[str, ApiUser] = {}  # directory users, by id
         self._form_key = secrets.token_bytes(32)
         self.passwords = {u.id: u for u in config.users.values()
                           if u.password_argon2 is not None}
@@ -71,7 +73,10 @@ class Auth:
                 continue
             self.tokens[hashlib.sha256(token.encode()).digest()] = user
         self.by_id = {**self.passwords, **{u.id: u for u in self.tokens.values()}}
-        self.users_configured = bool(config.users)
+        self.directory = None if config.ldap is None else Directory(
+            config.ldap, None if config.ldap.bind_password is None
+            else config.ldap.bind_password.resolve())  # read: check_credentials ran
+        self.users_configured = bool(config.users) or self.directory is not None
 
     def user_for_token(self, token: str) -> ApiUser | None:
         """The user whose token this is; None for anything else, including an empty
@@ -103,7 +108,14 @@ class Auth:
         """The user signed in with this request's session cookie, if any."""
         sid = request.cookies.get(COOKIE)
         uid = None if sid is None else self.sessions.user(sid)
-        return None if uid is None else self.by_id.get(uid)
+        return None if uid is None else self.by_id.get(uid) or self.signed_in.get(uid)
+
+    def start_session(self, user: ApiUser) -> str:
+        """A new session for ``user``; one the directory vouched for is remembered for
+        as long as any session of it lives (the directory is asked again at sign-in)."""
+        if user.directory:
+            self.signed_in[user.id] = user
+        return self.sessions.start(user.id)
 
     def user_of(self, request: web.Request, page: bool = False
                 ) -> ApiUser | web.Response | None:

@@ -14,7 +14,9 @@ from typing import Final
 import structlog
 from aiohttp import web
 
+from monitor.config import ApiUser
 from monitor.web.auth import COOKIE, Auth
+from monitor.web.directory import DirectoryUnavailable
 
 __all__ = ["Login"]
 
@@ -75,9 +77,15 @@ class Login:
             return web.Response(status=429, content_type="text/html",
                                 headers={"Retry-After": str(int(wait) + 1)}, text=(
                 "<!doctype html><meta charset=utf-8><p>For mange forsøk. Vent litt.</p>"))
-        if name:  # Argon2 is slow on purpose: off the event loop
-            user = await asyncio.to_thread(self.auth.user_for_password, name,
-                                           str(form.get("password", "")))
+        if name:  # Argon2 is slow on purpose, LDAP is synchronous: off the event loop
+            try:
+                user = await asyncio.to_thread(self._by_password, name,
+                                               str(form.get("password", "")))
+            except DirectoryUnavailable as exc:
+                log.error("directory_unavailable", error=str(exc)[:300], user=name)
+                return web.Response(status=503, content_type="text/html", text=(
+                    "<!doctype html><meta charset=utf-8><p>Katalogen svarer ikke. Prøv "
+                    "igjen, eller bruk nødinnloggingen.</p>"))
         else:
             user = self.auth.user_for_token(token) if token else None
         if user is None:
@@ -92,12 +100,18 @@ class Login:
         old = request.cookies.get(COOKIE)
         if old is not None:
             self.auth.sessions.end(old)  # a new sign-in is a new session, never the old id
-        sid = self.auth.sessions.start(user.id)
+        sid = self.auth.start_session(user)
         response.set_cookie(COOKIE, sid, httponly=True, samesite="Strict",
                             max_age=int(self.auth.sessions.max_age), secure=request.secure)
-        log.info("portal_login", user=user.id, address=address,
-                 how="password" if name else "token")
+        log.info("portal_login", user=user.id, address=address, role=user.role,
+                 how="directory" if user.directory else "password" if name else "token")
         raise response
+
+    def _by_password(self, name: str, password: str) -> ApiUser | None:
+        """A break-glass user of the config, else the directory, if there is one."""
+        if name in self.auth.passwords or self.auth.directory is None:
+            return self.auth.user_for_password(name, password)
+        return self.auth.directory.authenticate(name, password)
 
     async def logout(self, request: web.Request) -> web.StreamResponse:
         """Ends this session; with ``everywhere`` in the form, every session of its user
