@@ -12,13 +12,16 @@ import asyncio
 import base64
 import itertools
 import json
+import os
 import shutil
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import aiomqtt
 import pytest
 
 from monitor.app import EngineApp, start_engine
@@ -107,6 +110,7 @@ async def browser(tmp_path: Path) -> AsyncIterator[Browser]:
 
 @pytest.fixture
 async def portal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[EngineApp]:
+    """Alta's engine, its broker's port at ``app.broker_port``."""
     for user, token in TOKENS.items():
         monkeypatch.setenv(f"SLA_TOKEN_{user.upper()}", token)
     broker = Mosquitto(tmp_path / "broker")
@@ -122,6 +126,7 @@ async def portal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterat
             ("device:alta-core", "poller-a", outage, outage + 2700, "down", 1800.0),
             ("device:alta-core", "poller-a", outage + 2700 + 600, now, "up", 1800.0)])
     app = await start_engine(config, "alta")
+    app.broker_port = broker.port  # type: ignore[attr-defined]
     try:
         yield app
     finally:
@@ -202,3 +207,63 @@ async def test_an_operator_signs_in_to_the_console(portal: EngineApp, browser: B
     assert page["tiles"] == {"down": 0, "unreachable": 0, "auth_error": 0, "unknown": 5,
                              "off": 0, "up": 0}
     assert sorted(page["sites"]) == ["alta-radhus", "oksfjord"]
+
+
+def _artifacts(tmp_path: Path) -> Path:
+    out = Path(os.environ.get("DRIFTSVAKT_TEST_ARTIFACTS", tmp_path))
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+async def test_the_status_page_during_an_incident_and_announced_maintenance(
+        portal: EngineApp, browser: Browser, tmp_path: Path) -> None:
+    """Alta's core switch is down now and a window is announced for the day after
+    tomorrow: at 1400 and at 390 px wide (a phone) Alta's viewer sees the service
+    down, since when, and the maintenance ahead, nothing wider than the screen.
+    Screenshots are kept as test artifacts (DRIFTSVAKT_TEST_ARTIFACTS, else the
+    test's directory)."""
+    async with aiomqtt.Client("127.0.0.1", portal.broker_port) as client:  # type: ignore[attr-defined]
+        # from the poller whose reports the fixture's ninety days are
+        await client.publish("driftsvakt/v1/alta/alta/alta-core/state/poller-a",
+                             json.dumps({"v": 1, "ts": time.time(), "src": "poller-a",
+                                         "seq": 1, "floor": 1, "device": "alta-core",
+                                         "state": "down", "reason": "no response"}), qos=1)
+    start = datetime.now(UTC) + timedelta(days=2)
+    async with aiohttp.ClientSession() as session, session.post(
+            portal.url + "/api/v1/maintenance", json={
+                "name": "Bytte av kjernesvitsj", "devices": ["alta-core"],
+                "starts_at": start.isoformat(),
+                "ends_at": (start + timedelta(hours=2)).isoformat()},
+            headers={"Authorization": f"Bearer {TOKENS['kari']}"}) as resp:
+        assert 201 == resp.status
+    await browser.goto(f"{portal.url}/login")
+    await browser.js(f"document.querySelector('input[name=token]').value = "
+                     f"{json.dumps(TOKENS['liv'])}; document.querySelector('form').submit()")
+    await browser.wait_for("Page.loadEventFired")
+    out = _artifacts(tmp_path)
+    for width, height in ((1400, 900), (390, 844)):
+        await browser.call("Emulation.setDeviceMetricsOverride", width=width, height=height,
+                           deviceScaleFactor=1, mobile=width < 600)
+        deadline = time.monotonic() + 20
+        while True:  # the event may reach the engine a moment after the sign-in
+            await browser.goto(f"{portal.url}/sla/alta")
+            page = await browser.js("""({
+                states: Object.fromEntries([...document.querySelectorAll('#now tr[data-state]')]
+                    .map(r => [r.cells[0].innerText, r.dataset.state])),
+                planned: document.querySelector('#planned').innerText,
+                lead: document.querySelector('.lead').innerText,
+                wide: document.documentElement.scrollWidth,
+                widest: [...document.querySelectorAll('body *')].filter(
+                    e => e.getBoundingClientRect().right > window.innerWidth).map(
+                    e => e.tagName + '#' + e.id + '.' + e.className).slice(0, 5),
+            })""")
+            if page["states"].get("Nettverk Alta rådhus") == "down" or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
+        assert "down" == page["states"].get("Nettverk Alta rådhus"), page
+        assert "Bytte av kjernesvitsj" in page["planned"], page
+        assert "av driftssentralen. Perioden er ikke over" in page["lead"], page
+        assert page["wide"] <= width, (width, page["wide"], page["widest"])
+        shot = await browser.call("Page.captureScreenshot", format="png",
+                                  captureBeyondViewport=True)
+        (out / f"status-alta-{width}px.png").write_bytes(base64.b64decode(shot["data"]))
