@@ -43,6 +43,17 @@ def scaled(raw: float, scale: float) -> float:
     return raw * scale
 
 
+def _sample_value(raw: float, mapping: dict[int, float] | None, low: float | None,
+                  high: float | None, scale: float) -> float | None:
+    """One rule for scalars and columns: an enumeration by its map (unlisted: none),
+    else a value outside [low, high] is the device's "unknown" (none), else scaled."""
+    if mapping is not None:
+        return mapping.get(int(raw)) if raw == int(raw) else None
+    if (low is not None and raw < low) or (high is not None and raw > high):
+        return None
+    return scaled(raw, scale)
+
+
 @dataclass(frozen=True, slots=True)
 class Scalar:
     name: str
@@ -57,12 +68,7 @@ class Scalar:
 
     def sample_value(self, raw: float) -> float | None:
         """The value to send for ``raw``, or None when the device says it does not know."""
-        if self.map is not None:
-            return self.map.get(int(raw)) if raw == int(raw) else None
-        if (self.min is not None and raw < self.min) or (self.max is not None and
-                                                          raw > self.max):
-            return None
-        return scaled(raw, self.scale)
+        return _sample_value(raw, self.map, self.min, self.max, self.scale)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +87,10 @@ class Column:
     # an enumeration read as numbers (a sensor's state): raw value -> sample value;
     # unlisted (not present, unknown): no sample
     map: dict[int, float] | None = None
+
+    def sample_value(self, raw: float, scale: float) -> float | None:
+        """As :meth:`Scalar.sample_value`, at ``scale`` (the column's or its fallback's)."""
+        return _sample_value(raw, self.map, self.min, self.max, scale)
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ from collectors.common.publisher import Emitter
 from collectors.snmp.client import CollectError, Session, SnmpSession, Value
 from collectors.snmp.community import CommunitySession, UdpRequester
 from collectors.snmp.metrics import PollerMetrics
-from collectors.snmp.modules import Module, Table, modules_for, scaled
+from collectors.snmp.modules import Module, Table, modules_for
 from collectors.snmp.text import bounded
 from monitor.config import Config, Device
 from monitor.events import DeviceStateName, Sample
@@ -131,13 +131,9 @@ def _table_samples(table: Table, columns: dict[str, dict[str, Value]]) -> list[S
                              if i not in rows], column.fallback_kind, column.fallback_scale))
         for found, kind, scale in sources:
             for index, value in found:
-                if value.number is None or (
-                        column.min is not None and value.number < column.min) or (
-                        column.max is not None and value.number > column.max):
-                    continue  # no value, or the device's way of saying it does not know
-                number = scaled(value.number, scale) if column.map is None else \
-                    column.map.get(int(value.number)) if value.number == int(value.number) \
-                    else None
+                # no value, or the device's way of saying it does not know: no sample
+                number = None if value.number is None else column.sample_value(
+                    value.number, scale)
                 if number is not None:
                     samples.append(Sample(name=column.name, value=number,
                                           labels=labels_of(index), kind=kind))

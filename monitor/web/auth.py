@@ -114,6 +114,9 @@ class Auth:
         """A new session for ``user``; one the directory vouched for is remembered for
         as long as any session of it lives (the directory is asked again at sign-in)."""
         if user.directory:
+            if len(self.signed_in) >= 1000:  # forget those whose sessions all ended
+                live = self.sessions.users()
+                self.signed_in = {k: v for k, v in self.signed_in.items() if k in live}
             self.signed_in[user.id] = user
         return self.sessions.start(user.id)
 

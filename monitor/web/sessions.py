@@ -81,6 +81,11 @@ class Sessions:
             del self._by_key[key]
         return len(keys)
 
+    def users(self) -> set[str]:
+        """Whose sessions are live."""
+        self._expire(self.clock())
+        return {s.user for s in self._by_key.values()}
+
     def _expire(self, now: float) -> None:
         for key in [k for k, s in self._by_key.items()
                     if now - s.started >= self.max_age or now - s.used >= self.idle]:

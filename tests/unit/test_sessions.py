@@ -27,6 +27,7 @@ def test_idle_and_absolute_expiry() -> None:
     assert ["kari"] * 12 == seen[:12]  # 12 x 59 min = 11 h 48 min
     assert [None] == list(set(seen[13:]))  # past 12 h: gone, however busy
     assert None is sessions.user(idle)
+    assert set() == sessions.users()  # both ended: nobody is signed in
     assert [None, None, None] == [sessions.user(x) for x in (busy[:10], "", "ø" * 40)]
 
 
