@@ -11,8 +11,10 @@ and is resolved only where it is used, by :meth:`SecretRef.resolve`.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import re
 import typing
+import urllib.parse
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
@@ -306,6 +308,54 @@ class LdapSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class OidcGroup:
+    """Those whose ``claim`` (see OidcSettings) holds ``value`` get ``role`` (a viewer
+    also the municipality). In Entra ID a group's value is its object id; an app
+    role's is the role's value."""
+
+    value: str
+    role: Literal["admin", "operator", "viewer"]
+    municipality: Slug | None = None
+
+    def __post_init__(self) -> None:
+        if self.role == "viewer" and self.municipality is None:
+            raise FieldError("municipality", "a viewers' group sees one municipality: "
+                                             "name it")
+
+
+@dataclass(frozen=True, slots=True)
+class OidcSettings:
+    """Sign-in at /login/oidc with OpenID Connect (Entra ID, or any provider): the
+    authorization code flow with PKCE; the ID token's ``claim`` (groups, or app roles)
+    gives role and municipality, as the directory's groups do."""
+
+    issuer: str  # Entra ID: https://login.microsoftonline.com/{tenant}/v2.0
+    client_id: str
+    # the address the browser comes back to; register it with the provider
+    redirect_url: str  # https://driftsvakt.example/login/oidc/callback
+    groups: list[OidcGroup]
+    client_secret: SecretRef | None = None  # none: a public client (PKCE only)
+    claim: str = "groups"  # Entra ID app roles: "roles"
+    name_claim: str = "preferred_username"
+    scopes: list[str] = field(default_factory=lambda: ["openid", "profile"])
+    timeout: Positive = 5.0
+
+    def __post_init__(self) -> None:
+        for key in ("issuer", "redirect_url"):
+            url = urllib.parse.urlsplit(getattr(self, key))
+            try:
+                loopback = ipaddress.ip_address(url.hostname or "").is_loopback
+            except ValueError:
+                loopback = url.hostname == "localhost"
+            if url.scheme != "https" and not (url.scheme == "http" and loopback):
+                raise FieldError(key, "an https:// address (http:// only on loopback)")
+        if not self.redirect_url.endswith("/login/oidc/callback"):
+            raise FieldError("redirect_url", "the engine's /login/oidc/callback address")
+        if "openid" not in self.scopes:
+            raise FieldError("scopes", "must include openid")
+
+
+@dataclass(frozen=True, slots=True)
 class PollerSettings:
     # directories of the site's own SNMP modules (YAML, as collectors/snmp/modules);
     # relative to the config's directory; a module named as a shipped one replaces it
@@ -417,6 +467,7 @@ class _File:
     traps: TrapSettings | None = None
     poller: PollerSettings | None = None
     ldap: LdapSettings | None = None
+    oidc: OidcSettings | None = None
     notifications: NotificationSettings | None = None
 
 
@@ -438,6 +489,7 @@ class Config:
     traps: TrapSettings = field(default_factory=TrapSettings)
     poller: PollerSettings = field(default_factory=PollerSettings)
     ldap: LdapSettings | None = None
+    oidc: OidcSettings | None = None
     users: dict[str, ApiUser] = field(default_factory=dict)
     notifications: NotificationSettings = field(default_factory=NotificationSettings)
     services: dict[str, ServiceSpec] = field(default_factory=dict)
@@ -523,7 +575,8 @@ def _read_file(doc: Document, root: yaml.MappingNode, records: dict[str, dict[st
         if name in _LISTS:
             (item_tp,) = typing.get_args(hints[name])
             _collect_list(doc, name, value_node, item_tp, records, typed)
-        elif name in ("engine", "outbox", "traps", "poller", "ldap", "notifications"):
+        elif name in ("engine", "outbox", "traps", "poller", "ldap", "oidc",
+                      "notifications"):
             value = convert(doc, value_node, hints[name], name)
             if name in singletons:
                 other = singletons[name][1]
@@ -585,6 +638,7 @@ def load_config(path: str | Path) -> Config:
         traps=traps,
         poller=poller,
         ldap=singletons.get("ldap", (None, None))[0],
+        oidc=singletons.get("oidc", (None, None))[0],
         users=typed["users"],
         services=typed["services"],
         notifications=singletons.get("notifications", (NotificationSettings(), None))[0],

@@ -110,8 +110,8 @@ def _secret_refs(value: Any, key: str) -> Iterator[tuple[str, SecretRef]]:
 
 def engine_secrets(config: Config, location: str) -> Iterator[tuple[str, SecretRef]]:
     """Every credential an engine of ``location`` uses: its broker's password, the API
-    users' tokens, the notification settings' secrets (receivers, ack links) and the
-    directory's service account."""
+    users' tokens, the notification settings' secrets (receivers, ack links), the
+    directory's service account and the OpenID Connect client's secret."""
     broker = config.brokers.get(location)
     if broker is not None and broker.password is not None:
         yield f"brokers.{location}.password", broker.password
@@ -121,6 +121,8 @@ def engine_secrets(config: Config, location: str) -> Iterator[tuple[str, SecretR
     yield from _secret_refs(config.notifications, "notifications")
     if config.ldap is not None:
         yield from _secret_refs(config.ldap, "ldap")
+    if config.oidc is not None:
+        yield from _secret_refs(config.oidc, "oidc")
 
 
 def check_credentials(config: Config, location: str) -> None:

@@ -29,13 +29,14 @@ from aiohttp import web
 
 from monitor.config import ApiUser, Config
 from monitor.web.directory import Directory
+from monitor.web.grants import ROLES
+from monitor.web.oidc import Oidc
 from monitor.web.sessions import Sessions
 
 __all__ = ["COOKIE", "CSRF_FIELD", "Auth", "Handler", "problem"]
 
 log = structlog.get_logger(__name__)
 
-ROLES: Final = {"viewer": 0, "operator": 1, "admin": 2}
 COOKIE: Final = "driftsvakt_session"
 _HASHER: Final = argon2.PasswordHasher()  # RFC 9106's second recommended profile
 
@@ -76,7 +77,11 @@ class Auth:
         self.directory = None if config.ldap is None else Directory(
             config.ldap, None if config.ldap.bind_password is None
             else config.ldap.bind_password.resolve())  # read: check_credentials ran
-        self.users_configured = bool(config.users) or self.directory is not None
+        self.oidc = None if config.oidc is None else Oidc(
+            config.oidc, None if config.oidc.client_secret is None
+            else config.oidc.client_secret.resolve())
+        self.users_configured = (bool(config.users) or self.directory is not None
+                                 or self.oidc is not None)
 
     def user_for_token(self, token: str) -> ApiUser | None:
         """The user whose token this is; None for anything else, including an empty

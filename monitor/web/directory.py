@@ -3,32 +3,24 @@
 The service account (``ldap.bind_dn``) finds the one entry ``user_filter`` gives for
 the name typed (escaped: a name cannot widen the filter); a bind as that entry with
 the password typed checks the password (an empty password is refused before: LDAP
-would take it as an anonymous bind); the groups it is a member of give the role —
-the highest of them — and, for viewers, the municipality. Someone in no configured
-group, or in viewers' groups of two municipalities, is refused: that is for the
-directory's owners to sort out, not for a guess. ldap3 is synchronous: the caller
+would take it as an anonymous bind); the groups it is a member of give the role and,
+for viewers, the municipality (monitor.web.grants). ldap3 is synchronous: the caller
 runs this in a thread, every network step bounded by ``ldap.timeout``.
 """
 
 from __future__ import annotations
 
 import math
-import re
 import ssl
-from typing import Final
 
 import ldap3
-import structlog
 from ldap3.core.exceptions import LDAPException
 from ldap3.utils.conv import escape_filter_chars
 
 from monitor.config import ApiUser, LdapSettings
+from monitor.web.grants import granted_user
 
 __all__ = ["Directory", "DirectoryUnavailable"]
-
-log = structlog.get_logger(__name__)
-
-ROLES: Final = {"viewer": 0, "operator": 1, "admin": 2}
 
 
 class DirectoryUnavailable(Exception):
@@ -94,19 +86,5 @@ class Directory:
                 if e.get("type") == "searchResEntry"]
 
     def _user(self, name: str, member_of: list[str]) -> ApiUser | None:
-        granted = [self.groups[dn] for dn in member_of if dn in self.groups]
-        if not granted:
-            log.warning("directory_sign_in_no_group", user=name[:64])
-            return None
-        best = max(granted, key=lambda g: ROLES[g.role])
-        municipality = None
-        if best.role == "viewer":
-            places = {g.municipality for g in granted}
-            if len(places) != 1:
-                log.warning("directory_sign_in_ambiguous", user=name[:64],
-                            municipalities=sorted(p or "" for p in places))
-                return None
-            municipality = places.pop()
-        slug = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:50] or "user"
-        return ApiUser(id=f"ldap-{slug}", role=best.role, name=name,
-                       municipality=municipality, directory=True)
+        return granted_user("ldap", name, [(self.groups[dn].role, self.groups[dn].municipality)
+                                           for dn in member_of if dn in self.groups])

@@ -17,6 +17,7 @@ from aiohttp import web
 from monitor.config import ApiUser
 from monitor.web.auth import COOKIE, Auth
 from monitor.web.directory import DirectoryUnavailable
+from monitor.web.oidc import BINDING_COOKIE, OidcRefused
 
 __all__ = ["Login"]
 
@@ -57,9 +58,11 @@ class Login:
         return len(failures)
 
     async def form(self, _: web.Request) -> web.StreamResponse:
+        single = ("<p><a href=/login/oidc>Logg inn med kommunens konto</a></p>"
+                  if self.auth.oidc is not None else "")
         return web.Response(content_type="text/html", text=(
             "<!doctype html><html lang=nb><meta charset=utf-8><title>Logg inn</title>"
-            "<h1>Logg inn</h1><form method=post action=/login>"
+            f"<h1>Logg inn</h1>{single}<form method=post action=/login>"
             "<label>Tilgangsnøkkel <input type=password name=token autocomplete=off>"
             "</label> <button>Logg inn</button></form>"
             "<h2>Nødinnlogging</h2><form method=post action=/login>"
@@ -95,17 +98,58 @@ class Login:
             return web.Response(status=401, content_type="text/html", text=(
                 "<!doctype html><meta charset=utf-8><p>Ukjent nøkkel. "
                 "<a href=/login>Prøv igjen</a></p>"))
+        return self.sign_in(request, user, "directory" if user.directory else
+                            "password" if name else "token")
+
+    def sign_in(self, request: web.Request, user: ApiUser, how: str) -> web.Response:
+        """Start ``user``'s session (never reusing the id the browser came with) and
+        send them to their start page. Coming back from an identity provider is a
+        cross-site navigation, on which a browser withholds a SameSite=Strict cookie
+        even across a redirect: the page moves on by itself, from this site."""
         where = f"/sla/{user.municipality}" if user.role == "viewer" else "/"
-        response = web.HTTPSeeOther(where)
+        if how == "oidc":
+            response = web.Response(content_type="text/html", text=(
+                f"<!doctype html><html lang=nb><meta charset=utf-8><meta "
+                f"http-equiv=refresh content='0;url={where}'><title>Logget inn</title>"
+                f"<p><a href={where}>Videre</a></p></html>"))
+            response.del_cookie(BINDING_COOKIE, path="/login/oidc")
+        else:
+            response = web.Response(status=303, headers={"Location": where})
         old = request.cookies.get(COOKIE)
         if old is not None:
             self.auth.sessions.end(old)  # a new sign-in is a new session, never the old id
         sid = self.auth.start_session(user)
         response.set_cookie(COOKIE, sid, httponly=True, samesite="Strict",
                             max_age=int(self.auth.sessions.max_age), secure=request.secure)
-        log.info("portal_login", user=user.id, address=address, role=user.role,
-                 how="directory" if user.directory else "password" if name else "token")
-        raise response
+        log.info("portal_login", user=user.id, address=request.remote or "?",
+                 role=user.role, how=how)
+        return response
+
+    async def oidc_start(self, request: web.Request) -> web.StreamResponse:
+        if self.auth.oidc is None:
+            raise web.HTTPNotFound()
+        try:
+            await self.auth.oidc.redirect(request)
+        except OidcRefused as exc:
+            log.error("oidc_unavailable", reason=exc.reason)
+            return _page(exc.status, "Innloggingstjenesten svarer ikke. Prøv igjen, "
+                                     "eller bruk nødinnloggingen.")
+        raise AssertionError("redirect() always raises")
+
+    async def oidc_callback(self, request: web.Request) -> web.StreamResponse:
+        if self.auth.oidc is None:
+            raise web.HTTPNotFound()
+        try:
+            user = await self.auth.oidc.callback(request)
+        except OidcRefused as exc:
+            log.warning("portal_login_failed", how="oidc", address=request.remote or "?",
+                        status=exc.status, reason=exc.reason)
+            return _page(exc.status, {
+                400: "Innloggingen var utløpt eller ble startet i en annen nettleser.",
+                403: "Kontoen din har ikke tilgang til driftsvakt.",
+                503: "Innloggingstjenesten svarer ikke. Prøv igjen, eller bruk "
+                     "nødinnloggingen."}.get(exc.status, "Innloggingen ble avvist."))
+        return self.sign_in(request, user, "oidc")
 
     def _by_password(self, name: str, password: str) -> ApiUser | None:
         """A break-glass user of the config, else the directory, if there is one."""
@@ -127,3 +171,9 @@ class Login:
         response = web.HTTPSeeOther("/login")
         response.del_cookie(COOKIE)
         raise response
+
+
+def _page(status: int, message: str) -> web.Response:
+    return web.Response(status=status, content_type="text/html", text=(
+        f"<!doctype html><meta charset=utf-8><p>{message} <a href=/login>Til "
+        "innloggingen</a></p>"))

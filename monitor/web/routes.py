@@ -86,6 +86,8 @@ def add_routes(app: web.Application, *, config: Config, auth: Auth, rules: Rules
         ("GET", "/login", "open", login.form),
         ("POST", "/login", "open", login.login),
         ("POST", "/logout", "open", login.logout),
+        ("GET", "/login/oidc", "open", login.oidc_start),
+        ("GET", "/login/oidc/callback", "open", login.oidc_callback),
     ]
     for method, path, who, handler in table:
         if who == "open":

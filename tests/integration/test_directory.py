@@ -97,7 +97,7 @@ async def test_directory_users_get_their_groups_role_and_municipality(
             ("liv", ""), ("*", PASSWORDS["liv"]), ("liv)(uid=*", PASSWORDS["liv"]))]
     assert [(401, None)] * 6 == refused
     assert 6 == sum(1 for e in logs if e["event"] == "portal_login_failed")
-    assert ["sara"] == [e["user"] for e in logs if e["event"] == "directory_sign_in_no_group"]
+    assert ["sara"] == [e["user"] for e in logs if e["event"] == "sign_in_no_group"]
 
 
 async def test_a_directory_that_does_not_answer_is_a_clear_503(
