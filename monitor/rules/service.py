@@ -33,6 +33,7 @@ from monitor.rules.inventory import Inventory
 from monitor.rules.lifecycle import KEEP_RESOLVED
 from monitor.rules.model import RuleSet, load_rules
 from monitor.rules.suppress import Maintenance, Silence, SpecError
+from monitor.sla.notes import StatusNote
 from monitor.sla.report import Correction
 from monitor.state import State
 from monitor.store.db import AlertChanges, Store
@@ -50,20 +51,22 @@ class OperatorAction(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     latest action per object (an alert's acknowledgement, a silence, a window)."""
 
     kind: Literal["acknowledge", "silence", "expire_silence", "maintenance",
-                  "delete_maintenance", "correction", "delete_correction"]
-    key: str  # the alert's fingerprint, the silence's, window's or SLA correction's id
+                  "delete_maintenance", "correction", "delete_correction", "note",
+                  "delete_note"]
+    key: str  # the alert's fingerprint, the silence's, window's, correction's or note's id
     actor: str
     at: float
     comment: str = ""
     silence: Silence | None = None
     maintenance: Maintenance | None = None
     correction: Correction | None = None
+    note: StatusNote | None = None
 
     @property
     def entry(self) -> str:
         """One shared entry per object: a later action on it replaces the earlier."""
         kind = {"expire_silence": "silence", "delete_maintenance": "maintenance",
-                "delete_correction": "correction"}
+                "delete_correction": "correction", "delete_note": "note"}
         return f"{kind.get(self.kind, self.kind)}/{self.key}"
 
 
@@ -269,6 +272,19 @@ class RulesService:
         self._share(OperatorAction(kind="delete_correction", key=cid, actor=actor,
                                    at=time.time()))
 
+    async def put_note(self, note: StatusNote, actor: str, created: bool) -> None:
+        """A status page note's new version (checked by the caller)."""
+        await self.store.put_note(note.id, note.municipality, _ENCODER.encode(note),
+                                  note.changed, actor,
+                                  "create_status_note" if created else "update_status_note")
+        self._share(OperatorAction(kind="note", key=note.id, actor=actor, at=note.changed,
+                                   note=note))
+
+    async def delete_note(self, nid: str, actor: str) -> None:
+        await self.store.delete_note(nid, actor)
+        self._share(OperatorAction(kind="delete_note", key=nid, actor=actor,
+                                   at=time.time()))
+
     # -- the other location's operators -----------------------------------------------
 
     def _share(self, action: OperatorAction) -> None:
@@ -308,6 +324,21 @@ class RulesService:
                 await self.store.delete_maintenance(action.key, action.actor, self.changes())
             elif action.kind in ("correction", "delete_correction"):
                 await self._correct_from_peer(action)
+            elif action.kind in ("note", "delete_note"):
+                await self._note_from_peer(action)
+
+    async def _note_from_peer(self, action: OperatorAction) -> None:
+        """A note's version from the peer, taken if it is later than the one held; a
+        note deleted at either location stays deleted."""
+        held = await self.store.note_version(action.key)
+        if action.kind == "note" and action.note is not None:
+            if held is None or (not held[1] and held[0] < action.note.changed):
+                await self.store.put_note(
+                    action.key, action.note.municipality, _ENCODER.encode(action.note),
+                    action.note.changed, action.actor,
+                    "create_status_note" if held is None else "update_status_note")
+        elif action.kind == "delete_note" and held is not None and not held[1]:
+            await self.store.delete_note(action.key, action.actor)
 
     async def _correct_from_peer(self, action: OperatorAction) -> None:
         """An SLA correction the peer made or deleted; one it made is taken once, one

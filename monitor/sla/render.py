@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 import jinja2
 
 from monitor.sla.compute import ServiceResult
+from monitor.sla.notes import StatusNote
 from monitor.sla.report import MunicipalityReport, Planned, ServiceNow
 from monitor.sla.settings import ServiceSpec
 
@@ -184,10 +185,12 @@ STATE_NB: Final = {"up": "I drift", "down": "Nede", "maintenance": "Planlagt ved
 def report_html(report: MunicipalityReport, history: History | None = None, *,
                 portal: bool = False, now: list[ServiceNow] | None = None,
                 planned: list[Planned] | None = None,
-                feeds: dict[str, str] | None = None) -> str:
-    """The report as a page; the portal adds the services' state now and the
-    maintenance ahead (``now``, ``planned``, and ``feeds`` to subscribe to it) for a
-    period under way."""
+                feeds: dict[str, str] | None = None,
+                notes: list[StatusNote] | None = None) -> str:
+    """The report as a page; the portal adds, for a period under way, the services'
+    state now, the centre's notes on incidents, and the maintenance ahead (``now``,
+    ``notes``, ``planned``, and ``feeds`` to subscribe to it)."""
+    names = {spec.id: spec.name for spec, _ in report.services}
     services = []
     for spec, r in report.services:
         services.append({
@@ -216,6 +219,16 @@ def report_html(report: MunicipalityReport, history: History | None = None, *,
                            planned=[{"name": p.name, "start": _when(p.start),
                                      "end": _when(p.end)} for p in planned or []],
                            feeds=feeds or {},
+                           notes=[{"id": n.id, "resolved": n.resolved_at is not None,
+                                   "text": n.text,
+                                   "services": [names.get(x, x) for x in n.services],
+                                   "posted": _when(n.created_at.timestamp())
+                                   if n.created_at else "",
+                                   "resolved_at": _when(n.resolved_at.timestamp())
+                                   if n.resolved_at else "",
+                                   "updates": [{"at": _when(u.at.timestamp()),
+                                                "text": u.text} for u in n.updates]}
+                                  for n in notes or []],
                            period=_month_name(report.period.label),
                            generated=_when(report.generated_at),
                            corrections=[{"c": c, "start": _when(c.starts_at.timestamp()),

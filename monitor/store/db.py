@@ -152,6 +152,17 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     );
     CREATE INDEX sla_late_ts ON sla_late (ts);
     """,
+    # 7: incident notes on the municipalities' status pages, latest version of each
+    """
+    CREATE TABLE status_note (
+        id           TEXT PRIMARY KEY,
+        municipality TEXT NOT NULL,
+        body         TEXT NOT NULL,
+        changed      REAL NOT NULL,          -- the version's time: the later one wins
+        deleted_at   REAL
+    ) WITHOUT ROWID;
+    CREATE INDEX status_note_municipality ON status_note (municipality);
+    """,
 )
 
 DEAD_LETTER_KEEP: Final = 10_000
@@ -496,6 +507,32 @@ class Store:
         await self._change("UPDATE sla_correction SET deleted_at = ? WHERE id = ?",
                            (time.time(), cid), actor, "delete_sla_correction",
                            f"sla_correction/{cid}", b"{}")
+
+    async def put_note(self, nid: str, municipality: str, body: bytes, changed: float,
+                       actor: str, action: str) -> None:
+        """A note's new version (``action``: create_status_note, update_status_note)."""
+        await self._change(
+            "INSERT INTO status_note (id, municipality, body, changed) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET body = excluded.body, changed = excluded.changed",
+            (nid, municipality, body, changed), actor, action, f"status_note/{nid}", body)
+
+    async def delete_note(self, nid: str, actor: str) -> None:
+        await self._change("UPDATE status_note SET deleted_at = ? WHERE id = ?",
+                           (time.time(), nid), actor, "delete_status_note",
+                           f"status_note/{nid}", b"{}")
+
+    async def note_version(self, nid: str) -> tuple[float, bool] | None:
+        """The held version's time, and whether it was deleted; None if never held."""
+        query = "SELECT changed, deleted_at IS NOT NULL FROM status_note WHERE id = ?"
+        async with self._db.execute(query, (nid,)) as cur:
+            row = await cur.fetchone()
+        return None if row is None else (float(row[0]), bool(row[1]))
+
+    async def notes(self, municipality: str) -> list[bytes]:
+        query = ("SELECT body FROM status_note WHERE municipality = ? "
+                 "AND deleted_at IS NULL")
+        async with self._db.execute(query, (municipality,)) as cur:
+            return [bytes(row[0]) async for row in cur]
 
     async def late_observations(self, components: Iterable[str], start: float, end: float
                                 ) -> list[LateRow]:

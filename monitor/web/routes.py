@@ -26,6 +26,7 @@ from monitor.web.auth import Auth
 from monitor.web.console import Console
 from monitor.web.feeds import Feeds
 from monitor.web.login import Login
+from monitor.web.notes import NoteRoutes
 from monitor.web.notify import NotifyRoutes
 from monitor.web.sla import SlaRoutes
 from monitor.web.workbench import Workbench
@@ -44,6 +45,7 @@ def add_routes(app: web.Application, *, config: Config, auth: Auth, rules: Rules
     feeds = Feeds(config, sla.store, auth, notify.ack_secret)
     slas = SlaRoutes(sla, rules, feeds)
     login = Login(auth)
+    notes = NoteRoutes(slas, rules)
     table: list[tuple[str, str, str, Any]] = [
         ("GET", "/", "page viewer", console.page),
         ("GET", "/problems", "page operator", bench.problems),
@@ -79,6 +81,10 @@ def add_routes(app: web.Application, *, config: Config, auth: Auth, rules: Rules
         ("GET", "/api/v1/sla/{m}/corrections", "viewer", slas.corrections),
         ("POST", "/api/v1/sla/{m}/corrections", "admin", slas.add_correction),
         ("DELETE", "/api/v1/sla/{m}/corrections/{id}", "admin", slas.delete_correction),
+        ("GET", "/api/v1/sla/{m}/notes", "viewer", notes.list),
+        ("POST", "/api/v1/sla/{m}/notes", "operator", notes.add),
+        ("POST", "/api/v1/sla/{m}/notes/{id}", "operator", notes.change),
+        ("DELETE", "/api/v1/sla/{m}/notes/{id}", "admin", notes.delete),
         ("GET", "/sla/{m}", "page viewer", slas.portal),
         ("GET", "/sla", "page viewer", slas.front),
         ("GET", "/sla/{m}/vedlikehold.ics", "open", feeds.ical),

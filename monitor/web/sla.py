@@ -19,6 +19,7 @@ from aiohttp import web
 
 from monitor.config import ApiUser
 from monitor.rules.service import RulesService
+from monitor.sla.notes import notes_of, shown_notes
 from monitor.sla.render import report_csv, report_html, report_json
 from monitor.sla.report import Correction, planned_maintenance, services_of
 from monitor.sla.service import SlaService
@@ -43,7 +44,7 @@ class SlaRoutes:
         self.history = sla.history
         self.municipalities = sla.municipalities
 
-    def _visible(self, user: ApiUser | None, municipality: str) -> bool:
+    def visible(self, user: ApiUser | None, municipality: str) -> bool:
         return (municipality in self.config.municipalities
                 and bool(services_of(self.config, municipality))
                 and Auth.sees(user, municipality))
@@ -56,7 +57,7 @@ class SlaRoutes:
 
     async def sla_get(self, request: web.Request, user: ApiUser | None) -> web.StreamResponse:
         m = request.match_info["m"]
-        if not self._visible(user, m):
+        if not self.visible(user, m):
             return problem(404, NOT_FOUND)
         fmt = request.query.get("format", "json")
         if fmt not in ("json", "csv", "html"):
@@ -83,7 +84,7 @@ class SlaRoutes:
     async def corrections(self, request: web.Request, user: ApiUser | None
                            ) -> web.StreamResponse:
         m = request.match_info["m"]
-        if not self._visible(user, m):
+        if not self.visible(user, m):
             return problem(404, NOT_FOUND)
         every = [msgspec.json.decode(b, type=Correction) for b in await self.store.corrections()]
         return web.json_response({"corrections": [
@@ -93,7 +94,7 @@ class SlaRoutes:
                               ) -> web.StreamResponse:
         assert user is not None
         m = request.match_info["m"]
-        if not self._visible(user, m):
+        if not self.visible(user, m):
             return problem(404, NOT_FOUND)
         try:
             correction = msgspec.json.decode(await request.read(), type=Correction)
@@ -116,7 +117,7 @@ class SlaRoutes:
                                  ) -> web.StreamResponse:
         assert user is not None
         m, cid = request.match_info["m"], request.match_info["id"]
-        if not self._visible(user, m):
+        if not self.visible(user, m):
             return problem(404, NOT_FOUND)
         every = [msgspec.json.decode(b, type=Correction) for b in await self.store.corrections()]
         if cid not in {c.id for c in self._corrections_of(every, m)}:
@@ -126,7 +127,7 @@ class SlaRoutes:
 
     async def portal(self, request: web.Request, user: ApiUser | None) -> web.StreamResponse:
         m = request.match_info["m"]
-        if not self._visible(user, m):
+        if not self.visible(user, m):
             if m in self.config.municipalities and Auth.sees(user, m):
                 name = html.escape(self.config.municipalities[m].name)
                 return web.Response(
@@ -146,6 +147,8 @@ class SlaRoutes:
             text=report_html(report, history, portal=True,
                              now=report.now if under_way else None,
                              planned=await planned_maintenance(self.config, self.store, m, now)
+                             if under_way else None,
+                             notes=shown_notes(await notes_of(self.store, m), now)
                              if under_way else None,
                              feeds=self.feeds.links(m) if self.feeds and under_way else None),
             content_type="text/html", charset="utf-8")

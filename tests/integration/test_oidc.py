@@ -21,8 +21,8 @@ from structlog.testing import capture_logs
 from monitor.app import EngineApp, start_engine
 from monitor.config import load_config
 from monitor.startup import StartRefused
-from monitor.yamlmodel import Problems
 from monitor.web.auth import COOKIE
+from monitor.yamlmodel import Problems
 from tests.estate import write_estate
 from tests.integration.test_sla_browser import Browser, browser  # noqa: F401 - fixture
 from tests.oidcbed import CLIENT_ID, CLIENT_SECRET, GROUP_IDS, USERS, Provider

@@ -14,6 +14,7 @@ import trustme
 
 from monitor.rules.service import OperatorAction
 from monitor.rules.suppress import Maintenance, Silence
+from monitor.sla.notes import NoteUpdate, StatusNote, notes_of
 from monitor.sla.report import Correction
 from tests.estate import DEVICES
 from tests.integration.test_notify import Rig, ca  # noqa: F401 - the fixture
@@ -121,6 +122,55 @@ async def test_sla_corrections_made_at_either_location_hold_at_both(
         await rig.rules.delete_correction("c-ours", "kari")
         assert [("correction/c-ours", "correction"), ("correction/c-ours",
                                                       "delete_correction")] == [
+            (key, a.kind) for key, a in shared]
+    finally:
+        await rig.stop()
+
+
+async def test_status_notes_take_the_later_version_at_both_locations(
+        tmp_path: Path, ca: trustme.CA) -> None:  # noqa: F811
+    """A note the peer posted is stored with its actor; the peer's later version (an
+    update) replaces it, an older one arriving after does not; one deleted at either
+    location stays deleted; ours are shared under one entry per note."""
+    rig = Rig(tmp_path, {}, ca)
+    await rig.start()
+    shared: list[tuple[str, OperatorAction]] = []
+    rig.rules.replicate = lambda key, body: shared.append(
+        (key, msgspec.json.decode(body, type=OperatorAction)))
+    now = time.time()
+
+    def version(changed: float, updates: list[str]) -> OperatorAction:
+        note = StatusNote(municipality="loppa", text="Treg e-post", id="n-peer1",
+                          created_by="per", created_at=_at(now), changed=changed,
+                          updates=[NoteUpdate(at=_at(changed), text=t, by="per")
+                                   for t in updates])
+        return OperatorAction(kind="note", key=note.id, actor="per", at=changed, note=note)
+
+    async def held() -> list[list[str]]:
+        return [[u.text for u in n.updates] for n in await notes_of(rig.store, "loppa")]
+
+    try:
+        first, second = version(now, []), version(now + 5, ["Løst"])
+        for action in (first, first, second, first):  # repeated, then an older one late
+            rig.rules.apply_peer(msgspec.json.encode(action))
+            await rig.rules.tick(time.time())
+        assert [["Løst"]] == await held()
+        audit = [(actor, action) for _, actor, action, target, _ in
+                 await rig.store.audit_log() if target == "status_note/n-peer1"]
+        assert sorted(audit) == [("per", "create_status_note"), ("per", "update_status_note")]
+        rig.rules.apply_peer(msgspec.json.encode(OperatorAction(
+            kind="delete_note", key="n-peer1", actor="per", at=now + 6)))
+        await rig.rules.tick(time.time())
+        rig.rules.apply_peer(msgspec.json.encode(version(now + 9, ["igjen"])))
+        await rig.rules.tick(time.time())
+        assert [] == await held()
+        assert [] == shared
+        ours = version(now, []).note
+        assert ours is not None
+        ours.id = "n-ours"
+        await rig.rules.put_note(ours, "ola", created=True)
+        await rig.rules.delete_note("n-ours", "kari")
+        assert [("note/n-ours", "note"), ("note/n-ours", "delete_note")] == [
             (key, a.kind) for key, a in shared]
     finally:
         await rig.stop()

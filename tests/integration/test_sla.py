@@ -425,6 +425,62 @@ async def test_every_route_by_every_role_for_every_municipality(
 
 
 
+async def test_status_notes_are_written_updated_resolved_and_read_by_their_own(
+        engine: tuple[EngineApp, Config, Mosquitto]) -> None:
+    """An operator posts a note for Loppa naming its network service, adds an update
+    and resolves it; Loppa's viewer reads it, Alta's gets 404 for Loppa's notes and
+    sees none on its own; a viewer cannot write one, a service of another
+    municipality or an empty text is refused, a resolved note takes no more updates,
+    an admin withdraws a note. Every change is in the audit log."""
+    app, _, _ = engine
+    async with aiohttp.ClientSession() as session:
+        base = "/api/v1/sla/loppa/notes"
+        status, text = await call(session, app, "POST", base, "ola", {
+            "text": "Fiberbrudd mellom Øksfjord og Alta. Leverandøren er varslet.",
+            "services": ["nett-loppa"]})
+        assert 201 == status, text
+        note = json.loads(text)
+        assert (note["municipality"], note["created_by"], note["resolved_at"]) == (
+            "loppa", "ola", None)
+        refused = [
+            (await call(session, app, "POST", base, "per", {"text": "x"}))[0],
+            (await call(session, app, "POST", base, "ola",
+                        {"text": "x", "services": ["nett-alta"]}))[0],
+            (await call(session, app, "POST", base, "ola", {"text": "   "}))[0],
+            (await call(session, app, "POST", base, "ola", {"text": ""}))[0],
+            (await call(session, app, "POST", base, "ola", {"text": "x", "by": "kari"}))[0],
+            (await call(session, app, "POST", f"{base}/{note['id']}", "ola", {}))[0],
+            (await call(session, app, "POST", f"/api/v1/sla/alta/notes/{note['id']}", "ola",
+                        {"resolved": True}))[0],
+            (await call(session, app, "DELETE", f"{base}/{note['id']}", "ola"))[0]]
+        assert [404, 400, 400, 400, 400, 400, 404, 403] == refused
+        status, text = await call(session, app, "POST", f"{base}/{note['id']}", "ola", {
+            "text": "Reparert. Vi følger med en time til.", "resolved": True})
+        assert 200 == status, text
+        status, text = await call(session, app, "POST", f"{base}/{note['id']}", "ola",
+                                  {"text": "for sent"})
+        assert 409 == status
+        status, text = await call(session, app, "GET", base, "per")
+        (read,) = json.loads(text)["notes"]
+        assert [u["text"] for u in read["updates"]] == ["Reparert. Vi følger med en time til."]
+        assert read["resolved_at"] is not None
+        status, page = await call(session, app, "GET", "/sla/loppa", "per")
+        assert "Fiberbrudd mellom Øksfjord og Alta" in page
+        assert "Løst</span>: Nettverk Loppa rådhus" in page
+        assert 404 == (await call(session, app, "GET", base, "liv"))[0]
+        status, own = await call(session, app, "GET", "/api/v1/sla/alta/notes", "liv")
+        assert (200, []) == (status, json.loads(own)["notes"])
+        assert "Fiberbrudd" not in (await call(session, app, "GET", "/sla/alta", "liv"))[1]
+        status, _ = await call(session, app, "DELETE", f"{base}/{note['id']}", "kari")
+        assert 200 == status
+        assert [] == json.loads((await call(session, app, "GET", base, "per"))[1])["notes"]
+        status, audit = await call(session, app, "GET", "/api/v1/audit", "kari")
+    entries = [(e["actor"], e["action"]) for e in json.loads(audit)["audit"]
+               if e["target"] == f"status_note/{note['id']}"]
+    assert sorted(entries) == [("kari", "delete_status_note"), ("ola", "create_status_note"),
+                               ("ola", "update_status_note")]
+
+
 async def test_an_observation_of_a_closed_month_changes_no_reported_figure(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A month's figures close (here 60 s after it ends): a report sent stays true. An

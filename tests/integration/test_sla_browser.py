@@ -236,6 +236,26 @@ async def test_the_status_page_during_an_incident_and_announced_maintenance(
                 "ends_at": (start + timedelta(hours=2)).isoformat()},
             headers={"Authorization": f"Bearer {TOKENS['kari']}"}) as resp:
         assert 201 == resp.status
+    # the operator on duty tells Alta what is going on, in plain words; a note for
+    # Loppa at the same time is Loppa's alone
+    async with aiohttp.ClientSession(headers={
+            "Authorization": f"Bearer {TOKENS['ola']}"}) as session:
+        for m, text in (("alta", "Nettverket på rådhuset er nede etter et strømbrudd i "
+                                 "serverrommet. Elektriker er på vei."),
+                        ("loppa", "Loppa: treg e-post")):
+            async with session.post(f"{portal.url}/api/v1/sla/{m}/notes", json={
+                    "text": text, "services": [f"nett-{m}"] if m == "alta" else []}) as resp:
+                assert 201 == resp.status, await resp.text()
+                note = await resp.json()
+        async with session.get(f"{portal.url}/api/v1/sla/alta/notes") as resp:
+            (alta_note,) = (await resp.json())["notes"]
+        async with session.post(f"{portal.url}/api/v1/sla/alta/notes/{alta_note['id']}",
+                                json={"text": "Strømmen er tilbake; svitsjen starter."}
+                                ) as resp:
+            assert 200 == resp.status, await resp.text()
+        async with session.post(f"{portal.url}/api/v1/sla/alta/notes/{note['id']}",
+                                json={"resolved": True}) as resp:
+            assert 404 == resp.status  # Loppa's note is not under Alta
     await browser.goto(f"{portal.url}/login")
     await browser.js(f"document.querySelector('input[name=token]').value = "
                      f"{json.dumps(TOKENS['liv'])}; document.querySelector('form').submit()")
@@ -251,6 +271,8 @@ async def test_the_status_page_during_an_incident_and_announced_maintenance(
                 states: Object.fromEntries([...document.querySelectorAll('#now tr[data-state]')]
                     .map(r => [r.cells[0].innerText, r.dataset.state])),
                 planned: document.querySelector('#planned').innerText,
+                notes: [...document.querySelectorAll('#notes .incident')].map(
+                    n => n.dataset.state + ': ' + n.innerText),
                 lead: document.querySelector('.lead').innerText,
                 wide: document.documentElement.scrollWidth,
                 widest: [...document.querySelectorAll('body *')].filter(
@@ -262,6 +284,11 @@ async def test_the_status_page_during_an_incident_and_announced_maintenance(
             await asyncio.sleep(0.5)
         assert "down" == page["states"].get("Nettverk Alta rådhus"), page
         assert "Bytte av kjernesvitsj" in page["planned"], page
+        (shown,) = page["notes"]
+        assert shown.startswith("open: Pågår: Nettverk Alta rådhus\n\nMeldt "), shown
+        assert ("Nettverket på rådhuset er nede etter et strømbrudd i serverrommet. "
+                "Elektriker er på vei.") in shown
+        assert ": Strømmen er tilbake; svitsjen starter." in shown
         assert "av driftssentralen. Perioden er ikke over" in page["lead"], page
         assert page["wide"] <= width, (width, page["wide"], page["widest"])
         shot = await browser.call("Page.captureScreenshot", format="png",
