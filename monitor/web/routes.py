@@ -45,7 +45,7 @@ def add_routes(app: web.Application, *, config: Config, auth: Auth, rules: Rules
     feeds = Feeds(config, sla.store, auth, notify.ack_secret)
     slas = SlaRoutes(sla, rules, feeds)
     login = Login(auth)
-    notes = NoteRoutes(slas, rules)
+    notes = NoteRoutes(slas, rules, bench)
     table: list[tuple[str, str, str, Any]] = [
         ("GET", "/", "page viewer", console.page),
         ("GET", "/problems", "page operator", bench.problems),
@@ -57,6 +57,9 @@ def add_routes(app: web.Application, *, config: Config, auth: Auth, rules: Rules
         ("GET", "/sites/{id}", "page operator", bench.site),
         ("GET", "/topology", "page operator", bench.topology),
         ("GET", "/search", "page operator", bench.search),
+        ("GET", "/notes", "page operator", notes.page),
+        ("POST", "/notes", "form operator", notes.form_post),
+        ("POST", "/notes/{id}", "form operator", notes.form_change),
         ("GET", "/api/v1/devices", "viewer", console.list_devices),
         ("GET", "/api/v1/devices/{id}", "viewer", console.get_device),
         ("GET", "/api/v1/alerts", "viewer", api.list_alerts),

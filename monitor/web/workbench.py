@@ -15,6 +15,7 @@
     POST /problems/silence  silence the checked alerts for some hours
     POST /maintenance       plan maintenance for a device, a site, or the devices of
                             the checked alerts (admin)
+    GET  /notes             the municipalities' incident notes (monitor.web.notes)
 
 Pages are server-rendered (Jinja2, escaped by default) and need no script; forms
 carry the form token of the signed-in user (monitor.web.auth). Every change goes
@@ -100,7 +101,7 @@ class Workbench:
         self.grafana_url = grafana_url.rstrip("/") if grafana_url else None
         self.clock = clock
 
-    def _render(self, request: web.Request, template: str, user: ApiUser | None,
+    def render(self, request: web.Request, template: str, user: ApiUser | None,
                 **values: Any) -> web.Response:
         now = self.clock()
         text = ENV.get_template(template).render(
@@ -143,7 +144,7 @@ class Workbench:
         else:
             alerts.sort(key=lambda a: (SEVERITIES.index(a.severity), a.ack_by is not None,
                                        -(a.behind or 0), a.active_since or 0))
-        return self._render(
+        return self.render(
             request, "problems.html", user, alerts=alerts[:MAX_ROWS], shown=len(alerts),
             filters=filters, sort=sort, severities=SEVERITIES, states=STATES,
             choices=self._choices(user), silence_hours=SILENCE_HOURS,
@@ -261,7 +262,7 @@ class Workbench:
         behind = sorted((rows[d] for d in below if d in rows),
                         key=lambda r: (_rank(r.status), r.device.name))
         timeline = await self._timeline_of_alerts([alert], since=0)
-        return self._render(request, "alert.html", user, alert=alert, device=device,
+        return self.render(request, "alert.html", user, alert=alert, device=device,
                             behind=behind, timeline=timeline)
 
     async def _timeline_of_alerts(self, alerts: Iterable[Alert], since: float
@@ -306,7 +307,7 @@ class Workbench:
                         if owner == device_id)
         grafana = (f"{self.grafana_url}/d/driftsvakt-device?var-device={device_id}"
                    if self.grafana_url else None)
-        return self._render(
+        return self.render(
             request, "device.html", user, row=row, path=path, behind=behind,
             children=children, interfaces=self._interfaces(device_id), checks=checks,
             open_alerts=[a for a in alerts if a.state == "firing"],
@@ -381,7 +382,7 @@ class Workbench:
         now = self.clock()
         windows = [m for m in self.rules.engine.maintenance.values()
                    if site.id in m.sites or any(d in here for d in m.devices)]
-        return self._render(
+        return self.render(
             request, "site.html", user, site=site, tree=tree,
             counts=Counter(r.status for r in here.values()), statuses=STATUSES,
             windows=[(m, m.active(now)) for m in windows], hours=(1, 2, 4, 8, 24))
@@ -418,7 +419,7 @@ class Workbench:
         for root in roots:
             place(root, 0, None)
         depth = max((n.depth for n in nodes), default=0)
-        return self._render(request, "topology.html", user, nodes=nodes, edges=edges,
+        return self.render(request, "topology.html", user, nodes=nodes, edges=edges,
                             width=(depth + 1) * _MAP_COLUMN + 40,
                             height=len(nodes) * _MAP_ROW + 20,
                             column=_MAP_COLUMN, row_height=_MAP_ROW,
@@ -450,7 +451,7 @@ class Workbench:
                                      h[0].device.id))
             if len(hits) == 1 and hits[0][0].device.id.casefold() == needle:
                 raise web.HTTPSeeOther(f"/devices/{hits[0][0].device.id}")
-        return self._render(request, "search.html", user, q=q, hits=hits)
+        return self.render(request, "search.html", user, q=q, hits=hits)
 
     def _aliases(self) -> dict[str, set[str]]:
         out: dict[str, set[str]] = {}

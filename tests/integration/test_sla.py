@@ -347,6 +347,7 @@ async def test_a_scripted_month_through_mosquitto_equals_the_oracle(
 OPEN = {"/metrics", "/healthz", "/readyz", "/login", "/logout", "/login/oidc",
         "/login/oidc/callback"}
 PAGES = {"/", "/sla", "/sla/{m}", "/problems", "/alerts/{id}", "/devices/{id}", "/sites/{id}",
+         "/notes",
          "/search", "/topology"}  # a browser without a token is sent to /login
 
 
@@ -384,7 +385,7 @@ async def test_every_route_by_every_role_for_every_municipality(
                 url = fill(path, municipality)
                 body: dict[str, Any] | None = {} if method in ("POST", "DELETE") else None
                 status, _ = await call(session, app, method, url, None, body)
-                if path in PAGES:
+                if path in PAGES and method == "GET":
                     assert status == 303, (method, url)
                 elif path not in OPEN and not path.startswith("/ack/"):
                     assert status == 401, (method, url)

@@ -209,6 +209,19 @@ async def test_an_operator_signs_in_to_the_console(portal: EngineApp, browser: B
     assert sorted(page["sites"]) == ["alta-radhus", "oksfjord"]
 
 
+async def _submit(page: Browser, script: str) -> None:
+    """Fill in and submit a form as a person would; wait for the page after it."""
+    page.events.clear()
+    await page.js(script)
+    await page.wait_for("Page.loadEventFired")
+
+
+async def _sign_in(page: Browser, app: EngineApp, who: str) -> None:
+    await page.goto(f"{app.url}/login")
+    await _submit(page, f"document.querySelector('input[name=token]').value = "
+                        f"{json.dumps(TOKENS[who])}; document.querySelector('form').submit()")
+
+
 def _artifacts(tmp_path: Path) -> Path:
     out = Path(os.environ.get("DRIFTSVAKT_TEST_ARTIFACTS", tmp_path))
     out.mkdir(parents=True, exist_ok=True)
@@ -236,30 +249,33 @@ async def test_the_status_page_during_an_incident_and_announced_maintenance(
                 "ends_at": (start + timedelta(hours=2)).isoformat()},
             headers={"Authorization": f"Bearer {TOKENS['kari']}"}) as resp:
         assert 201 == resp.status
-    # the operator on duty tells Alta what is going on, in plain words; a note for
-    # Loppa at the same time is Loppa's alone
+    # the operator on duty tells Alta what is going on, in plain words, on the
+    # workbench's page; a note for Loppa at the same time (on the API) is Loppa's alone
     async with aiohttp.ClientSession(headers={
             "Authorization": f"Bearer {TOKENS['ola']}"}) as session:
-        for m, text in (("alta", "Nettverket på rådhuset er nede etter et strømbrudd i "
-                                 "serverrommet. Elektriker er på vei."),
-                        ("loppa", "Loppa: treg e-post")):
-            async with session.post(f"{portal.url}/api/v1/sla/{m}/notes", json={
-                    "text": text, "services": [f"nett-{m}"] if m == "alta" else []}) as resp:
-                assert 201 == resp.status, await resp.text()
-                note = await resp.json()
-        async with session.get(f"{portal.url}/api/v1/sla/alta/notes") as resp:
-            (alta_note,) = (await resp.json())["notes"]
-        async with session.post(f"{portal.url}/api/v1/sla/alta/notes/{alta_note['id']}",
-                                json={"text": "Strømmen er tilbake; svitsjen starter."}
-                                ) as resp:
-            assert 200 == resp.status, await resp.text()
-        async with session.post(f"{portal.url}/api/v1/sla/alta/notes/{note['id']}",
+        async with session.post(f"{portal.url}/api/v1/sla/loppa/notes",
+                                json={"text": "Loppa: treg e-post"}) as resp:
+            assert 201 == resp.status, await resp.text()
+            loppa_note = await resp.json()
+        async with session.post(f"{portal.url}/api/v1/sla/alta/notes/{loppa_note['id']}",
                                 json={"resolved": True}) as resp:
             assert 404 == resp.status  # Loppa's note is not under Alta
-    await browser.goto(f"{portal.url}/login")
-    await browser.js(f"document.querySelector('input[name=token]').value = "
-                     f"{json.dumps(TOKENS['liv'])}; document.querySelector('form').submit()")
-    await browser.wait_for("Page.loadEventFired")
+    await _sign_in(browser, portal, "ola")
+    await browser.goto(f"{portal.url}/notes")
+    await _submit(browser, """
+        const form = document.getElementById('new-note');
+        form.municipality.value = 'alta';
+        [...form.service.options].forEach(o => o.selected = o.value === 'nett-alta');
+        form.text.value = 'Nettverket på rådhuset er nede etter et strømbrudd i ' +
+                          'serverrommet. Elektriker er på vei.';
+        form.submit()""")
+    assert "/notes" == await browser.js("location.pathname")
+    await _submit(browser, """
+        const form = document.querySelector('#m-alta ~ .note form');
+        form.text.value = 'Strømmen er tilbake; svitsjen starter.';
+        form.submit()""")
+    assert "Strømmen er tilbake" in await browser.js("document.body.innerText")
+    await _sign_in(browser, portal, "liv")
     out = _artifacts(tmp_path)
     for width, height in ((1400, 900), (390, 844)):
         await browser.call("Emulation.setDeviceMetricsOverride", width=width, height=height,

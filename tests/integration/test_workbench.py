@@ -28,7 +28,11 @@ from monitor.app import EngineApp, start_engine
 from monitor.config import Config, load_config
 from monitor.events import Sample
 from tests.feed import publish
-from tests.integration.test_sla_browser import Browser, browser  # noqa: F401 - fixture
+from tests.integration.test_sla_browser import (  # noqa: F401 - the fixture
+    Browser,
+    _submit,
+    browser,
+)
 from tests.servers import Mosquitto, free_port
 
 pytestmark = pytest.mark.integration
@@ -126,13 +130,6 @@ async def _shoot(page: Browser, name: str) -> None:
         overflow = await page.js("document.documentElement.scrollWidth")
         assert overflow <= width + 1, (name, width, overflow)
     await page.call("Emulation.clearDeviceMetricsOverride")
-
-
-async def _submit(page: Browser, script: str) -> None:
-    """Fill in and submit a form as a person would, and wait for the page after it."""
-    page.events.clear()
-    await page.js(script)
-    await page.wait_for("Page.loadEventFired")
 
 
 async def _sign_in(page: Browser, app: EngineApp, who: str) -> None:
