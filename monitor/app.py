@@ -145,7 +145,7 @@ async def _assemble(config: Config, location: str, broker: Broker, password: str
     # one notification log and one set of operator actions for both locations
     notify.replicate, engine.on_shared["nflog"] = engine.sharer("nflog"), notify.apply_peer
     rules.replicate, engine.on_shared["ops"] = engine.sharer("ops"), rules.apply_peer
-    auth = Auth(config)
+    auth = Auth(config, metrics.sign_ins)
     supervisor = Supervisor(registry)
     # Stopped in this order: ingest commits what it took; the rules' last tick writes
     # what they still hold; notifications queue what that tick decided.

@@ -71,8 +71,15 @@ class EngineMetrics:
                                       "End-to-end acknowledgements published", registry=registry)
         self.store_errors = Counter("driftsvakt_store_errors_total",
                                     "Failed store transactions", registry=registry)
+        self.sign_ins = Counter(
+            "driftsvakt_web_sign_ins_total", "Sign-ins at /login by how (token, password, "
+            "directory, oidc) and outcome (ok, failed, throttled, unavailable)",
+            ["how", "outcome"], registry=registry)
         for reason in typing.get_args(RejectReason):  # zeros, not missing series
             self.rejected_total.labels(reason)
+        for how in ("token", "password", "directory", "oidc"):
+            for outcome in ("ok", "failed", "throttled", "unavailable"):
+                self.sign_ins.labels(how, outcome)
         # Children resolved once: .labels() costs a dict lookup and a lock per call.
         self._events_by_stream = {s: self.events.labels(s) for s in
                                   ("metrics", "state", "trap", "check", "heartbeat")}

@@ -29,17 +29,10 @@ SECURITY_HEADERS: Final = {
 }
 
 
-@web.middleware
-async def security_headers(request: web.Request,
-                           handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                           ) -> web.StreamResponse:
-    try:
-        response = await handler(request)
-    except web.HTTPException as exc:  # redirects and errors carry them too
-        exc.headers.update(SECURITY_HEADERS)
-        raise
+async def security_headers(_: web.Request, response: web.StreamResponse) -> None:
+    """On every answer as it is sent — a streamed one (a store snapshot) too, which a
+    middleware would see only after its headers had gone."""
     response.headers.update(SECURITY_HEADERS)
-    return response
 
 
 def build_app(registry: CollectorRegistry, ready: ReadyCheck,
@@ -79,7 +72,8 @@ def build_app(registry: CollectorRegistry, ready: ReadyCheck,
         ok = all(checks.values())
         return web.json_response({"ready": ok, "checks": checks}, status=200 if ok else 503)
 
-    app = web.Application(middlewares=[security_headers])
+    app = web.Application()
+    app.on_response_prepare.append(security_headers)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -26,6 +26,7 @@ from typing import Final
 import argon2
 import structlog
 from aiohttp import web
+from prometheus_client import Counter
 
 from monitor.config import ApiUser, Config
 from monitor.web.directory import Directory
@@ -54,7 +55,8 @@ def problem(status: int, detail: str) -> web.Response:
 
 
 class Auth:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, sign_ins: Counter) -> None:
+        self.sign_ins = sign_ins  # by how and outcome (monitor.web.login)
         self.tokens: dict[bytes, ApiUser] = {}
         self.sessions = Sessions()
         self.signed_in: dict[str, ApiUser] = {}  # directory users, by id

@@ -76,7 +76,9 @@ class Login:
         token, name = str(form.get("token", "")), str(form.get("user", ""))[:64]
         keys = [address, *((f"user:{name}",) if name else ())]
         wait = max(self._refused_for(key) for key in keys)
+        how = "password" if name else "token"
         if wait > 0:
+            self.auth.sign_ins.labels(how, "throttled").inc()
             return web.Response(status=429, content_type="text/html",
                                 headers={"Retry-After": str(int(wait) + 1)}, text=(
                 "<!doctype html><meta charset=utf-8><p>For mange forsøk. Vent litt.</p>"))
@@ -85,6 +87,7 @@ class Login:
                 user = await asyncio.to_thread(self._by_password, name,
                                                str(form.get("password", "")))
             except DirectoryUnavailable as exc:
+                self.auth.sign_ins.labels("directory", "unavailable").inc()
                 log.error("directory_unavailable", error=str(exc)[:300], user=name)
                 return web.Response(status=503, content_type="text/html", text=(
                     "<!doctype html><meta charset=utf-8><p>Katalogen svarer ikke. Prøv "
@@ -92,6 +95,7 @@ class Login:
         else:
             user = self.auth.user_for_token(token) if token else None
         if user is None:
+            self.auth.sign_ins.labels(how, "failed").inc()
             counts = [self._failed(key) for key in keys]
             log.warning("portal_login_failed", address=address, user=name or None,
                         failures=max(counts), window_s=WINDOW_SECONDS)
@@ -121,6 +125,7 @@ class Login:
         sid = self.auth.start_session(user)
         response.set_cookie(COOKIE, sid, httponly=True, samesite="Strict",
                             max_age=int(self.auth.sessions.max_age), secure=request.secure)
+        self.auth.sign_ins.labels(how, "ok").inc()
         log.info("portal_login", user=user.id, address=request.remote or "?",
                  role=user.role, how=how)
         return response
@@ -131,6 +136,7 @@ class Login:
         try:
             await self.auth.oidc.redirect(request)
         except OidcRefused as exc:
+            self.auth.sign_ins.labels("oidc", "unavailable").inc()
             log.error("oidc_unavailable", reason=exc.reason)
             return _page(exc.status, "Innloggingstjenesten svarer ikke. Prøv igjen, "
                                      "eller bruk nødinnloggingen.")
@@ -142,6 +148,8 @@ class Login:
         try:
             user = await self.auth.oidc.callback(request)
         except OidcRefused as exc:
+            self.auth.sign_ins.labels(
+                "oidc", "unavailable" if exc.status == 503 else "failed").inc()
             log.warning("portal_login_failed", how="oidc", address=request.remote or "?",
                         status=exc.status, reason=exc.reason)
             return _page(exc.status, {

@@ -35,6 +35,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from monitor.app import EngineApp, start_engine
 from monitor.config import Config, load_config
 from monitor.events import Sample
+from monitor.web import SECURITY_HEADERS
 from tests.feed import publish
 from tests.servers import Mosquitto, free_port, wait_ready
 from tests.sla_oracle import Obs, oracle
@@ -217,6 +218,8 @@ async def call(session: aiohttp.ClientSession, app: EngineApp, method: str, path
     headers = {"Authorization": f"Bearer {TOKENS[who]}"} if who else {}
     async with session.request(method, app.url + path, headers=headers,
                                json=body, allow_redirects=False) as resp:
+        # the security headers on every answer of every route, to every role
+        assert SECURITY_HEADERS.items() <= resp.headers.items(), (method, path, who)
         # a store snapshot is binary: decode leniently, the checks look for names
         return resp.status, (await resp.read()).decode("utf-8", errors="replace")
 

@@ -88,6 +88,37 @@ async def test_sign_in_guesses_are_throttled_and_logged(engine: EngineApp) -> No
     assert list(range(1, MAX_FAILURES + 1)) == failures
 
 
+async def test_a_thousand_password_guesses_from_a_hundred_addresses(
+        engine: EngineApp) -> None:
+    """A brute-force run against the break-glass user: 1,000 guesses, ten from each of
+    100 loopback addresses (as a botnet spreads them, so that no one address reaches
+    its own limit). The user's limit holds: ten guesses are checked, each logged with
+    its address and count; the other 990 are turned away (429) unchecked, and all of
+    it is in driftsvakt_web_sign_ins_total, which the DriftsvaktSignInsThrottled
+    alert reads."""
+    statuses: list[int] = []
+    with capture_logs() as logs:
+        for host in range(1, 101):
+            connector = aiohttp.TCPConnector(local_addr=(f"127.0.9.{host}", 0))
+            async with aiohttp.ClientSession(connector=connector) as session:
+                for guess in range(10):
+                    async with session.post(engine.url + "/login", data={
+                            "user": "brann", "password": f"gjett-{host}-{guess}"},
+                            allow_redirects=False) as resp:
+                        statuses.append(resp.status)
+    assert 1000 == len(statuses)
+    assert [401] * MAX_FAILURES + [429] * (1000 - MAX_FAILURES) == statuses
+    failed = [(e["address"], e["failures"]) for e in logs
+              if e["event"] == "portal_login_failed"]
+    assert [("127.0.9.1", n) for n in range(1, MAX_FAILURES + 1)] == failed
+    async with aiohttp.ClientSession() as session, session.get(engine.url + "/metrics") as resp:
+        metrics = await resp.text()
+    for outcome, count in (("failed", MAX_FAILURES), ("throttled", 1000 - MAX_FAILURES),
+                           ("ok", 0)):
+        assert (f'driftsvakt_web_sign_ins_total{{how="password",outcome="{outcome}"}} '
+                f"{float(count)}") in metrics, outcome
+
+
 @pytest.mark.parametrize("header", [b"Bearer \xa0", b"Bearer " + TOKEN.encode() + b"\xa0\xa0",
                                     "Bearer ø".encode(), b"Bearer ", b"Bearer \t "])
 async def test_a_token_no_real_token_looks_like_is_refused_not_500(
