@@ -47,6 +47,8 @@ IF_ENTRY: Final = (1, 3, 6, 1, 2, 1, 2, 2, 1)
 IFX_ENTRY: Final = (1, 3, 6, 1, 2, 1, 31, 1, 1, 1)
 UPS: Final = (1, 3, 6, 1, 2, 1, 33, 1)
 SYS_UPTIME: Final = (1, 3, 6, 1, 2, 1, 1, 3, 0)
+IP_FORWARDING: Final = (1, 3, 6, 1, 2, 1, 4, 1, 0)
+DOT1D_BASE_NUM_PORTS: Final = (1, 3, 6, 1, 2, 1, 17, 1, 2, 0)
 SNMP_TRAP_OID: Final = (1, 3, 6, 1, 6, 3, 1, 1, 4, 1, 0)
 COLD_START: Final = (1, 3, 6, 1, 6, 3, 1, 1, 5, 1)
 LINK_DOWN: Final = (1, 3, 6, 1, 6, 3, 1, 1, 5, 3)
@@ -67,6 +69,10 @@ SYS_OBJECT_ID: Final = {  # vendors an estate of this kind has
     "router": (1, 3, 6, 1, 4, 1, 9, 1, 1208),
     "firewall": (1, 3, 6, 1, 4, 1, 12356, 101, 1, 1000),  # Fortinet
     "ups": (1, 3, 6, 1, 4, 1, 318, 1, 3, 27),  # APC
+}
+
+SYS_SERVICES: Final = {  # RFC 3418's layers: 2 datalink, 4 internet, 8 end-to-end, 64 apps
+    "switch": 2, "ap": 2, "router": 6, "firewall": 76, "ups": 72,
 }
 
 
@@ -130,14 +136,20 @@ class SimulatedDevice:
             return self._snapshot[1], self._snapshot[2]
         self.advance(now)
         kind = self.device.device_class
+        what = "access point" if kind == "ap" else kind
         rows: list[tuple[Oid, int, int | bytes]] = [
-            ((*SYSTEM, 1, 0), OCTETS, f"simulated {kind} {self.device.name}".encode()),
+            ((*SYSTEM, 1, 0), OCTETS, f"simulated {what} {self.device.name}".encode()),
             ((*SYSTEM, 2, 0), OID, _oid(SYS_OBJECT_ID.get(kind, (1, 3, 6, 1, 4, 1, 8072)))),
             (SYS_UPTIME, TIMETICKS, self.uptime_ticks(now)),
             ((*SYSTEM, 4, 0), OCTETS, b"vaktrommet@example.no"),
             ((*SYSTEM, 5, 0), OCTETS, self.device.id.encode()),
             ((*SYSTEM, 6, 0), OCTETS, self.device.site.encode()),
+            # what discovery tells classes apart by (collectors/snmp/discovery.py)
+            ((*SYSTEM, 7, 0), INTEGER, SYS_SERVICES.get(kind, 72)),
+            (IP_FORWARDING, INTEGER, 1 if kind in ("router", "firewall") else 2),
         ]
+        if kind == "switch":
+            rows.append((DOT1D_BASE_NUM_PORTS, INTEGER, len(self.ports)))
         if self.ports:
             rows.append((IF_NUMBER, INTEGER, len(self.ports)))
         for n, port in enumerate(self.ports, start=1):
@@ -172,6 +184,8 @@ class SimulatedDevice:
             on_battery = battery is not None and now - battery < 300
             seconds = int(now - battery) if on_battery and battery is not None else 0
             rows += [
+                ((*UPS, 1, 1, 0), OCTETS, b"APC"),  # upsIdentManufacturer
+                ((*UPS, 1, 2, 0), OCTETS, b"Smart-UPS 3000"),  # upsIdentModel
                 ((*UPS, 2, 1, 0), INTEGER, 2),  # upsBatteryStatus: normal
                 ((*UPS, 2, 2, 0), INTEGER, seconds),
                 ((*UPS, 2, 3, 0), INTEGER, max(5, 30 - seconds // 10)),

@@ -278,6 +278,47 @@ async def _render_sla(config: Config, path: Path, municipality: str, query: dict
         return report_html(report, history)
 
 
+def _discover(args: argparse.Namespace) -> int:
+    """Propose the devices of a subnet that answer SNMP with one of the estate's
+    profiles (collectors/snmp/discovery.py); prints YAML to review, writes nothing."""
+    from pysnmp.hlapi.v3arch.asyncio import SnmpEngine
+
+    from collectors.snmp.client import CollectError, SnmpSession
+    from collectors.snmp.discovery import discover, proposal
+
+    config = _config(args.config)
+    if isinstance(config, int):
+        return config
+    profile = config.snmp_profiles.get(args.profile)
+    if profile is None or args.site not in config.sites:
+        print(f"discover: no SNMP profile {args.profile!r} or no site {args.site!r} in "
+              "the config", file=sys.stderr)
+        return 2
+    secrets = {key: ref.resolve() for key in ("community", "auth_key", "priv_key")
+               if (ref := getattr(profile, key)) is not None}
+    known = {d.address: d.id for d in config.devices.values() if d.address}
+
+    def errored(address: str, exc: CollectError) -> None:
+        print(f"# {address}: {exc}", file=sys.stderr)
+
+    async def scan() -> str:
+        engine = SnmpEngine()
+        try:
+            found = await discover(args.subnet,
+                                   lambda a: SnmpSession(engine, a, profile, secrets), known,
+                                   args.concurrency, errored)
+        finally:
+            engine.close_dispatcher()
+        return proposal(found, args.subnet, args.site, args.profile, set(config.devices))
+
+    try:
+        print(asyncio.run(scan()), end="")
+    except ValueError as exc:
+        print(f"discover: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _engine(args: argparse.Namespace) -> int:
     from monitor.app import run_engine
 
@@ -395,6 +436,14 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--output", "-o", help="write here instead of standard output")
     report.set_defaults(func=_sla_report)
 
+    disc = sub.add_parser("discover", help="propose the devices of a subnet that "
+                                           "answer SNMP (prints YAML, writes nothing)")
+    disc.add_argument("--config", required=True)
+    disc.add_argument("--subnet", required=True, help="e.g. 10.20.30.0/24")
+    disc.add_argument("--profile", required=True, help="an snmp_profiles id to ask with")
+    disc.add_argument("--site", required=True, help="the site the proposals go on")
+    disc.add_argument("--concurrency", type=int, default=64)
+    disc.set_defaults(func=_discover)
     engine = sub.add_parser("engine", help="run the monitor engine of one location")
     engine.add_argument("--config", required=True)
     engine.add_argument("--location", required=True)

@@ -96,7 +96,11 @@ async def test_net_snmp_tools_read_the_model(tmp_path: Path) -> None:
     oids, _ = agents.devices["sw1"].mib(agents.clock())
     served = [".".join(map(str, o)) for o in oids]
     assert served == list(bulk)  # every OID, in order, nothing more
-    assert 6 + 1 + 24 * 12 + 24 * 5 == len(bulk)  # system, ifNumber, ifTable, ifXTable
+    # system (7 with sysServices), ifNumber, ifTable, ipForwarding, ifXTable, and
+    # BRIDGE-MIB's port count
+    assert 7 + 1 + 24 * 12 + 1 + 24 * 5 + 1 == len(bulk)
+    assert ("2", "2", "24") == (bulk["1.3.6.1.2.1.1.7.0"], bulk["1.3.6.1.2.1.4.1.0"],
+                                bulk["1.3.6.1.2.1.17.1.2.0"])
     assert [f"Gi1/0/{n}" for n in range(1, 25)] == [
         v for k, v in plain.items() if k.startswith("1.3.6.1.2.1.31.1.1.1.1.")]
     assert "sw1" == bulk["1.3.6.1.2.1.1.5.0"]
