@@ -30,6 +30,7 @@ from monitor.ingest import Bounds, Ingest, Observers
 from monitor.liveness import Liveness
 from monitor.metrics import EngineMetrics, StateCollector
 from monitor.notify.service import NotifyService
+from monitor.reload import EstateChange, EstateReload
 from monitor.rules.service import RulesService
 from monitor.sla.service import SlaService
 from monitor.startup import EXIT_CONFIG, StartRefused, StoreLock, bind_http, check_credentials
@@ -64,6 +65,7 @@ class EngineApp:
     supervision: asyncio.Task[int]
     """Ends with the exit code: when ``stop()`` is called, or when a ``stop`` task dies."""
     _stopping: asyncio.Event
+    estate: EstateReload
 
     async def stop(self) -> int:
         """Stop the tasks in order, then HTTP and the store; return the exit code."""
@@ -146,6 +148,7 @@ async def _assemble(config: Config, location: str, broker: Broker, password: str
     notify.replicate, engine.on_shared["nflog"] = engine.sharer("nflog"), notify.apply_peer
     rules.replicate, engine.on_shared["ops"] = engine.sharer("ops"), rules.apply_peer
     auth = Auth(config, metrics.sign_ins)
+    estate = EstateReload(config, location, rules, notify, sla, state, auth.configure)
     supervisor = Supervisor(registry)
     # Stopped in this order: ingest commits what it took; the rules' last tick writes
     # what they still hold; notifications queue what that tick decided.
@@ -160,7 +163,7 @@ async def _assemble(config: Config, location: str, broker: Broker, password: str
 
     def routes(app: web.Application) -> None:
         add_routes(app, config=config, auth=auth, rules=rules, notify=notify, sla=sla,
-                   state=state, location=location)
+                   state=state, location=location, estate=estate)
 
     scrape_token = (config.engine.metrics_token.resolve()
                     if config.engine.metrics_token is not None else None)
@@ -176,7 +179,7 @@ async def _assemble(config: Config, location: str, broker: Broker, password: str
     log.info("engine_started", location=location, url=url, store=store.path,
              broker=f"{broker.host}:{broker.port}")
     return EngineApp(engine, store, lock, runner, url, rules, notify, sla, supervisor,
-                     supervision, stopping)
+                     supervision, stopping, estate)
 
 
 async def run_engine(config_path: str, location: str, *, http_port: int | None = None) -> int:
@@ -197,10 +200,10 @@ async def run_engine(config_path: str, location: str, *, http_port: int | None =
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    reloads: set[asyncio.Task[list[str]]] = set()
+    reloads: set[asyncio.Task[tuple[EstateChange, list[str]]]] = set()
 
     def reload() -> None:
-        task = asyncio.create_task(app.rules.reload())
+        task = asyncio.create_task(app.estate.everything("SIGHUP"))
         reloads.add(task)
         task.add_done_callback(reloads.discard)
 

@@ -494,6 +494,15 @@ class Config:
     notifications: NotificationSettings = field(default_factory=NotificationSettings)
     services: dict[str, ServiceSpec] = field(default_factory=dict)
 
+    def adopt(self, new: Config) -> list[str]:
+        """Put ``new``'s estate in force in this very object, in one step: every part
+        of a running engine holds this object, and reads it again at its next use.
+        The settings a process reads only at start keep their running value; their
+        names are returned when ``new`` changes them (they take effect at restart)."""
+        for name in ESTATE_FIELDS:
+            object.__setattr__(self, name, getattr(new, name))
+        return [name for name in AT_START_FIELDS if getattr(self, name) != getattr(new, name)]
+
     def module_dirs(self) -> list[Path]:
         """``poller.modules``, relative ones from the config's own directory."""
         source = Path(self.source)
@@ -531,6 +540,15 @@ class Config:
 
     def location_of(self, device_id: str) -> str:
         return self.sites[self.devices[device_id].site].location
+
+
+# What a reload puts in force (Config.adopt), and what only a restart does: the
+# listeners, the broker connections, the store, the sign-in providers.
+ESTATE_FIELDS: Final = ("municipalities", "sites", "snmp_profiles", "devices",
+                        "office_hours", "schedules", "checks", "users", "notifications",
+                        "services")
+AT_START_FIELDS: Final = ("locations", "brokers", "engine", "outbox", "traps", "poller",
+                          "ldap", "oidc")
 
 
 @dataclass(slots=True)

@@ -66,6 +66,18 @@ class State:
     series_per_device: dict[str, int] = field(default_factory=dict)
     series_refused: dict[str, int] = field(default_factory=dict)
 
+    def forget(self, devices: set[str]) -> None:
+        """Devices that left the estate: their status, series and checks go (an event
+        still on its way for one comes back as an unknown device)."""
+        for key in [k for k in self.series if k[0] in devices]:
+            del self.series[key]
+        for key2 in [k for k in self.checks if k[0] in devices]:
+            del self.checks[key2]
+        for device in devices:
+            self.devices.pop(device, None)
+            self.series_per_device.pop(device, None)
+            self.series_refused.pop(device, None)
+
     def apply(self, topic: DeviceTopic, event: Event) -> DeviceStatus:
         """Apply one admitted event; return the device's status after it."""
         status = self.devices.get(event.device)

@@ -103,23 +103,14 @@ class NotifyService:
                  location: str | None = None, state: State | None = None) -> None:
         settings = config.notifications
         self.config = config
-        self.settings = settings
         self.store = store
         self.rules = rules
         self.metrics = NotifyMetrics(registry)
-        for receiver in settings.receivers:  # zeros, not missing series
-            for outcome in ("sent", "retry", "failed", "rate_limited", "handed_over"):
-                self.metrics.outcomes.labels(receiver.id, outcome)
         self.backoff_cap = backoff_cap
-        self.receivers: dict[str, ReceiverSettings] = {r.id: r for r in settings.receivers}
-        self.people = {p.id: p for p in settings.people}
-        self.schedules = {s.id: OnCall(s, config.schedules.get(s.calendar or ""))
-                          for s in settings.schedules}
-        self.escalator = Escalator({e.id: e for e in settings.escalations}, self.schedules)
-        self.site_names = {s.id: s.name for s in config.sites.values()}
-        self.municipality_names = {m.id: m.name for m in config.municipalities.values()}
-        self.inventory = Inventory.from_config(config)
-        self.device_names = {d.id: d.name for d in config.devices.values()}
+        self.escalator = Escalator({}, {})
+        self.dispatcher: Dispatcher | None = None
+        self._sent_here: set[str] = set()
+        self.configure(config)
         try:
             secret = settings.ack_secret.resolve() if settings.ack_secret is not None else None
         except (KeyError, OSError) as exc:
@@ -133,9 +124,6 @@ class NotifyService:
         # peer sent comes in through apply_peer, so a takeover or a hand-back does not
         # send again what the other engine already sent.
         self.replicate: Callable[[str, bytes], None] | None = None
-        self._sent_here: set[str] = set()
-        root = build_routes(settings.route, config.schedules) if settings.route else None
-        self.dispatcher = Dispatcher(root, on_sent=self._remember) if root else None
         self._wake = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
         # Hot standby: both locations' engines evaluate everything; each notifies for
@@ -145,6 +133,32 @@ class NotifyService:
         self.started = time.time()
         self.covering: set[str] | None = None if location is None else {location}
         self._am_told: dict[str, float] = {}  # group -> when an Alertmanager last heard it
+
+    def configure(self, config: Config) -> None:
+        """Receivers, routes, people, rotas and escalation policies, and the names
+        messages use (at start, and when the estate reloads): groups waiting, the
+        notification log and escalations under way carry over."""
+        settings = self.settings = config.notifications
+        for receiver in settings.receivers:  # zeros, not missing series
+            for outcome in ("sent", "retry", "failed", "rate_limited", "handed_over"):
+                self.metrics.outcomes.labels(receiver.id, outcome)
+        self.receivers: dict[str, ReceiverSettings] = {r.id: r for r in settings.receivers}
+        self.people = {p.id: p for p in settings.people}
+        self.schedules = {s.id: OnCall(s, config.schedules.get(s.calendar or ""))
+                          for s in settings.schedules}
+        self.escalator.policies = {e.id: e for e in settings.escalations}
+        self.escalator.schedules = self.schedules
+        self.site_names = {s.id: s.name for s in config.sites.values()}
+        self.municipality_names = {m.id: m.name for m in config.municipalities.values()}
+        self.inventory = Inventory.from_config(config)
+        self.device_names = {d.id: d.name for d in config.devices.values()}
+        root = build_routes(settings.route, config.schedules) if settings.route else None
+        if root is None:
+            self.dispatcher = None
+        elif self.dispatcher is None:
+            self.dispatcher = Dispatcher(root, on_sent=self._remember)
+        else:
+            self.dispatcher.root = root
 
     @classmethod
     async def start(cls, config: Config, store: Store, rules: AlertSource,

@@ -3,7 +3,7 @@
 A receiver may give its own ``subject`` and ``body`` templates; they see ``firing``
 and ``resolved`` (lists of alerts as dicts: alertname, severity, summary, device,
 device_name, site, site_name, municipality, municipality_name, severity_nb, value,
-since, resolved, behind, url, ack_url), ``labels`` (the
+since, resolved, retired, behind, url, ack_url), ``labels`` (the
 group's), ``count`` and ``external_url``.
 """
 
@@ -29,7 +29,8 @@ _ENV: Final = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False,
 DEFAULTS: Final[dict[str, dict[str, str]]] = {
     "nb": {
         "subject": (
-            "{% if firing %}[ALARM:{{ firing|length }}]{% else %}[OK]{% endif %} "
+            "{% if firing %}[ALARM:{{ firing|length }}]"
+            "{% elif resolved|rejectattr('retired')|list %}[OK]{% else %}[AVVIKLET]{% endif %} "
             "{{ (firing or resolved)[0].alertname }}"
             "{% if (firing or resolved)[0].site_name %} – {{ (firing or resolved)[0].site_name }}"
             "{% endif %}{% if (firing or resolved)[0].municipality %}, "
@@ -49,18 +50,24 @@ DEFAULTS: Final[dict[str, dict[str, str]]] = {
             "{% if a.ack_url %}  Kvitter: {{ a.ack_url }}\n{% endif %}"
             "\n{% endfor %}"
             "{% for a in resolved %}"
+            "{% if a.retired %}AVVIKLET {{ a.resolved }}: {{ a.alertname }} på "
+            "{{ a.device_name }} ({{ a.site_name }}) er avsluttet fordi enheten er tatt ut "
+            "av overvåkingen, ikke fordi den er frisk. Det var: {{ a.summary }}\n"
+            "{% else %}"
             "LØST {{ a.resolved }}: {{ a.alertname }} på {{ a.device_name }} "
             "({{ a.site_name }}). Det var: {{ a.summary }}\n"
-            "{% endfor %}"),
+            "{% endif %}{% endfor %}"),
         "sms": (
             "{% for a in firing %}ALARM {{ a.severity_nb|upper }}: {{ a.summary }}"
             "{% if a.ack_url %} Kvitter: {{ a.ack_url }}{% endif %}\n{% endfor %}"
-            "{% for a in resolved %}LØST: {{ a.alertname }} på {{ a.device_name }}\n"
-            "{% endfor %}"),
+            "{% for a in resolved %}{{ 'AVVIKLET' if a.retired else 'LØST' }}: "
+            "{{ a.alertname }} på {{ a.device_name }}\n{% endfor %}"),
     },
     "en": {
         "subject": (
-            "{% if firing %}[FIRING:{{ firing|length }}]{% else %}[RESOLVED]{% endif %} "
+            "{% if firing %}[FIRING:{{ firing|length }}]"
+            "{% elif resolved|rejectattr('retired')|list %}[RESOLVED]{% else %}[RETIRED]"
+            "{% endif %} "
             "{{ (firing or resolved)[0].alertname }}"
             "{% if (firing or resolved)[0].site_name %} – {{ (firing or resolved)[0].site_name }}"
             "{% endif %}{% if (firing or resolved)[0].municipality %}, "
@@ -80,14 +87,18 @@ DEFAULTS: Final[dict[str, dict[str, str]]] = {
             "{% if a.ack_url %}  Acknowledge: {{ a.ack_url }}\n{% endif %}"
             "\n{% endfor %}"
             "{% for a in resolved %}"
+            "{% if a.retired %}RETIRED {{ a.resolved }}: {{ a.alertname }} on "
+            "{{ a.device_name }} ({{ a.site_name }}) ended because the device left "
+            "monitoring, not because it recovered. It was: {{ a.summary }}\n"
+            "{% else %}"
             "RESOLVED {{ a.resolved }}: {{ a.alertname }} on {{ a.device_name }} "
             "({{ a.site_name }}). It was: {{ a.summary }}\n"
-            "{% endfor %}"),
+            "{% endif %}{% endfor %}"),
         "sms": (
             "{% for a in firing %}FIRING {{ a.severity|upper }}: {{ a.summary }}"
             "{% if a.ack_url %} Ack: {{ a.ack_url }}{% endif %}\n{% endfor %}"
-            "{% for a in resolved %}RESOLVED: {{ a.alertname }} on {{ a.device_name }}\n"
-            "{% endfor %}"),
+            "{% for a in resolved %}{{ 'RETIRED' if a.retired else 'RESOLVED' }}: "
+            "{{ a.alertname }} on {{ a.device_name }}\n{% endfor %}"),
     },
 }
 
@@ -122,6 +133,7 @@ def alert_view(alert: Alert, external_url: str, site_names: dict[str, str],
         "value": None if alert.value is None else round(alert.value, 3),
         "since": _local(alert.active_since), "resolved": _local(alert.resolved_at),
         "behind": alert.behind, "labels": alert.labels,
+        "retired": alert.ended_by == "retired",  # resolved: it left the estate
         "behind_in": ", ".join(
             f"{(municipality_names or {}).get(m, m)} {n}" for m, n in
             sorted((behind_by or {}).items(), key=lambda item: (-item[1], item[0])))

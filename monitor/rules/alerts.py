@@ -45,6 +45,9 @@ class Alert:
     # keeps renewing it and resolves when told to or when this time passes
     external: bool = False
     expires_at: float | None = None
+    # why it resolved, when not because what it is about recovered: "retired" (its
+    # device left the estate), "rule removed"
+    ended_by: str | None = None
 
     @property
     def device(self) -> str | None:
@@ -67,6 +70,7 @@ class Alert:
             "active_since": self.active_since, "fired_at": self.fired_at,
             "resolved_at": self.resolved_at, "suppressed": self.suppressed,
             "flapping": self.flapping, "behind": self.behind, "external": self.external,
+            "ended_by": self.ended_by,
             "acknowledged": None if self.ack_by is None else {
                 "by": self.ack_by, "at": self.ack_at, "comment": self.ack_comment},
         }

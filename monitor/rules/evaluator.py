@@ -115,10 +115,29 @@ class RuleEngine:
             if alert.external:
                 continue  # its sender's, not a rule's
             if alert.rule not in self.by_name and alert.state != "resolved":
-                self.lifecycle.resolve(alert, now, "rule removed")
+                self.lifecycle.resolve(alert, now, "rule removed", ended_by="rule removed")
             elif alert.state == "pending":
                 self.lifecycle.schedule(
                     alert.active_since + self.by_name[alert.rule].for_seconds, "fire", fp)
+
+    def estate_changed(self, inventory: Inventory, retired: Iterable[str], now: float
+                       ) -> int:
+        """Take a reloaded estate: the alerts of devices that left it resolve as
+        retired (not as recovered), and the rules start again on the new inventory as
+        on a rules reload (alerts carry over, trackers start afresh, so no absence
+        rule waits for a device that is gone). Returns how many alerts were retired."""
+        gone = set(retired)
+        count = 0
+        for alert in list(self.lifecycle.alerts.values()):
+            if alert.device in gone and alert.state != "resolved":
+                self.lifecycle.resolve(alert, now, "device retired", ended_by="retired")
+                count += 1
+        for device in gone:
+            self.topology.observe(device, None)
+            self._uptime.pop(device, None)
+        self.inventory.replace(inventory)
+        self.load(self.rules, now)
+        return count
 
     def _device_matches(self, rule: Rule, device: str) -> bool:
         key = (rule.name, device)

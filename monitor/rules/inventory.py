@@ -60,6 +60,13 @@ class Inventory:
     def from_list(cls, devices: Iterable[DeviceInfo]) -> Inventory:
         return cls({d.id: d for d in devices})
 
+    def replace(self, other: Inventory) -> None:
+        """Become ``other`` (a reloaded estate), in place: the rules' topology, muting
+        and lifecycle hold this object, and see the new estate at once."""
+        self.devices = other.devices
+        self.children = other.children
+        self._behind = {}
+
     def ancestors(self, device: str) -> Iterator[str]:
         seen = {device}
         info = self.devices.get(device)

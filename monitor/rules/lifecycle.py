@@ -149,7 +149,10 @@ class Lifecycle:
         alert.suppressed = self.muting.reason(alert, ts)
         self.note(alert, ts, "firing", alert.suppressed)
 
-    def resolve(self, alert: Alert, ts: float, detail: str | None = None) -> None:
+    def resolve(self, alert: Alert, ts: float, detail: str | None = None,
+                ended_by: str | None = None) -> None:
+        """``ended_by``: why, when not because it recovered (``retired``, ``rule
+        removed``); a notification says so instead of "recovered"."""
         if alert.state == "pending":
             del self.alerts[alert.fingerprint]
             self.changed.discard(alert.fingerprint)
@@ -160,6 +163,7 @@ class Lifecycle:
             self.muting.count_source(alert, -1)
         alert.state = "resolved"
         alert.resolved_at = ts
+        alert.ended_by = ended_by
         self.note(alert, ts, "resolved", detail)
 
     def note(self, alert: Alert, ts: float, what: str, detail: str | None = None) -> None:

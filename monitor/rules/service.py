@@ -433,6 +433,12 @@ class RulesService:
 
     # -- reload ------------------------------------------------------------------------
 
+    def estate_changed(self, config: Config, retired: set[str], now: float) -> int:
+        """The estate reloaded (``config`` adopted it): the rules take its inventory,
+        and the alerts of ``retired`` devices resolve as retired; how many did. The
+        caller commits (``changes()``)."""
+        return self.engine.estate_changed(Inventory.from_config(config), retired, now)
+
     async def reload(self) -> list[str]:
         """Read the rule files again; return the problems (empty on success)."""
         try:

@@ -87,6 +87,12 @@ class SlaService:
         registry.register(_SlaCollector(service))
         return service
 
+    def estate_changed(self) -> None:
+        """The estate reloaded: its services' components are what the ledger tracks
+        from now on (what it recorded of the others stays, as history)."""
+        self.ledger.tracked = tracked_components(self.config)
+        self.cache.clear()
+
     def municipalities(self) -> list[str]:
         return [m for m in self.config.municipalities if services_of(self.config, m)]
 

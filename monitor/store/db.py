@@ -316,6 +316,17 @@ class Store:
         async with self._db.execute("SELECT src, applied, events FROM source_progress") as cur:
             return {str(s): (int(a), int(e)) async for s, a, e in cur}
 
+    async def forget_devices(self, devices: Iterable[str]) -> None:
+        """The kept status of devices that left the estate (their alerts stay, as
+        history)."""
+        gone = [(d,) for d in devices]
+
+        async def work(db: aiosqlite.Connection) -> None:
+            await db.executemany("DELETE FROM device_status WHERE device = ?", gone)
+
+        if gone:
+            await self._transaction(work)
+
     async def load_devices(self) -> list[DeviceRow]:
         query = "SELECT device, last_seen, state, state_since, reason FROM device_status"
         async with self._db.execute(query) as cur:

@@ -23,6 +23,7 @@ import structlog
 from aiohttp import web
 
 from monitor.config import ApiUser, Config
+from monitor.reload import EstateReload
 from monitor.rules.alerts import Alert
 from monitor.rules.external import MAX_ALERTS, PostableAlert
 from monitor.rules.matchers import Matcher
@@ -44,11 +45,12 @@ class _Ack(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class Api:
-    def __init__(self, config: Config, rules: RulesService, auth: Auth) -> None:
+    def __init__(self, config: Config, rules: RulesService, auth: Auth,
+                 estate: EstateReload | None = None) -> None:
+        self.config = config
+        self.estate = estate
         self.rules = rules
         self.auth = auth
-        self.device_municipality = {d: config.municipality_of(d) for d in config.devices}
-        self.site_municipality = {s.id: s.municipality for s in config.sites.values()}
 
     # -- alerts ------------------------------------------------------------------------
 
@@ -179,8 +181,13 @@ class Api:
             shown: Maintenance | None = window
             if user is not None and user.role == "viewer":
                 # a viewer sees its own part of a window, and nothing of another's
-                shown = window.part_of(user.municipality or "", self.device_municipality,
-                                       self.site_municipality)
+                config = self.config  # as it is now: the estate reloads
+                shown = window.part_of(
+                    user.municipality or "",
+                    {d: config.municipality_of(d) for d in window.devices
+                     if d in config.devices},
+                    {s: config.sites[s].municipality for s in window.sites
+                     if s in config.sites})
             if shown is not None:
                 out.append({**msgspec.to_builtins(shown), "active": window.active(now)})
         return web.json_response({"maintenance": out})
@@ -207,13 +214,18 @@ class Api:
     # -- administration ----------------------------------------------------------------
 
     async def reload(self, _: web.Request, user: ApiUser | None) -> web.StreamResponse:
+        """The estate, then the rule files; either refused as a whole (400, with every
+        problem found)."""
         assert user is not None
-        problems = await self.rules.reload()
+        assert self.estate is not None
+        change, problems = await self.estate.everything(user.id)
         await self.rules.store.audit(user.id, "reload_rules", str(self.rules.path),
                                      _ENCODER.encode({"problems": problems}))
-        if problems:
-            return web.json_response({"reloaded": False, "problems": problems}, status=400)
-        return web.json_response({"reloaded": True,
+        body = {"estate": change.summary()}
+        if not change.reloaded or problems:
+            return web.json_response({"reloaded": False, **body,
+                                      "problems": change.problems + problems}, status=400)
+        return web.json_response({"reloaded": True, **body,
                                   "rules": len(self.rules.engine.rules.rules)})
 
     async def audit(self, request: web.Request, user: ApiUser | None) -> web.StreamResponse:

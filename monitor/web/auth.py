@@ -57,15 +57,24 @@ def problem(status: int, detail: str) -> web.Response:
 class Auth:
     def __init__(self, config: Config, sign_ins: Counter) -> None:
         self.sign_ins = sign_ins  # by how and outcome (monitor.web.login)
-        self.tokens: dict[bytes, ApiUser] = {}
         self.sessions = Sessions()
         self.signed_in: dict[str, ApiUser] = {}  # directory users, by id
         self._form_key = secrets.token_bytes(32)
-        self.passwords = {u.id: u for u in config.users.values()
-                          if u.password_argon2 is not None}
+        self.directory = None if config.ldap is None else Directory(
+            config.ldap, None if config.ldap.bind_password is None
+            else config.ldap.bind_password.resolve())  # read: check_credentials ran
+        self.oidc = None if config.oidc is None else Oidc(
+            config.oidc, None if config.oidc.client_secret is None
+            else config.oidc.client_secret.resolve())
+        self.configure(config)
+
+    def configure(self, config: Config) -> None:
+        """The users of the config (at start, and when the estate reloads): a user no
+        longer in it is refused from the next request on, its sessions included."""
+        tokens: dict[bytes, ApiUser] = {}
         for user in config.users.values():
             if user.token_sha256 is not None:
-                self.tokens[bytes.fromhex(user.token_sha256)] = user
+                tokens[bytes.fromhex(user.token_sha256)] = user
                 continue
             if user.token is None:
                 continue  # a password user only
@@ -74,14 +83,11 @@ class Auth:
             except (KeyError, OSError) as exc:
                 log.error("api_user_token_unavailable", user=user.id, error=str(exc))
                 continue
-            self.tokens[hashlib.sha256(token.encode()).digest()] = user
+            tokens[hashlib.sha256(token.encode()).digest()] = user
+        self.tokens = tokens
+        self.passwords = {u.id: u for u in config.users.values()
+                          if u.password_argon2 is not None}
         self.by_id = {**self.passwords, **{u.id: u for u in self.tokens.values()}}
-        self.directory = None if config.ldap is None else Directory(
-            config.ldap, None if config.ldap.bind_password is None
-            else config.ldap.bind_password.resolve())  # read: check_credentials ran
-        self.oidc = None if config.oidc is None else Oidc(
-            config.oidc, None if config.oidc.client_secret is None
-            else config.oidc.client_secret.resolve())
         self.users_configured = (bool(config.users) or self.directory is not None
                                  or self.oidc is not None)
 

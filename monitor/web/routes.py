@@ -18,6 +18,7 @@ from aiohttp import web
 
 from monitor.config import Config
 from monitor.notify.service import NotifyService
+from monitor.reload import EstateReload
 from monitor.rules.service import RulesService
 from monitor.sla.service import SlaService
 from monitor.state import State
@@ -37,8 +38,9 @@ Handler = Callable[..., Awaitable[web.StreamResponse]]
 
 
 def add_routes(app: web.Application, *, config: Config, auth: Auth, rules: RulesService,
-               notify: NotifyService, sla: SlaService, state: State, location: str) -> None:
-    api = Api(config, rules, auth)
+               notify: NotifyService, sla: SlaService, state: State, location: str,
+               estate: EstateReload) -> None:
+    api = Api(config, rules, auth, estate)
     console = Console(config, state, rules, location)
     bench = Workbench(config, state, rules, console, auth, config.engine.grafana_url)
     oncall = NotifyRoutes(notify)

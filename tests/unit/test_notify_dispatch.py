@@ -256,3 +256,24 @@ def test_a_failing_receiver_template_falls_back_to_the_default() -> None:
                                                 "default {{ firing | length }}", context)
     assert "own 0" == NotifyService._render("hook", "own {{ firing | length }}",
                                             "default", context)
+
+
+def test_a_retired_alert_is_not_announced_as_recovered() -> None:
+    """A device taken out of the estate while its alert fired: the all-clear says the
+    alert ended because the device left, in the subject and in every line."""
+    gone, well = alert("sw-gammel"), alert("sw-frisk")
+    for a in (gone, well):
+        a.state, a.resolved_at = "resolved", 1_780_000_000.0
+    gone.ended_by = "retired"
+    views = [alert_view(a, "https://x", {}, {}, None, "nb") for a in (gone, well)]
+    only_gone = {"firing": [], "resolved": views[:1]}
+    assert render(DEFAULTS["nb"]["subject"], only_gone).startswith("[AVVIKLET] ")
+    assert render(DEFAULTS["en"]["subject"], {"firing": [], "resolved": [
+        alert_view(gone, "https://x", {}, {}, None)]}).startswith("[RETIRED] ")
+    assert render(DEFAULTS["nb"]["subject"], {"firing": [], "resolved": views}
+                  ).startswith("[OK] ")  # one of them did recover
+    body = render(DEFAULTS["nb"]["body"], {"firing": [], "resolved": views})
+    assert "er avsluttet fordi enheten er tatt ut av overvåkingen, ikke fordi den er " \
+           "frisk" in body
+    assert (1, 1) == (body.count("AVVIKLET"), body.count("LØST"))
+    assert "AVVIKLET: " in render(DEFAULTS["nb"]["sms"], only_gone)

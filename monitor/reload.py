@@ -1,0 +1,121 @@
+"""Reading the estate again while the engine runs (SIGHUP, ``POST /-/reload``).
+
+The whole estate is loaded and checked first, off the event loop — every file, every
+reference, every credential it names (as at start: an unreadable token refuses the
+reload, never opens a door) — and a change with any problem is refused as a whole:
+nothing of it is in force, the running estate stays, and the problems are reported
+with file, line and key. A change that passes is put in force in one step between two
+turns of the event loop (``Config.adopt``; every part of the engine reads the config
+it holds at each use), and then the parts that keep something derived from it take
+the new estate: the rules' inventory (alerts of devices that left resolve as
+*retired*, not as recovered), the devices' state, users, notification routes and
+receivers, the SLA ledger's components. What the rest of the engine holds — alerts,
+acknowledgements, silences, maintenance, the state of every device that stays — is
+untouched. Settings read only at start (listeners, brokers, the store, sign-in
+providers) keep their running value and are named as such.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import msgspec
+import structlog
+
+from monitor.config import Config, load_config
+from monitor.notify.service import NotifyService
+from monitor.rules.service import RulesService
+from monitor.sla.service import SlaService
+from monitor.startup import StartRefused, check_credentials
+from monitor.state import State
+from monitor.yamlmodel import Problems
+
+__all__ = ["EstateChange", "EstateReload"]
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(slots=True)
+class EstateChange:
+    reloaded: bool
+    problems: list[str] = field(default_factory=list)
+    added: list[str] = field(default_factory=list)  # devices
+    removed: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    retired_alerts: int = 0
+    at_restart: list[str] = field(default_factory=list)  # settings that wait for it
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, object]:
+        return {"reloaded": self.reloaded, "problems": self.problems,
+                "devices": {"added": len(self.added), "removed": len(self.removed),
+                            "changed": len(self.changed)},
+                "retired_alerts": self.retired_alerts, "at_restart": self.at_restart,
+                "seconds": round(self.seconds, 3)}
+
+
+class EstateReload:
+    def __init__(self, config: Config, location: str, rules: RulesService,
+                 notify: NotifyService, sla: SlaService, state: State,
+                 users: Callable[[Config], None]) -> None:
+        self.config = config
+        self.location = location
+        self.rules = rules
+        self.notify = notify
+        self.sla = sla
+        self.state = state
+        self.users = users  # the web side takes the users (monitor.web.auth)
+        self._lock = asyncio.Lock()
+
+    async def everything(self, actor: str) -> tuple[EstateChange, list[str]]:
+        """The estate, then the rule files (SIGHUP, ``POST /-/reload``); the rules are
+        not read again when the estate is refused: one reload, one whole change."""
+        change = await self.reload(actor)
+        return change, (await self.rules.reload() if change.reloaded else [])
+
+    async def reload(self, actor: str) -> EstateChange:
+        async with self._lock:  # two reloads at once would compare against each other
+            started = time.perf_counter()
+            change = await self._reload()
+            change.seconds = time.perf_counter() - started
+        await self.rules.store.audit(actor, "reload_estate", self.config.source,
+                                     msgspec.json.encode(change.summary()))
+        if change.reloaded:
+            log.info("estate_reloaded", location=self.location, by=actor,
+                     **change.summary())
+        else:
+            log.error("estate_reload_refused", location=self.location, by=actor,
+                      problems=len(change.problems), first=change.problems[0])
+        return change
+
+    async def _reload(self) -> EstateChange:
+        try:
+            new = await asyncio.to_thread(load_config, self.config.source)
+            if self.location not in new.locations:
+                return EstateChange(False, [f"{self.config.source}: location "
+                                            f"{self.location!r} is no longer in the config"])
+            check_credentials(new, self.location)
+        except Problems as exc:
+            return EstateChange(False, [str(p) for p in exc.problems])
+        except StartRefused as exc:
+            return EstateChange(False, [str(exc)])
+        old = self.config.devices
+        removed = sorted(set(old) - set(new.devices))
+        change = EstateChange(
+            True, added=sorted(set(new.devices) - set(old)), removed=removed,
+            changed=sorted(d for d in set(old) & set(new.devices) if old[d] != new.devices[d]))
+        # one step, no await: nothing sees half of it
+        change.at_restart = self.config.adopt(new)
+        gone = set(removed)
+        change.retired_alerts = self.rules.estate_changed(self.config, gone, time.time())
+        self.state.forget(gone)
+        self.notify.configure(self.config)
+        self.sla.estate_changed()
+        self.users(self.config)
+        # then what the store keeps of it
+        await self.rules.store.commit_alerts(self.rules.changes())
+        await self.rules.store.forget_devices(removed)
+        return change
