@@ -10,7 +10,6 @@ stacked. Results go out as ``check`` events of the check's device.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import socket
 import ssl
@@ -53,13 +52,38 @@ class CheckRunner:
         self.rng = rng or random.Random()
         self.clock = clock
         self.stats = RunnerStats()
-        self.checks = [c for c in config.checks.values()
-                       if (c.location or config.location_of(c.device)) == location]
+        self.checks = self._ours(config)
         self._stop = asyncio.Event()
+        self._gone: dict[str, asyncio.Event] = {}  # a check's loop ends when set
+        self._group: asyncio.TaskGroup | None = None
         self._session: aiohttp.ClientSession | None = None
+
+    def _ours(self, config: Config) -> list[CheckSpec]:
+        return [c for c in config.checks.values()
+                if (c.location or config.location_of(c.device)) == self.location]
 
     def stop(self) -> None:
         self._stop.set()
+
+    def reload(self, config: Config) -> dict[str, int]:
+        """A reloaded estate: a check that left or changed ends its loop after the run
+        under way, a new or changed one starts its own; the others go on."""
+        old = {c.id: c for c in self.checks}
+        new = {c.id: c for c in self._ours(config)}
+        ending = [i for i in old if new.get(i) != old[i]]
+        starting = [new[i] for i in new if old.get(i) != new[i]]
+        self.config = config
+        for check in ending:
+            self._gone.pop(check, asyncio.Event()).set()
+        self.checks = list(new.values())
+        if self._group is not None:
+            for spec in starting:
+                self._start(self._group, spec)
+        return {"checks": len(self.checks), "ended": len(ending), "started": len(starting)}
+
+    def _start(self, group: asyncio.TaskGroup, spec: CheckSpec) -> None:
+        gone = self._gone[spec.id] = asyncio.Event()
+        group.create_task(self._loop(spec, gone), name=f"check-{spec.id}")
 
     async def run(self) -> None:
         try:
@@ -72,17 +96,24 @@ class CheckRunner:
             self._session = session
             log.info("checks_started", location=self.location, checks=len(self.checks))
             async with asyncio.TaskGroup() as tg:
+                self._group = tg
+                tg.create_task(self._stop.wait(), name="checks-running")  # checks may come
                 for spec in self.checks:
-                    tg.create_task(self._loop(spec), name=f"check-{spec.id}")
+                    self._start(tg, spec)
+            self._group = None
         self.pinger.close()
 
-    async def _loop(self, spec: CheckSpec) -> None:
+    async def _loop(self, spec: CheckSpec, gone: asyncio.Event) -> None:
         delay = self.rng.uniform(0, spec.interval)
         next_at = time.monotonic() + delay
         while not self._stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), max(0.0, next_at - time.monotonic()))
-            if self._stop.is_set():
+            waits = {asyncio.ensure_future(self._stop.wait()),
+                     asyncio.ensure_future(gone.wait())}
+            await asyncio.wait(waits, timeout=max(0.0, next_at - time.monotonic()),
+                               return_when=asyncio.FIRST_COMPLETED)
+            for waiting in waits:
+                waiting.cancel()
+            if self._stop.is_set() or gone.is_set():
                 return
             await self.run_once(spec)
             next_at += spec.interval

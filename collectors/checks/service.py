@@ -11,6 +11,7 @@ from collectors.common.service import (
     CannotStart,
     collector_context,
     load_for,
+    reload_on_sighup,
     report,
     stop_on_signals,
 )
@@ -26,6 +27,7 @@ async def run_checks(config_path: str, location: str) -> int:
         async with collector_context(config, location, "checks") as ctx:
             runner = CheckRunner(config, location, ctx.publisher)
             stop_on_signals(runner.stop, ctx.publisher.stop)
+            reload_on_sighup(config_path, location, "checks", runner.reload)
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(ctx.publisher.run(), name="publisher")
                 tg.create_task(runner.run(), name="checks")

@@ -12,13 +12,17 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import structlog
+
 from collectors.common.outbox import Outbox
 from collectors.common.publisher import Publisher
 from monitor.config import Config, load_config
 from monitor.yamlmodel import Problems
 
-__all__ = ["CannotStart", "CollectorContext", "collector_context", "load_for", "report",
-           "stop_on_signals"]
+__all__ = ["CannotStart", "CollectorContext", "collector_context", "load_for",
+           "reload_on_sighup", "report", "stop_on_signals"]
+
+log = structlog.get_logger(__name__)
 
 
 class CannotStart(Exception):
@@ -76,6 +80,39 @@ def stop_on_signals(*stops: Callable[[], None]) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop_all)
+
+
+def reload_on_sighup(config_path: str, location: str, component: str,
+                     apply: Callable[[Config], object]) -> None:
+    """SIGHUP reads the estate again (off the event loop) and hands it to ``apply``;
+    an estate with any problem is refused as a whole and the collector goes on with
+    the one it has, as the engine does (monitor.reload)."""
+    loop = asyncio.get_running_loop()
+    pending: set[asyncio.Task[None]] = set()
+
+    async def reload() -> None:
+        try:
+            config = await asyncio.to_thread(load_for, config_path, location)
+        except CannotStart as exc:
+            log.error("collector_reload_refused", component=component, location=location,
+                      problems=str(exc)[:2000])
+            return
+        try:
+            change = apply(config)
+        except (KeyError, OSError) as exc:  # a secret the new estate names is not there
+            log.error("collector_reload_refused", component=component, location=location,
+                      problems=f"a secret cannot be read: {exc}")
+            return
+        log.info("collector_reloaded", component=component, location=location,
+                 change=change)
+
+    def start() -> None:
+        task = loop.create_task(reload())
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    with contextlib.suppress(NotImplementedError):
+        loop.add_signal_handler(signal.SIGHUP, start)
 
 
 def report(exc: CannotStart) -> int:

@@ -184,22 +184,68 @@ class SnmpPoller:
         self.clock = clock
         self.stats = PollerStats()
         self.requester = UdpRequester()
-        self.devices = [d for d in config.devices.values()
-                        if d.snmp_profile and d.address and config.location_of(d.id) == location]
+        self.devices = self._polled(config)
         self.sessions = {d.id: self._session(d) for d in self.devices}
         self.sys_object_ids: dict[str, str] = {}  # what each device said it is
         self.state: dict[str, str] = {}
         self.in_backoff: set[str] = set()
+        self._recheck = {d.id: asyncio.Event() for d in self.devices}
+        self._gone: dict[str, asyncio.Event] = {}  # a device's loop ends when set
+        self._group: asyncio.TaskGroup | None = None
+        self._family()
+        self.metrics = PollerMetrics(lambda: (self.stats, self.requester.stats,
+                                              len(self.in_backoff), self.location))
+        self._stop = asyncio.Event()
+
+    def _polled(self, config: Config) -> list[Device]:
+        return [d for d in config.devices.values()
+                if d.snmp_profile and d.address and config.location_of(d.id) == self.location]
+
+    def _family(self) -> None:
         # When a device answers again, what is behind it is polled at once: it was
         # reported down while unreachable, and must not stay so after its parent is back.
         self.children: dict[str, list[str]] = {}
         for d in self.devices:
             if d.parent:
                 self.children.setdefault(d.parent, []).append(d.id)
-        self._recheck = {d.id: asyncio.Event() for d in self.devices}
-        self.metrics = PollerMetrics(lambda: (self.stats, self.requester.stats,
-                                              len(self.in_backoff), self.location))
-        self._stop = asyncio.Event()
+
+    def reload(self, config: Config) -> dict[str, int]:
+        """A reloaded estate: a device that left, or changed (address, profile,
+        interval, parent…), ends its loop after the poll under way; a new or changed
+        one starts its own. The others go on as they were, state and backoff kept. A
+        profile whose secret cannot be read refuses the reload as a whole (KeyError,
+        OSError), before anything changes."""
+        old = {d.id: d for d in self.devices}
+        new = {d.id: d for d in self._polled(config)}
+        changed_profiles = {p for p in config.snmp_profiles
+                            if config.snmp_profiles[p] != self.config.snmp_profiles.get(p)}
+        ending = [i for i in old if i not in new or new[i] != old[i]
+                  or new[i].snmp_profile in changed_profiles]
+        starting = [new[i] for i in new if i not in old or i in ending]
+        running, self.config = self.config, config
+        try:
+            sessions = {d.id: self._session(d) for d in starting}
+        except (KeyError, OSError):
+            self.config = running  # a secret that cannot be read: nothing changed
+            raise
+        for ended in ending:
+            self._gone.pop(ended, asyncio.Event()).set()
+            self.sessions.pop(ended, None)
+            self.state.pop(ended, None)
+            self.in_backoff.discard(ended)
+        self.sessions.update(sessions)
+        self.devices = list(new.values())
+        self._family()
+        for device in starting:
+            self._recheck[device.id] = asyncio.Event()
+            if self._group is not None:
+                self._start(self._group, device)
+        return {"devices": len(self.devices), "ended": len(ending),
+                "started": len(starting)}
+
+    def _start(self, group: asyncio.TaskGroup, device: Device) -> None:
+        gone = self._gone[device.id] = asyncio.Event()
+        group.create_task(self._loop(device, gone), name=f"snmp-{device.id}")
 
     def _session(self, device: Device) -> Session:
         assert device.snmp_profile is not None
@@ -319,24 +365,28 @@ class SnmpPoller:
         log.info("snmp_poller_started", location=self.location, devices=len(self.devices))
         try:
             async with asyncio.TaskGroup() as tg:
+                self._group = tg
+                tg.create_task(self._stop.wait(), name="snmp-running")  # devices may come
                 for device in self.devices:
-                    tg.create_task(self._loop(device), name=f"snmp-{device.id}")
+                    self._start(tg, device)
         finally:
+            self._group = None
             self.close()
 
-    async def _loop(self, device: Device) -> None:
+    async def _loop(self, device: Device, gone: asyncio.Event) -> None:
         interval = device.interval or DEFAULT_INTERVAL
         next_at = time.monotonic() + self.rng.uniform(0, interval)
         timeouts = 0
         recheck = self._recheck[device.id]
         while not self._stop.is_set():
             waits = {asyncio.ensure_future(recheck.wait()),
-                     asyncio.ensure_future(self._stop.wait())}
+                     asyncio.ensure_future(self._stop.wait()),
+                     asyncio.ensure_future(gone.wait())}
             await asyncio.wait(waits, timeout=max(0.0, next_at - time.monotonic()),
                                return_when=asyncio.FIRST_COMPLETED)
             for waiting in waits:
                 waiting.cancel()
-            if self._stop.is_set():
+            if self._stop.is_set() or gone.is_set():
                 return
             if recheck.is_set():  # its parent answers again: now, and back to the interval
                 recheck.clear()

@@ -11,6 +11,7 @@ from collectors.common.service import (
     CannotStart,
     collector_context,
     load_for,
+    reload_on_sighup,
     report,
     stop_on_signals,
 )
@@ -39,6 +40,7 @@ async def run_snmp(config_path: str, location: str, http_port: int | None = None
             except (KeyError, OSError) as exc:  # a secret that is not there: name it
                 raise CannotStart(f"SNMP credentials: {exc}") from None
             stop_on_signals(poller.stop, ctx.publisher.stop)
+            reload_on_sighup(config_path, location, "snmp", poller.reload)
             runner = None
             if http_port is not None:
                 async def ready() -> dict[str, bool]:

@@ -136,6 +136,13 @@ class TrapReceiver:
         self._levels = {u.name: 1 + bool(u.auth_protocol) + bool(u.priv_protocol)
                         for u in users}
 
+
+    def reload(self, config: Config) -> dict[str, int]:
+        """A reloaded estate: traps from a device added are its own from now on, those
+        from one removed are counted as from an unknown address."""
+        self.config = config
+        self.by_address = {d.address: d.id for d in config.devices.values() if d.address}
+        return {"addresses": len(self.by_address)}
     def start(self) -> None:
         """Listen; raises OSError when the address cannot be bound."""
         engine = snmp_engine.SnmpEngine()

@@ -8,6 +8,7 @@ from collectors.common.service import (
     CannotStart,
     collector_context,
     load_for,
+    reload_on_sighup,
     report,
     stop_on_signals,
 )
@@ -49,6 +50,7 @@ async def run_traps(config_path: str, location: str, port: int | None) -> int:
                                   f" {exc} (port 162 needs CAP_NET_BIND_SERVICE)") from None
             ctx.publisher.counters = receiver.counters
             stop_on_signals(ctx.publisher.stop)
+            reload_on_sighup(config_path, location, "traps", receiver.reload)
             try:
                 await ctx.publisher.run()
             finally:

@@ -7,20 +7,27 @@ key, and changes nothing."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
 import json
 import os
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import pytest
 import yaml
 
+from demo.simulated_snmp import SimulatedAgents
+from monitor.config import Device
 from tests.estate import DEVICES
-from tests.integration.test_rules_engine import Rig
-from tests.servers import Mosquitto
+from tests.integration.test_rules_engine import ROOT, Rig
+from tests.servers import Mosquitto, free_udp_port
 
 pytestmark = pytest.mark.integration
 
@@ -144,3 +151,85 @@ def test_a_broken_estate_is_refused_as_a_whole(rig: Rig) -> None:
                for p in body["problems"]), body["problems"][:3]
     assert before == _devices(rig)
     assert 403 == rig.api("POST", "/-/reload", who="ola")[0]
+
+
+async def test_the_poller_takes_a_reloaded_estate_on_sighup(tmp_path: Path) -> None:
+    """`driftsvakt collect snmp` as a process, polling simulated agents every second:
+    after a SIGHUP with an estate that drops one switch and adds another, the new one
+    is polled and published, the dropped one no longer (a poll under way may finish),
+    and the one that stayed goes on without a gap; a broken estate on the next
+    SIGHUP is refused and polling goes on as it was."""
+    port = free_udp_port()
+    keep, drop, add = "sw-blir", "sw-borte", "sw-ny"
+    addresses = {keep: "127.44.1.1", drop: "127.44.1.2", add: "127.44.1.3"}
+    (tmp_path / "community").write_text("dv-reload\n", encoding="utf-8")
+
+    def estate(devices: list[str]) -> dict[str, Any]:
+        return {
+            "locations": [{"id": "alta", "name": "Alta"}],
+            "municipalities": [{"id": "loppa", "name": "Loppa kommune"}],
+            "sites": [{"id": "oksfjord", "name": "Øksfjord", "location": "alta",
+                       "municipality": "loppa"}],
+            "brokers": [{"location": "alta", "host": "127.0.0.1", "port": broker.port}],
+            "outbox": {"directory": str(tmp_path / "outbox"), "ack_timeout": 2.0},
+            "snmp_profiles": [{"id": "sim", "version": "2c", "port": port, "timeout": 0.5,
+                               "retries": 0,
+                               "community": {"file": str(tmp_path / "community")}}],
+            "devices": [{"id": d, "name": d, "class": "switch", "site": "oksfjord",
+                         "address": addresses[d], "snmp_profile": "sim", "interval": 1}
+                        for d in devices]}
+
+    with Mosquitto(tmp_path / "broker") as broker:
+        path = tmp_path / "estate.yaml"
+        path.write_text(yaml.safe_dump(estate([keep, drop])), encoding="utf-8")
+        agents = SimulatedAgents(
+            [(Device(id=d, name=d, device_class="switch", site="oksfjord"), a)
+             for d, a in addresses.items()], port=port, community="dv-reload", seed=5)
+        await agents.start()
+        polled: dict[str, list[float]] = {d: [] for d in addresses}
+        log = (tmp_path / "snmp.log").open("wb")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "monitor.cli", "--log-json", "collect", "snmp", "--config",
+            str(path), "--location", "alta", stdout=log, stderr=log, cwd=ROOT)
+        try:
+            async with aiomqtt.Client("127.0.0.1", broker.port) as client:
+                await client.subscribe("driftsvakt/v1/alta/+/+/metrics/+", qos=1)
+
+                async def listen(seconds: float) -> None:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(seconds):
+                            async for message in client.messages:
+                                # when it was polled (the publisher sends in
+                                # batches: arrival says little)
+                                body = json.loads(bytes(message.payload))
+                                polled[str(message.topic).split("/")[4]].append(
+                                    float(body["ts"]))
+
+                await listen(5)
+                assert (True, True, False) == (bool(polled[keep]), bool(polled[drop]),
+                                               bool(polled[add])), polled
+                path.write_text(yaml.safe_dump(estate([keep, add])), encoding="utf-8")
+                os.kill(proc.pid, signal.SIGHUP)
+                reloaded = time.time()
+                await listen(6)
+                assert [t for t in polled[add] if t > reloaded], polled
+                assert not [t for t in polled[drop] if t > reloaded + 1], polled[drop]
+                kept = sorted(t for t in polled[keep] if t > reloaded - 2)
+                assert len(kept) >= 5
+                assert max(b - a for a, b in itertools.pairwise(kept)) < 2.5
+                path.write_text("devices: [\n", encoding="utf-8")  # broken
+                os.kill(proc.pid, signal.SIGHUP)
+                broken = time.time()
+                await listen(3)
+                assert [t for t in polled[add] if t > broken + 1], polled
+        finally:
+            proc.terminate()
+            await proc.wait()
+            agents.close()
+            log.close()
+    lines = [json.loads(line) for line in (tmp_path / "snmp.log").read_text(
+        encoding="utf-8").splitlines() if line.startswith("{")]
+    events = [e["event"] for e in lines if e["event"].startswith("collector_reload")]
+    assert ["collector_reloaded", "collector_reload_refused"] == events
+    (done,) = [e for e in lines if e["event"] == "collector_reloaded"]
+    assert {"devices": 2, "ended": 1, "started": 1} == done["change"]
