@@ -47,14 +47,15 @@ class EstateChange:
     changed: list[str] = field(default_factory=list)
     retired_alerts: int = 0
     at_restart: list[str] = field(default_factory=list)  # settings that wait for it
-    seconds: float = 0.0
+    seconds: float = 0.0  # from the call to the change in force and stored
+    blocking: float = 0.0  # of which the event loop did nothing else (the one step)
 
     def summary(self) -> dict[str, object]:
         return {"reloaded": self.reloaded, "problems": self.problems,
                 "devices": {"added": len(self.added), "removed": len(self.removed),
                             "changed": len(self.changed)},
                 "retired_alerts": self.retired_alerts, "at_restart": self.at_restart,
-                "seconds": round(self.seconds, 3)}
+                "seconds": round(self.seconds, 3), "blocking_seconds": round(self.blocking, 3)}
 
 
 class EstateReload:
@@ -108,6 +109,7 @@ class EstateReload:
             True, added=sorted(set(new.devices) - set(old)), removed=removed,
             changed=sorted(d for d in set(old) & set(new.devices) if old[d] != new.devices[d]))
         # one step, no await: nothing sees half of it
+        step = time.perf_counter()
         change.at_restart = self.config.adopt(new)
         gone = set(removed)
         change.retired_alerts = self.rules.estate_changed(self.config, gone, time.time())
@@ -115,6 +117,7 @@ class EstateReload:
         self.notify.configure(self.config)
         self.sla.estate_changed()
         self.users(self.config)
+        change.blocking = time.perf_counter() - step
         # then what the store keeps of it
         await self.rules.store.commit_alerts(self.rules.changes())
         await self.rules.store.forget_devices(removed)
