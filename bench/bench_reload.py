@@ -4,11 +4,12 @@
 
 The example estate (deploy/examples/vest-finnmark: 7 municipalities, 3,388 devices),
 an engine of Alta on it, with a real mosquitto. Every device Alta watches has
-reported its state once (each a state event through the broker, so the rules and the state hold all of
-them). Timed, from the call to the estate in force and committed, median of 5 each:
-a reload of the unchanged estate, and one that adds a site of 50 switches and
-removes 10 PCs (and back, alternately). The example's notifications are left out:
-nothing is sent from a benchmark. Printed with the machine.
+reported its state once (each a state event through the broker, so the rules and
+the state hold all of them). Timed, from the call to the estate in force and
+committed, median of 5 each: a reload of the unchanged estate, and one that adds a
+site of 50 switches and removes 10 PCs (and back, alternately). The example's
+notifications are left out: nothing is sent from a benchmark. Printed with the
+machine.
 """
 
 from __future__ import annotations
