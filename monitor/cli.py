@@ -319,6 +319,31 @@ def _discover(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_csv(args: argparse.Namespace) -> int:
+    """Devices from a CSV into the estate's imported-devices file: the difference, and
+    with --apply the file written (monitor/estate_import.py)."""
+    from monitor.estate_import import ImportRefused, apply_plan, plan_import, read_csv
+
+    config = _config(args.config)
+    if isinstance(config, int):
+        return config
+    try:
+        plan = plan_import(config, read_csv(Path(args.file), config), args.into)
+        print(plan.report(args.file))
+        if not args.apply:
+            if not plan.empty:
+                print("nothing written: run again with --apply to write it")
+            return 0
+        if not plan.empty:
+            apply_plan(config, plan)
+            print(f"written: {plan.owned}; reload the engines and collectors (SIGHUP) "
+                  "to put it in force")
+    except ImportRefused as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    return 0
+
+
 def _engine(args: argparse.Namespace) -> int:
     from monitor.app import run_engine
 
@@ -444,6 +469,18 @@ def build_parser() -> argparse.ArgumentParser:
     disc.add_argument("--site", required=True, help="the site the proposals go on")
     disc.add_argument("--concurrency", type=int, default=64)
     disc.set_defaults(func=_discover)
+    imports = sub.add_parser("import", help="devices from elsewhere into the estate")
+    imports_sub = imports.add_subparsers(dest="what", required=True)
+    import_csv = imports_sub.add_parser(
+        "csv", help="devices from a CSV: show the difference; --apply writes it")
+    import_csv.add_argument("file")
+    import_csv.add_argument("--config", required=True, help="the estate directory")
+    import_csv.add_argument("--apply", action="store_true",
+                            help="write the imported-devices file (after checking the "
+                                 "whole estate with it)")
+    import_csv.add_argument("--into", default="imported-devices.yaml",
+                            help="the file in the estate the import owns")
+    import_csv.set_defaults(func=_import_csv)
     engine = sub.add_parser("engine", help="run the monitor engine of one location")
     engine.add_argument("--config", required=True)
     engine.add_argument("--location", required=True)
