@@ -319,17 +319,33 @@ def _discover(args: argparse.Namespace) -> int:
     return 0
 
 
-def _import_csv(args: argparse.Namespace) -> int:
-    """Devices from a CSV into the estate's imported-devices file: the difference, and
-    with --apply the file written (monitor/estate_import.py)."""
+def _import(args: argparse.Namespace) -> int:
+    """Devices from a CSV or the directory into a file of the estate the import owns:
+    the difference, and with --apply the file written (monitor/estate_import.py)."""
     from monitor.estate_import import ImportRefused, apply_plan, plan_import, read_csv
 
     config = _config(args.config)
     if isinstance(config, int):
         return config
     try:
-        plan = plan_import(config, read_csv(Path(args.file), config), args.into)
-        print(plan.report(args.file))
+        if args.what == "csv":
+            source, incoming = args.file, read_csv(Path(args.file), config)
+        else:
+            from monitor.directory_import import computers
+
+            if config.ldap is None or not config.ldap.computers:
+                print("import ldap: the estate has no ldap.computers", file=sys.stderr)
+                return 1
+            password = (config.ldap.bind_password.resolve()
+                        if config.ldap.bind_password is not None else None)
+            source, incoming = config.ldap.url, computers(config.ldap, password)
+        plan = plan_import(config, incoming, args.into)
+        print(plan.report(source))
+        if len(plan.removed) > args.max_removed:
+            print(f"refused: {len(plan.removed)} devices would leave the estate, more than "
+                  f"--max-removed {args.max_removed}; look at the source, then raise it",
+                  file=sys.stderr)
+            return 1
         if not args.apply:
             if not plan.empty:
                 print("nothing written: run again with --apply to write it")
@@ -338,8 +354,8 @@ def _import_csv(args: argparse.Namespace) -> int:
             apply_plan(config, plan)
             print(f"written: {plan.owned}; reload the engines and collectors (SIGHUP) "
                   "to put it in force")
-    except ImportRefused as exc:
-        print(exc, file=sys.stderr)
+    except (ImportRefused, KeyError, OSError) as exc:
+        print(f"import refused, nothing written:\n{exc}", file=sys.stderr)
         return 1
     return 0
 
@@ -474,13 +490,20 @@ def build_parser() -> argparse.ArgumentParser:
     import_csv = imports_sub.add_parser(
         "csv", help="devices from a CSV: show the difference; --apply writes it")
     import_csv.add_argument("file")
-    import_csv.add_argument("--config", required=True, help="the estate directory")
-    import_csv.add_argument("--apply", action="store_true",
-                            help="write the imported-devices file (after checking the "
-                                 "whole estate with it)")
-    import_csv.add_argument("--into", default="imported-devices.yaml",
-                            help="the file in the estate the import owns")
-    import_csv.set_defaults(func=_import_csv)
+    import_ldap = imports_sub.add_parser(
+        "ldap", help="computers from the directory (ldap.computers): the difference; "
+                     "--apply writes it")
+    for each, into in ((import_csv, "imported-devices.yaml"),
+                         (import_ldap, "imported-directory.yaml")):
+        each.add_argument("--config", required=True, help="the estate directory")
+        each.add_argument("--apply", action="store_true",
+                            help="write the file (after checking the whole estate with it)")
+        each.add_argument("--into", default=into, help="the file in the estate the "
+                                                         f"import owns (default {into})")
+        each.add_argument("--max-removed", type=int, default=50,
+                            help="refuse when more devices than this would leave (a "
+                                 "mistake at the source, not a decision)")
+        each.set_defaults(func=_import)
     engine = sub.add_parser("engine", help="run the monitor engine of one location")
     engine.add_argument("--config", required=True)
     engine.add_argument("--location", required=True)

@@ -281,6 +281,24 @@ class LdapGroup:
 
 
 @dataclass(frozen=True, slots=True)
+class LdapComputers:
+    """The computer objects under ``base`` (a municipality's OU) as devices of ``site``
+    (``driftsvakt import ldap``): a PC, or a server where the operating system says
+    so; a disabled or deleted object leaves the estate at the next import."""
+
+    base: str
+    site: Slug
+    # AD's computers, disabled ones left out (userAccountControl's ACCOUNTDISABLE bit)
+    filter: str = ("(&(objectClass=computer)"
+                   "(!(userAccountControl:1.2.840.113556.1.4.803:=2)))")
+    name_attribute: str = "cn"
+    address_attribute: str = "dNSHostName"
+    os_attribute: str = "operatingSystem"
+    server_when: str = "Server"  # in the operating system's name: a server, else a PC
+    parent: Slug | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class LdapSettings:
     """Sign-in at /login against the municipalities' directory (Active Directory or
     any LDAP): the service account finds the user, the user's own bind checks the
@@ -299,6 +317,7 @@ class LdapSettings:
     group_base: str | None = None  # the user_base when not given
     group_filter: str = "(member={dn})"
     timeout: Positive = 5.0
+    computers: list[LdapComputers] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("ldap://", "ldaps://")):
@@ -634,6 +653,11 @@ def load_config(path: str | Path) -> Config:
         settings, doc = singletons["notifications"]
         for path, message in check_notifications(settings, set(records["office_hours"])):
             doc.problem(f"notifications.{path}", message)
+    if "ldap" in singletons:
+        settings, doc = singletons["ldap"]
+        for i, computers in enumerate(settings.computers):
+            if computers.site not in records["sites"]:
+                doc.problem(f"ldap.computers[{i}].site", f"unknown site {computers.site!r}")
     problems = [p for doc in docs for p in doc.problems]
     if problems:
         raise Problems(problems)

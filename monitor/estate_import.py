@@ -170,6 +170,9 @@ def plan_import(config: Config, incoming: dict[str, dict[str, Any]],
         else:
             plan.unchanged += 1
     plan.removed = sorted(set(held) - set(incoming))
+    plan.added.sort()
+    plan.by_hand.sort()
+    plan.changed = dict(sorted(plan.changed.items()))
     return plan
 
 

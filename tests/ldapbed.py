@@ -1,7 +1,9 @@
 """OpenLDAP's slapd on 127.0.0.1 with a directory laid out as a municipality's Active
 Directory is: users under OU=Brukere, groups per municipality and role under
 OU=Grupper (groupOfNames with member), a disabled account marked as AD marks it for
-a filter (here employeeType, as userAccountControl is not in OpenLDAP's schemas)."""
+a filter (here employeeType: a user is an inetOrgPerson here), and a municipality's
+computers as AD's computer objects (OpenLDAP ships AD's schema as msuser.schema),
+disabled by userAccountControl's ACCOUNTDISABLE bit as in AD."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from typing import Final
 
 from tests.servers import free_port, wait_port
 
-__all__ = ["BASE", "PASSWORDS", "SERVICE_DN", "Slapd"]
+__all__ = ["BASE", "COMPUTERS", "COMPUTER_OU", "PASSWORDS", "SERVICE_DN", "Slapd"]
 
 BASE: Final = "dc=vest-finnmark,dc=example"
 SERVICE_DN: Final = f"cn=driftsvakt,ou=Tjenester,{BASE}"
@@ -29,6 +31,16 @@ GROUPS: Final = {"driftsvakt-alta-lesere": ["liv", "kari", "nils"],
                  "alle-ansatte": ["liv", "ola", "kari", "nils", "sara"]}
 
 
+COMPUTER_OU: Final = f"ou=Loppa,ou=Kommuner,{BASE}"
+# Loppa's computers as AD holds them: userAccountControl 4096 is a workstation or
+# server account, 4098 the same disabled (ACCOUNTDISABLE, 2), 532480 a domain controller
+COMPUTERS: Final = {"LOPPA-PC001": ("Windows 11 Enterprise", 4096),
+                    "LOPPA-PC002": ("Windows 11 Enterprise", 4096),
+                    "LOPPA-PC003": ("Windows 11 Enterprise", 4098),
+                    "LOPPA-PC004": ("Windows 10 Enterprise", 4096),
+                    "LOPPA-SRV01": ("Windows Server 2022 Standard", 532480)}
+
+
 def _tree() -> str:
     entries = [f"dn: {BASE}\nobjectClass: dcObject\nobjectClass: organization\n"
                "o: Vest-Finnmark IKT\ndc: vest-finnmark"]
@@ -41,6 +53,16 @@ def _tree() -> str:
         entries.append(f"dn: uid={user},ou=Brukere,{BASE}\nobjectClass: inetOrgPerson\n"
                        f"uid: {user}\ncn: {user.title()}\nsn: {user.title()}\n"
                        f"userPassword: {PASSWORDS[user]}{disabled}")
+    for ou in ("Kommuner", "Loppa,ou=Kommuner"):
+        entries.append(f"dn: ou={ou},{BASE}\nobjectClass: organizationalUnit\n"
+                       f"ou: {ou.split(',')[0]}")
+    for name, (system, control) in COMPUTERS.items():
+        # AD's computer class (OpenLDAP's msuser.schema), with what AD always sets
+        entries.append(f"dn: cn={name},{COMPUTER_OU}\nobjectClass: computer\ncn: {name}\n"
+                       f"sn: {name}\ninstanceType: 4\nnTSecurityDescriptor: AA==\n"
+                       f"objectCategory: CN=Computer,CN=Schema,CN=Configuration,{BASE}\n"
+                       f"dNSHostName: {name.lower()}.loppa.kommune.no\n"
+                       f"operatingSystem: {system}\nuserAccountControl: {control}")
     for group, members in GROUPS.items():
         # groupOfNames needs a member: an empty group holds the service account
         names = [f"uid={m},ou=Brukere,{BASE}" for m in members] or [SERVICE_DN]
@@ -66,6 +88,8 @@ class Slapd:
             "include /etc/ldap/schema/core.schema",
             "include /etc/ldap/schema/cosine.schema",
             "include /etc/ldap/schema/inetorgperson.schema",
+            "include /etc/ldap/schema/nis.schema",  # msuser.schema needs it
+            "include /etc/ldap/schema/msuser.schema",  # AD's computer and its attributes
             f"pidfile {workdir / 'slapd.pid'}",
             "modulepath /usr/lib/ldap", "moduleload back_mdb",
             "database mdb", "maxsize 10485760", f'suffix "{BASE}"',

@@ -95,6 +95,7 @@ def test_a_bad_sheet_is_refused_with_every_line_and_nothing_written(tmp_path: Pa
     refused = _import(root, sheet, "--apply")
     assert 1 == refused.returncode
     assert refused.stderr.splitlines() == [
+        "import refused, nothing written:",
         f"{sheet}:3: class: 'laptop' is none of server, pc, switch, router, firewall, ap, "
         "ups, pdu, printer",
         f"{sheet}:4: site: no site 'nowhere' in the estate",
