@@ -64,9 +64,10 @@ def test_computers_come_and_go_with_the_directory(tmp_path: Path) -> None:
         # the directory's owners disable one computer and delete another
         admin = ldap3.Connection(ldap3.Server(slapd.url), f"cn=admin,{BASE}",
                                  "admin-passord-1234", auto_bind=True)
-        assert admin.modify(f"cn=LOPPA-PC001,{COMPUTER_OU}", {
+        assert admin.modify(f"cn=LOPPA-PC001,{COMPUTER_OU}", {  # type: ignore[no-untyped-call]
             "userAccountControl": [(ldap3.MODIFY_REPLACE, ["4098"])]}), admin.result
-        assert admin.delete(f"cn=LOPPA-PC004,{COMPUTER_OU}"), admin.result
+        assert admin.delete(  # type: ignore[no-untyped-call]
+            f"cn=LOPPA-PC004,{COMPUTER_OU}"), admin.result
         admin.unbind()
         again = _import(root, "--apply")
         assert 0 == again.returncode, again.stderr
