@@ -360,6 +360,51 @@ def _import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _topology(args: argparse.Namespace) -> int:
+    """The links the location's SNMP devices report (LLDP, CDP) and the parents they
+    propose, against the declared ones (collectors/snmp/linkmap.py); writes nothing."""
+    from pysnmp.hlapi.v3arch.asyncio import SnmpEngine
+
+    from collectors.snmp.client import CollectError, SnmpSession
+    from collectors.snmp.linkmap import propose
+    from collectors.snmp.neighbours import Neighbour, neighbours
+
+    config = _config(args.config)
+    if isinstance(config, int):
+        return config
+    asked = [d for d in config.devices.values() if d.snmp_profile and d.address
+             and config.location_of(d.id) == args.location]
+
+    async def ask_all() -> dict[str, list[Neighbour]]:
+        engine = SnmpEngine()
+        gate = asyncio.Semaphore(32)
+        seen: dict[str, list[Neighbour]] = {}
+
+        async def ask(device_id: str, address: str, profile_id: str) -> None:
+            profile = config.snmp_profiles[profile_id]
+            secrets = {key: ref.resolve() for key in ("community", "auth_key", "priv_key")
+                       if (ref := getattr(profile, key)) is not None}
+            async with gate:
+                try:
+                    seen[device_id] = await neighbours(
+                        SnmpSession(engine, address, profile, secrets))
+                except CollectError as exc:
+                    print(f"# {device_id}: {exc}", file=sys.stderr)
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for d in asked:
+                    tg.create_task(ask(d.id, d.address or "", d.snmp_profile or ""))
+        finally:
+            engine.close_dispatcher()
+        return seen
+
+    seen = asyncio.run(ask_all())
+    print(f"# {len(seen)} of {len(asked)} SNMP devices in {args.location} answered")
+    print(propose(config, seen, args.root or None).text(), end="")
+    return 0
+
+
 def _engine(args: argparse.Namespace) -> int:
     from monitor.app import run_engine
 
@@ -504,6 +549,14 @@ def build_parser() -> argparse.ArgumentParser:
                             help="refuse when more devices than this would leave (a "
                                  "mistake at the source, not a decision)")
         each.set_defaults(func=_import)
+    topo = sub.add_parser("topology", help="links from LLDP and CDP, and the parents "
+                                           "they propose against the declared ones")
+    topo.add_argument("--config", required=True)
+    topo.add_argument("--location", required=True)
+    topo.add_argument("--root", action="append", default=[],
+                      help="start the walk here (default: the devices with declared "
+                           "children and no parent)")
+    topo.set_defaults(func=_topology)
     engine = sub.add_parser("engine", help="run the monitor engine of one location")
     engine.add_argument("--config", required=True)
     engine.add_argument("--location", required=True)

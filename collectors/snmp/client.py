@@ -84,6 +84,7 @@ class Value:
     number: float | None
     text: str
     snmp_type: str
+    raw: bytes | None = None  # an octet string's own bytes (an address, a MAC)
 
 
 def _decode(value: Any) -> Value | None:
@@ -100,7 +101,7 @@ def _decode(value: Any) -> Value | None:
     if name == "ObjectIdentifier":
         return Value(None, str(value), name)
     raw = bytes(value) if hasattr(value, "asOctets") else str(value).encode()
-    return Value(None, octets_text(raw), name)
+    return Value(None, octets_text(raw), name, raw)
 
 
 END: Final = object()  # endOfMibView in a walk result

@@ -121,7 +121,7 @@ def _value(raw: object, snmp_type: str) -> Value | object | None:
     if isinstance(raw, int):
         return Value(float(raw), "", snmp_type)
     if isinstance(raw, bytes):
-        return Value(None, octets_text(raw), snmp_type)
+        return Value(None, octets_text(raw), snmp_type, raw)
     return Value(None, str(raw), snmp_type)
 
 

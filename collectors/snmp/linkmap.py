@@ -1,0 +1,119 @@
+"""The estate's links from its devices' neighbour tables (collectors/snmp/neighbours),
+and the parents they propose — for ``driftsvakt topology``.
+
+A neighbour is an estate device when its address is that device's, or its name is
+the device's id or name (case and domain aside, and CDP's "(serial)" suffix). The
+links between estate devices form a graph; walking it from the devices with no
+declared parent (the core), each device reached gets as proposed parent the device
+it was reached from, and as uplink its own port towards it. A device reached from
+two devices at once (two uplinks, a redundant pair) gets both, as NAV and Checkmk
+show them. A parent declared in the estate wins: a proposal that differs is
+reported, never applied.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from collectors.snmp.neighbours import Neighbour
+from monitor.config import Config
+
+__all__ = ["Link", "Placement", "TopologyReport", "propose"]
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    device: str
+    port: str
+    other: str  # an estate device's id, or the neighbour's own name
+    other_port: str
+    protocol: str
+    known: bool  # ``other`` is an estate device
+
+
+@dataclass(slots=True)
+class Placement:
+    device: str
+    parents: list[str]  # proposed: one, or two for a redundant pair
+    uplinks: list[str]  # its ports towards them
+    declared: str | None
+
+    @property
+    def verdict(self) -> str:
+        if self.declared is None:
+            return "proposed"
+        return "agrees" if self.declared in self.parents else "differs"
+
+
+@dataclass(slots=True)
+class TopologyReport:
+    links: list[Link] = field(default_factory=list)
+    placements: dict[str, Placement] = field(default_factory=dict)
+
+    def text(self) -> str:
+        lines = []
+        for p in sorted(self.placements.values(), key=lambda p: p.device):
+            via = ", ".join(f"{parent} (uplink {port})" for parent, port
+                            in zip(p.parents, p.uplinks, strict=True))
+            note = {"agrees": "as declared", "proposed": "none declared: proposed",
+                    "differs": f"declared {p.declared}: differs"}[p.verdict]
+            lines.append(f"{p.device}: parent {via} — {note}")
+        outside = [link for link in self.links if not link.known]
+        if outside:
+            lines.append(f"{len(outside)} neighbours not in the estate:")
+            lines += [f"  {link.device} {link.port} → {link.other} {link.other_port} "
+                      f"({link.protocol})" for link in outside]
+        return "\n".join(lines) + "\n"
+
+
+def _norm(name: str) -> str:
+    name = re.sub(r"\(.*\)$", "", name.strip().lower())
+    return re.sub(r"[\s_]+", "-", name.split(".")[0])
+
+
+def propose(config: Config, seen: Mapping[str, list[Neighbour]],
+            roots: list[str] | None = None) -> TopologyReport:
+    """``seen``: each asked device's neighbours; ``roots``: where the walk starts, by
+    default the devices that have declared children and no parent themselves (a
+    device with neither is not yet placed, not a root)."""
+    by_name: dict[str, str] = {}
+    for d in config.devices.values():
+        by_name.setdefault(_norm(d.id), d.id)
+        by_name.setdefault(_norm(d.name), d.id)
+    by_address = {d.address: d.id for d in config.devices.values() if d.address}
+    report = TopologyReport()
+    own: dict[tuple[str, str], tuple[str, str]] = {}  # (a, b) -> (a's port, b's port)
+    heard: dict[tuple[str, str], tuple[str, str]] = {}  # the same, as b reported it
+    for device, found in seen.items():
+        for n in found:
+            other = by_address.get(n.address or "") or by_name.get(_norm(n.name))
+            if other == device:
+                continue
+            report.links.append(Link(device, n.local_port, other or n.name, n.port,
+                                     n.protocol, other is not None))
+            if other is not None:
+                own.setdefault((device, other), (n.local_port, n.port))
+                heard.setdefault((other, device), (n.port, n.local_port))
+    ports = {**heard, **own}  # what a device says of its own port wins
+    adjacent: dict[str, set[str]] = {}
+    for a, b in ports:
+        adjacent.setdefault(a, set()).add(b)
+    if roots is None:
+        parents_of = {d.parent for d in config.devices.values() if d.parent}
+        roots = [d for d in adjacent if d in parents_of and config.devices[d].parent is None]
+    visited = set(roots)
+    frontier = sorted(roots)
+    while frontier:
+        reached: dict[str, list[str]] = {}
+        for u in frontier:
+            for v in sorted(adjacent.get(u, ())):
+                if v not in visited:
+                    reached.setdefault(v, []).append(u)
+        for v, parents in sorted(reached.items()):
+            visited.add(v)
+            report.placements[v] = Placement(v, parents, [ports[(v, p)][0] for p in parents],
+                                             config.devices[v].parent)
+        frontier = sorted(reached)
+    return report

@@ -1,0 +1,76 @@
+"""LLDP and CDP neighbour tables of real devices, served by snmpsim from
+shared/testdata, read as `driftsvakt topology` reads them. The expected neighbours
+are the recordings' rows decoded by hand (hex strings, ifName of each ifIndex)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from pysnmp.hlapi.v3arch.asyncio import SnmpEngine
+
+from collectors.snmp.client import SnmpSession
+from collectors.snmp.neighbours import Neighbour, neighbours
+from monitor.config import SnmpProfile
+from monitor.secrets import SecretRef
+from tests.integration.test_snmp_recordings import RECORDINGS
+from tests.servers import snmpsim_binary
+from tests.servers import snmpsim as serve
+
+pytestmark = pytest.mark.integration
+
+EMULEX = "Emulex OneConnect 10Gb Multi function Adapter"
+
+
+@pytest.fixture(scope="module")
+def snmpsim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    if not RECORDINGS.is_dir():
+        pytest.skip(f"no recordings at {RECORDINGS}")
+    if snmpsim_binary() is None:
+        pytest.skip("snmpsim is not installed (the test extras install it)")
+    with serve(RECORDINGS, tmp_path_factory.mktemp("snmpsim-cache"), "apc-8641") as port:
+        yield port
+
+
+async def _read(port: int, recording: str) -> list[Neighbour]:
+    profile = SnmpProfile(id="rec", version="2c", port=port, timeout=10, retries=1,
+                          community=SecretRef(env="UNUSED"))
+    engine = SnmpEngine()
+    try:
+        return await neighbours(SnmpSession(engine, "127.0.0.1", profile,
+                                            {"community": recording}))
+    finally:
+        engine.close_dispatcher()
+
+
+async def test_a_catalyst_stack_with_125_access_points_by_cdp(snmpsim: int) -> None:
+    """The C3750's cdpCacheTable: 125 rows, each an access point; the first row is
+    ifIndex 10101 (ifName 4769312f302f31 = Gi1/0/1), cdpCacheDeviceId
+    452d444a…6f72 = E-DJ-1F-101indoor, cdpCacheAddress ac1c0244 = 172.28.2.68."""
+    found = await _read(snmpsim, "cisco-c3750")
+    assert 125 == len(found)
+    assert {"cdp"} == {n.protocol for n in found}
+    assert Neighbour("cdp", "Gi1/0/1", "E-DJ-1F-101indoor", "GigabitEthernet0",
+                     "172.28.2.68", "cisco AIR-CAP1602I-C-K9") == found[0]
+
+
+async def test_a_procurve_with_servers_and_a_nexus_by_lldp_and_cdp(snmpsim: int) -> None:
+    """The ProCurve reports the same five neighbours in both tables: three servers'
+    NICs that announce only their MAC (chassis and port subtype macAddress), and a
+    Nexus on port 17 twice — by its system name with a MAC chassis (Eth1/19) and by a
+    locally named chassis (Ethernet1/19). CDP's address type 65535 is no IP: no
+    address; 0a280113 and de18c0fc are 10.40.1.19 and 222.24.192.252."""
+    found = await _read(snmpsim, "hpe-procurve-516733-b21")
+    assert [(n.protocol, n.local_port, n.name, n.port, n.address) for n in found] == [
+        ("cdp", "8", "e8:39:35:1a:ca:99", "e8:39:35:1a:ca:99", None),
+        ("cdp", "15", "e8:39:35:1a:3c:65", "e8:39:35:1a:3c:65", None),
+        ("cdp", "16", "e8:39:35:1a:ca:91", "e8:39:35:1a:ca:91", None),
+        ("cdp", "17", "8c:60:4f:19:16:3a", "Eth1/19", "10.40.1.19"),
+        ("cdp", "17", "NWPU-CA-5548-01(SSI183706KP)", "Ethernet1/19", "222.24.192.252"),
+        ("lldp", "8", "e8:39:35:1a:ca:99", "e8:39:35:1a:ca:99", None),
+        ("lldp", "15", "e8:39:35:1a:3c:65", "e8:39:35:1a:3c:65", None),
+        ("lldp", "16", "e8:39:35:1a:ca:91", "e8:39:35:1a:ca:91", None),
+        ("lldp", "17", "NWPU-CA-5548-01", "Eth1/19", None),
+        ("lldp", "17", "NWPU-CA-5548-01(SSI183706KP)", "Ethernet1/19", None)]
+    assert EMULEX == found[0].platform
+    assert found[4].platform.endswith("Version 6.0(2)N2(3)N5K-C5548UP")
