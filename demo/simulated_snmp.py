@@ -49,6 +49,8 @@ UPS: Final = (1, 3, 6, 1, 2, 1, 33, 1)
 SYS_UPTIME: Final = (1, 3, 6, 1, 2, 1, 1, 3, 0)
 IP_FORWARDING: Final = (1, 3, 6, 1, 2, 1, 4, 1, 0)
 DOT1D_BASE_NUM_PORTS: Final = (1, 3, 6, 1, 2, 1, 17, 1, 2, 0)
+LLDP_LOC_PORT: Final = (1, 0, 8802, 1, 1, 2, 1, 3, 7, 1)
+LLDP_REM: Final = (1, 0, 8802, 1, 1, 2, 1, 4, 1, 1)
 SNMP_TRAP_OID: Final = (1, 3, 6, 1, 6, 3, 1, 1, 4, 1, 0)
 COLD_START: Final = (1, 3, 6, 1, 6, 3, 1, 1, 5, 1)
 LINK_DOWN: Final = (1, 3, 6, 1, 6, 3, 1, 1, 5, 3)
@@ -111,6 +113,8 @@ class SimulatedDevice:
                             octets=[rng.uniform(0, 2**40), rng.uniform(0, 2**40)])
                       for n in range(1, PORTS.get(kind, 0) + 1)]
         self.has_ifx = kind != "firewall"
+        # LLDP neighbours: (our port number, our port, their id, their port)
+        self.links: list[tuple[int, str, str, str]] = []
         self.on_battery_since: float | None = None
         self._snapshot: tuple[float, list[Oid], list[bytes]] | None = None
 
@@ -150,6 +154,14 @@ class SimulatedDevice:
         ]
         if kind == "switch":
             rows.append((DOT1D_BASE_NUM_PORTS, INTEGER, len(self.ports)))
+        for num, name, other, other_port in self.links:  # as lldpd announces them
+            rows += [((*LLDP_LOC_PORT, 3, num), OCTETS, name.encode()),
+                     ((*LLDP_LOC_PORT, 4, num), OCTETS, name.encode()),
+                     ((*LLDP_REM, 4, 0, num, 1), INTEGER, 7),  # chassis id: local
+                     ((*LLDP_REM, 5, 0, num, 1), OCTETS, other.encode()),
+                     ((*LLDP_REM, 6, 0, num, 1), INTEGER, 5),  # port id: interfaceName
+                     ((*LLDP_REM, 7, 0, num, 1), OCTETS, other_port.encode()),
+                     ((*LLDP_REM, 9, 0, num, 1), OCTETS, other.encode())]
         if self.ports:
             rows.append((IF_NUMBER, INTEGER, len(self.ports)))
         for n, port in enumerate(self.ports, start=1):
@@ -286,9 +298,27 @@ class SimulatedAgents:
         self.stats = AgentStats()
         now = clock()
         self.devices = {d.id: SimulatedDevice(d, address, self.rng, now) for d, address in devices}
+        self._cable()
         self._endpoints: dict[str, _Endpoint] = {}
         self._stop = asyncio.Event()
         self._pending: set[asyncio.TimerHandle] = set()
+
+    def _cable(self) -> None:
+        """Each device's uplink (its port 1) to the next free port of its parent (from
+        port 2), both ends announcing the other over LLDP."""
+        children: dict[str, list[SimulatedDevice]] = {}
+        for sim in self.devices.values():
+            if sim.device.parent in self.devices:
+                children.setdefault(sim.device.parent, []).append(sim)
+        for parent_id, kids in children.items():
+            parent = self.devices[parent_id]
+            for number, kid in enumerate(kids, start=2):
+                if parent.ports and number > len(parent.ports):
+                    break  # a full switch: the rest hang there unannounced
+                theirs = parent.ports[number - 1].name if parent.ports else f"eth{number - 1}"
+                ours = kid.ports[0].name if kid.ports else "eth0"
+                parent.links.append((number, theirs, kid.device.id, ours))
+                kid.links.append((1, ours, parent_id, theirs))
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()

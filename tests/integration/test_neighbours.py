@@ -1,23 +1,33 @@
 """LLDP and CDP neighbour tables of real devices, served by snmpsim from
-shared/testdata, read as `driftsvakt topology` reads them. The expected neighbours
-are the recordings' rows decoded by hand (hex strings, ifName of each ifIndex)."""
+shared/testdata, read as `driftsvakt topology` reads them (the expected neighbours
+are the recordings' rows decoded by hand: hex strings, ifName of each ifIndex); and
+the command itself over the demo's simulated agents, which announce their cabling
+over LLDP."""
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import yaml
 from pysnmp.hlapi.v3arch.asyncio import SnmpEngine
 
 from collectors.snmp.client import SnmpSession
 from collectors.snmp.neighbours import Neighbour, neighbours
-from monitor.config import SnmpProfile
+from demo.simulated_snmp import SimulatedAgents
+from monitor.config import Device, SnmpProfile
 from monitor.secrets import SecretRef
 from tests.integration.test_snmp_recordings import RECORDINGS
-from tests.servers import snmpsim_binary
+from tests.servers import free_udp_port, snmpsim_binary
 from tests.servers import snmpsim as serve
 
 pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
 
 EMULEX = "Emulex OneConnect 10Gb Multi function Adapter"
 
@@ -74,3 +84,48 @@ async def test_a_procurve_with_servers_and_a_nexus_by_lldp_and_cdp(snmpsim: int)
         ("lldp", "17", "NWPU-CA-5548-01(SSI183706KP)", "Ethernet1/19", None)]
     assert EMULEX == found[0].platform
     assert found[4].platform.endswith("Version 6.0(2)N2(3)N5K-C5548UP")
+
+
+async def test_driftsvakt_topology_over_simulated_lldp(tmp_path: Path) -> None:
+    """The demo's simulated agents cabled as the truth has it — core, a distribution
+    switch under it, three access switches under that, one of them with a UPS — and
+    announcing it over LLDP; the estate given to `driftsvakt topology` leaves one
+    access switch without a parent and puts another under the wrong one. The command
+    confirms the declared parents that hold, proposes the missing one, reports the
+    wrong one, and names the ports: each child's port 1 (Gi1/0/1) is its uplink."""
+    truth = {"core": None, "dist": "core", "acc1": "dist", "acc2": "dist", "acc3": "dist",
+             "ups1": "acc1"}
+    declared = {**truth, "acc2": None, "acc3": "acc1"}
+    classes = {d: "ups" if d == "ups1" else "switch" for d in truth}
+    addresses = {d: f"127.45.0.{i}" for i, d in enumerate(truth, 1)}
+    port = free_udp_port()
+    agents = SimulatedAgents(
+        [(Device(id=d, name=d, device_class=classes[d], site="s", parent=p),  # type: ignore[arg-type]
+          addresses[d]) for d, p in truth.items()], port=port, community="dv-topo", seed=1)
+    (tmp_path / "community").write_text("dv-topo\n", encoding="utf-8")
+    path = tmp_path / "estate.yaml"
+    path.write_text(yaml.safe_dump({
+        "locations": [{"id": "alta", "name": "Alta"}],
+        "municipalities": [{"id": "alta", "name": "Alta"}],
+        "sites": [{"id": "s", "name": "S", "location": "alta", "municipality": "alta"}],
+        "snmp_profiles": [{"id": "sim", "version": "2c", "port": port, "timeout": 1,
+                           "retries": 1, "community": {"file": str(tmp_path / "community")}}],
+        "devices": [{"id": d, "name": d, "class": classes[d], "site": "s",
+                     "address": addresses[d], "snmp_profile": "sim",
+                     **({"parent": p} if p else {})} for d, p in declared.items()]}),
+        encoding="utf-8")
+    await agents.start()
+    try:
+        done = await asyncio.to_thread(subprocess.run, [
+            sys.executable, "-m", "monitor.cli", "topology", "--config", str(path),
+            "--location", "alta"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    finally:
+        agents.close()
+    assert 0 == done.returncode, done.stderr
+    assert done.stdout.splitlines() == [
+        "# 6 of 6 SNMP devices in alta answered",
+        "acc1: parent dist (uplink Gi1/0/1) — as declared",
+        "acc2: parent dist (uplink Gi1/0/1) — none declared: proposed",
+        "acc3: parent dist (uplink Gi1/0/1) — declared acc1: differs",
+        "dist: parent core (uplink Gi1/0/1) — as declared",
+        "ups1: parent acc1 (uplink eth0) — as declared"]
