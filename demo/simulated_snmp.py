@@ -118,6 +118,33 @@ class SimulatedDevice:
         self.on_battery_since: float | None = None
         self._snapshot: tuple[float, list[Oid], list[bytes]] | None = None
 
+    def _ups_rows(self, now: float) -> list[tuple[Oid, int, int | bytes]]:
+        battery = self.on_battery_since
+        on_battery = battery is not None and now - battery < 300
+        seconds = int(now - battery) if on_battery and battery is not None else 0
+        return [
+            ((*UPS, 1, 1, 0), OCTETS, b"APC"),  # upsIdentManufacturer
+            ((*UPS, 1, 2, 0), OCTETS, b"Smart-UPS 3000"),  # upsIdentModel
+            ((*UPS, 2, 1, 0), INTEGER, 2),  # upsBatteryStatus: normal
+            ((*UPS, 2, 2, 0), INTEGER, seconds),
+            ((*UPS, 2, 3, 0), INTEGER, max(5, 30 - seconds // 10)),
+            ((*UPS, 2, 4, 0), INTEGER, max(10, 100 - seconds // 6)),
+            ((*UPS, 4, 1, 0), INTEGER, 5 if on_battery else 3),
+        ]
+
+    def _lldp_rows(self) -> list[tuple[Oid, int, int | bytes]]:
+        """The neighbours, as lldpd announces them."""
+        rows: list[tuple[Oid, int, int | bytes]] = []
+        for num, name, other, other_port in self.links:
+            rows += [((*LLDP_LOC_PORT, 3, num), OCTETS, name.encode()),
+                     ((*LLDP_LOC_PORT, 4, num), OCTETS, name.encode()),
+                     ((*LLDP_REM, 4, 0, num, 1), INTEGER, 7),  # chassis id: local
+                     ((*LLDP_REM, 5, 0, num, 1), OCTETS, other.encode()),
+                     ((*LLDP_REM, 6, 0, num, 1), INTEGER, 5),  # port id: interfaceName
+                     ((*LLDP_REM, 7, 0, num, 1), OCTETS, other_port.encode()),
+                     ((*LLDP_REM, 9, 0, num, 1), OCTETS, other.encode())]
+        return rows
+
     def uptime_ticks(self, now: float) -> int:
         return int((now - self.booted) * 100) % 2**32
 
@@ -154,14 +181,7 @@ class SimulatedDevice:
         ]
         if kind == "switch":
             rows.append((DOT1D_BASE_NUM_PORTS, INTEGER, len(self.ports)))
-        for num, name, other, other_port in self.links:  # as lldpd announces them
-            rows += [((*LLDP_LOC_PORT, 3, num), OCTETS, name.encode()),
-                     ((*LLDP_LOC_PORT, 4, num), OCTETS, name.encode()),
-                     ((*LLDP_REM, 4, 0, num, 1), INTEGER, 7),  # chassis id: local
-                     ((*LLDP_REM, 5, 0, num, 1), OCTETS, other.encode()),
-                     ((*LLDP_REM, 6, 0, num, 1), INTEGER, 5),  # port id: interfaceName
-                     ((*LLDP_REM, 7, 0, num, 1), OCTETS, other_port.encode()),
-                     ((*LLDP_REM, 9, 0, num, 1), OCTETS, other.encode())]
+        rows += self._lldp_rows()
         if self.ports:
             rows.append((IF_NUMBER, INTEGER, len(self.ports)))
         for n, port in enumerate(self.ports, start=1):
@@ -192,18 +212,7 @@ class SimulatedDevice:
                     ((*IFX_ENTRY, 18, n), OCTETS, port.alias.encode()),
                 ]
         if kind == "ups":
-            battery = self.on_battery_since
-            on_battery = battery is not None and now - battery < 300
-            seconds = int(now - battery) if on_battery and battery is not None else 0
-            rows += [
-                ((*UPS, 1, 1, 0), OCTETS, b"APC"),  # upsIdentManufacturer
-                ((*UPS, 1, 2, 0), OCTETS, b"Smart-UPS 3000"),  # upsIdentModel
-                ((*UPS, 2, 1, 0), INTEGER, 2),  # upsBatteryStatus: normal
-                ((*UPS, 2, 2, 0), INTEGER, seconds),
-                ((*UPS, 2, 3, 0), INTEGER, max(5, 30 - seconds // 10)),
-                ((*UPS, 2, 4, 0), INTEGER, max(10, 100 - seconds // 6)),
-                ((*UPS, 4, 1, 0), INTEGER, 5 if on_battery else 3),
-            ]
+            rows += self._ups_rows(now)
         rows.sort(key=lambda row: row[0])
         oids = [r[0] for r in rows]
         binds = [encode_varbind(_oid(oid), encode_value(tag, value)) for oid, tag, value in rows]

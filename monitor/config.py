@@ -266,6 +266,11 @@ class TrapSettings:
     users: list[TrapUserSettings] = field(default_factory=list)
 
 
+def _viewers_name_their_municipality(role: str, municipality: str | None) -> None:
+    if role == "viewer" and municipality is None:
+        raise FieldError("municipality", "a viewers' group sees one municipality: name it")
+
+
 @dataclass(frozen=True, slots=True)
 class LdapGroup:
     """Members of the group ``dn`` get ``role`` (a viewer also the municipality)."""
@@ -275,9 +280,7 @@ class LdapGroup:
     municipality: Slug | None = None
 
     def __post_init__(self) -> None:
-        if self.role == "viewer" and self.municipality is None:
-            raise FieldError("municipality", "a viewers' group sees one municipality: "
-                                             "name it")
+        _viewers_name_their_municipality(self.role, self.municipality)
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,9 +340,7 @@ class OidcGroup:
     municipality: Slug | None = None
 
     def __post_init__(self) -> None:
-        if self.role == "viewer" and self.municipality is None:
-            raise FieldError("municipality", "a viewers' group sees one municipality: "
-                                             "name it")
+        _viewers_name_their_municipality(self.role, self.municipality)
 
 
 @dataclass(frozen=True, slots=True)
@@ -622,6 +623,20 @@ def _read_file(doc: Document, root: yaml.MappingNode, records: dict[str, dict[st
                 singletons[name] = (value, doc)
 
 
+def _check_settings(singletons: dict[str, tuple[Any, Document]],
+                    records: dict[str, dict[str, _Record]]) -> None:
+    """The settings blocks' references into the lists (notifications, ldap)."""
+    if "notifications" in singletons:
+        settings, doc = singletons["notifications"]
+        for path, message in check_notifications(settings, set(records["office_hours"])):
+            doc.problem(f"notifications.{path}", message)
+    if "ldap" in singletons:
+        settings, doc = singletons["ldap"]
+        for i, computers in enumerate(settings.computers):
+            if computers.site not in records["sites"]:
+                doc.problem(f"ldap.computers[{i}].site", f"unknown site {computers.site!r}")
+
+
 def load_config(path: str | Path) -> Config:
     """Load and check everything; raise :class:`Problems` with all errors found."""
     root = Path(path)
@@ -649,15 +664,7 @@ def load_config(path: str | Path) -> Config:
             set(records["checks"]), set(records["municipalities"]),
             set(records["office_hours"])):
         records["services"][sid].where.problem(path, message)
-    if "notifications" in singletons:
-        settings, doc = singletons["notifications"]
-        for path, message in check_notifications(settings, set(records["office_hours"])):
-            doc.problem(f"notifications.{path}", message)
-    if "ldap" in singletons:
-        settings, doc = singletons["ldap"]
-        for i, computers in enumerate(settings.computers):
-            if computers.site not in records["sites"]:
-                doc.problem(f"ldap.computers[{i}].site", f"unknown site {computers.site!r}")
+    _check_settings(singletons, records)
     problems = [p for doc in docs for p in doc.problems]
     if problems:
         raise Problems(problems)

@@ -13,14 +13,13 @@ system's name says so, else a PC.
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 import ldap3
 from ldap3.core.exceptions import LDAPException
 
 from monitor.config import LdapSettings
-from monitor.estate_import import ImportRefused
+from monitor.estate_import import ImportRefused, device_id_of
 
 __all__ = ["computers"]
 
@@ -63,7 +62,7 @@ def computers(settings: LdapSettings, bind_password: str | None
                         continue
                     attrs = entry.get("attributes", {})
                     name = _first(attrs, spec.name_attribute)
-                    device_id = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:63]
+                    device_id = device_id_of(name)
                     if not device_id:
                         problems.append(f"{entry['dn']}: no {spec.name_attribute}")
                         continue

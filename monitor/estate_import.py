@@ -33,7 +33,8 @@ from monitor.config import Config, load_config
 from monitor.fields import DEVICE_CLASSES
 from monitor.yamlmodel import Problems
 
-__all__ = ["ImportPlan", "ImportRefused", "apply_plan", "plan_import", "read_csv"]
+__all__ = ["ImportPlan", "ImportRefused", "apply_plan", "device_id_of", "plan_import",
+           "read_csv"]
 
 OWNED_FILE: Final = "imported-devices.yaml"
 REQUIRED: Final = ("name", "class", "site")
@@ -47,14 +48,38 @@ class ImportRefused(Exception):
     """The source cannot be imported; says where (file and line) and why."""
 
 
-def _slug(name: str) -> str:
+def device_id_of(name: str) -> str:
+    """A device id made from a name as people write it ("PC Skole 1" → pc-skole-1)."""
     return re.sub(r"[^a-z0-9-]+", "-", name.lower().replace("æ", "ae").replace(
         "ø", "o").replace("å", "a")).strip("-")[:63]
 
 
-def read_csv(path: Path, config: Config) -> dict[str, dict[str, Any]]:
-    """The CSV's devices by id, in the estate's YAML form; every row's problem is
-    reported at once, each with its line."""
+def _row_problems(row: dict[str, str], config: Config) -> list[str]:
+    problems = []
+    if row["class"] not in DEVICE_CLASSES:
+        problems.append(f"class: {row['class']!r} is none of {', '.join(DEVICE_CLASSES)}")
+    if row["site"] not in config.sites:
+        problems.append(f"site: no site {row['site']!r} in the estate")
+    profile = row.get("snmp_profile")
+    if profile and profile not in config.snmp_profiles:
+        problems.append(f"snmp_profile: no profile {profile!r} in the estate")
+    return problems
+
+
+def _device(device_id: str, row: dict[str, str]) -> dict[str, Any]:
+    device: dict[str, Any] = {"id": device_id, "name": row["name"] or device_id,
+                              "class": row["class"], "site": row["site"]}
+    for key in ("address", "parent", "snmp_profile"):
+        if row.get(key):
+            device[key] = row[key]
+    if row.get("tags"):
+        device["tags"] = row["tags"].split()
+    return device
+
+
+def _reader(path: Path) -> csv.DictReader[str]:
+    """Rows of a spreadsheet as saved: UTF-8 (with or without a byte-order mark),
+    commas or semicolons."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
@@ -64,7 +89,13 @@ def read_csv(path: Path, config: Config) -> dict[str, dict[str, Any]]:
             text.split("\n", 1)[0], delimiters=",;")
     except csv.Error:
         dialect = csv.excel
-    reader = csv.DictReader(io.StringIO(text), dialect=dialect)
+    return csv.DictReader(io.StringIO(text), dialect=dialect)
+
+
+def read_csv(path: Path, config: Config) -> dict[str, dict[str, Any]]:
+    """The CSV's devices by id, in the estate's YAML form; every row's problem is
+    reported at once, each with its line."""
+    reader = _reader(path)
     columns = [c.strip().lower() for c in reader.fieldnames or []]
     missing = [c for c in REQUIRED if c not in columns]
     if missing:
@@ -78,32 +109,17 @@ def read_csv(path: Path, config: Config) -> dict[str, dict[str, Any]]:
         row = {k.strip().lower(): (v or "").strip() for k, v in raw.items() if k}
         if not any(row.values()):
             continue
-        device_id = row.get("id") or _slug(row.get("name", ""))
         where = f"{path}:{line}"
+        device_id = row.get("id") or device_id_of(row.get("name", ""))
         if not device_id:
             problems.append(f"{where}: no id, and no name to make one from")
-            continue
-        if device_id in seen_at:
+        elif device_id in seen_at:
             problems.append(f"{where}: id {device_id!r} again (first on line "
                             f"{seen_at[device_id]})")
-            continue
-        seen_at[device_id] = line
-        if row["class"] not in DEVICE_CLASSES:
-            problems.append(f"{where}: class: {row['class']!r} is none of "
-                            f"{', '.join(DEVICE_CLASSES)}")
-        if row["site"] not in config.sites:
-            problems.append(f"{where}: site: no site {row['site']!r} in the estate")
-        profile = row.get("snmp_profile")
-        if profile and profile not in config.snmp_profiles:
-            problems.append(f"{where}: snmp_profile: no profile {profile!r} in the estate")
-        device: dict[str, Any] = {"id": device_id, "name": row["name"] or device_id,
-                                  "class": row["class"], "site": row["site"]}
-        for key in ("address", "parent", "snmp_profile"):
-            if row.get(key):
-                device[key] = row[key]
-        if row.get("tags"):
-            device["tags"] = row["tags"].split()
-        devices[device_id] = device
+        else:
+            seen_at[device_id] = line
+            problems += [f"{where}: {p}" for p in _row_problems(row, config)]
+            devices[device_id] = _device(device_id, row)
     if problems:
         raise ImportRefused("\n".join(problems))
     return devices

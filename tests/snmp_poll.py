@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import pytest
 import yaml
@@ -13,8 +14,23 @@ from collectors.snmp.modules import load_modules
 from collectors.snmp.poller import SnmpPoller
 from monitor.config import load_config
 from monitor.events import Sample
+from tests.servers import snmpsim, snmpsim_binary
 
-__all__ = ["poll_recording"]
+__all__ = ["SHARED_RECORDINGS", "poll_recording", "shared_recordings"]
+
+# the recordings of real devices beside the project (shared/testdata/snmprec)
+SHARED_RECORDINGS: Final = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "snmprec"
+
+
+def shared_recordings(factory: pytest.TempPathFactory) -> Iterator[int]:
+    """snmpsim serving the shared recordings (one community per recording) for a
+    module fixture; the module is skipped where they or snmpsim are not there."""
+    if not SHARED_RECORDINGS.is_dir():
+        pytest.skip(f"no recordings at {SHARED_RECORDINGS}")
+    if snmpsim_binary() is None:
+        pytest.skip("snmpsim is not installed (the test extras install it)")
+    with snmpsim(SHARED_RECORDINGS, factory.mktemp("snmpsim-cache"), "apc-8641") as port:
+        yield port
 
 
 async def poll_recording(port: int, name: str, device_class: str, tmp_path: Path,

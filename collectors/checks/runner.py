@@ -23,6 +23,7 @@ import structlog
 from collectors.checks.icmp import IcmpUnavailable, Pinger
 from collectors.checks.probes import ProbeResult, dns_probe, http_probe, tcp_probe, tls_probe
 from collectors.common.publisher import Publisher
+from collectors.common.service import first_of
 from monitor.config import CheckSpec, Config
 
 __all__ = ["CheckRunner", "RunnerStats"]
@@ -107,12 +108,7 @@ class CheckRunner:
         delay = self.rng.uniform(0, spec.interval)
         next_at = time.monotonic() + delay
         while not self._stop.is_set():
-            waits = {asyncio.ensure_future(self._stop.wait()),
-                     asyncio.ensure_future(gone.wait())}
-            await asyncio.wait(waits, timeout=max(0.0, next_at - time.monotonic()),
-                               return_when=asyncio.FIRST_COMPLETED)
-            for waiting in waits:
-                waiting.cancel()
+            await first_of(next_at - time.monotonic(), self._stop, gone)
             if self._stop.is_set() or gone.is_set():
                 return
             await self.run_once(spec)

@@ -19,7 +19,7 @@ from collectors.common.publisher import Publisher
 from monitor.config import Config, load_config
 from monitor.yamlmodel import Problems
 
-__all__ = ["CannotStart", "CollectorContext", "collector_context", "load_for",
+__all__ = ["CannotStart", "CollectorContext", "collector_context", "first_of", "load_for",
            "reload_on_sighup", "report", "stop_on_signals"]
 
 log = structlog.get_logger(__name__)
@@ -113,6 +113,18 @@ def reload_on_sighup(config_path: str, location: str, component: str,
 
     with contextlib.suppress(NotImplementedError):
         loop.add_signal_handler(signal.SIGHUP, start)
+
+
+async def first_of(timeout: float, *events: asyncio.Event) -> None:
+    """Until one of ``events`` is set, or ``timeout`` seconds have passed: a
+    collector's loop sleeps until its next run, its stop, or its device's removal."""
+    waits = {asyncio.ensure_future(event.wait()) for event in events}
+    try:
+        await asyncio.wait(waits, timeout=max(0.0, timeout),
+                           return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiting in waits:
+            waiting.cancel()
 
 
 def report(exc: CannotStart) -> int:

@@ -73,19 +73,20 @@ def _norm(name: str) -> str:
     return re.sub(r"[\s_]+", "-", name.split(".")[0])
 
 
-def propose(config: Config, seen: Mapping[str, list[Neighbour]],
-            roots: list[str] | None = None) -> TopologyReport:
-    """``seen``: each asked device's neighbours; ``roots``: where the walk starts, by
-    default the devices that have declared children and no parent themselves (a
-    device with neither is not yet placed, not a root)."""
+Ports = dict[tuple[str, str], tuple[str, str]]  # (a, b) -> (a's port, b's port)
+
+
+def _links(config: Config, seen: Mapping[str, list[Neighbour]], report: TopologyReport
+           ) -> tuple[Ports, Ports]:
+    """Every neighbour as a link (into ``report``); between estate devices, the ports
+    as each end reported them, and as the other end did."""
     by_name: dict[str, str] = {}
     for d in config.devices.values():
         by_name.setdefault(_norm(d.id), d.id)
         by_name.setdefault(_norm(d.name), d.id)
     by_address = {d.address: d.id for d in config.devices.values() if d.address}
-    report = TopologyReport()
-    own: dict[tuple[str, str], tuple[str, str]] = {}  # (a, b) -> (a's port, b's port)
-    heard: dict[tuple[str, str], tuple[str, str]] = {}  # the same, as b reported it
+    own: Ports = {}
+    heard: Ports = {}
     for device, found in seen.items():
         for n in found:
             other = by_address.get(n.address or "") or by_name.get(_norm(n.name))
@@ -96,6 +97,16 @@ def propose(config: Config, seen: Mapping[str, list[Neighbour]],
             if other is not None:
                 own.setdefault((device, other), (n.local_port, n.port))
                 heard.setdefault((other, device), (n.port, n.local_port))
+    return own, heard
+
+
+def propose(config: Config, seen: Mapping[str, list[Neighbour]],
+            roots: list[str] | None = None) -> TopologyReport:
+    """``seen``: each asked device's neighbours; ``roots``: where the walk starts, by
+    default the devices that have declared children and no parent themselves (a
+    device with neither is not yet placed, not a root)."""
+    report = TopologyReport()
+    own, heard = _links(config, seen, report)
     ports = {**heard, **own}  # what a device says of its own port wins
     adjacent: dict[str, set[str]] = {}
     for a, b in ports:

@@ -28,6 +28,7 @@ import structlog
 from pysnmp.hlapi.v3arch.asyncio import SnmpEngine
 
 from collectors.common.publisher import Emitter
+from collectors.common.service import first_of
 from collectors.snmp.client import CollectError, Session, SnmpSession, Value
 from collectors.snmp.community import CommunitySession, UdpRequester
 from collectors.snmp.metrics import PollerMetrics
@@ -379,13 +380,7 @@ class SnmpPoller:
         timeouts = 0
         recheck = self._recheck[device.id]
         while not self._stop.is_set():
-            waits = {asyncio.ensure_future(recheck.wait()),
-                     asyncio.ensure_future(self._stop.wait()),
-                     asyncio.ensure_future(gone.wait())}
-            await asyncio.wait(waits, timeout=max(0.0, next_at - time.monotonic()),
-                               return_when=asyncio.FIRST_COMPLETED)
-            for waiting in waits:
-                waiting.cancel()
+            await first_of(next_at - time.monotonic(), recheck, self._stop, gone)
             if self._stop.is_set() or gone.is_set():
                 return
             if recheck.is_set():  # its parent answers again: now, and back to the interval

@@ -182,6 +182,15 @@ STATE_NB: Final = {"up": "I drift", "down": "Nede", "maintenance": "Planlagt ved
                    "unknown": "Ukjent: ingen målinger"}
 
 
+def _note(n: StatusNote, names: dict[str, str]) -> dict[str, Any]:
+    """An incident note as the status page shows it: services by name, local times."""
+    return {"id": n.id, "resolved": n.resolved_at is not None, "text": n.text,
+            "services": [names.get(x, x) for x in n.services],
+            "posted": _when(n.created_at.timestamp()) if n.created_at else "",
+            "resolved_at": _when(n.resolved_at.timestamp()) if n.resolved_at else "",
+            "updates": [{"at": _when(u.at.timestamp()), "text": u.text} for u in n.updates]}
+
+
 def report_html(report: MunicipalityReport, history: History | None = None, *,
                 portal: bool = False, now: list[ServiceNow] | None = None,
                 planned: list[Planned] | None = None,
@@ -190,7 +199,7 @@ def report_html(report: MunicipalityReport, history: History | None = None, *,
     """The report as a page; the portal adds, for a period under way, the services'
     state now, the centre's notes on incidents, and the maintenance ahead (``now``,
     ``notes``, ``planned``, and ``feeds`` to subscribe to it)."""
-    names = {spec.id: spec.name for spec, _ in report.services}
+    names = {spec.id: spec.name for spec, _ in report.services}  # for the notes
     services = []
     for spec, r in report.services:
         services.append({
@@ -219,16 +228,7 @@ def report_html(report: MunicipalityReport, history: History | None = None, *,
                            planned=[{"name": p.name, "start": _when(p.start),
                                      "end": _when(p.end)} for p in planned or []],
                            feeds=feeds or {},
-                           notes=[{"id": n.id, "resolved": n.resolved_at is not None,
-                                   "text": n.text,
-                                   "services": [names.get(x, x) for x in n.services],
-                                   "posted": _when(n.created_at.timestamp())
-                                   if n.created_at else "",
-                                   "resolved_at": _when(n.resolved_at.timestamp())
-                                   if n.resolved_at else "",
-                                   "updates": [{"at": _when(u.at.timestamp()),
-                                                "text": u.text} for u in n.updates]}
-                                  for n in notes or []],
+                           notes=[_note(n, names) for n in notes or []],
                            period=_month_name(report.period.label),
                            generated=_when(report.generated_at),
                            corrections=[{"c": c, "start": _when(c.starts_at.timestamp()),

@@ -22,9 +22,8 @@ from collectors.snmp.discovery import discover
 from demo.simulated_snmp import SimulatedAgents
 from monitor.config import Device, SnmpProfile, load_config
 from monitor.secrets import SecretRef
-from tests.integration.test_snmp_recordings import RECORDINGS
-from tests.servers import free_udp_port, snmpsim_binary
-from tests.servers import snmpsim as serve
+from tests.servers import free_udp_port
+from tests.snmp_poll import shared_recordings
 
 pytestmark = pytest.mark.integration
 
@@ -92,12 +91,7 @@ async def test_a_subnet_scan_proposes_the_new_gear_with_its_classes(tmp_path: Pa
 
 @pytest.fixture(scope="module")
 def snmpsim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    if not RECORDINGS.is_dir():
-        pytest.skip(f"no recordings at {RECORDINGS}")
-    if snmpsim_binary() is None:
-        pytest.skip("snmpsim is not installed (the test extras install it)")
-    with serve(RECORDINGS, tmp_path_factory.mktemp("snmpsim-cache"), "apc-8641") as port:
-        yield port
+    yield from shared_recordings(tmp_path_factory)
 
 
 @pytest.mark.parametrize(("recording", "device_class", "reason"), [

@@ -21,9 +21,8 @@ from collectors.snmp.neighbours import Neighbour, neighbours
 from demo.simulated_snmp import SimulatedAgents
 from monitor.config import Device, SnmpProfile
 from monitor.secrets import SecretRef
-from tests.integration.test_snmp_recordings import RECORDINGS
-from tests.servers import free_udp_port, snmpsim_binary
-from tests.servers import snmpsim as serve
+from tests.servers import free_udp_port
+from tests.snmp_poll import shared_recordings
 
 pytestmark = pytest.mark.integration
 
@@ -34,12 +33,7 @@ EMULEX = "Emulex OneConnect 10Gb Multi function Adapter"
 
 @pytest.fixture(scope="module")
 def snmpsim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    if not RECORDINGS.is_dir():
-        pytest.skip(f"no recordings at {RECORDINGS}")
-    if snmpsim_binary() is None:
-        pytest.skip("snmpsim is not installed (the test extras install it)")
-    with serve(RECORDINGS, tmp_path_factory.mktemp("snmpsim-cache"), "apc-8641") as port:
-        yield port
+    yield from shared_recordings(tmp_path_factory)
 
 
 async def _read(port: int, recording: str) -> list[Neighbour]:

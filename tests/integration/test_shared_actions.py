@@ -20,17 +20,24 @@ from tests.estate import DEVICES
 from tests.integration.test_notify import Rig, ca  # noqa: F401 - the fixture
 
 
+async def _sharing_rig(tmp_path: Path, authority: trustme.CA
+                       ) -> tuple[Rig, list[tuple[str, OperatorAction]]]:
+    """A started engine rig, and what it hands its peer, as it hands it."""
+    rig = Rig(tmp_path, {}, authority)
+    await rig.start()
+    shared: list[tuple[str, OperatorAction]] = []
+    rig.rules.replicate = lambda key, body: shared.append(
+        (key, msgspec.json.decode(body, type=OperatorAction)))
+    return rig, shared
+
+
 def _at(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
 async def test_peer_actions_apply_once_with_their_actor_and_are_not_shared_again(
         tmp_path: Path, ca: trustme.CA) -> None:  # noqa: F811
-    rig = Rig(tmp_path, {}, ca)
-    await rig.start()
-    shared: list[tuple[str, OperatorAction]] = []
-    rig.rules.replicate = lambda key, body: shared.append(
-        (key, msgspec.json.decode(body, type=OperatorAction)))
+    rig, shared = await _sharing_rig(tmp_path, ca)
     try:
         await rig.down(DEVICES[0])
         (alert,) = rig.rules.current()
@@ -84,11 +91,7 @@ async def test_sla_corrections_made_at_either_location_hold_at_both(
     """A correction the peer made is stored once with its actor and audit entry; one
     the peer deleted is deleted here; one deleted here never comes back from an old
     entry; ours are shared under one entry per correction."""
-    rig = Rig(tmp_path, {}, ca)
-    await rig.start()
-    shared: list[tuple[str, OperatorAction]] = []
-    rig.rules.replicate = lambda key, body: shared.append(
-        (key, msgspec.json.decode(body, type=OperatorAction)))
+    rig, shared = await _sharing_rig(tmp_path, ca)
     now = time.time()
 
     def correction(cid: str) -> Correction:
@@ -132,11 +135,7 @@ async def test_status_notes_take_the_later_version_at_both_locations(
     """A note the peer posted is stored with its actor; the peer's later version (an
     update) replaces it, an older one arriving after does not; one deleted at either
     location stays deleted; ours are shared under one entry per note."""
-    rig = Rig(tmp_path, {}, ca)
-    await rig.start()
-    shared: list[tuple[str, OperatorAction]] = []
-    rig.rules.replicate = lambda key, body: shared.append(
-        (key, msgspec.json.decode(body, type=OperatorAction)))
+    rig, shared = await _sharing_rig(tmp_path, ca)
     now = time.time()
 
     def version(changed: float, updates: list[str]) -> OperatorAction:

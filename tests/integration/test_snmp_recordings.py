@@ -20,13 +20,11 @@ import pytest
 from collectors.snmp.client import Value
 from collectors.snmp.modules import load_modules, modules_for
 from collectors.snmp.poller import samples_from
-from tests.servers import snmpsim as serve
-from tests.servers import snmpsim_binary
-from tests.snmp_poll import poll_recording
+from tests.snmp_poll import SHARED_RECORDINGS, poll_recording, shared_recordings
 
 pytestmark = pytest.mark.integration
 
-RECORDINGS = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "snmprec"
+RECORDINGS = SHARED_RECORDINGS
 DEVICES = {
     "cisco-c3750": "switch",
     "hpe-procurve-516733-b21": "switch",
@@ -86,12 +84,7 @@ def expected(device_class: str, recorded: dict[str, Value]) -> dict[tuple[Any, .
 
 @pytest.fixture(scope="module")
 def snmpsim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    if not RECORDINGS.is_dir():
-        pytest.skip(f"no recordings at {RECORDINGS}")
-    if snmpsim_binary() is None:
-        pytest.skip("snmpsim is not installed (the test extras install it)")
-    with serve(RECORDINGS, tmp_path_factory.mktemp("snmpsim-cache"), "apc-8641") as port:
-        yield port
+    yield from shared_recordings(tmp_path_factory)
 
 
 async def _poll(snmpsim: int, name: str, device_class: str, tmp_path: Path,
