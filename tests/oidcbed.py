@@ -7,7 +7,8 @@ endpoint that checks the client's secret and the PKCE verifier, signed ID tokens
 
 It listens on 127.0.0.2, another site than the engine's 127.0.0.1 to a browser, so
 that coming back from it is the cross-site navigation it is in production.
-``rogue`` makes it sign with a key it does not publish (a forged token).
+``rogue`` makes it sign with a key it does not publish (a forged token);
+``roll_keys()`` starts signing with a new key, published beside the old one.
 """
 
 from __future__ import annotations
@@ -184,7 +185,8 @@ class _IdToken(OpenIDCode):  # type: ignore[misc]
         return "RS256"
 
     def get_encode_header(self, client: _Client) -> dict[str, str]:
-        return {"alg": "RS256", "kid": "k1"}  # the rogue key claims the real key's id
+        # the rogue key claims the real key's id
+        return {"alg": "RS256", "kid": str(self.provider.key.kid)}
 
     def get_client_claims(self, client: _Client) -> dict[str, Any]:
         return {"iss": self.provider.issuer, "aud": [client.get_client_id()]}
@@ -204,11 +206,19 @@ class Provider(AuthorizationServer):  # type: ignore[misc]
         self.key = RSAKey.generate_key(2048, parameters={"kid": "k1", "use": "sig"})
         self.rogue_key = RSAKey.generate_key(2048, parameters={"kid": "k1", "use": "sig"})
         self.rogue = False
+        self.retired: list[RSAKey] = []  # keys rolled over, still published
         self.signed_in: list[str] = []
         self.register_token_generator("default", BearerTokenGenerator(
             lambda **_: generate_token(42)))
         self.register_grant(_Grant, [_IdToken(self), CodeChallenge(required=True)])
         self.runner: web.AppRunner | None = None
+
+    def roll_keys(self) -> None:
+        """A new signing key, as a provider rolls its keys: tokens are signed with it
+        from now on, and it is published beside the old one."""
+        self.retired.append(self.key)
+        self.key = RSAKey.generate_key(2048, parameters={
+            "kid": f"k{len(self.retired) + 1}", "use": "sig"})
 
     # authlib's hooks
     def query_client(self, client_id: str) -> _Client | None:
@@ -240,7 +250,7 @@ class Provider(AuthorizationServer):  # type: ignore[misc]
             "code_challenge_methods_supported": ["S256"]})
 
     async def _keys(self, _: web.Request) -> web.Response:
-        return web.json_response(KeySet([self.key]).as_dict(private=False))
+        return web.json_response(KeySet([self.key, *self.retired]).as_dict(private=False))
 
     async def _authorize_form(self, request: web.Request) -> web.Response:
         hidden = "".join(f"<input type=hidden name={html.escape(k)} value=\"{html.escape(v)}\">"
