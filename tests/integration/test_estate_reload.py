@@ -151,6 +151,14 @@ def test_a_broken_estate_is_refused_as_a_whole(rig: Rig) -> None:
                for p in body["problems"]), body["problems"][:3]
     assert before == _devices(rig)
     assert 403 == rig.api("POST", "/-/reload", who="ola")[0]
+    # mended (the site added), the same call puts it in force and says what changed
+    estate["sites"].append({"id": "kvalsund", "name": "Kvalsund", "location": "alta",
+                            "municipality": "loppa"})
+    rig.config.write_text(yaml.safe_dump(estate, allow_unicode=True), encoding="utf-8")
+    status, body = rig.api("POST", "/-/reload", who="kari")
+    assert (200, True) == (status, body["reloaded"]), body
+    assert {"added": 50, "removed": 10, "changed": 0} == body["estate"]["devices"]
+    assert len(before) + 40 == len(_devices(rig))
 
 
 async def test_the_poller_takes_a_reloaded_estate_on_sighup(tmp_path: Path) -> None:
