@@ -148,7 +148,8 @@ async def _assemble(config: Config, location: str, broker: Broker, password: str
     notify.replicate, engine.on_shared["nflog"] = engine.sharer("nflog"), notify.apply_peer
     rules.replicate, engine.on_shared["ops"] = engine.sharer("ops"), rules.apply_peer
     auth = Auth(config, metrics.sign_ins)
-    estate = EstateReload(config, location, rules, notify, sla, state, auth.configure)
+    estate = EstateReload(config, location, rules, notify, sla, state, auth.configure,
+                          registry)
     supervisor = Supervisor(registry)
     # Stopped in this order: ingest commits what it took; the rules' last tick writes
     # what they still hold; notifications queue what that tick decided.

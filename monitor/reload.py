@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 import structlog
+from prometheus_client import CollectorRegistry, Gauge
 
 from monitor.config import Config, load_config
 from monitor.notify.service import NotifyService
@@ -61,7 +62,7 @@ class EstateChange:
 class EstateReload:
     def __init__(self, config: Config, location: str, rules: RulesService,
                  notify: NotifyService, sla: SlaService, state: State,
-                 users: Callable[[Config], None]) -> None:
+                 users: Callable[[Config], None], registry: CollectorRegistry) -> None:
         self.config = config
         self.location = location
         self.rules = rules
@@ -70,6 +71,10 @@ class EstateReload:
         self.state = state
         self.users = users  # the web side takes the users (monitor.web.auth)
         self._lock = asyncio.Lock()
+        self.last_ok = Gauge("driftsvakt_estate_last_reload_success",
+                             "1 when the last estate reload was put in force (or none was "
+                             "asked), 0 when it was refused", registry=registry)
+        self.last_ok.set(1)
 
     async def everything(self, actor: str) -> tuple[EstateChange, list[str]]:
         """The estate, then the rule files (SIGHUP, ``POST /-/reload``); the rules are
@@ -84,6 +89,7 @@ class EstateReload:
             change.seconds = time.perf_counter() - started
         await self.rules.store.audit(actor, "reload_estate", self.config.source,
                                      msgspec.json.encode(change.summary()))
+        self.last_ok.set(1 if change.reloaded else 0)
         if change.reloaded:
             log.info("estate_reloaded", location=self.location, by=actor,
                      **change.summary())

@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,7 @@ def test_a_broken_estate_is_refused_as_a_whole(rig: Rig) -> None:
     assert all("estate.yaml:" in p and "unknown site 'kvalsund'" in p
                for p in body["problems"]), body["problems"][:3]
     assert before == _devices(rig)
+    assert "driftsvakt_estate_last_reload_success 0.0" in _metrics(rig)
     assert 403 == rig.api("POST", "/-/reload", who="ola")[0]
     # mended (the site added), the same call puts it in force and says what changed
     estate["sites"].append({"id": "kvalsund", "name": "Kvalsund", "location": "alta",
@@ -159,6 +161,13 @@ def test_a_broken_estate_is_refused_as_a_whole(rig: Rig) -> None:
     assert (200, True) == (status, body["reloaded"]), body
     assert {"added": 50, "removed": 10, "changed": 0} == body["estate"]["devices"]
     assert len(before) + 40 == len(_devices(rig))
+    assert "driftsvakt_estate_last_reload_success 1.0" in _metrics(rig)
+
+
+def _metrics(rig: Rig) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{rig.http_port}/metrics",
+                                timeout=5) as resp:
+        return str(resp.read().decode())
 
 
 async def test_the_poller_takes_a_reloaded_estate_on_sighup(tmp_path: Path) -> None:
