@@ -52,6 +52,16 @@ def _check_config(args: argparse.Namespace) -> int:
             load_modules(extra=config.module_dirs())
     except Problems as exc:
         return _print_problems(exc, args.path)
+    if args.credentials:  # as the engines and collectors will read them at start
+        from monitor.startup import every_secret, unusable_credentials
+
+        problems = unusable_credentials(every_secret(config))
+        for problem in problems:
+            print(f"{args.path}: credential {problem}", file=sys.stderr)
+        if problems:
+            print(f"{len(problems)} credential(s) cannot be used here (run where the "
+                  "services run, or --no-credentials)", file=sys.stderr)
+            return 1
     print(f"ok: {config.summary()}")
     return 0
 
@@ -460,6 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
     check_sub = check.add_subparsers(dest="what", required=True)
     check_config = check_sub.add_parser("config", help="validate a config file or directory")
     check_config.add_argument("path")
+    check_config.add_argument(
+        "--no-credentials", dest="credentials", action="store_false",
+        help="do not read the credentials it names (checking it away from its machine)")
     check_config.set_defaults(func=_check_config)
 
     rules = sub.add_parser("rules", help="check rule files, run rule unit tests")

@@ -26,7 +26,7 @@ import errno
 import fcntl
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -125,11 +125,10 @@ def engine_secrets(config: Config, location: str) -> Iterator[tuple[str, SecretR
         yield from _secret_refs(config.oidc, "oidc")
 
 
-def check_credentials(config: Config, location: str) -> None:
-    """Read every credential now; refuse to start, naming each one that cannot be read
-    or is empty (an empty token would let an empty header in)."""
+def unusable_credentials(refs: Iterable[tuple[str, SecretRef]]) -> list[str]:
+    """Each credential that cannot be read, or is empty, with why."""
     problems = []
-    for key, ref in engine_secrets(config, location):
+    for key, ref in refs:
         try:
             value = ref.resolve()
         except (KeyError, OSError) as exc:
@@ -139,6 +138,25 @@ def check_credentials(config: Config, location: str) -> None:
             continue
         if not value.strip():
             problems.append(f"{key}: {ref!r}: is empty")
+    return problems
+
+
+def every_secret(config: Config) -> Iterator[tuple[str, SecretRef]]:
+    """Every credential the config names, for any location's engine or collector."""
+    seen: set[str] = set()
+    for location in config.locations:
+        for key, ref in engine_secrets(config, location):
+            if key not in seen:
+                seen.add(key)
+                yield key, ref
+    yield from _secret_refs(config.snmp_profiles, "snmp_profiles")
+    yield from _secret_refs(config.traps, "traps")
+
+
+def check_credentials(config: Config, location: str) -> None:
+    """Read every credential now; refuse to start, naming each one that cannot be read
+    or is empty (an empty token would let an empty header in)."""
+    problems = unusable_credentials(engine_secrets(config, location))
     if problems:
         raise StartRefused(EXIT_CONFIG, f"{config.source}: credentials cannot be used: "
                            + "; ".join(problems))

@@ -209,7 +209,7 @@ async def test_a_provider_that_does_not_answer_is_a_clear_503(
 async def test_an_unreadable_client_secret_refuses_to_start(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail closed: the client secret's variable unset, or blank, and the engine does
-    not start (and `check config` names it, through the same check)."""
+    not start (and `check config` names it: monitor.startup.unusable_credentials)."""
     with Mosquitto(tmp_path / "broker") as broker:
         path = _estate(tmp_path, broker.port, free_port(), "http://127.0.0.2:9/")
         monkeypatch.delenv("DV_OIDC_SECRET", raising=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -40,9 +41,19 @@ def test_every_error_is_reported_with_file_line_and_key() -> None:
 
 def test_cli_exit_codes(tmp_path: Path) -> None:
     """`check config` exits 0 with a summary on success and 1 with errors on stderr."""
-    ok = subprocess.run([sys.executable, "-m", "monitor.cli", "check", "config", str(EXAMPLE)],
-                        capture_output=True, text=True, check=False)
+    ok = subprocess.run([sys.executable, "-m", "monitor.cli", "check", "config", str(EXAMPLE),
+                         "--no-credentials"], capture_output=True, text=True, check=False)
     assert (ok.returncode, ok.stdout[:33]) == (0, "ok: 2 locations, 7 municipalities")
+    # where the credentials it names are not there, it says which, and fails
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTSVAKT_")}
+    unusable = subprocess.run([sys.executable, "-m", "monitor.cli", "check", "config",
+                               str(EXAMPLE)], capture_output=True, text=True, check=False,
+                              env=env)
+    assert unusable.returncode == 1
+    assert (f"{EXAMPLE}: credential snmp_profiles.ups-v2c.community: "
+            "SecretRef(env='DRIFTSVAKT_SNMP_UPS'): environment variable DRIFTSVAKT_SNMP_UPS "
+            "is not set") in unusable.stderr.splitlines()
+    assert "notifications.ack_secret" in unusable.stderr
     bad = subprocess.run([sys.executable, "-m", "monitor.cli", "check", "config", str(BROKEN)],
                          capture_output=True, text=True, check=False)
     assert bad.returncode == 1
