@@ -16,20 +16,34 @@ from monitor.config import load_config
 from monitor.events import Sample
 from tests.servers import snmpsim, snmpsim_binary
 
-__all__ = ["SHARED_RECORDINGS", "poll_recording", "shared_recordings"]
+__all__ = ["OWN_RECORDINGS", "SHARED_RECORDINGS", "own_recordings", "poll_recording",
+           "shared_recordings"]
 
 # the recordings of real devices beside the project (shared/testdata/snmprec)
 SHARED_RECORDINGS: Final = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "snmprec"
 
 
+# recordings of this project's own, written from the MIBs (tests/data/snmprec)
+OWN_RECORDINGS: Final = Path(__file__).resolve().parent / "data" / "snmprec"
+
+
 def shared_recordings(factory: pytest.TempPathFactory) -> Iterator[int]:
     """snmpsim serving the shared recordings (one community per recording) for a
     module fixture; the module is skipped where they or snmpsim are not there."""
-    if not SHARED_RECORDINGS.is_dir():
-        pytest.skip(f"no recordings at {SHARED_RECORDINGS}")
+    yield from _served(SHARED_RECORDINGS, factory, "apc-8641")
+
+
+def own_recordings(factory: pytest.TempPathFactory) -> Iterator[int]:
+    """snmpsim serving tests/data/snmprec, for a module fixture."""
+    yield from _served(OWN_RECORDINGS, factory, "ups-unknowns")
+
+
+def _served(data: Path, factory: pytest.TempPathFactory, probe: str) -> Iterator[int]:
+    if not data.is_dir():
+        pytest.skip(f"no recordings at {data}")
     if snmpsim_binary() is None:
         pytest.skip("snmpsim is not installed (the test extras install it)")
-    with snmpsim(SHARED_RECORDINGS, factory.mktemp("snmpsim-cache"), "apc-8641") as port:
+    with snmpsim(data, factory.mktemp("snmpsim-cache"), probe) as port:
         yield port
 
 

@@ -15,21 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import snmpsim as serve
-from tests.servers import snmpsim_binary
-from tests.snmp_poll import poll_recording
+from tests.snmp_poll import own_recordings, poll_recording
 
 pytestmark = pytest.mark.integration
 
-RECORDINGS = Path(__file__).resolve().parents[1] / "data" / "snmprec"
 
 
 @pytest.fixture(scope="module")
 def snmpsim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    if snmpsim_binary() is None:
-        pytest.skip("snmpsim is not installed (the test command installs it)")
-    with serve(RECORDINGS, tmp_path_factory.mktemp("snmpsim-cache"), "ups-unknowns") as port:
-        yield port
+    yield from own_recordings(tmp_path_factory)
 
 
 async def _poll(port: int, name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_shipped_modules_load_and_are_chosen_by_class_and_vendor() -> None:
     modules = load_modules()
     assert {"system", "if_mib", "host_resources", "ucd", "ups_mib", "apc_ups",
-            "apc_pdu", "eaton_xups", "cisco_health", "hpe_health"} == set(modules)
+            "apc_pdu", "eaton_xups", "cisco_health", "hpe_health", "juniper_health",
+            "huawei_health", "h3c_health"} == set(modules)
     assert ["system", "ups_mib"] == sorted(m.name for m in modules_for("ups", modules))
     # an APC UPS, once its sysObjectID is known (APC's enterprise 318), gets PowerNet-MIB
     assert ["apc_ups", "system", "ups_mib"] == sorted(
