@@ -181,6 +181,9 @@ class Device:
     snmp_profile: Slug | None = None
     tags: list[Slug] = field(default_factory=list)
     interval: Positive | None = None
+    # interfaces (ifName) whose going down always matters — its uplinks, say, as
+    # `driftsvakt topology` names them — even if not seen up since the engine started
+    watch_interfaces: list[str] = field(default_factory=list)
 
 
 

@@ -27,13 +27,15 @@ class DeviceInfo:
     tags: frozenset[str] = frozenset()
     parent: str | None = None
     interval: float | None = None
+    watch: frozenset[str] = frozenset()  # interfaces whose going down always matters
 
     @classmethod
     def of(cls, config: Config, device_id: str) -> DeviceInfo:
         d = config.devices[device_id]
         site = config.sites[d.site]
         return cls(d.id, d.name, d.device_class, d.site, site.name, site.municipality,
-                   site.location, frozenset(d.tags), d.parent, d.interval)
+                   site.location, frozenset(d.tags), d.parent, d.interval,
+                   frozenset(d.watch_interfaces))
 
     def context(self) -> dict[str, str]:
         """The labels every alert about this device carries."""

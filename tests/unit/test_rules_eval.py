@@ -40,6 +40,8 @@ INVENTORY = Inventory.from_list([
     DeviceInfo("pc1", "PC", "pc", "rh", "Rådhus", "alta", "alta", parent="acc1"),
     DeviceInfo("ups", "UPS", "ups", "rh", "Rådhus", "alta", "alta", parent="acc2"),
     DeviceInfo("ups0", "Room UPS", "ups", "rh", "Rådhus", "alta", "alta"),  # no network parent
+    DeviceInfo("edge", "Edge", "switch", "rh", "Rådhus", "alta", "alta",
+               watch=frozenset({"Te1/1/1"})),
 ])
 
 
@@ -433,6 +435,26 @@ def test_trap_raises_and_the_matching_trap_resolves(tmp_path: Path) -> None:
     h.tick(5 + 3600)  # no linkUp within resolve_after: resolved by time
     assert {"7": "resolved", "8": "resolved"} == {
         a.labels["ifindex"]: a.state for a in h.engine.alerts.values()}
+
+
+def test_a_watched_interface_down_from_the_start_matters(tmp_path: Path) -> None:
+    """An uplink the estate says to watch is down when the engine first hears of it:
+    it fires; a port beside it, down as long as the engine has known it, without an
+    alias, does not (most access ports are so)."""
+    h = Harness(tmp_path, """
+    rules:
+      - name: InterfaceDown
+        kind: state
+        subject: interface
+        severity: warning
+        states: [down]
+    """)
+    for ifname in ("Te1/1/1", "Gi1/0/7"):
+        h.samples("edge", 0, [Sample("if_admin_status", 1, {"ifname": ifname}),
+                              Sample("if_oper_status", 2, {"ifname": ifname})])
+    assert [{"ifname": "Te1/1/1"}] == [
+        {k: v for k, v in a.labels.items() if k == "ifname"}
+        for a in h.engine.alerts.values() if a.state == "firing"]
 
 
 def test_flapping_is_flagged_and_settles(tmp_path: Path) -> None:

@@ -3,10 +3,12 @@
 A device's state is its *effective* state (monitor.rules.topology): behind a parent
 that is down it is ``unreachable``, never ``down``. An interface is down when it is
 administratively up and operationally down (or lower-layer down), and it matters:
-it has an alias (someone described what it is for) or it has been seen up since the
-engine started (a port going down is news; an access port nobody ever plugged in is
-not). Checkmk's default is the same idea (the state at discovery is the expected one);
-LibreNMS alerts on any ifOperStatus change of a port that is not ignored.
+it has an alias (someone described what it is for), it is one the estate says to
+watch (``watch_interfaces``: its uplinks, say, as ``driftsvakt topology`` names
+them), or it has been seen up since the engine started (a port going down is news;
+an access port nobody ever plugged in is not). Checkmk's default is the same idea
+(the state at discovery is the expected one); LibreNMS alerts on any ifOperStatus
+change of a port that is not ignored.
 """
 
 from __future__ import annotations
@@ -74,11 +76,16 @@ class StateRules(RuleKind):
             tracker.prev_value = IF_UP  # seen up: from now on, its going down is news
         admin = state.series.get((device, "if_admin_status", lkey))
         met = (admin is not None and admin.value == 1 and value in IF_DOWN
-               and (tracker.prev_value == IF_UP or _has_alias(lkey)))
+               and (tracker.prev_value == IF_UP or _has_alias(lkey)
+                    or self._watched(device, lkey)))
         if not met and not tracker.active:
             tracker.last_ts = ts
             return
         lifecycle.set(rule, tracker, met, value, ts, device)
+
+    def _watched(self, device: str, lkey: LabelKey) -> bool:
+        info = self.ctx.inventory.devices.get(device)
+        return info is not None and any(k == "ifname" and v in info.watch for k, v in lkey)
 
     def on_device_state(self, device: str, ts: float) -> None:
         if not self._devices:
