@@ -353,15 +353,18 @@ def test_a_device_down_on_its_own_alerts(tmp_path: Path) -> None:
     assert "Access 1 is down; 1 devices behind it" == h.only().annotations["summary"]
 
 
-def test_interface_down_while_admin_up(tmp_path: Path) -> None:
-    h = Harness(tmp_path, """
+INTERFACE_DOWN = """
     rules:
       - name: InterfaceDown
         kind: state
         subject: interface
         severity: warning
         states: [down]
-    """)
+    """
+
+
+def test_interface_down_while_admin_up(tmp_path: Path) -> None:
+    h = Harness(tmp_path, INTERFACE_DOWN)
     def poll(at: float, oper: int, admin: int, ifname: str = "Gi1") -> None:
         h.samples("acc0", at, [Sample("if_admin_status", admin, {"ifname": ifname}),
                                Sample("if_oper_status", oper, {"ifname": ifname})])
@@ -441,14 +444,7 @@ def test_a_watched_interface_down_from_the_start_matters(tmp_path: Path) -> None
     """An uplink the estate says to watch is down when the engine first hears of it:
     it fires; a port beside it, down as long as the engine has known it, without an
     alias, does not (most access ports are so)."""
-    h = Harness(tmp_path, """
-    rules:
-      - name: InterfaceDown
-        kind: state
-        subject: interface
-        severity: warning
-        states: [down]
-    """)
+    h = Harness(tmp_path, INTERFACE_DOWN)
     for ifname in ("Te1/1/1", "Gi1/0/7"):
         h.samples("edge", 0, [Sample("if_admin_status", 1, {"ifname": ifname}),
                               Sample("if_oper_status", 2, {"ifname": ifname})])
