@@ -304,8 +304,7 @@ def _discover(args: argparse.Namespace) -> int:
         print(f"discover: no SNMP profile {args.profile!r} or no site {args.site!r} in "
               "the config", file=sys.stderr)
         return 2
-    secrets = {key: ref.resolve() for key in ("community", "auth_key", "priv_key")
-               if (ref := getattr(profile, key)) is not None}
+    secrets = profile.read_secrets()
     known = {d.address: d.id for d in config.devices.values() if d.address}
 
     def errored(address: str, exc: CollectError) -> None:
@@ -392,8 +391,7 @@ def _topology(args: argparse.Namespace) -> int:
 
         async def ask(device_id: str, address: str, profile_id: str) -> None:
             profile = config.snmp_profiles[profile_id]
-            secrets = {key: ref.resolve() for key in ("community", "auth_key", "priv_key")
-                       if (ref := getattr(profile, key)) is not None}
+            secrets = profile.read_secrets()
             async with gate:
                 try:
                     seen[device_id] = await neighbours(

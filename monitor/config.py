@@ -149,6 +149,12 @@ class SnmpProfile:
     timeout: Positive = 2.0
     retries: NonNegativeInt = 1
 
+    def read_secrets(self) -> dict[str, str]:
+        """The community, or the v3 keys, read now (KeyError, OSError: one is not
+        there)."""
+        return {key: ref.resolve() for key in ("community", "auth_key", "priv_key")
+                if (ref := getattr(self, key)) is not None}
+
     def __post_init__(self) -> None:
         if self.version in ("1", "2c"):
             if self.community is None:

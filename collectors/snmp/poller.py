@@ -252,11 +252,7 @@ class SnmpPoller:
         assert device.snmp_profile is not None
         assert device.address is not None
         profile = self.config.snmp_profiles[device.snmp_profile]
-        secrets: dict[str, str] = {}
-        for key in ("community", "auth_key", "priv_key"):
-            ref = getattr(profile, key)
-            if ref is not None:
-                secrets[key] = ref.resolve()  # missing secret: fail at start, naming it
+        secrets = profile.read_secrets()  # missing secret: fail at start, naming it
         if profile.version == "2c" and _is_ipv4(device.address):
             # the lean path: prebuilt requests, our BER reader, one shared socket
             return CommunitySession(self.requester, device.address, profile,

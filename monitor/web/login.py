@@ -134,13 +134,12 @@ class Login:
         if self.auth.oidc is None:
             raise web.HTTPNotFound()
         try:
-            await self.auth.oidc.redirect(request)
+            return await self.auth.oidc.redirect(request)
         except OidcRefused as exc:
             self.auth.sign_ins.labels("oidc", "unavailable").inc()
             log.error("oidc_unavailable", reason=exc.reason)
             return _page(exc.status, "Innloggingstjenesten svarer ikke. Prøv igjen, "
                                      "eller bruk nødinnloggingen.")
-        raise AssertionError("redirect() always raises")
 
     async def oidc_callback(self, request: web.Request) -> web.StreamResponse:
         if self.auth.oidc is None:

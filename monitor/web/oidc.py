@@ -22,7 +22,7 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, NoReturn
+from typing import Any, Final
 
 import aiohttp
 import structlog
@@ -120,8 +120,8 @@ class Oidc:
 
     # the two legs of the flow
 
-    async def redirect(self, request: web.Request) -> NoReturn:
-        """Send the browser to the provider."""
+    async def redirect(self, request: web.Request) -> web.Response:
+        """The answer that sends the browser to the provider."""
         meta = await self.metadata()
         now = self.clock()
         if len(self._pending) >= MAX_PENDING:
@@ -140,12 +140,13 @@ class Oidc:
             "nonce": pending.nonce, "code_challenge_method": "S256",
             "code_challenge": create_s256_code_challenge(pending.verifier)})
         endpoint = meta["authorization_endpoint"]
-        response = web.HTTPFound(f"{endpoint}{'&' if '?' in endpoint else '?'}{query}")
+        response = web.Response(status=302, headers={
+            "Location": f"{endpoint}{'&' if '?' in endpoint else '?'}{query}"})
         # Lax: it must come back on the provider's top-level redirect to the callback
         response.set_cookie(BINDING_COOKIE, binding, httponly=True, samesite="Lax",
                             max_age=int(PENDING_SECONDS), secure=request.secure,
                             path="/login/oidc")
-        raise response
+        return response
 
     async def callback(self, request: web.Request) -> ApiUser:
         """The user the provider vouched for, or OidcRefused saying why not."""
