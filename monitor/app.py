@@ -30,6 +30,8 @@ from monitor.ingest import Bounds, Ingest, Observers
 from monitor.liveness import Liveness
 from monitor.metrics import EngineMetrics, StateCollector
 from monitor.notify.service import NotifyService
+from monitor.registration import DECODER as REGISTRATION
+from monitor.registration import Registry
 from monitor.reload import EstateChange, EstateReload
 from monitor.rules.service import RulesService
 from monitor.sla.service import SlaService
@@ -115,6 +117,12 @@ async def start_engine(config: Config, location: str, *, http_port: int | None =
 async def _assemble(config: Config, location: str, broker: Broker, password: str | None,
                     listener: socket.socket, store: Store, lock: StoreLock,
                     v5: bool) -> EngineApp:
+    registry = CollectorRegistry()
+    agents = Registry(config, registry)  # host agents that registered: in the estate
+    agents.load([REGISTRATION.decode(body) for body in await store.registrations()])
+    registered = agents.registered(config, config.devices)
+    object.__setattr__(config, "devices", {**config.devices, **registered})
+    agents.in_force = set(registered)
     state = State(max_series_per_device=config.engine.max_series_per_device)
     for row in await store.load_devices():
         known = config.devices.get(row.device)
@@ -123,7 +131,6 @@ async def _assemble(config: Config, location: str, broker: Broker, password: str
             config.municipality_of(row.device) if known else "",
             row.last_seen, row.state, row.state_since, row.reason)
         state.devices[row.device] = status
-    registry = CollectorRegistry()
     metrics = EngineMetrics(registry)
     # A loss stays counted across restarts: the counter goes on from the stored total
     # (it is stored in the batch that skipped), so Prometheus never sees it reset.
@@ -136,20 +143,24 @@ async def _assemble(config: Config, location: str, broker: Broker, password: str
     rules.listeners.append(notify.on_alerts)  # with copies of the alerts that changed
     sla = await SlaService.start(config, store, registry)
     ingest = Ingest(state, await store.load_progress(), metrics,
-                    observer=Observers(rules, sla.ledger),
+                    observer=Observers(agents, agents.gated(rules), sla.ledger),
+                    gate=agents.check,
                     bounds=Bounds(config.engine.max_clock_skew, config.engine.max_event_age,
                                   config.engine.max_seq_jump, config.engine.bind_src))
     engine = Engine(broker=broker, location=location, store=store, ingest=ingest,
                     metrics=metrics, password=password, v5=v5,
                     batch_max=config.engine.batch_max, batch_wait=config.engine.batch_wait,
-                    rules=rules, ledger=sla.ledger,
+                    rules=rules, ledger=sla.ledger, agents=agents,
                     liveness=Liveness(location, config.locations))
     # one notification log and one set of operator actions for both locations
     notify.replicate, engine.on_shared["nflog"] = engine.sharer("nflog"), notify.apply_peer
     rules.replicate, engine.on_shared["ops"] = engine.sharer("ops"), rules.apply_peer
     auth = Auth(config, metrics.sign_ins)
     estate = EstateReload(config, location, rules, notify, sla, state, auth.configure,
-                          registry)
+                          registry, agents)
+    agents.join, agents.put_in_force = estate.join, estate.registrations_changed
+    agents.share = rules.share_registration
+    rules.on_registration = agents.apply_peer
     supervisor = Supervisor(registry)
     # Stopped in this order: ingest commits what it took; the rules' last tick writes
     # what they still hold; notifications queue what that tick decided.
@@ -157,6 +168,7 @@ async def _assemble(config: Config, location: str, broker: Broker, password: str
     supervisor.add("rules", rules.run, "stop")
     supervisor.add("notify", notify.run, "restart")
     supervisor.add("sla", sla.run, "restart")
+    supervisor.add("registration", agents.run, "restart")
 
     async def ready() -> dict[str, bool]:
         return {"broker": engine.connected, "store": await store.writable(),
@@ -164,7 +176,7 @@ async def _assemble(config: Config, location: str, broker: Broker, password: str
 
     def routes(app: web.Application) -> None:
         add_routes(app, config=config, auth=auth, rules=rules, notify=notify, sla=sla,
-                   state=state, location=location, estate=estate)
+                   state=state, location=location, estate=estate, agents=agents)
 
     scrape_token = (config.engine.metrics_token.resolve()
                     if config.engine.metrics_token is not None else None)

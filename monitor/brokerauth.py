@@ -15,6 +15,13 @@ from one PC can publish only that PC's own events and status:
 
 The source named in a device topic is what the engine binds the payload's ``src`` to
 (``engine.bind_src``), so no identity can speak for another source.
+- ``enrol-{municipality}`` for a municipality with an enrolment token
+  (``enrolment.tokens``): its password is the token's secret, which every agent
+  installed with the token holds, so it may write only what no one else owns — events
+  in its municipality on topics whose source is the device itself, never a device the
+  estate's files declare, never a collector's source — and agent status of devices
+  the files do not declare. Any of the municipality's enrolled agents can speak for
+  another (they share the token); none can speak for anything else.
 - ``readonly`` (troubleshooting, exports) and ``bridge-{location}`` (the bridge).
 
 Passwords are random, one file per identity under ``secrets/`` (owner only), and
@@ -48,7 +55,8 @@ COLLECTORS: Final = tuple(c for c in get_args(BrokerComponent) if c != "engine")
 @dataclass(frozen=True, slots=True)
 class Identity:
     user: str
-    rules: tuple[str, ...]  # mosquitto ACL lines: "topic read|write|readwrite TOPIC"
+    rules: tuple[str, ...]  # mosquitto ACL lines: "topic read|write|readwrite|deny TOPIC"
+    password: str | None = None  # one the estate gives (an enrolment token's secret)
 
 
 def identities(config: Config) -> list[Identity]:
@@ -76,8 +84,29 @@ def identities(config: Config) -> list[Identity]:
             f"topic write {root}/{site.location}/{site.municipality}/{device.id}/+/{device.id}",
             f"topic write {root}/_sys/{site.location}/agent/{device.id}",
             f"topic read {root}/_ack/+/{device.id}")))
+    found.extend(_enrolment(config))
     found.append(Identity("readonly", (f"topic read {root}/#",)))
     return found
+
+
+def _enrolment(config: Config) -> Iterable[Identity]:
+    """One identity per enrolment token. mosquitto takes "deny" lines before the
+    grants, so the grants can be broad and the denials exact."""
+    root = PREFIX
+    sources = [f"{c}-{loc}" for loc in config.locations for c in COLLECTORS]
+    for token in config.enrolment.tokens:
+        m = token.municipality
+        own = sorted(d.id for d in config.devices.values()
+                     if config.sites[d.site].municipality == m)
+        rules = [*(f"topic deny {root}/+/+/+/+/{src}" for src in sources),
+                 *(f"topic deny {root}/+/{m}/{d}/#" for d in own),
+                 *(f"topic deny {root}/+/+/+/+/{d}" for d in sorted(config.devices)),
+                 *(f"topic deny {root}/_sys/+/agent/{d}" for d in sorted(config.devices))]
+        for loc in config.locations:
+            rules += [f"topic write {root}/{loc}/{m}/+/+/+",
+                      f"topic write {root}/_sys/{loc}/agent/+"]
+        rules.append(f"topic read {root}/_ack/+/+")
+        yield Identity(f"enrol-{m}", tuple(rules), token.token.resolve())
 
 
 def mosquitto_hash(password: str, salt: bytes | None = None) -> str:
@@ -112,6 +141,9 @@ def write_broker_auth(config: Config, out: Path, rotate: Iterable[str] = ()
     entries: list[str] = []
     for identity in found:
         path = keys / identity.user
+        if identity.password is not None:  # the estate's: rotated there
+            entries.append(f"{identity.user}:{mosquitto_hash(identity.password)}")
+            continue
         if identity.user in set(rotate) or not path.exists():
             _write_private(path, secrets.token_urlsafe(24) + "\n")
             made.append(identity.user)

@@ -173,6 +173,31 @@ def _broker_auth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _enrolment_token(args: argparse.Namespace) -> int:
+    """The token an agent of ``municipality`` is installed with (docs/estate.md)."""
+    from monitor.enrolment import token_text
+
+    config = _config(args.config)
+    if isinstance(config, int):
+        return config
+    token = next((t for t in config.enrolment.tokens
+                  if t.municipality == args.municipality), None)
+    if token is None:
+        print(f"enrolment-token: {args.municipality!r} has no enrolment token "
+              "(enrolment.tokens)", file=sys.stderr)
+        return 1
+    if args.location not in config.locations:
+        print(f"enrolment-token: no location {args.location!r}", file=sys.stderr)
+        return 1
+    try:
+        secret = token.token.resolve()
+    except (KeyError, OSError) as exc:
+        print(f"enrolment-token: {token.token!r}: {exc}", file=sys.stderr)
+        return 1
+    print(token_text(args.location, args.municipality, secret))
+    return 0
+
+
 def _hash_password(_: argparse.Namespace) -> int:
     """A break-glass user's password as the Argon2id hash for ``users[].password_argon2``:
     asked for twice on a terminal, else read as one line from standard input."""
@@ -515,6 +540,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="give USER a new password (repeatable)")
     auth.set_defaults(func=_broker_auth)
 
+    enrol = sub.add_parser("enrolment-token",
+                           help="the token a municipality's agents register with")
+    enrol.add_argument("--config", required=True)
+    enrol.add_argument("--location", required=True,
+                       help="the location whose broker the agents send to")
+    enrol.add_argument("municipality")
+    enrol.set_defaults(func=_enrolment_token)
+
     hasher = sub.add_parser("hash-password",
                             help="a break-glass user's password as its Argon2id hash")
     hasher.set_defaults(func=_hash_password)
@@ -609,6 +642,9 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--outbox", help="path of the outbox database")
     agent.add_argument("--broker-host")
     agent.add_argument("--broker-port", type=int)
+    agent.add_argument("--enrolment-token-file",
+                       help="a municipality's enrolment token (driftsvakt enrolment-token): "
+                            "the agent registers itself, placed by the estate's rules")
     agent.set_defaults(func=_agent)
 
     demo = sub.add_parser("demo", help="run broker, engines and a simulated estate")

@@ -385,6 +385,54 @@ class OidcSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class PlacementRule:
+    """Where an agent that registers goes: a rule matches on every condition it
+    names, and sets the fields it names that an earlier matching rule has not."""
+
+    subnet: str | None = None  # an IP network holding one of the agent's addresses
+    name: str | None = None  # a regular expression on the short host name, lower case
+    ou: str | None = None  # the agent's AD object lies under this DN (any case)
+    ad_site: str | None = None  # the AD site the agent reports
+    municipality: Slug | None = None
+    site: Slug | None = None
+    device_class: Literal["server", "pc"] | None = field(default=None,
+                                                         metadata={"key": "class"})
+
+    def __post_init__(self) -> None:
+        if not (self.subnet or self.name or self.ou or self.ad_site):
+            raise ValueError("a rule needs a condition: subnet, name, ou or ad_site")
+        if not (self.municipality or self.site or self.device_class):
+            raise ValueError("a rule sets municipality, site or class")
+        if self.subnet is not None:
+            try:
+                ipaddress.ip_network(self.subnet)
+            except ValueError as exc:
+                raise FieldError("subnet", str(exc)) from None
+        if self.name is not None:
+            try:
+                re.compile(self.name)
+            except re.error as exc:
+                raise FieldError("name", f"not a regular expression: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class EnrolmentToken:
+    """A municipality's enrolment token: an agent installed with it registers into
+    that municipality; ``policy`` says whether a fully placed one is accepted at once
+    or held for an operator's approval."""
+
+    municipality: Slug
+    token: SecretRef
+    policy: Literal["accept", "approve"] = "approve"
+
+
+@dataclass(frozen=True, slots=True)
+class EnrolmentSettings:
+    tokens: list[EnrolmentToken] = field(default_factory=list)
+    placement: list[PlacementRule] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
 class PollerSettings:
     # directories of the site's own SNMP modules (YAML, as collectors/snmp/modules);
     # relative to the config's directory; a module named as a shipped one replaces it
@@ -498,6 +546,7 @@ class _File:
     ldap: LdapSettings | None = None
     oidc: OidcSettings | None = None
     notifications: NotificationSettings | None = None
+    enrolment: EnrolmentSettings | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -522,6 +571,7 @@ class Config:
     users: dict[str, ApiUser] = field(default_factory=dict)
     notifications: NotificationSettings = field(default_factory=NotificationSettings)
     services: dict[str, ServiceSpec] = field(default_factory=dict)
+    enrolment: EnrolmentSettings = field(default_factory=EnrolmentSettings)
 
     def adopt(self, new: Config) -> list[str]:
         """Put ``new``'s estate in force in this very object, in one step: every part
@@ -575,7 +625,7 @@ class Config:
 # listeners, the broker connections, the store, the sign-in providers.
 ESTATE_FIELDS: Final = ("municipalities", "sites", "snmp_profiles", "devices",
                         "office_hours", "schedules", "checks", "users", "notifications",
-                        "services")
+                        "services", "enrolment")
 AT_START_FIELDS: Final = ("locations", "brokers", "engine", "outbox", "traps", "poller",
                           "ldap", "oidc")
 
@@ -623,7 +673,7 @@ def _read_file(doc: Document, root: yaml.MappingNode, records: dict[str, dict[st
             (item_tp,) = typing.get_args(hints[name])
             _collect_list(doc, name, value_node, item_tp, records, typed)
         elif name in ("engine", "outbox", "traps", "poller", "ldap", "oidc",
-                      "notifications"):
+                      "notifications", "enrolment"):
             value = convert(doc, value_node, hints[name], name)
             if name in singletons:
                 other = singletons[name][1]
@@ -644,6 +694,33 @@ def _check_settings(singletons: dict[str, tuple[Any, Document]],
         for i, computers in enumerate(settings.computers):
             if computers.site not in records["sites"]:
                 doc.problem(f"ldap.computers[{i}].site", f"unknown site {computers.site!r}")
+    if "enrolment" in singletons:
+        settings, doc = singletons["enrolment"]
+        _check_enrolment(settings, doc, records)
+
+
+def _check_enrolment(settings: EnrolmentSettings, doc: Document,
+                     records: dict[str, dict[str, _Record]]) -> None:
+    municipalities, sites = records["municipalities"], records["sites"]
+    seen: set[str] = set()
+    for i, token in enumerate(settings.tokens):
+        where = f"enrolment.tokens[{i}].municipality"
+        if token.municipality not in municipalities:
+            doc.problem(where, f"unknown municipality {token.municipality!r}")
+        elif token.municipality in seen:
+            doc.problem(where, f"{token.municipality!r} has a token already")
+        seen.add(token.municipality)
+    for i, rule in enumerate(settings.placement):
+        where = f"enrolment.placement[{i}]"
+        if rule.municipality is not None and rule.municipality not in municipalities:
+            doc.problem(f"{where}.municipality", f"unknown municipality {rule.municipality!r}")
+        if rule.site is not None:
+            site = sites.get(rule.site)
+            if site is None:
+                doc.problem(f"{where}.site", f"unknown site {rule.site!r}")
+            elif rule.municipality and site.facts.get("municipality") != rule.municipality:
+                doc.problem(f"{where}.site", f"site {rule.site!r} is not in "
+                                             f"{rule.municipality!r}")
 
 
 def load_config(path: str | Path) -> Config:
@@ -700,6 +777,7 @@ def load_config(path: str | Path) -> Config:
         users=typed["users"],
         services=typed["services"],
         notifications=singletons.get("notifications", (NotificationSettings(), None))[0],
+        enrolment=singletons.get("enrolment", (EnrolmentSettings(), None))[0],
         source=str(root),
     )
 

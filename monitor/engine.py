@@ -29,6 +29,7 @@ from monitor.ingest import BatchEffects, Ingest
 from monitor.liveness import Liveness
 from monitor.metrics import EngineMetrics
 from monitor.mqtt import Backoff, MqttClient, broker_trouble, client_for
+from monitor.registration import Registry
 from monitor.rules.service import RulesService
 from monitor.sla.ledger import Ledger
 from monitor.store.db import Store
@@ -60,8 +61,10 @@ class Engine:
                  metrics: EngineMetrics, password: str | None = None, v5: bool = True,
                  batch_max: int = 2000, batch_wait: float = 0.02,
                  instance: str | None = None, rules: RulesService | None = None,
-                 ledger: Ledger | None = None, liveness: Liveness | None = None) -> None:
+                 ledger: Ledger | None = None, liveness: Liveness | None = None,
+                 agents: Registry | None = None) -> None:
         self.broker = broker
+        self.agents = agents
         self.liveness = liveness or Liveness(location, [location])
         self.rules = rules
         self.ledger = ledger
@@ -225,13 +228,14 @@ class Engine:
         alerts = self.rules.changes() if self.rules is not None else None
         runs = self.ledger.changes() if self.ledger is not None else None
         late = self.ledger.late_changes() if self.ledger is not None else None
-        if effects or alerts or runs or late:
+        registrations = self.agents.changes() if self.agents is not None else None
+        if effects or alerts or runs or late or registrations:
             # Ingest has applied the batch and will not take it again: the store runs
             # the commit to its end even if this session is torn down meanwhile.
             try:
                 await self.store.commit_batch(effects.progress, effects.devices.values(),
                                               effects.dead, effects.counts, alerts, runs,
-                                              effects.skipped, late)
+                                              effects.skipped, late, registrations)
             except Exception:
                 self.metrics.store_errors.inc()
                 log.exception("store_commit_failed", path=self.store.path)

@@ -6,6 +6,10 @@ Topics (ARCHITECTURE.md):
     driftsvakt/v1/_sys/{location}/{component}/{instance}     retained component status
     driftsvakt/v1/_ack/{location}/{src}                      retained end-to-end ack
 
+Streams: ``metrics``, ``state``, ``trap``, ``check``, ``heartbeat``, and ``register``
+(a host agent enrolled with its municipality's token announcing itself: its host
+name, system, addresses and directory place; monitor.registration).
+
 The last level of a device topic names the source that publishes it, so the broker's
 ACL (one identity per source, ``driftsvakt broker-auth``) decides who may speak for a
 source, and the engine takes an event only where the payload's ``src`` is the
@@ -43,6 +47,7 @@ __all__ = [
     "Event",
     "HeartbeatEvent",
     "MetricsEvent",
+    "RegisterEvent",
     "Rejected",
     "Sample",
     "StateEvent",
@@ -81,8 +86,9 @@ ShortText = Annotated[str, msgspec.Meta(max_length=1024)]
 # Labels the engine puts on every device series; a sample may not bring its own (a
 # duplicate label makes Prometheus refuse the whole scrape), nor a "__" name.
 DEVICE_LABELS: Final = ("location", "municipality", "site", "device", "class")
-Stream = Literal["metrics", "state", "trap", "check", "heartbeat"]
-STREAMS: Final[tuple[str, ...]] = ("metrics", "state", "trap", "check", "heartbeat")
+Stream = Literal["metrics", "state", "trap", "check", "heartbeat", "register"]
+STREAMS: Final[tuple[str, ...]] = ("metrics", "state", "trap", "check", "heartbeat",
+                                   "register")
 
 RejectReason = Literal[
     "oversize",
@@ -96,6 +102,7 @@ RejectReason = Literal[
     "future",  # event time further ahead of the engine's clock than engine.max_clock_skew
     "late",  # event time older than engine.max_event_age: no outbox keeps it that long
     "seq_jump",  # seq further ahead of its source's progress than engine.max_seq_jump
+    "enrolment",  # a registration without a valid proof, or an event of a refused agent
 ]
 
 
@@ -254,7 +261,22 @@ class HeartbeatEvent(_Base, frozen=True, kw_only=True):
             raise ValueError("interval must be positive")
 
 
-Event = MetricsEvent | StateEvent | TrapEvent | CheckEvent | HeartbeatEvent
+class RegisterEvent(_Base, frozen=True, kw_only=True):
+    """A host agent enrolled with a municipality's token announcing itself; the
+    engine places it by the estate's rules (monitor.registration)."""
+
+    hostname: Annotated[str, msgspec.Meta(min_length=1, max_length=253)]
+    os: ShortText = ""
+    addresses: Annotated[list[Annotated[str, msgspec.Meta(max_length=64)]],
+                         msgspec.Meta(max_length=64)] = []
+    machine_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    device_class: Literal["server", "pc"] = msgspec.field(name="class", default="pc")
+    ad_site: Annotated[str, msgspec.Meta(max_length=256)] | None = None
+    dn: Annotated[str, msgspec.Meta(max_length=1024)] | None = None  # its AD object's
+    proof: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
+
+
+Event = MetricsEvent | StateEvent | TrapEvent | CheckEvent | HeartbeatEvent | RegisterEvent
 
 _EVENT_TYPES: Final[dict[str, type[Event]]] = {
     "metrics": MetricsEvent,
@@ -262,6 +284,7 @@ _EVENT_TYPES: Final[dict[str, type[Event]]] = {
     "trap": TrapEvent,
     "check": CheckEvent,
     "heartbeat": HeartbeatEvent,
+    "register": RegisterEvent,
 }
 _DECODERS: Final = {stream: msgspec.json.Decoder(t) for stream, t in _EVENT_TYPES.items()}
 _ENCODER: Final = msgspec.json.Encoder()

@@ -10,6 +10,7 @@ collector does not resend it forever.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
@@ -172,8 +173,10 @@ class Ingest:
 
     def __init__(self, state: State, progress: dict[str, int], counters: IngestCounters,
                  limiter: LogLimiter | None = None,
-                 observer: EventObserver | None = None, bounds: Bounds | None = None) -> None:
+                 observer: EventObserver | None = None, bounds: Bounds | None = None,
+                 gate: Callable[[DeviceTopic, Event], None] | None = None) -> None:
         self.state = state
+        self.gate = gate  # raises Rejected for what the estate refuses (registrations)
         self.bounds = bounds or Bounds()
         self.observer = observer
         self.progress = progress  # src -> highest seq applied; persisted by the caller
@@ -192,6 +195,8 @@ class Ingest:
                                    f"payload device {event.device!r} != topic {where.device!r}")
                 self.bounds.check_source(where, event)
                 self.bounds.check(event, self.progress.get(event.src), now)
+                if self.gate is not None:
+                    self.gate(where, event)
             except Rejected as exc:
                 self._reject(effects, topic, payload, exc, now)
                 continue

@@ -19,7 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from monitor.config import DEFAULT_GRACE, DEFAULT_OFFICE_HOURS, Config
-from monitor.events import DEVICE_LABELS, RejectReason
+from monitor.events import DEVICE_LABELS, STREAMS, RejectReason
 from monitor.fields import at_time
 from monitor.officehours import ALWAYS, OpenPeriods, Schedule, classify_silence
 from monitor.state import DeviceStatus, State
@@ -81,8 +81,7 @@ class EngineMetrics:
             for outcome in ("ok", "failed", "throttled", "unavailable"):
                 self.sign_ins.labels(how, outcome)
         # Children resolved once: .labels() costs a dict lookup and a lock per call.
-        self._events_by_stream = {s: self.events.labels(s) for s in
-                                  ("metrics", "state", "trap", "check", "heartbeat")}
+        self._events_by_stream = {s: self.events.labels(s) for s in STREAMS}
 
     def applied(self, stream: str, samples: int, lag: float) -> None:
         self._events_by_stream[stream].inc()

@@ -18,6 +18,7 @@ providers) keep their running value and are named as such.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,8 +27,9 @@ import msgspec
 import structlog
 from prometheus_client import CollectorRegistry, Gauge
 
-from monitor.config import Config, load_config
+from monitor.config import Config, Device, load_config
 from monitor.notify.service import NotifyService
+from monitor.registration import Registry
 from monitor.rules.service import RulesService
 from monitor.sla.service import SlaService
 from monitor.startup import StartRefused, check_credentials
@@ -62,8 +64,11 @@ class EstateChange:
 class EstateReload:
     def __init__(self, config: Config, location: str, rules: RulesService,
                  notify: NotifyService, sla: SlaService, state: State,
-                 users: Callable[[Config], None], registry: CollectorRegistry) -> None:
+                 users: Callable[[Config], None], registry: CollectorRegistry,
+                 agents: Registry | None = None) -> None:
         self.config = config
+        self.agents = agents  # registered agents: part of the estate, not of its files
+        self._joined = False
         self.location = location
         self.rules = rules
         self.notify = notify
@@ -109,6 +114,48 @@ class EstateReload:
             return EstateChange(False, [str(p) for p in exc.problems])
         except StartRefused as exc:
             return EstateChange(False, [str(exc)])
+        added = self.agents.registered(new, new.devices) if self.agents else {}
+        new = dataclasses.replace(new, devices={**new.devices, **added})
+        change = await self._put_in_force(new)
+        if self.agents is not None:
+            self.agents.in_force = set(added)
+        return change
+
+    def join(self, devices: list[Device]) -> None:
+        """Accepted agents join the running estate at once, in the step that accepted
+        them: their next event is a known device's. Nothing else changes, so the rules'
+        trackers run on; the notification side takes their names at the next step."""
+        agents = self.agents
+        assert agents is not None
+        for device in devices:
+            self.config.devices[device.id] = device
+            agents.in_force.add(device.id)
+        self.rules.devices_joined(self.config, [d.id for d in devices])
+        self._joined = True
+
+    async def registrations_changed(self) -> None:
+        """What the registrations changed since the last step: an agent rejected after
+        it was accepted leaves the estate (its alerts retire), one moved changes site —
+        the whole step, as a reload takes it; those that only joined are named to the
+        notification side."""
+        agents = self.agents
+        assert agents is not None
+        async with self._lock:
+            declared = agents.declared()
+            wanted = agents.registered(self.config, declared)
+            held = {d: self.config.devices[d] for d in agents.in_force
+                    if d in self.config.devices}
+            if wanted != held:
+                change = await self._put_in_force(
+                    dataclasses.replace(self.config, devices={**declared, **wanted}))
+                agents.in_force = set(wanted)
+                log.info("registered_agents_changed", location=self.location,
+                         **change.summary())
+            elif self._joined:
+                self.notify.configure(self.config)
+            self._joined = False
+
+    async def _put_in_force(self, new: Config) -> EstateChange:
         old = self.config.devices
         removed = sorted(set(old) - set(new.devices))
         change = EstateChange(

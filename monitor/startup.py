@@ -111,7 +111,8 @@ def _secret_refs(value: Any, key: str) -> Iterator[tuple[str, SecretRef]]:
 def engine_secrets(config: Config, location: str) -> Iterator[tuple[str, SecretRef]]:
     """Every credential an engine of ``location`` uses: its broker's password, the API
     users' tokens, the notification settings' secrets (receivers, ack links), the
-    directory's service account and the OpenID Connect client's secret."""
+    directory's service account, the OpenID Connect client's secret and the
+    municipalities' enrolment tokens."""
     broker = config.brokers.get(location)
     if broker is not None and broker.password is not None:
         yield f"brokers.{location}.password", broker.password
@@ -123,6 +124,8 @@ def engine_secrets(config: Config, location: str) -> Iterator[tuple[str, SecretR
         yield from _secret_refs(config.ldap, "ldap")
     if config.oidc is not None:
         yield from _secret_refs(config.oidc, "oidc")
+    for i, token in enumerate(config.enrolment.tokens):
+        yield f"enrolment.tokens[{i}].token", token.token
 
 
 def unusable_credentials(refs: Iterable[tuple[str, SecretRef]]) -> list[str]:

@@ -10,13 +10,19 @@ fire after 5 minutes), so they report a host at 5 %.
     python -m tests.storm_agents PLAN.json
 
 PLAN: {"broker_port": int, "outboxes": dir, "interval": seconds,
-       "agents": [{"id", "municipality", "class", "behind_core": bool}, ...]}
+       "agents": [{"id", "municipality", "class", "behind_core": bool,
+                   "enrol": {"secret", "hostname", "addresses", "machine_id", "dn"}}, ...]}
+
+An agent with ``enrol`` logs in as its municipality's enrolment identity with the
+token's secret and registers first with the facts given (each simulated host its own
+name, addresses and AD object), as the real agent does with its host's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import signal
 import sys
@@ -27,6 +33,7 @@ from typing import Any
 import msgspec
 
 from collectors.agent import run as agent_run
+from collectors.agent.enrol import HostFacts
 from collectors.agent.host import host_samples
 from collectors.agent.run import Agent
 from collectors.agent.settings import AgentSettings
@@ -56,14 +63,24 @@ async def run(plan: dict[str, Any]) -> int:
     outboxes: list[Outbox] = []
     agents: list[tuple[Publisher, Agent]] = []
     for entry in plan["agents"]:
-        way = relay if entry["behind_core"] else direct
+        way = relay if entry.get("behind_core") else direct
+        enrol = entry.get("enrol")
+        if enrol is not None:
+            way = dataclasses.replace(way, username=f"enrol-{entry['municipality']}")
         box = await Outbox.open(Path(plan["outboxes"]) / f"{entry['id']}.db")
         outboxes.append(box)
         publisher = Publisher(broker=way, location="alta", component="agent",
-                              instance=entry["id"], outbox=box)
+                              instance=entry["id"], outbox=box,
+                              password=enrol["secret"] if enrol else None)
         settings = AgentSettings(location="alta", municipality=entry["municipality"],
                                  device=entry["id"], device_class=entry["class"],
                                  interval=plan["interval"], broker=way)
+        if enrol is not None:
+            facts = HostFacts(hostname=enrol["hostname"], os="Windows-10-10.0.19045",
+                              addresses=enrol["addresses"], machine_id=enrol["machine_id"],
+                              dn=enrol.get("dn"))
+            await agent_run.register(publisher, settings, entry["id"], enrol["secret"],
+                                     facts)
         agents.append((publisher, Agent(settings, publisher, NoServices(), entry["id"])))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -2,7 +2,9 @@
 
 Identity (location, municipality, device, class) comes from the file or the flags;
 without a device id the host name is used, made into a slug (``ALTA-PC0042.kommune.no``
-becomes ``alta-pc0042``), or mapped through ``device_map`` patterns.
+becomes ``alta-pc0042``), or mapped through ``device_map`` patterns. An agent installed
+with an enrolment token (``--enrolment-token-file``) takes location and municipality
+from the token and registers itself (collectors.agent.enrol): nothing else is needed.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final, Literal
 
+from monitor.enrolment import parse_token
 from monitor.fields import Broker
 from monitor.secrets import SecretRef
 from monitor.yamlmodel import Problem, Problems, convert, is_missing, load_documents
@@ -48,6 +51,11 @@ class AgentSettings:
     outbox: str = "/var/lib/driftsvakt/agent-outbox.db"
     watch: Watch = field(default_factory=Watch)
     device_map: list[DeviceMapping] = field(default_factory=list)
+    enrolment_token: SecretRef | None = None  # registers itself (collectors.agent.enrol)
+    # what a registration says where the host cannot tell (a Linux host's AD place)
+    machine_id: str | None = None
+    ad_site: str | None = None
+    dn: str | None = None
 
     @property
     def every(self) -> float:
@@ -76,6 +84,19 @@ def load_settings(args: argparse.Namespace) -> AgentSettings:
     """File (if any) < environment < flags; raise Problems with every error."""
     settings = _from_file(args.config) if args.config else None
     overrides = _overrides(args)
+    token = _token(args, settings)
+    if token is not None:
+        overrides["enrolment_token"] = token
+        try:
+            location, municipality, _ = parse_token(token.resolve())
+        except (KeyError, OSError, ValueError) as exc:
+            raise Problems([Problem("agent", 0, "enrolment_token", str(exc))]) from None
+        for key, value in (("location", location), ("municipality", municipality)):
+            given = overrides.get(key, getattr(settings, key, None))
+            if given not in (None, value):
+                raise Problems([Problem("agent", 0, key, f"{given!r}, but the enrolment "
+                                                         f"token is for {value!r}")])
+            overrides[key] = value
     if settings is None:
         missing = [k for k in ("location", "municipality") if k not in overrides]
         if missing:
@@ -109,6 +130,14 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
             attr = "device_class" if key == "class" else key
             overrides[attr] = float(chosen) if key == "interval" else chosen
     return overrides
+
+
+def _token(args: argparse.Namespace, settings: AgentSettings | None) -> SecretRef | None:
+    path = (getattr(args, "enrolment_token_file", None)
+            or os.environ.get(ENV_PREFIX + "ENROLMENT_TOKEN_FILE"))
+    if path:
+        return SecretRef(file=path)
+    return settings.enrolment_token if settings is not None else None
 
 
 def _broker(args: argparse.Namespace, settings: AgentSettings) -> Broker:

@@ -139,6 +139,18 @@ class RuleEngine:
         self.load(self.rules, now)
         return count
 
+    def devices_joined(self, devices: Iterable[DeviceInfo]) -> None:
+        """New devices (registered agents) in the estate, nothing else changed: the
+        trackers keep running; what was worked out for these devices before is not."""
+        fresh = set()
+        for info in devices:
+            self.inventory.add(info)
+            fresh.add(info.id)
+        for key in [k for k in self._device_ok if k[1] in fresh]:
+            del self._device_ok[key]
+        for device in fresh:
+            self._device_routes.pop(device, None)
+
     def _device_matches(self, rule: Rule, device: str) -> bool:
         key = (rule.name, device)
         found = self._device_ok.get(key)

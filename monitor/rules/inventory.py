@@ -69,6 +69,13 @@ class Inventory:
         self.children = other.children
         self._behind = {}
 
+    def add(self, device: DeviceInfo) -> None:
+        """A device joins (a registered agent): nothing else changes."""
+        self.devices[device.id] = device
+        if device.parent is not None:
+            self.children.setdefault(device.parent, []).append(device.id)
+        self._behind = {}
+
     def ancestors(self, device: str) -> Iterator[str]:
         seen = {device}
         info = self.devices.get(device)

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import copy
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Final, Literal
 
@@ -26,10 +26,11 @@ from prometheus_client.registry import Collector
 
 from monitor.config import Config
 from monitor.events import ComponentStatus, DeviceTopic, Event
+from monitor.registration import Registration, RegistrationChange
 from monitor.rules.alerts import Alert
 from monitor.rules.evaluator import RuleEngine
 from monitor.rules.external import PostableAlert, take
-from monitor.rules.inventory import Inventory
+from monitor.rules.inventory import DeviceInfo, Inventory
 from monitor.rules.lifecycle import KEEP_RESOLVED
 from monitor.rules.model import RuleSet, load_rules
 from monitor.rules.suppress import Maintenance, Silence, SpecError
@@ -52,7 +53,7 @@ class OperatorAction(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     kind: Literal["acknowledge", "silence", "expire_silence", "maintenance",
                   "delete_maintenance", "correction", "delete_correction", "note",
-                  "delete_note"]
+                  "delete_note", "registration"]
     key: str  # the alert's fingerprint, the silence's, window's, correction's or note's id
     actor: str
     at: float
@@ -61,6 +62,7 @@ class OperatorAction(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     maintenance: Maintenance | None = None
     correction: Correction | None = None
     note: StatusNote | None = None
+    registration: Registration | None = None
 
     @property
     def entry(self) -> str:
@@ -147,6 +149,8 @@ class RulesService:
         # operator actions shared with the peer engine: ours out once stored, theirs in
         self.replicate: Callable[[str, bytes], None] | None = None
         self._peer_actions: list[OperatorAction] = []
+        # an operator's decision on a registered agent, from the peer (monitor.registration)
+        self.on_registration: Callable[[Registration], RegistrationChange | None] | None = None
 
     @classmethod
     async def start(cls, config: Config, store: Store, state: State,
@@ -285,6 +289,10 @@ class RulesService:
         self._share(OperatorAction(kind="delete_note", key=nid, actor=actor,
                                    at=time.time()))
 
+    def share_registration(self, row: Registration) -> None:
+        self._share(OperatorAction(kind="registration", key=row.device, actor=row.by,
+                                   at=row.changed, registration=row))
+
     # -- the other location's operators -----------------------------------------------
 
     def _share(self, action: OperatorAction) -> None:
@@ -326,6 +334,11 @@ class RulesService:
                 await self._correct_from_peer(action)
             elif action.kind in ("note", "delete_note"):
                 await self._note_from_peer(action)
+            elif (action.kind == "registration" and action.registration is not None
+                  and self.on_registration is not None):
+                change = self.on_registration(action.registration)
+                if change is not None:
+                    await self.store.put_registration(change)
 
     async def _note_from_peer(self, action: OperatorAction) -> None:
         """A note's version from the peer, taken if it is later than the one held; a
@@ -438,6 +451,10 @@ class RulesService:
         and the alerts of ``retired`` devices resolve as retired; how many did. The
         caller commits (``changes()``)."""
         return self.engine.estate_changed(Inventory.from_config(config), retired, now)
+
+    def devices_joined(self, config: Config, joined: Iterable[str]) -> None:
+        """Devices added to the running estate (registered agents) and nothing else."""
+        self.engine.devices_joined(DeviceInfo.of(config, d) for d in joined)
 
     async def reload(self) -> list[str]:
         """Read the rule files again; return the problems (empty on success)."""

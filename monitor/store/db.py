@@ -9,16 +9,26 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Self
+from typing import Final, Protocol, Self
 
 import aiosqlite
 import structlog
 
 from monitor.rows import LateRow, RunRow
 from monitor.secrets import private_file
+
+
+class RegistrationChange(Protocol):
+    """A registration's version and its audit entry (monitor.registration's)."""
+
+    @property
+    def actor(self) -> str: ...
+    @property
+    def action(self) -> str: ...
+    def store_row(self) -> tuple[str, str, str, float, bytes]: ...
 
 __all__ = ["MIGRATIONS", "AlertChanges", "DeadLetter", "DeviceRow", "Store"]
 
@@ -163,7 +173,22 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     ) WITHOUT ROWID;
     CREATE INDEX status_note_municipality ON status_note (municipality);
     """,
+    # 8: host agents that registered themselves, the latest version of each
+    """
+    CREATE TABLE registration (
+        device       TEXT PRIMARY KEY,
+        municipality TEXT NOT NULL,
+        status       TEXT NOT NULL,          -- accepted, pending, rejected
+        changed      REAL NOT NULL,          -- the version's time: the later one wins
+        body         BLOB NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
+_PUT_REGISTRATION: Final = (
+    "INSERT INTO registration (device, municipality, status, changed, body) "
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (device) DO UPDATE SET "
+    "municipality = excluded.municipality, status = excluded.status, "
+    "changed = excluded.changed, body = excluded.body")
 
 DEAD_LETTER_KEEP: Final = 10_000
 _PUT_RUNS: Final = (
@@ -338,15 +363,19 @@ class Store:
                            alerts: AlertChanges | None = None,
                            runs: list[RunRow] | None = None,
                            skipped: dict[str, int] | None = None,
-                           late: list[LateRow] | None = None) -> None:
-        """Write one batch's effects — the alerts and SLA runs it changed included — in
-        one transaction."""
+                           late: list[LateRow] | None = None,
+                           registrations: Sequence[RegistrationChange] | None = None
+                           ) -> None:
+        """Write one batch's effects — the alerts and SLA runs it changed included, and
+        the registrations it decided with their audit entries — in one transaction."""
         async def work(db: aiosqlite.Connection) -> None:
             await self._commit_batch(db, progress, devices, dead, counts or {}, alerts,
                                      runs or [], skipped or {})
             if late:
                 await db.executemany("INSERT INTO sla_late (component, src, ts, state, "
                                      "received) VALUES (?, ?, ?, ?, ?)", late)
+            for change in registrations or ():
+                await self._put_registration(db, change)
 
         await self._transaction(work)
 
@@ -531,6 +560,20 @@ class Store:
         await self._change("UPDATE status_note SET deleted_at = ? WHERE id = ?",
                            (time.time(), nid), actor, "delete_status_note",
                            f"status_note/{nid}", b"{}")
+
+    async def put_registration(self, change: RegistrationChange) -> None:
+        """An operator's decision (or the peer's), with its audit entry."""
+        await self._transaction(lambda db: self._put_registration(db, change))
+
+    async def _put_registration(self, db: aiosqlite.Connection,
+                                change: RegistrationChange) -> None:
+        row = change.store_row()
+        await db.execute(_PUT_REGISTRATION, row)
+        await self._audit(change.actor, change.action, f"registration/{row[0]}", row[4])
+
+    async def registrations(self) -> list[bytes]:
+        async with self._db.execute("SELECT body FROM registration") as cur:
+            return [bytes(row[0]) async for row in cur]
 
     async def note_version(self, nid: str) -> tuple[float, bool] | None:
         """The held version's time, and whether it was deleted; None if never held."""

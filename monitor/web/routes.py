@@ -18,6 +18,7 @@ from aiohttp import web
 
 from monitor.config import Config
 from monitor.notify.service import NotifyService
+from monitor.registration import Registry
 from monitor.reload import EstateReload
 from monitor.rules.service import RulesService
 from monitor.sla.service import SlaService
@@ -29,6 +30,7 @@ from monitor.web.feeds import Feeds
 from monitor.web.login import Login
 from monitor.web.notes import NoteRoutes
 from monitor.web.notify import NotifyRoutes
+from monitor.web.registrations import RegistrationRoutes
 from monitor.web.sla import SlaRoutes
 from monitor.web.workbench import Workbench
 
@@ -39,7 +41,7 @@ Handler = Callable[..., Awaitable[web.StreamResponse]]
 
 def add_routes(app: web.Application, *, config: Config, auth: Auth, rules: RulesService,
                notify: NotifyService, sla: SlaService, state: State, location: str,
-               estate: EstateReload) -> None:
+               estate: EstateReload, agents: Registry) -> None:
     api = Api(config, rules, auth, estate)
     console = Console(config, state, rules, location)
     bench = Workbench(config, state, rules, console, auth, config.engine.grafana_url)
@@ -48,6 +50,7 @@ def add_routes(app: web.Application, *, config: Config, auth: Auth, rules: Rules
     slas = SlaRoutes(sla, rules, feeds)
     login = Login(auth)
     notes = NoteRoutes(slas, rules, bench)
+    registrations = RegistrationRoutes(agents, rules.store, bench)
     table: list[tuple[str, str, str, Any]] = [
         ("GET", "/", "page viewer", console.page),
         ("GET", "/problems", "page operator", bench.problems),
@@ -62,6 +65,8 @@ def add_routes(app: web.Application, *, config: Config, auth: Auth, rules: Rules
         ("GET", "/notes", "page operator", notes.page),
         ("POST", "/notes", "form operator", notes.form_post),
         ("POST", "/notes/{id}", "form operator", notes.form_change),
+        ("GET", "/registrations", "page operator", registrations.page),
+        ("POST", "/registrations/{device}", "form operator", registrations.form),
         ("GET", "/api/v1/devices", "viewer", console.list_devices),
         ("GET", "/api/v1/devices/{id}", "viewer", console.get_device),
         ("GET", "/api/v1/alerts", "viewer", api.list_alerts),
@@ -74,6 +79,8 @@ def add_routes(app: web.Application, *, config: Config, auth: Auth, rules: Rules
         ("GET", "/api/v1/maintenance", "viewer", api.list_maintenance),
         ("POST", "/api/v1/maintenance", "admin", api.add_maintenance),
         ("DELETE", "/api/v1/maintenance/{id}", "admin", api.delete_maintenance),
+        ("GET", "/api/v1/registrations", "operator", registrations.list),
+        ("POST", "/api/v1/registrations/{device}", "operator", registrations.decide),
         ("POST", "/-/reload", "admin", api.reload),
         ("GET", "/api/v1/audit", "admin", api.audit),
         ("GET", "/api/v1/store/snapshot", "admin", api.store_snapshot),

@@ -148,8 +148,8 @@ class Client:
             time.sleep(0.05)
         return sum(1 for m in mids if self.acks.get(m) == 0)
 
-    def publish(self, topic: str) -> int:
-        info = self.client.publish(topic, b"{}", qos=1)
+    def publish(self, topic: str, payload: bytes = b"{}") -> int:
+        info = self.client.publish(topic, payload, qos=1)
         deadline = time.monotonic() + 5
         while info.mid not in self.acks and time.monotonic() < deadline:
             time.sleep(0.02)

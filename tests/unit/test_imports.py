@@ -20,7 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 FOUNDATION = {"monitor.events", "monitor.fields", "monitor.secrets", "monitor.yamlmodel",
-              "monitor.rows", "monitor.officehours", "monitor.logging"}
+              "monitor.rows", "monitor.officehours", "monitor.logging", "monitor.enrolment"}
 ENGINE_FEATURES = ("monitor.app", "monitor.engine", "monitor.ingest", "monitor.state",
                    "monitor.rules", "monitor.notify", "monitor.sla", "monitor.store",
                    "monitor.web.api", "monitor.web.console", "monitor.web.auth", "monitor.metrics",
