@@ -83,8 +83,11 @@ def _machine_id() -> str:
 def host_facts(machine_id: str | None = None, ad_site: str | None = None,
                dn: str | None = None) -> HostFacts:
     """This host's facts; what the settings give (a Linux host's AD place) wins."""
+    name = socket.gethostname()
+    fqdn = socket.getfqdn(name)  # the resolver's full name, where it knows this host's
+    same = fqdn.split(".")[0].lower() == name.split(".")[0].lower()
     return HostFacts(
-        hostname=socket.getfqdn(), os=platform.platform(terse=False)[:200],
+        hostname=fqdn if same else name, os=platform.platform(terse=False)[:200],
         addresses=_addresses(), machine_id=machine_id or _machine_id(),
         ad_site=ad_site or _windows_value(
             r"SYSTEM\CurrentControlSet\Services\Netlogon\Parameters", "DynamicSiteName"),

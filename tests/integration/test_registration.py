@@ -15,6 +15,7 @@ fire for any device) fires for accepted agents and for none held.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -23,16 +24,19 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
 
+from monitor.app import start_engine
+from monitor.config import load_config
 from monitor.enrolment import proof
 from tests.integration.test_mosquitto_deploy import Client
-from tests.servers import Mosquitto, free_port, wait_port
+from tests.servers import Mosquitto, free_port, wait_port, wait_ready
 
 pytestmark = pytest.mark.integration
 
@@ -61,6 +65,7 @@ def _agent(i: int) -> tuple[dict[str, Any], tuple[str, str, str | None, str, str
     kind = "srv" if i % 10 == 0 else "pc"
     device = f"{prefix}-{kind}{i}"
     dn = None
+    expected: tuple[str, str, str | None, str]
     if i < 100:  # Loppa's town hall subnet; Loppa accepts
         address = f"10.21.1.{i + 1}"
         expected = ("accepted", "loppa", "loppa-radhus", "enrolment.placement[0]: site "
@@ -126,7 +131,8 @@ def _estate(tmp: Path, broker_port: int, http_port: int) -> Path:
                           {"name": "lop-srv[0-9]+", "class": "server"},
                           {"subnet": "10.22.0.0/16", "site": "hasvik-radhus"},
                           {"ou": SKOLER, "site": "hasvik-skole"},
-                          {"ou": ALTA, "municipality": "alta", "site": "alta-skole"}]},
+                          {"ou": ALTA, "municipality": "alta", "site": "alta-skole"},
+                          {"ad_site": "Testlab", "site": "loppa-skole"}]},
     }
     path = tmp / "estate.yaml"
     path.write_text(yaml.safe_dump(estate, sort_keys=False), encoding="utf-8")
@@ -317,3 +323,113 @@ def test_500_agents_register_and_are_placed(bed: Bed) -> None:
         "lop-pc361": "accepted", "hv-pc211": "rejected"}
     assert "loppa-skole" == bed.api("GET", "/api/v1/devices/lop-pc361")[1]["site"]
     assert "loppa-radhus" == bed.api("GET", "/api/v1/devices/lop-pc1")[1]["site"]
+
+
+def _this_host() -> tuple[str, set[str], str]:
+    """This machine's name, addresses and machine id, read with the system's tools."""
+    name = subprocess.run(["hostname"], capture_output=True, text=True, check=True
+                          ).stdout.strip()
+    shown = subprocess.run(["ip", "-o", "addr", "show"], capture_output=True, text=True,
+                           check=True).stdout
+    addresses = {m.group(2).split("/")[0] for m in re.finditer(
+        r"^\d+: (\S+)\s+inet6? (\S+) .*?scope (\w+)", shown, re.MULTILINE)
+        if m.group(3) == "global"}
+    machine = Path("/etc/machine-id").read_text(encoding="ascii").strip()
+    return name, addresses, machine
+
+
+def test_the_agent_command_registers_its_host(bed: Bed) -> None:
+    """`driftsvakt agent` with only a broker address and the token `driftsvakt
+    enrolment-token` printed (and, as a Linux host in a domain may, its AD site in its
+    settings): it logs in as Loppa's enrolment identity and registers this host."""
+    if not Path("/etc/machine-id").exists():
+        pytest.skip("this host has no /etc/machine-id to compare with")
+    name, addresses, machine = _this_host()
+    printed = subprocess.run(
+        [sys.executable, "-m", "monitor.cli", "enrolment-token", "--config", str(bed.config),
+         "--location", "alta", "loppa"], capture_output=True, text=True, cwd=ROOT,
+        timeout=60, check=True).stdout.strip()
+    assert f"dv1:alta:loppa:{SECRETS['loppa']}" == printed
+    token = bed.tmp / "agent.token"
+    token.write_text(printed + "\n", encoding="utf-8")
+    settings = bed.tmp / "agent.yaml"
+    settings.write_text(yaml.safe_dump({"location": "alta", "municipality": "loppa",
+                                        "ad_site": "Testlab", "interval": 5,
+                                        "outbox": str(bed.tmp / "agent-outbox.db")}),
+                        encoding="utf-8")
+    bed.start_engine()
+    bed.spawn(["monitor.cli", "agent", "--config", str(settings), "--enrolment-token-file",
+               str(token), "--broker-host", "127.0.0.1", "--broker-port",
+               str(bed.broker.port)], "agent.log")
+    device = re.sub(r"[^a-z0-9-]+", "-", name.split(".")[0].lower()).strip("-")
+    bed.until(lambda: device in bed.registrations(), 60, "the agent's registration")
+    row = bed.registrations()[device]
+    assert ("accepted", "loppa", "loppa-skole", machine, "Testlab") == (
+        row["status"], row["municipality"], row["site"], row["machine_id"], row["ad_site"])
+    assert addresses == set(row["addresses"])
+    assert name.split(".")[0].lower() == row["hostname"].split(".")[0].lower()
+    bed.until(lambda: bed.api("GET", f"/api/v1/devices/{device}")[1].get("status") == "up",
+              30, "the agent's device up")
+
+
+async def test_an_approval_at_one_location_holds_at_both(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both locations' engines (in this process, on one real broker) take the same
+    registration and hold it for Hasvik's approval; an operator accepts it at Alta,
+    and Hammerfest's engine has it accepted, a device of its site, with the
+    operator's name in its own audit log."""
+    with Mosquitto(tmp_path / "broker") as broker:
+        path = _estate(tmp_path, broker.port, 0)
+        estate = yaml.safe_load(path.read_text(encoding="utf-8"))
+        estate["locations"].append({"id": "hammerfest", "name": "Hammerfest"})
+        estate["brokers"] = [{"location": loc, "host": "127.0.0.1", "port": broker.port}
+                             for loc in ("alta", "hammerfest")]
+        path.write_text(yaml.safe_dump(estate, sort_keys=False), encoding="utf-8")
+        monkeypatch.setenv("TOKEN_OLA", OPERATOR)
+        monkeypatch.setenv("TOKEN_KARI", ADMIN)
+        apps = [await start_engine(load_config(path), loc, http_port=0)
+                for loc in ("alta", "hammerfest")]
+        try:
+            for app in apps:
+                await wait_ready(app.url)
+            device, machine = "hv-pc7", "machine-hv-pc7"
+            body = {"v": 1, "ts": time.time(), "src": device, "seq": 1, "device": device,
+                    "hostname": "HV-PC7.hasvik.kommune.no", "machine_id": machine,
+                    "addresses": ["10.22.3.7"],
+                    "proof": proof(SECRETS["hasvik"], "hasvik", device, machine)}
+            client = Client(broker.port, None, None)
+            client.publish(f"driftsvakt/v1/alta/hasvik/{device}/register/{device}",
+                           json.dumps(body).encode())
+            client.close()
+
+            async def status(app: Any) -> str | None:
+                row = app.estate.agents.rows.get(device)
+                return None if row is None else str(row.status)
+
+            await _until_async(lambda: _all([status(a) for a in apps], "pending"), 20)
+            async with aiohttp.ClientSession() as session, session.post(
+                    f"{apps[0].url}/api/v1/registrations/{device}", json={"action": "accept"},
+                    headers={"Authorization": f"Bearer {OPERATOR}"}) as resp:
+                assert 200 == resp.status, await resp.text()
+            hammerfest = apps[1]
+            await _until_async(lambda: _all([status(hammerfest)], "accepted"), 20)
+            assert "hasvik-radhus" == hammerfest.estate.config.devices[device].site
+            audit = [(actor, action) for _, actor, action, target, _ in
+                     await hammerfest.store.audit_log() if target == f"registration/{device}"]
+            assert [("ola", "accept_agent"), ("enrolment", "register_agent")] == audit
+        finally:
+            for app in apps:
+                await app.stop()
+
+
+async def _all(checks: list[Awaitable[Any]], wanted: str) -> bool:
+    return all([(await check) == wanted for check in checks])
+
+
+async def _until_async(condition: Callable[[], Any], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await condition():
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"not within {timeout:g} s")

@@ -28,6 +28,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 OK, NOT_AUTHORISED = "accepted", "0x87"  # 0x00 or 0x10 (no subscribers) is accepted
 V1 = "driftsvakt/v1"
+ENROL_SECRET = "loppa-enrolment-secret"
 
 
 def _estate(tmp: Path) -> Path:
@@ -38,6 +39,9 @@ def _estate(tmp: Path) -> Path:
                             "location": "hammerfest", "municipality": "hasvik"})
     estate["devices"].append({"id": "hasvik-pc1", "name": "hasvik-pc1", "class": "pc",
                               "site": "breivikbotn"})
+    (tmp / "loppa.token").write_text(ENROL_SECRET + "\n", encoding="utf-8")
+    estate["enrolment"] = {"tokens": [{"municipality": "loppa",
+                                       "token": {"file": str(tmp / "loppa.token")}}]}
     path.write_text(yaml.safe_dump(estate, allow_unicode=True), encoding="utf-8")
     return path
 
@@ -52,6 +56,8 @@ def _broker_auth(config: Path, out: Path, *rotate: str) -> str:
 
 
 def _secret(out: Path, user: str) -> str:
+    if user == "enrol-loppa":  # the token's secret, from the estate, not a generated one
+        return ENROL_SECRET
     return (out / "secrets" / user).read_text(encoding="utf-8").strip()
 
 
@@ -114,6 +120,22 @@ CASES = [
     ("engine-alta", f"{V1}/_sys/hammerfest/engine/hammerfest", NOT_AUTHORISED),
     ("engine-alta", f"{V1}/alta/loppa/loppa-sw1/state/engine-alta", NOT_AUTHORISED),
     ("readonly", f"{V1}/alta/loppa/loppa-sw1/state/readonly", NOT_AUTHORISED),
+    # Loppa's enrolment identity (every agent installed with Loppa's token): devices
+    # the files do not declare, in Loppa, on the device's own source
+    ("enrol-loppa", f"{V1}/alta/loppa/lop-pc7/register/lop-pc7", OK),
+    ("enrol-loppa", f"{V1}/hammerfest/loppa/lop-pc7/metrics/lop-pc7", OK),
+    ("enrol-loppa", f"{V1}/_sys/alta/agent/lop-pc7", OK),
+    ("enrol-loppa", f"{V1}/alta/loppa/loppa-srv1/metrics/loppa-srv1", NOT_AUTHORISED),
+    ("enrol-loppa", f"{V1}/alta/loppa/loppa-sw1/state/lop-pc7", NOT_AUTHORISED),
+    ("enrol-loppa", f"{V1}/alta/loppa/lop-pc7/metrics/snmp-alta", NOT_AUTHORISED),
+    ("enrol-loppa", f"{V1}/alta/loppa/lop-pc7/metrics/traps-hammerfest", NOT_AUTHORISED),
+    ("enrol-loppa", f"{V1}/alta/loppa/lop-pc7/metrics/loppa-srv1", NOT_AUTHORISED),
+    ("enrol-loppa", f"{V1}/hammerfest/hasvik/hv-pc1/register/hv-pc1", NOT_AUTHORISED),
+    ("enrol-loppa", f"{V1}/_sys/alta/agent/loppa-srv1", NOT_AUTHORISED),
+    ("enrol-loppa", f"{V1}/_sys/hammerfest/agent/hasvik-pc1", NOT_AUTHORISED),
+    ("enrol-loppa", f"{V1}/_sys/alta/engine/alta", NOT_AUTHORISED),
+    ("enrol-loppa", f"{V1}/_ack/alta/lop-pc7", NOT_AUTHORISED),
+    ("enrol-loppa", f"{V1}/_ops/alta/x", NOT_AUTHORISED),
 ]
 
 
