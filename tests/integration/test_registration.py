@@ -375,9 +375,10 @@ def test_the_agent_command_registers_its_host(bed: Bed) -> None:
 async def test_an_approval_at_one_location_holds_at_both(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Both locations' engines (in this process, on one real broker) take the same
-    registration and hold it for Hasvik's approval; an operator accepts it at Alta,
-    and Hammerfest's engine has it accepted, a device of its site, with the
-    operator's name in its own audit log."""
+    registrations and hold them for Hasvik's approval; an operator accepts one at Alta
+    on the API, and Hammerfest's engine has it accepted, a device of its site, with the
+    operator's name in its own audit log; the other, rejected on Hammerfest's
+    workbench form, is rejected at Alta."""
     with Mosquitto(tmp_path / "broker") as broker:
         path = _estate(tmp_path, broker.port, 0)
         estate = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -392,25 +393,35 @@ async def test_an_approval_at_one_location_holds_at_both(
         try:
             for app in apps:
                 await wait_ready(app.url)
-            device, machine = "hv-pc7", "machine-hv-pc7"
-            body = {"v": 1, "ts": time.time(), "src": device, "seq": 1, "device": device,
-                    "hostname": "HV-PC7.hasvik.kommune.no", "machine_id": machine,
-                    "addresses": ["10.22.3.7"],
-                    "proof": proof(SECRETS["hasvik"], "hasvik", device, machine)}
             client = Client(broker.port, None, None)
-            client.publish(f"driftsvakt/v1/alta/hasvik/{device}/register/{device}",
-                           json.dumps(body).encode())
+            for device in ("hv-pc7", "hv-pc8"):
+                machine = f"machine-{device}"
+                body = {"v": 1, "ts": time.time(), "src": device, "seq": 1, "device": device,
+                        "hostname": f"{device.upper()}.hasvik.kommune.no",
+                        "machine_id": machine, "addresses": ["10.22.3.7"],
+                        "proof": proof(SECRETS["hasvik"], "hasvik", device, machine)}
+                client.publish(f"driftsvakt/v1/alta/hasvik/{device}/register/{device}",
+                               json.dumps(body).encode())
             client.close()
+            device = "hv-pc7"
 
-            async def status(app: Any) -> str | None:
+            async def status(app: Any, device: str = device) -> str | None:
                 row = app.estate.agents.rows.get(device)
                 return None if row is None else str(row.status)
 
-            await _until_async(lambda: _all([status(a) for a in apps], "pending"), 20)
-            async with aiohttp.ClientSession() as session, session.post(
-                    f"{apps[0].url}/api/v1/registrations/{device}", json={"action": "accept"},
-                    headers={"Authorization": f"Bearer {OPERATOR}"}) as resp:
-                assert 200 == resp.status, await resp.text()
+            await _until_async(lambda: _all([status(a, d) for a in apps
+                                             for d in ("hv-pc7", "hv-pc8")], "pending"), 20)
+            headers = {"Authorization": f"Bearer {OPERATOR}"}
+            async with aiohttp.ClientSession() as session:
+                async with session.post(f"{apps[0].url}/api/v1/registrations/{device}",
+                                        json={"action": "accept"}, headers=headers) as resp:
+                    assert 200 == resp.status, await resp.text()
+                # the workbench's form, at the other location
+                async with session.post(f"{apps[1].url}/registrations/hv-pc8",
+                                        data={"action": "reject"}, headers=headers,
+                                        allow_redirects=False) as resp:
+                    assert (303, "/registrations") == (resp.status, resp.headers["Location"])
+            await _until_async(lambda: _all([status(apps[0], "hv-pc8")], "rejected"), 20)
             hammerfest = apps[1]
             await _until_async(lambda: _all([status(hammerfest)], "accepted"), 20)
             assert "hasvik-radhus" == hammerfest.estate.config.devices[device].site

@@ -1,7 +1,8 @@
 """Every workbench page renders, escaped, with every kind of alert firing: on an empty
 estate and on one of 3,000 devices, with hostile text (markup, a template expression,
 CR/LF) in every field a device can influence: a state's reason, an interface's name
-and alias, a filesystem's mount point, a trap's varbinds, a check's reason."""
+and alias, a filesystem's mount point, a trap's varbinds, a check's reason, and what
+an agent says of itself when it registers (host name, system, AD object)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import yaml
 
 from monitor.app import EngineApp, start_engine
 from monitor.config import load_config
+from monitor.enrolment import proof
 from monitor.events import Sample
 from tests.feed import publish
 from tests.integration.test_workbench import _until
@@ -62,6 +64,7 @@ def estate(tmp: Path, broker_port: int, size: int) -> Path:
                    "store": str(tmp / "engine-{location}.db")},
         "outbox": {"directory": str(tmp / "outbox"), "ack_timeout": 2.0},
         "users": [{"id": "kari", "role": "admin", "token": {"env": "PAGES_TOKEN"}}],
+        "enrolment": {"tokens": [{"municipality": "alta", "token": {"env": "PAGES_TOKEN"}}]},
     }
     path = tmp / "estate.yaml"
     path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
@@ -133,11 +136,17 @@ async def test_every_page_renders_escaped(tmp_path: Path, monkeypatch: pytest.Mo
                         return found if KINDS <= names else []
 
                     alerts = await _until(all_kinds, f"{sorted(KINDS)} firing", 60)
+                    await publish(config, tmp_path / "reg.db", "reg-pc1", [(
+                        "alta", "reg-pc1", "register", time.time(), {
+                            "hostname": HOSTILE, "os": HOSTILE, "dn": HOSTILE,
+                            "addresses": ["10.9.9.9"], "machine_id": "m1",
+                            "proof": proof(TOKEN, "alta", "reg-pc1", "m1")})])
                 paths = ["/", "/problems", "/problems?state=acknowledged",
                          "/problems?state=suppressed&sort=newest",
                          "/problems?severity=critical&municipality=alta&site=radhus",
                          "/search?q=%3Cscript%3E", "/search?q=%7B%7B7*7%7D%7D",
-                         "/search?q=srv", "/topology", *(f"/sites/{s}" for s in config.sites),
+                         "/search?q=srv", "/topology", "/registrations",
+                         *(f"/sites/{s}" for s in config.sites),
                          *(f"/alerts/{a['id']}" for a in alerts)]
                 if size:
                     paths += ["/devices/core", "/devices/bad-sw", "/devices/bad-srv",
@@ -146,7 +155,7 @@ async def test_every_page_renders_escaped(tmp_path: Path, monkeypatch: pytest.Mo
                 if size:
                     # the hostile text is shown, escaped, never run or expanded
                     for path in ("/devices/bad-sw", "/devices/bad-srv", "/devices/bad-web",
-                                 "/problems"):
+                                 "/problems", "/registrations"):
                         assert "&lt;script&gt;alert(1)&lt;/script&gt;{{7*7}}" in pages[path], (
                             path)
                     problems = pages["/problems"]
