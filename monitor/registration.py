@@ -188,6 +188,7 @@ class Registry:
         self._changes: list[RegistrationChange] = []
         self._wake = asyncio.Event()
         self.in_force: set[str] = set()  # registered devices the estate holds now
+        self._secrets: dict[EnrolmentToken, str] = {}
         # what puts accepted agents in the running estate at once, and what takes the
         # rest of a change (a rejection, a move) in a step of its own (monitor.reload)
         self.join: Callable[[list[Device]], None] | None = None
@@ -241,7 +242,7 @@ class Registry:
             if token is None:
                 raise Rejected("enrolment", f"{where.municipality!r} has no enrolment "
                                             "token (enrolment.tokens)")
-            expected = proof(token.token.resolve(), where.municipality, event.device,
+            expected = proof(self._secret(token), where.municipality, event.device,
                              event.machine_id)
             if not hmac.compare_digest(expected, event.proof):
                 raise Rejected("enrolment", f"the proof of {event.device!r} was not made "
@@ -370,8 +371,11 @@ class Registry:
                          else "reject_agent")
 
     def _put(self, row: Registration, actor: str, action: str) -> RegistrationChange:
+        held = self.rows.get(row.device)
+        if held is not None:
+            self.held.labels(held.status).dec()
+        self.held.labels(row.status).inc()
         self.rows[row.device] = row
-        self._recount()
         if (self.join is not None and row.status == "accepted" and row.site in
                 self.config.sites and row.device not in self.config.devices):
             self.join([row.as_device()])
@@ -384,6 +388,14 @@ class Registry:
             counts[row.status] += 1
         for status, n in counts.items():
             self.held.labels(status).set(n)
+
+    def _secret(self, token: EnrolmentToken) -> str:
+        """Read once per token (a reload brings new ones); a token that cannot be read
+        refused the start or the reload."""
+        secret = self._secrets.get(token)
+        if secret is None:
+            secret = self._secrets[token] = token.token.resolve()
+        return secret
 
     def _token(self, municipality: str) -> EnrolmentToken | None:
         return next((t for t in self.config.enrolment.tokens

@@ -99,7 +99,7 @@ class RuleEngine:
         self.rules = rules
         self.by_name = {r.name: r for r in rules.rules}
         self.lifecycle.load(rules.rules)
-        self._device_ok: dict[tuple[str, str], bool] = {}
+        self._device_ok: dict[str, dict[str, bool]] = {}  # device -> rule -> selected
         self._device_routes: dict[str, dict[str, list[SampleRoute]]] = {}
         self._by_metric: dict[str, list[SampleRoute]] = {}
         for name, kind in self.kinds.items():
@@ -146,16 +146,17 @@ class RuleEngine:
         for info in devices:
             self.inventory.add(info)
             fresh.add(info.id)
-        for key in [k for k in self._device_ok if k[1] in fresh]:
-            del self._device_ok[key]
         for device in fresh:
+            self._device_ok.pop(device, None)
             self._device_routes.pop(device, None)
 
     def _device_matches(self, rule: Rule, device: str) -> bool:
-        key = (rule.name, device)
-        found = self._device_ok.get(key)
+        known = self._device_ok.get(device)
+        if known is None:
+            known = self._device_ok[device] = {}
+        found = known.get(rule.name)
         if found is None:
-            found = self._device_ok[key] = _select_device(rule, self.inventory.devices.get(
+            found = known[rule.name] = _select_device(rule, self.inventory.devices.get(
                 device), device)
         return found
 
