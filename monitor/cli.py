@@ -354,16 +354,25 @@ def _discover(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    """Devices from a CSV or the directory into a file of the estate the import owns:
-    the difference, and with --apply the file written (monitor/estate_import.py)."""
+    """Devices from a CSV, the directory or NetBox into a file of the estate the import
+    owns: the difference, and with --apply the file written (monitor/estate_import.py)."""
     from monitor.estate_import import ImportRefused, apply_plan, plan_import, read_csv
 
     config = _config(args.config)
     if isinstance(config, int):
         return config
     try:
+        left_out: list[str] = []
         if args.what == "csv":
             source, incoming = args.file, read_csv(Path(args.file), config)
+        elif args.what == "netbox":
+            from monitor.netbox_import import netbox_devices
+
+            if config.netbox is None:
+                print("import netbox: the estate has no netbox settings", file=sys.stderr)
+                return 1
+            found = netbox_devices(config, config.netbox)
+            source, incoming, left_out = config.netbox.url, found.devices, found.left_out
         else:
             from monitor.directory_import import computers
 
@@ -375,6 +384,8 @@ def _import(args: argparse.Namespace) -> int:
             source, incoming = config.ldap.url, computers(config.ldap, password)
         plan = plan_import(config, incoming, args.into)
         print(plan.report(source))
+        for why in left_out:
+            print(f"  not imported: {why}")
         if len(plan.removed) > args.max_removed:
             print(f"refused: {len(plan.removed)} devices would leave the estate, more than "
                   f"--max-removed {args.max_removed}; look at the source, then raise it",
@@ -582,8 +593,12 @@ def build_parser() -> argparse.ArgumentParser:
     import_ldap = imports_sub.add_parser(
         "ldap", help="computers from the directory (ldap.computers): the difference; "
                      "--apply writes it")
+    import_netbox = imports_sub.add_parser(
+        "netbox", help="devices from NetBox (netbox: url, token, roles): the difference; "
+                       "--apply writes it")
     for each, into in ((import_csv, "imported-devices.yaml"),
-                         (import_ldap, "imported-directory.yaml")):
+                       (import_ldap, "imported-directory.yaml"),
+                       (import_netbox, "imported-netbox.yaml")):
         each.add_argument("--config", required=True, help="the estate directory")
         each.add_argument("--apply", action="store_true",
                             help="write the file (after checking the whole estate with it)")

@@ -385,6 +385,27 @@ class OidcSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class NetboxSettings:
+    """Devices from NetBox (``driftsvakt import netbox``): those ``filter`` finds (query
+    parameters of /api/dcim/devices/), each role mapped to a class in ``roles`` (a
+    device of a role not mapped is left out, and named), each NetBox site to the
+    estate's site of the same slug unless ``sites`` maps it."""
+
+    url: str
+    token: SecretRef
+    roles: dict[str, DeviceClass]
+    filter: dict[str, str] = field(default_factory=lambda: {"status": "active"})
+    sites: dict[str, Slug] = field(default_factory=dict)
+    snmp_profiles: dict[str, Slug] = field(default_factory=dict)  # role -> profile
+    timeout: Positive = 10.0
+    ca_file: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("http://", "https://")):
+            raise FieldError("url", "http(s)://host[:port] of NetBox")
+
+
+@dataclass(frozen=True, slots=True)
 class PlacementRule:
     """Where an agent that registers goes: a rule matches on every condition it
     names, and sets the fields it names that an earlier matching rule has not."""
@@ -547,6 +568,7 @@ class _File:
     oidc: OidcSettings | None = None
     notifications: NotificationSettings | None = None
     enrolment: EnrolmentSettings | None = None
+    netbox: NetboxSettings | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -572,6 +594,7 @@ class Config:
     notifications: NotificationSettings = field(default_factory=NotificationSettings)
     services: dict[str, ServiceSpec] = field(default_factory=dict)
     enrolment: EnrolmentSettings = field(default_factory=EnrolmentSettings)
+    netbox: NetboxSettings | None = None
 
     def adopt(self, new: Config) -> list[str]:
         """Put ``new``'s estate in force in this very object, in one step: every part
@@ -673,7 +696,7 @@ def _read_file(doc: Document, root: yaml.MappingNode, records: dict[str, dict[st
             (item_tp,) = typing.get_args(hints[name])
             _collect_list(doc, name, value_node, item_tp, records, typed)
         elif name in ("engine", "outbox", "traps", "poller", "ldap", "oidc",
-                      "notifications", "enrolment"):
+                      "notifications", "enrolment", "netbox"):
             value = convert(doc, value_node, hints[name], name)
             if name in singletons:
                 other = singletons[name][1]
@@ -697,6 +720,15 @@ def _check_settings(singletons: dict[str, tuple[Any, Document]],
     if "enrolment" in singletons:
         settings, doc = singletons["enrolment"]
         _check_enrolment(settings, doc, records)
+    if "netbox" in singletons:
+        settings, doc = singletons["netbox"]
+        for netbox_site, site in settings.sites.items():
+            if site not in records["sites"]:
+                doc.problem(f"netbox.sites.{netbox_site}", f"unknown site {site!r}")
+        for role, profile in settings.snmp_profiles.items():
+            if profile not in records["snmp_profiles"]:
+                doc.problem(f"netbox.snmp_profiles.{role}", f"unknown SNMP profile "
+                                                           f"{profile!r}")
 
 
 def _check_enrolment(settings: EnrolmentSettings, doc: Document,
@@ -778,6 +810,7 @@ def load_config(path: str | Path) -> Config:
         services=typed["services"],
         notifications=singletons.get("notifications", (NotificationSettings(), None))[0],
         enrolment=singletons.get("enrolment", (EnrolmentSettings(), None))[0],
+        netbox=singletons.get("netbox", (None, None))[0],
         source=str(root),
     )
 

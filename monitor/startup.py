@@ -145,7 +145,8 @@ def unusable_credentials(refs: Iterable[tuple[str, SecretRef]]) -> list[str]:
 
 
 def every_secret(config: Config) -> Iterator[tuple[str, SecretRef]]:
-    """Every credential the config names, for any location's engine or collector."""
+    """Every credential the config names, for any location's engine or collector, and
+    the import's (NetBox's token)."""
     seen: set[str] = set()
     for location in config.locations:
         for key, ref in engine_secrets(config, location):
@@ -154,6 +155,8 @@ def every_secret(config: Config) -> Iterator[tuple[str, SecretRef]]:
                 yield key, ref
     yield from _secret_refs(config.snmp_profiles, "snmp_profiles")
     yield from _secret_refs(config.traps, "traps")
+    if config.netbox is not None:
+        yield "netbox.token", config.netbox.token
 
 
 def check_credentials(config: Config, location: str) -> None:
