@@ -19,7 +19,6 @@ new agents each run; medians printed with the machine.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import statistics
 import tempfile
 import time
@@ -29,13 +28,12 @@ import aiomqtt
 import msgspec
 import yaml
 
-from bench.common import machine
+from bench.common import example_estate, machine
 from monitor.app import EngineApp, start_engine
 from monitor.config import load_config
 from monitor.enrolment import proof
 from tests.servers import Mosquitto
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "deploy" / "examples" / "vest-finnmark"
 AGENTS = 2000
 RUNS = 3
 APPROVING = ("loppa", "hasvik")
@@ -114,17 +112,8 @@ async def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        estate = tmp / "estate"
-        shutil.copytree(EXAMPLE, estate)
-        (estate / "notifications.yaml").unlink()  # nothing is sent from a benchmark
         with Mosquitto(tmp / "broker") as broker:
-            main_file = estate / "estate.yaml"
-            doc = yaml.safe_load(main_file.read_text(encoding="utf-8"))
-            for b in doc["brokers"]:
-                b["port"] = broker.port
-            doc["engine"] = {**doc.get("engine", {}), "http_host": "127.0.0.1",
-                             "http_port": 0, "store": str(tmp / "engine-{location}.db")}
-            main_file.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+            estate = example_estate(tmp, broker.port)
             base = load_config(estate)
             sites = [(s.id, s.municipality) for s in base.sites.values()]
             secrets = {m: f"bench-{m}-secret" for m in base.municipalities}

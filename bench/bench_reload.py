@@ -15,7 +15,6 @@ machine.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import statistics
 import tempfile
 import time
@@ -24,31 +23,19 @@ from pathlib import Path
 import aiomqtt
 import yaml
 
-from bench.common import machine
+from bench.common import example_estate, machine
 from monitor.app import start_engine
 from monitor.config import load_config
 from tests.servers import Mosquitto
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "deploy" / "examples" / "vest-finnmark"
 RUNS = 5
 
 
 async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        estate = tmp / "estate"
-        shutil.copytree(EXAMPLE, estate)
-        # no receivers: nothing may be sent anywhere from a benchmark
-        (estate / "notifications.yaml").unlink()
         with Mosquitto(tmp / "broker") as broker:
-            main_file = estate / "estate.yaml"
-            doc = yaml.safe_load(main_file.read_text(encoding="utf-8"))
-            for b in doc["brokers"]:
-                b["port"] = broker.port
-            doc["engine"] = {**doc.get("engine", {}), "http_host": "127.0.0.1",
-                             "http_port": 0, "store": str(tmp / "engine-{location}.db")}
-            doc["outbox"] = {**doc.get("outbox", {}), "directory": str(tmp / "outbox")}
-            main_file.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+            estate = example_estate(tmp, broker.port)
             config = load_config(estate)
             app = await start_engine(config, "alta", http_port=0)
             try:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
+
+import yaml
 
 from monitor.events import MetricsEvent, Sample, encode
 
@@ -41,3 +45,23 @@ def median_of(runs: int, fn: Callable[[], float]) -> tuple[float, list[float]]:
 def machine() -> str:
     return (f"{platform.python_implementation()} {platform.python_version()}, "
             f"{os.cpu_count()} cores, {platform.machine()}")
+
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "deploy" / "examples" / "vest-finnmark"
+
+
+def example_estate(tmp: Path, broker_port: int) -> Path:
+    """The example estate copied into ``tmp``, on the benchmark's broker and store,
+    without its notifications: nothing may be sent anywhere from a benchmark."""
+    estate = tmp / "estate"
+    shutil.copytree(EXAMPLE, estate)
+    (estate / "notifications.yaml").unlink()
+    main_file = estate / "estate.yaml"
+    doc = yaml.safe_load(main_file.read_text(encoding="utf-8"))
+    for b in doc["brokers"]:
+        b["port"] = broker_port
+    doc["engine"] = {**doc.get("engine", {}), "http_host": "127.0.0.1", "http_port": 0,
+                     "store": str(tmp / "engine-{location}.db")}
+    doc["outbox"] = {**doc.get("outbox", {}), "directory": str(tmp / "outbox")}
+    main_file.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    return estate
