@@ -27,7 +27,8 @@ async def run_checks(config_path: str, location: str) -> int:
         async with collector_context(config, location, "checks") as ctx:
             runner = CheckRunner(config, location, ctx.publisher)
             stop_on_signals(runner.stop, ctx.publisher.stop)
-            reload_on_sighup(config_path, location, "checks", runner.reload)
+            reload_on_sighup(config_path, location, "checks", runner.reload,
+                             ctx.publisher.counts)
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(ctx.publisher.run(), name="publisher")
                 tg.create_task(runner.run(), name="checks")

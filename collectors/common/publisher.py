@@ -172,8 +172,10 @@ class Publisher(Emitter):
         self.password = password
         self.v5 = v5
         self.version = version
-        # the collector's own counts, reported in the status (ComponentStatus.counters)
+        # the collector's own counts, reported in the status (ComponentStatus.counters):
+        # those its parts keep (a trap receiver's), and those kept here (reloads refused)
         self.counters: Callable[[], dict[str, int]] | None = None
+        self.counts: dict[str, int] = {}
         self.stats = PublisherStats()
         self.connected = False
         self.acked: dict[str, int] = {}
@@ -220,7 +222,8 @@ class Publisher(Emitter):
             status=status, ts=time.time(), component=self.component,  # type: ignore[arg-type]
             instance=self.instance, version=self.version, outbox_rows=self.outbox.rows,
             outbox_dropped=self.outbox.dropped, interval=STATUS_EVERY,
-            counters=self.counters() if self.counters is not None else {}))
+            counters={**self.counts,
+                      **(self.counters() if self.counters is not None else {})}))
 
     async def run(self) -> None:
         """Connect, send and resend until :meth:`stop`; never raises on broker trouble."""

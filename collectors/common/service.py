@@ -83,25 +83,32 @@ def stop_on_signals(*stops: Callable[[], None]) -> None:
 
 
 def reload_on_sighup(config_path: str, location: str, component: str,
-                     apply: Callable[[Config], object]) -> None:
+                     apply: Callable[[Config], object],
+                     counts: dict[str, int] | None = None) -> None:
     """SIGHUP reads the estate again (off the event loop) and hands it to ``apply``;
     an estate with any problem is refused as a whole and the collector goes on with
-    the one it has, as the engine does (monitor.reload)."""
+    the one it has, as the engine does (monitor.reload). A refusal is logged and
+    counted in ``counts`` (the publisher's: its status reports it, and the engine
+    exports it as driftsvakt_collector_counted_total{what="reload_refused"})."""
     loop = asyncio.get_running_loop()
     pending: set[asyncio.Task[None]] = set()
+
+    def refused(problems: str) -> None:
+        log.error("collector_reload_refused", component=component, location=location,
+                  problems=problems[:2000])
+        if counts is not None:
+            counts["reload_refused"] = counts.get("reload_refused", 0) + 1
 
     async def reload() -> None:
         try:
             config = await asyncio.to_thread(load_for, config_path, location)
         except CannotStart as exc:
-            log.error("collector_reload_refused", component=component, location=location,
-                      problems=str(exc)[:2000])
+            refused(str(exc))
             return
         try:
             change = apply(config)
         except (KeyError, OSError) as exc:  # a secret the new estate names is not there
-            log.error("collector_reload_refused", component=component, location=location,
-                      problems=f"a secret cannot be read: {exc}")
+            refused(f"a secret cannot be read: {exc}")
             return
         log.info("collector_reloaded", component=component, location=location,
                  change=change)

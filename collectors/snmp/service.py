@@ -40,7 +40,8 @@ async def run_snmp(config_path: str, location: str, http_port: int | None = None
             except (KeyError, OSError) as exc:  # a secret that is not there: name it
                 raise CannotStart(f"SNMP credentials: {exc}") from None
             stop_on_signals(poller.stop, ctx.publisher.stop)
-            reload_on_sighup(config_path, location, "snmp", poller.reload)
+            reload_on_sighup(config_path, location, "snmp", poller.reload,
+                             ctx.publisher.counts)
             runner = None
             if http_port is not None:
                 async def ready() -> dict[str, bool]:

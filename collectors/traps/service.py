@@ -50,7 +50,8 @@ async def run_traps(config_path: str, location: str, port: int | None) -> int:
                                   f" {exc} (port 162 needs CAP_NET_BIND_SERVICE)") from None
             ctx.publisher.counters = receiver.counters
             stop_on_signals(ctx.publisher.stop)
-            reload_on_sighup(config_path, location, "traps", receiver.reload)
+            reload_on_sighup(config_path, location, "traps", receiver.reload,
+                             ctx.publisher.counts)
             try:
                 await ctx.publisher.run()
             finally:
