@@ -172,7 +172,9 @@ class Sample(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defau
     """
 
     name: LooseName
-    value: float
+    # an integer stays one on the wire and in the engine: a Counter64 above 2**53 is
+    # exact (a float keeps 53 bits)
+    value: int | float
     labels: dict[LooseName, ShortText] = {}
     kind: Literal["gauge", "counter32", "counter64", "counter"] = "gauge"
 

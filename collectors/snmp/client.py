@@ -79,7 +79,8 @@ class CollectError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Value:
-    """A decoded varbind value: a number (with its SNMP type) or text."""
+    """A decoded varbind value: a number (with its SNMP type) or text. An SNMP integer
+    stays a Python int: a Counter64 above 2**53 is exact, as a float it is not."""
 
     number: float | None
     text: str
@@ -92,10 +93,9 @@ def _decode(value: Any) -> Value | None:
         return None
     name = type(value).__name__
     if isinstance(value, Counter32 | Counter64 | Gauge32 | Integer32 | TimeTicks):
-        return Value(float(int(value)), "", name)
+        return Value(int(value), "", name)
     try:
-        number = float(int(value))
-        return Value(number, "", name)
+        return Value(int(value), "", name)
     except (TypeError, ValueError):
         pass
     if name == "ObjectIdentifier":

@@ -119,7 +119,7 @@ def _value(raw: object, snmp_type: str) -> Value | object | None:
     if raw is NO_SUCH:
         return None
     if isinstance(raw, int):
-        return Value(float(raw), "", snmp_type)
+        return Value(raw, "", snmp_type)  # an int: a Counter64 stays exact
     if isinstance(raw, bytes):
         return Value(None, octets_text(raw), snmp_type, raw)
     return Value(None, str(raw), snmp_type)

@@ -35,7 +35,10 @@ Kind = Literal["gauge", "counter32", "counter64"]
 
 def scaled(raw: float, scale: float) -> float:
     """``raw`` in the unit a scale of 0.1, 0.01 … names, divided rather than multiplied:
-    41 x 0.1 is 4.1000000000000005, 41 / 10 is 4.1, as the MIB means it."""
+    41 x 0.1 is 4.1000000000000005, 41 / 10 is 4.1, as the MIB means it. Unscaled, an
+    integer stays one (a Counter64 above 2**53 is exact only as an int)."""
+    if scale == 1:
+        return raw
     if 0 < scale < 1:
         divisor = round(1 / scale)
         if abs(divisor * scale - 1) < 1e-12:

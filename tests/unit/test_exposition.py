@@ -60,3 +60,24 @@ async def test_concurrent_scrapes_take_turns() -> None:
     assert first == second
     assert 20_002 == first.count(b"\ndriftsvakt_if_out_octets_total{") + \
         first.count(b"\ndriftsvakt_if_in_octets_total{")
+
+
+async def test_a_counter64_beyond_53_bits_is_exact_in_state_and_text() -> None:
+    """Two readings of a counter near 2**64, one second apart, 999 octets apart: the
+    engine's rate is 999 (as floats both round to a multiple of 2048, and the rate to
+    0 or 2048) and the text shows the reading's digits."""
+    from monitor.events import DeviceTopic, MetricsEvent, Sample
+
+    st = State()
+    topic = DeviceTopic("alta", "loppa", "sw1", "metrics", "snmp-alta")
+    for seq, (ts, value) in enumerate(((10.0, 2**64 - 1000), (11.0, 2**64 - 1)), 1):
+        st.apply(topic, MetricsEvent(v=1, ts=ts, src="snmp-alta", seq=seq, device="sw1",
+                                     samples=[Sample(name="if_in_octets", value=value,
+                                                     labels={"ifname": "Hu1"},
+                                                     kind="counter64")]))
+    held = st.series[("sw1", "if_in_octets", (("ifname", "Hu1"),))]
+    assert (18446744073709551615, 999.0) == (held.value, held.rate)
+    text = (await SeriesExposition(st, labels_of).render()).decode()
+    assert ('driftsvakt_if_in_octets_total{location="alta",municipality="loppa",'
+            'site="rådhus",device="sw1",class="switch",ifname="Hu1"} '
+            '18446744073709551615') in text.splitlines()
