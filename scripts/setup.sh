@@ -25,16 +25,26 @@ case ",$extras," in
             command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || need_apt+=(nftables)
             command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need_apt+=(iproute2)
             # OpenLDAP's slapd is the directory the sign-in tests bind against
-            [ -x /usr/sbin/slapd ] || need_apt+=(slapd) ;;
+            [ -x /usr/sbin/slapd ] || need_apt+=(slapd)
+            # lldpd, net-snmp's AgentX subagent, cables the live topology test's switches
+            [ -x /usr/sbin/lldpd ] || need_apt+=(lldpd) ;;
 esac
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing ${need_apt[*]} with apt-get"
     apt-get update -qq
+    # The packages would start their daemons (a broker, an SNMP agent, an LLDP agent
+    # speaking on the machine's network); driftsvakt's tests start their own: none is
+    # started while installing (policy-rc.d), and none at boot.
+    held_back=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d
+      held_back=1
+    fi
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      "${need_apt[@]}" >/dev/null
-    # The packages start a system broker and agent; driftsvakt starts its own.
-    if command -v systemctl >/dev/null 2>&1; then systemctl disable --now mosquitto snmpd prometheus prometheus-alertmanager slapd \
+      "${need_apt[@]}" >/dev/null || { [ -n "$held_back" ] && rm -f /usr/sbin/policy-rc.d; exit 1; }
+    [ -n "$held_back" ] && rm -f /usr/sbin/policy-rc.d
+    if command -v systemctl >/dev/null 2>&1; then systemctl disable --now mosquitto snmpd prometheus prometheus-alertmanager slapd lldpd \
       >/dev/null 2>&1 || true; fi
   else
     echo "setup: ${need_apt[*]} missing and not root: install it, or the demo uses amqtt" >&2

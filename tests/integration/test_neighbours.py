@@ -21,6 +21,7 @@ from collectors.snmp.neighbours import Neighbour, neighbours
 from demo.simulated_snmp import SimulatedAgents
 from monitor.config import Device, SnmpProfile
 from monitor.secrets import SecretRef
+from tests.lldpbed import COMMUNITY, lldp_available, lldp_switches
 from tests.servers import free_udp_port
 from tests.snmp_poll import shared_recordings
 
@@ -123,3 +124,39 @@ async def test_driftsvakt_topology_over_simulated_lldp(tmp_path: Path) -> None:
         "acc3: parent dist (uplink Gi1/0/1) — declared acc1: differs",
         "dist: parent core (uplink Gi1/0/1) — as declared",
         "ups1: parent acc1 (uplink eth0) — as declared"]
+
+
+async def test_driftsvakt_topology_over_live_lldp(tmp_path: Path) -> None:
+    """Switches of network namespaces cabled as a tree — core, a distribution switch,
+    two access switches under it — running lldpd as net-snmp's AgentX subagent, as a
+    Linux switch or server does: `driftsvakt topology` reads their LLDP-MIB over SNMP
+    and proposes the parents as cabled, each child's port "uplink" its uplink; the
+    estate declares one access switch under the wrong parent and leaves the other
+    without one."""
+    why = lldp_available()
+    if why is not None:
+        pytest.skip(why)
+    truth = {"core": None, "dist": "core", "acc1": "dist", "acc2": "dist"}
+    declared = {**truth, "acc1": "core", "acc2": None}
+    (tmp_path / "community").write_text(COMMUNITY + "\n", encoding="utf-8")
+    with lldp_switches(tmp_path / "switches", truth) as switches:
+        path = tmp_path / "estate.yaml"
+        path.write_text(yaml.safe_dump({
+            "locations": [{"id": "alta", "name": "Alta"}],
+            "municipalities": [{"id": "alta", "name": "Alta"}],
+            "sites": [{"id": "s", "name": "S", "location": "alta", "municipality": "alta"}],
+            "snmp_profiles": [{"id": "lldp", "version": "2c", "timeout": 2, "retries": 1,
+                               "community": {"file": str(tmp_path / "community")}}],
+            "devices": [{"id": d, "name": d, "class": "switch", "site": "s",
+                         "address": switches[d].address, "snmp_profile": "lldp",
+                         **({"parent": p} if p else {})} for d, p in declared.items()]}),
+            encoding="utf-8")
+        done = await asyncio.to_thread(subprocess.run, [
+            sys.executable, "-m", "monitor.cli", "topology", "--config", str(path),
+            "--location", "alta"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert 0 == done.returncode, done.stderr
+    assert done.stdout.splitlines() == [
+        "# 4 of 4 SNMP devices in alta answered",
+        "acc1: parent dist (uplink uplink) — declared core: differs",
+        "acc2: parent dist (uplink uplink) — none declared: proposed",
+        "dist: parent core (uplink uplink) — as declared"]
