@@ -190,6 +190,24 @@ class Device:
     # interfaces (ifName) whose going down always matters — its uplinks, say, as
     # `driftsvakt topology` names them — even if not seen up since the engine started
     watch_interfaces: list[str] = field(default_factory=list)
+    # redundant uplinks (a stacked pair, two routers): the device is cut off from the
+    # centre, and shown unreachable rather than down, only when fewer than
+    # ``parents_needed`` of them still reach it; ``parent`` is the one-uplink case
+    parents: list[Slug] = field(default_factory=list)
+    parents_needed: PositiveInt = 1
+
+    def __post_init__(self) -> None:
+        if self.parent is not None and self.parents:
+            raise FieldError("parents", "give either parent or parents, not both")
+        if self.parents_needed > max(1, len(self.parents)):
+            raise FieldError("parents_needed", f"{self.parents_needed} of "
+                                               f"{len(self.parents) or 1} parent(s)")
+
+    @property
+    def uplinks(self) -> tuple[str, ...]:
+        """Every parent: ``parents``, or ``parent`` alone."""
+        return tuple(self.parents) if self.parents else (
+            (self.parent,) if self.parent is not None else ())
 
 
 
@@ -676,6 +694,7 @@ class _Record:
 
     where: _Where
     facts: dict[str, str]
+    parents: list[str] = field(default_factory=list)  # a device's redundant uplinks
 
 
 def _read_file(doc: Document, root: yaml.MappingNode, records: dict[str, dict[str, _Record]],
@@ -834,9 +853,21 @@ def _collect_list(doc: Document, name: str, node: yaml.Node, item_tp: Any,
             here.problem(id_key, f"duplicate id {key!r}; first defined at "
                                  f"{first.where.doc.file}:{first.where.doc.line_of(first.where.path)}")
             continue
-        records[name][key] = _Record(here, facts)
+        records[name][key] = _Record(here, facts, _scalar_list(child, "parents"))
         if not is_missing(item):
             typed[name][key] = item
+
+
+def _scalar_list(node: yaml.Node, key: str) -> list[str]:
+    """The scalars of the list under ``key``, read from the node tree."""
+    if not isinstance(node, yaml.MappingNode):
+        return []
+    for k, v in node.value:
+        if isinstance(k, yaml.ScalarNode) and k.value == key and isinstance(
+                v, yaml.SequenceNode):
+            return [item.value for item in v.value
+                    if isinstance(item, yaml.ScalarNode) and item.value]
+    return []
 
 
 def _scalar_facts(node: yaml.Node) -> dict[str, str]:
@@ -882,6 +913,11 @@ def _check_references(records: dict[str, dict[str, _Record]]) -> None:
             rec.where.problem("parent", "a device cannot be its own parent")
         else:
             must_exist(rec, "parent", devices, "parent device")
+        for i, other in enumerate(rec.parents):
+            if other == device_id:
+                rec.where.problem(f"parents[{i}]", "a device cannot be its own parent")
+            elif other not in devices:
+                rec.where.problem(f"parents[{i}]", f"unknown parent device {other!r}")
         address = rec.facts.get("address")
         if "snmp_profile" in rec.facts and address is None:
             rec.where.problem("snmp_profile", "a device polled over SNMP needs an address")
@@ -894,28 +930,39 @@ def _check_references(records: dict[str, dict[str, _Record]]) -> None:
     for rec in records["checks"].values():
         must_exist(rec, "device", devices, "device")
         must_exist(rec, "location", locations, "location")
-    parents = {d: rec.facts.get("parent") for d, rec in devices.items()}
+    parents = {d: [p for p in (rec.facts.get("parent"), *rec.parents) if p]
+               for d, rec in devices.items()}
     for cycle in _parent_cycles(parents):
         devices[cycle[0]].where.problem(
             "parent", "parent cycle: " + " -> ".join([*cycle, cycle[0]])
         )
 
 
-def _parent_cycles(parents: dict[str, str | None]) -> list[list[str]]:
-    """Each parent cycle once, as the list of devices on it, starting at its smallest id."""
+def _parent_cycles(parents: dict[str, list[str]]) -> list[list[str]]:
+    """Each parent cycle once, as the list of devices on it, starting at its smallest
+    id (a device may have several parents: each path is followed)."""
     state: dict[str, int] = {}  # 1 = on the current path, 2 = done
-    cycles: list[list[str]] = []
+    found: dict[tuple[str, ...], list[str]] = {}
     for start in parents:
-        path: list[str] = []
-        node: str | None = start
-        while node is not None and node in parents and state.get(node) is None:
-            state[node] = 1
-            path.append(node)
-            node = parents[node]
-        if node is not None and state.get(node) == 1:
-            cycle = path[path.index(node):]
-            i = cycle.index(min(cycle))
-            cycles.append(cycle[i:] + cycle[:i])
-        for n in path:
-            state[n] = 2
-    return cycles
+        if state.get(start):
+            continue
+        path: list[str] = [start]
+        state[start] = 1
+        stack = [iter(parents.get(start, []))]
+        while stack:
+            step = next(stack[-1], None)
+            if step is None:
+                state[path.pop()] = 2
+                stack.pop()
+            elif step not in parents or state.get(step) == 2:
+                continue
+            elif state.get(step) == 1:
+                cycle = path[path.index(step):]
+                i = cycle.index(min(cycle))
+                key = tuple(cycle[i:] + cycle[:i])
+                found.setdefault(key, list(key))
+            else:
+                state[step] = 1
+                path.append(step)
+                stack.append(iter(parents.get(step, [])))
+    return list(found.values())

@@ -22,6 +22,7 @@ from monitor.config import DEFAULT_GRACE, DEFAULT_OFFICE_HOURS, Config
 from monitor.events import DEVICE_LABELS, STREAMS, RejectReason
 from monitor.fields import at_time
 from monitor.officehours import ALWAYS, OpenPeriods, Schedule, classify_silence
+from monitor.rules.topology import cut_off
 from monitor.state import DeviceStatus, State
 
 __all__ = ["DeviceClassifier", "EngineMetrics", "StateCollector"]
@@ -135,15 +136,15 @@ class DeviceClassifier:
         return verdict
 
     def _parent_down(self, device: str) -> bool:
-        seen = {device}
-        known = self.config.devices.get(device)
-        parent = known.parent if known is not None else None
-        while parent is not None and parent not in seen and parent in self.config.devices:
-            seen.add(parent)
-            if self._verdict_of(parent) in ("down", "unreachable"):
-                return True
-            parent = self.config.devices[parent].parent
-        return False
+        def uplinks(d: str) -> tuple[tuple[str, ...], int]:
+            known = self.config.devices.get(d)
+            if known is None:
+                return (), 1
+            return tuple(p for p in known.uplinks if p in self.config.devices), (
+                known.parents_needed)
+
+        return cut_off(device, uplinks,
+                       lambda d: self._verdict_of(d) in ("down", "unreachable"))
 
     def _verdict_of(self, device: str) -> str:
         found = self._verdicts.get(device)

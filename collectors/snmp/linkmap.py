@@ -38,13 +38,16 @@ class Placement:
     device: str
     parents: list[str]  # proposed: one, or two for a redundant pair
     uplinks: list[str]  # its ports towards them
-    declared: str | None
+    declared: tuple[str, ...]  # the estate's parent, or its redundant parents
 
     @property
     def verdict(self) -> str:
-        if self.declared is None:
+        if not self.declared:
             return "proposed"
-        return "agrees" if self.declared in self.parents else "differs"
+        # one declared parent of a proposed pair holds; a declared pair must be the pair
+        if len(self.declared) == 1:
+            return "agrees" if self.declared[0] in self.parents else "differs"
+        return "agrees" if set(self.declared) == set(self.parents) else "differs"
 
 
 @dataclass(slots=True)
@@ -58,7 +61,7 @@ class TopologyReport:
             via = ", ".join(f"{parent} (uplink {port})" for parent, port
                             in zip(p.parents, p.uplinks, strict=True))
             note = {"agrees": "as declared", "proposed": "none declared: proposed",
-                    "differs": f"declared {p.declared}: differs"}[p.verdict]
+                    "differs": f"declared {', '.join(p.declared)}: differs"}[p.verdict]
             lines.append(f"{p.device}: parent {via} — {note}")
         outside = [link for link in self.links if not link.known]
         if outside:
@@ -112,8 +115,8 @@ def propose(config: Config, seen: Mapping[str, list[Neighbour]],
     for a, b in ports:
         adjacent.setdefault(a, set()).add(b)
     if roots is None:
-        parents_of = {d.parent for d in config.devices.values() if d.parent}
-        roots = [d for d in adjacent if d in parents_of and config.devices[d].parent is None]
+        parents_of = {p for d in config.devices.values() for p in d.uplinks}
+        roots = [d for d in adjacent if d in parents_of and not config.devices[d].uplinks]
     visited = set(roots)
     frontier = sorted(roots)
     while frontier:
@@ -125,6 +128,6 @@ def propose(config: Config, seen: Mapping[str, list[Neighbour]],
         for v, parents in sorted(reached.items()):
             visited.add(v)
             report.placements[v] = Placement(v, parents, [ports[(v, p)][0] for p in parents],
-                                             config.devices[v].parent)
+                                             config.devices[v].uplinks)
         frontier = sorted(reached)
     return report

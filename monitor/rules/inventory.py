@@ -28,6 +28,8 @@ class DeviceInfo:
     parent: str | None = None
     interval: float | None = None
     watch: frozenset[str] = frozenset()  # interfaces whose going down always matters
+    parents: tuple[str, ...] = ()  # redundant uplinks (``parent`` is the single one)
+    needed: int = 1  # how many of them must reach it
 
     @classmethod
     def of(cls, config: Config, device_id: str) -> DeviceInfo:
@@ -35,7 +37,11 @@ class DeviceInfo:
         site = config.sites[d.site]
         return cls(d.id, d.name, d.device_class, d.site, site.name, site.municipality,
                    site.location, frozenset(d.tags), d.parent, d.interval,
-                   frozenset(d.watch_interfaces))
+                   frozenset(d.watch_interfaces), tuple(d.parents), d.parents_needed)
+
+    @property
+    def uplinks(self) -> tuple[str, ...]:
+        return self.parents or ((self.parent,) if self.parent is not None else ())
 
     def context(self) -> dict[str, str]:
         """The labels every alert about this device carries."""
@@ -51,8 +57,8 @@ class Inventory:
 
     def __post_init__(self) -> None:
         for device in self.devices.values():
-            if device.parent is not None:
-                self.children.setdefault(device.parent, []).append(device.id)
+            for parent in device.uplinks:
+                self.children.setdefault(parent, []).append(device.id)
 
     @classmethod
     def from_config(cls, config: Config) -> Inventory:
@@ -72,17 +78,26 @@ class Inventory:
     def add(self, device: DeviceInfo) -> None:
         """A device joins (a registered agent): nothing else changes."""
         self.devices[device.id] = device
-        if device.parent is not None:
-            self.children.setdefault(device.parent, []).append(device.id)
+        for parent in device.uplinks:
+            self.children.setdefault(parent, []).append(device.id)
         self._behind = {}
 
     def ancestors(self, device: str) -> Iterator[str]:
+        """Every device on a path from ``device`` to the centre, nearest first."""
         seen = {device}
+        queue = list(self.uplinks(device)[0])
+        while queue:
+            parent = queue.pop(0)
+            if parent in seen:
+                continue
+            seen.add(parent)
+            yield parent
+            queue.extend(self.uplinks(parent)[0])
+
+    def uplinks(self, device: str) -> tuple[tuple[str, ...], int]:
+        """Its parents, and how many of them must reach it (monitor.rules.topology)."""
         info = self.devices.get(device)
-        while info is not None and info.parent is not None and info.parent not in seen:
-            seen.add(info.parent)
-            yield info.parent
-            info = self.devices.get(info.parent)
+        return ((), 1) if info is None else (info.uplinks, info.needed)
 
     def descendants(self, device: str) -> list[str]:
         out: list[str] = []
@@ -97,11 +112,28 @@ class Inventory:
             stack.extend(self.children.get(child, ()))
         return out
 
+    def dependents(self, device: str) -> list[str]:
+        """The devices behind ``device`` that it alone cuts off: those a redundant
+        path still reaches (the other side of a pair) are not."""
+        below = self.descendants(device)
+        cut = {device}
+        changed = True
+        while changed:  # until no more is cut: a few rounds, one per level of the tree
+            changed = False
+            for child in below:
+                if child in cut:
+                    continue
+                parents, needed = self.uplinks(child)
+                if sum(1 for p in parents if p not in cut) < needed:
+                    cut.add(child)
+                    changed = True
+        return [d for d in below if d in cut]
+
     def behind_by_municipality(self, device: str) -> dict[str, int]:
         """Of the devices behind ``device``, how many in each municipality: a switch at
         the centre can cut off several municipalities, and the page says which."""
         counts: dict[str, int] = {}
-        for child in self.descendants(device):
+        for child in self.dependents(device):
             info = self.devices.get(child)
             if info is not None:
                 counts[info.municipality] = counts.get(info.municipality, 0) + 1
@@ -111,5 +143,5 @@ class Inventory:
         """How many devices reach the centre only through ``device``."""
         count = self._behind.get(device)
         if count is None:
-            count = self._behind[device] = len(self.descendants(device))
+            count = self._behind[device] = len(self.dependents(device))
         return count

@@ -63,7 +63,7 @@ class DeviceRow:
             "id": d.id, "name": d.name, "class": d.device_class, "site": d.site,
             "site_name": config.sites[d.site].name, "municipality": self.municipality,
             "location": self.location, "address": d.address, "parent": d.parent,
-            "tags": d.tags, "status": self.status, "state": self.state,
+            "parents": list(d.uplinks), "tags": d.tags, "status": self.status, "state": self.state,
             "reason": self.reason, "state_since": self.since, "last_seen": self.last_seen,
             "open_alerts": self.open_alerts,
         }
@@ -169,7 +169,7 @@ class Console:
             for (owner, check), event in sorted((k, e) for k, e in self.state.checks.items()
                                                 if k[0] == device_id)]
         body["behind"] = sorted(d.id for d in self.config.devices.values()
-                                if d.parent == device_id)
+                                if device_id in d.uplinks)
         return web.json_response(body)
 
     # -- the console -------------------------------------------------------------------

@@ -368,7 +368,8 @@ class Workbench:
         here = {r.device.id: r for r in rows.values() if r.device.site == site.id}
         children: dict[str | None, list[str]] = {}
         for r in here.values():
-            parent = r.device.parent if r.device.parent in here else None
+            # the tree shows a device once, under its first parent on this site
+            parent = next((p for p in r.device.uplinks if p in here), None)
             children.setdefault(parent, []).append(r.device.id)
         tree: list[tuple[int, DeviceRow]] = []
 
@@ -471,8 +472,7 @@ _ACTIONS: Final = {"acknowledge": "Kvittert", "create_silence": "Dempet",
 
 
 def _shown_parent(config: Config, device: str, shown: dict[str, DeviceRow]) -> str | None:
-    parent = config.devices[device].parent
-    return parent if parent in shown else None
+    return next((p for p in config.devices[device].uplinks if p in shown), None)
 
 
 def _rank(status: str) -> int:

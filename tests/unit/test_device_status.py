@@ -142,3 +142,82 @@ def test_behind_a_down_parent_a_down_device_is_unreachable(tmp_path: Path) -> No
     classify = DeviceClassifier(cfg, datetime.fromtimestamp(now, OSLO), devices)
     assert (classify("dist", "switch", devices["dist"]),
             classify("acc", "switch", devices["acc"])) == ("down", "unreachable")
+
+
+def test_behind_a_redundant_pair_only_both_sides_down_cut_off(tmp_path: Path) -> None:
+    """dist hangs on a core pair (parents: either reaches it), acc on dist, and a
+    server needs both cores (parents_needed: 2): with core1 down dist's own failure is
+    down, the server is unreachable; with both down dist is unreachable too."""
+    path = tmp_path / "estate.yaml"
+    path.write_text(yaml.safe_dump({
+        "locations": [{"id": "alta", "name": "Alta"}],
+        "municipalities": [{"id": "alta", "name": "Alta"}],
+        "sites": [{"id": "s", "name": "S", "location": "alta", "municipality": "alta"}],
+        "devices": [
+            {"id": "core1", "name": "core1", "class": "switch", "site": "s"},
+            {"id": "core2", "name": "core2", "class": "switch", "site": "s"},
+            {"id": "dist", "name": "dist", "class": "switch", "site": "s",
+             "parents": ["core1", "core2"]},
+            {"id": "acc", "name": "acc", "class": "switch", "site": "s", "parent": "dist"},
+            {"id": "srv", "name": "srv", "class": "server", "site": "s",
+             "parents": ["core1", "core2"], "parents_needed": 2},
+        ],
+    }), encoding="utf-8")
+    cfg = load_config(path)
+    now = ts(2026, 3, 31, 12, 0)
+    heard = now - 30
+
+    def status(state: str) -> DeviceStatus:
+        return DeviceStatus("alta", "alta", heard, state, heard)
+
+    devices = {"core1": status("down"), "core2": status("up"), "dist": status("down"),
+               "acc": status("down"), "srv": status("down")}
+    classify = DeviceClassifier(cfg, datetime.fromtimestamp(now, OSLO), devices)
+    got = {d: classify(d, cfg.devices[d].device_class, s) for d, s in devices.items()}
+    assert got == {"core1": "down", "core2": "up", "dist": "down", "acc": "unreachable",
+                   "srv": "unreachable"}
+    devices["core2"] = status("down")
+    classify = DeviceClassifier(cfg, datetime.fromtimestamp(now, OSLO), devices)
+    assert "unreachable" == classify("dist", "switch", devices["dist"])
+
+
+@pytest.mark.parametrize(("device", "problem"), [
+    ({"parent": "core1", "parents": ["core1", "core2"]},
+     "parents: give either parent or parents, not both"),
+    ({"parents": ["core1", "nowhere"]}, "parents[1]: unknown parent device 'nowhere'"),
+    ({"parents": ["core1"], "parents_needed": 2}, "parents_needed: 2 of 1 parent(s)"),
+])
+def test_redundant_parents_are_checked(tmp_path: Path, device: dict[str, object],
+                                       problem: str) -> None:
+    path = tmp_path / "estate.yaml"
+    path.write_text(yaml.safe_dump({
+        "locations": [{"id": "alta", "name": "Alta"}],
+        "municipalities": [{"id": "alta", "name": "Alta"}],
+        "sites": [{"id": "s", "name": "S", "location": "alta", "municipality": "alta"}],
+        "devices": [{"id": "core1", "name": "c1", "class": "switch", "site": "s"},
+                    {"id": "core2", "name": "c2", "class": "switch", "site": "s"},
+                    {"id": "dist", "name": "d", "class": "switch", "site": "s", **device}],
+    }), encoding="utf-8")
+    from monitor.yamlmodel import Problems
+    with pytest.raises(Problems) as caught:
+        load_config(path)
+    assert [f"devices[2].{problem}"] == [f"{p.key}: {p.message}"
+                                         for p in caught.value.problems]
+
+
+def test_a_parent_cycle_through_a_pair_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "estate.yaml"
+    path.write_text(yaml.safe_dump({
+        "locations": [{"id": "alta", "name": "Alta"}],
+        "municipalities": [{"id": "alta", "name": "Alta"}],
+        "sites": [{"id": "s", "name": "S", "location": "alta", "municipality": "alta"}],
+        "devices": [{"id": "a", "name": "a", "class": "switch", "site": "s"},
+                    {"id": "b", "name": "b", "class": "switch", "site": "s",
+                     "parents": ["a", "c"]},
+                    {"id": "c", "name": "c", "class": "switch", "site": "s", "parent": "b"}],
+    }), encoding="utf-8")
+    from monitor.yamlmodel import Problems
+    with pytest.raises(Problems) as caught:
+        load_config(path)
+    assert ["devices[1].parent: parent cycle: b -> c -> b"] == [
+        f"{p.key}: {p.message}" for p in caught.value.problems]

@@ -48,12 +48,13 @@ INVENTORY = Inventory.from_list([
 class Harness:
     """The engine's ingest path in miniature: apply to state, then evaluate."""
 
-    def __init__(self, tmp_path: Path, rules: str, **kwargs: Any) -> None:
+    def __init__(self, tmp_path: Path, rules: str, inventory: Inventory | None = None,
+                 **kwargs: Any) -> None:
         path = tmp_path / "rules.yaml"
         path.write_text(textwrap.dedent(rules))
         self.rules = load_rules(path)
         self.state = State()
-        self.engine = RuleEngine(self.rules, INVENTORY, started=T0, **kwargs)
+        self.engine = RuleEngine(self.rules, inventory or INVENTORY, started=T0, **kwargs)
         self.seq = 0
 
     def send(self, event: Event) -> None:
@@ -343,6 +344,60 @@ def test_children_still_down_when_their_parent_returns_page_nobody_before_their_
     h.tick(661)  # acc2 stays down: a minute after the parent came back, its own alert
     assert {("DeviceDown", "acc2"): "firing"} == {
         k: v for k, v in h.shown().items() if v == "firing"}
+
+
+def _pair() -> Inventory:
+    """A redundant core pair; a distribution switch on both (either reaches it), its
+    access switch, and a server that needs both (parents_needed 2)."""
+    def info(d: str, name: str, **kw: Any) -> DeviceInfo:
+        return DeviceInfo(d, name, "switch", "rh", "Rådhus", "alta", "alta", **kw)
+    return Inventory.from_list([
+        info("core1", "Core 1"), info("core2", "Core 2"),
+        info("dist", "Dist", parents=("core1", "core2")),
+        info("acc", "Access", parent="dist"),
+        info("lag", "Both", parents=("core1", "core2"), needed=2)])
+
+
+def test_redundant_parents_one_side_down(tmp_path: Path) -> None:
+    """One core of the pair down: what hangs on both is still reached through the
+    other, so a failure of its own pages (it is down, not unreachable), and the core
+    alone cuts off nothing but what needs both."""
+    h = Harness(tmp_path, DOWN, _pair())
+    for device in ("core1", "core2", "dist", "acc", "lag"):
+        h.state_of(device, 0, "up")
+    h.state_of("core1", 10, "down")
+    h.state_of("dist", 10, "down")
+    h.state_of("lag", 10, "down")
+    h.state_of("acc", 10, "down")
+    assert ("down", "down", "unreachable", "unreachable") == tuple(
+        h.engine.topology.effective_state(d) for d in ("core1", "dist", "acc", "lag"))
+    h.tick(75)
+    assert {("DeviceDown", "core1"): "firing", ("DeviceDown", "dist"): "firing"} == {
+        k: v for k, v in h.shown().items() if v == "firing"}
+    core1 = next(a for a in h.engine.alerts.values() if a.device == "core1")
+    assert (1, "Core 1 is down; 1 devices behind it") == (core1.behind,
+                                                          core1.annotations["summary"])
+    assert ["acc"] == h.engine.inventory.dependents("dist")
+
+
+def test_redundant_parents_both_sides_down(tmp_path: Path) -> None:
+    """Both cores down: everything behind them is unreachable and pages nobody; each
+    core alone cuts off only what needs both."""
+    h = Harness(tmp_path, DOWN, _pair())
+    for device in ("core1", "core2", "dist", "acc", "lag"):
+        h.state_of(device, 0, "up")
+    for device in ("core1", "core2", "dist", "acc", "lag"):
+        h.state_of(device, 10, "down")
+    assert dict.fromkeys(("dist", "acc", "lag"), "unreachable") == {
+        d: h.engine.topology.effective_state(d) for d in ("dist", "acc", "lag")}
+    h.tick(75)
+    assert {("DeviceDown", "core1"): "firing", ("DeviceDown", "core2"): "firing"} == {
+        k: v for k, v in h.shown().items() if v == "firing"}
+    # core2 comes back: dist is reached again and its own state counts; acc is behind
+    # dist, lag still needs core1
+    h.state_of("core2", 100, "up")
+    assert ("down", "unreachable", "unreachable") == tuple(
+        h.engine.topology.effective_state(d) for d in ("dist", "acc", "lag"))
 
 
 def test_a_device_down_on_its_own_alerts(tmp_path: Path) -> None:
