@@ -207,8 +207,8 @@ class SnmpPoller:
         # reported down while unreachable, and must not stay so after its parent is back.
         self.children: dict[str, list[str]] = {}
         for d in self.devices:
-            if d.parent:
-                self.children.setdefault(d.parent, []).append(d.id)
+            for parent in d.uplinks:
+                self.children.setdefault(parent, []).append(d.id)
 
     def reload(self, config: Config) -> dict[str, int]:
         """A reloaded estate: a device that left, or changed (address, profile,
