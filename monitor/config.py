@@ -882,7 +882,7 @@ def _scalar_facts(node: yaml.Node) -> dict[str, str]:
 
 def _check_references(records: dict[str, dict[str, _Record]]) -> None:
     locations, municipalities = records["locations"], records["municipalities"]
-    sites, profiles, devices = records["sites"], records["snmp_profiles"], records["devices"]
+    sites, devices = records["sites"], records["devices"]
 
     def must_exist(rec: _Record, key: str, known: dict[str, _Record], what: str) -> None:
         value = rec.facts.get(key)
@@ -897,27 +897,32 @@ def _check_references(records: dict[str, dict[str, _Record]]) -> None:
         must_exist(rec, "office_hours", records["office_hours"], "office hours")
     for rec in records["brokers"].values():
         must_exist(rec, "location", locations, "location")
+    _check_devices(records, must_exist)
+    for rec in records["users"].values():
+        must_exist(rec, "municipality", municipalities, "municipality")
+    for rec in records["checks"].values():
+        must_exist(rec, "device", devices, "device")
+        must_exist(rec, "location", locations, "location")
+
+
+MustExist = typing.Callable[[_Record, str, dict[str, _Record], str], None]
+
+
+def _check_devices(records: dict[str, dict[str, _Record]], must_exist: MustExist) -> None:
+    """Each device's references, its name, its address, and its parents' cycles."""
+    devices = records["devices"]
     addresses: dict[str, str] = {}
     # a host agent's source is its device: a device named as a collector would share
     # that collector's source, and its agent could speak for the collector
-    collectors = {f"{c}-{loc}" for loc in locations
+    collectors = {f"{c}-{loc}" for loc in records["locations"]
                   for c in typing.get_args(BrokerComponent) if c != "engine"}
     for device_id, rec in devices.items():
         if device_id in collectors:
             rec.where.problem("id", f"{device_id!r} is the source id of a collector "
                                     "(component-location); name the device otherwise")
-        must_exist(rec, "site", sites, "site")
-        must_exist(rec, "snmp_profile", profiles, "SNMP profile")
-        parent = rec.facts.get("parent")
-        if parent == device_id:
-            rec.where.problem("parent", "a device cannot be its own parent")
-        else:
-            must_exist(rec, "parent", devices, "parent device")
-        for i, other in enumerate(rec.parents):
-            if other == device_id:
-                rec.where.problem(f"parents[{i}]", "a device cannot be its own parent")
-            elif other not in devices:
-                rec.where.problem(f"parents[{i}]", f"unknown parent device {other!r}")
+        must_exist(rec, "site", records["sites"], "site")
+        must_exist(rec, "snmp_profile", records["snmp_profiles"], "SNMP profile")
+        _check_parents(device_id, rec, devices, must_exist)
         address = rec.facts.get("address")
         if "snmp_profile" in rec.facts and address is None:
             rec.where.problem("snmp_profile", "a device polled over SNMP needs an address")
@@ -925,17 +930,25 @@ def _check_references(records: dict[str, dict[str, _Record]]) -> None:
             other = addresses.setdefault(address, device_id)
             if other != device_id:
                 rec.where.problem("address", f"address {address} is also used by {other!r}")
-    for rec in records["users"].values():
-        must_exist(rec, "municipality", municipalities, "municipality")
-    for rec in records["checks"].values():
-        must_exist(rec, "device", devices, "device")
-        must_exist(rec, "location", locations, "location")
     parents = {d: [p for p in (rec.facts.get("parent"), *rec.parents) if p]
                for d, rec in devices.items()}
     for cycle in _parent_cycles(parents):
         devices[cycle[0]].where.problem(
             "parent", "parent cycle: " + " -> ".join([*cycle, cycle[0]])
         )
+
+
+def _check_parents(device_id: str, rec: _Record, devices: dict[str, _Record],
+                   must_exist: MustExist) -> None:
+    if rec.facts.get("parent") == device_id:
+        rec.where.problem("parent", "a device cannot be its own parent")
+    else:
+        must_exist(rec, "parent", devices, "parent device")
+    for i, other in enumerate(rec.parents):
+        if other == device_id:
+            rec.where.problem(f"parents[{i}]", "a device cannot be its own parent")
+        elif other not in devices:
+            rec.where.problem(f"parents[{i}]", f"unknown parent device {other!r}")
 
 
 def _parent_cycles(parents: dict[str, list[str]]) -> list[list[str]]:

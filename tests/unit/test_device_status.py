@@ -101,24 +101,29 @@ def test_a_device_never_heard_of(config: Config, device: str, now: tuple[int, ..
     assert want == _never_heard(classify, config.devices[device])
 
 
-def test_behind_a_down_parent_a_down_device_is_unreachable(tmp_path: Path) -> None:
-    """core ← dist ← acc ← srv, and a PC on acc: with dist down, what would be down
-    behind it is unreachable, at any depth; dist itself stays down; a device behind it
-    that still answers is up; an off PC stays off; a silent parent counts as down."""
+def _one_site(tmp_path: Path, devices: list[dict[str, object]]) -> Path:
+    """An estate of one site with ``devices`` on it."""
     path = tmp_path / "estate.yaml"
     path.write_text(yaml.safe_dump({
         "locations": [{"id": "alta", "name": "Alta"}],
         "municipalities": [{"id": "alta", "name": "Alta"}],
         "sites": [{"id": "s", "name": "S", "location": "alta", "municipality": "alta"}],
-        "devices": [
-            {"id": "core", "name": "core", "class": "switch", "site": "s"},
-            {"id": "dist", "name": "dist", "class": "switch", "site": "s", "parent": "core"},
-            {"id": "acc", "name": "acc", "class": "switch", "site": "s", "parent": "dist"},
-            {"id": "srv", "name": "srv", "class": "server", "site": "s", "parent": "acc"},
-            {"id": "ap", "name": "ap", "class": "ap", "site": "s", "parent": "acc"},
-            {"id": "pc", "name": "pc", "class": "pc", "site": "s", "parent": "acc"},
-        ],
-    }), encoding="utf-8")
+        "devices": devices}), encoding="utf-8")
+    return path
+
+
+def test_behind_a_down_parent_a_down_device_is_unreachable(tmp_path: Path) -> None:
+    """core ← dist ← acc ← srv, and a PC on acc: with dist down, what would be down
+    behind it is unreachable, at any depth; dist itself stays down; a device behind it
+    that still answers is up; an off PC stays off; a silent parent counts as down."""
+    path = _one_site(tmp_path, [
+        {"id": "core", "name": "core", "class": "switch", "site": "s"},
+        {"id": "dist", "name": "dist", "class": "switch", "site": "s", "parent": "core"},
+        {"id": "acc", "name": "acc", "class": "switch", "site": "s", "parent": "dist"},
+        {"id": "srv", "name": "srv", "class": "server", "site": "s", "parent": "acc"},
+        {"id": "ap", "name": "ap", "class": "ap", "site": "s", "parent": "acc"},
+        {"id": "pc", "name": "pc", "class": "pc", "site": "s", "parent": "acc"},
+    ])
     cfg = load_config(path)
     now = ts(2026, 3, 31, 22, 0)  # evening: a silent PC is off
     heard = now - 30
@@ -148,21 +153,15 @@ def test_behind_a_redundant_pair_only_both_sides_down_cut_off(tmp_path: Path) ->
     """dist hangs on a core pair (parents: either reaches it), acc on dist, and a
     server needs both cores (parents_needed: 2): with core1 down dist's own failure is
     down, the server is unreachable; with both down dist is unreachable too."""
-    path = tmp_path / "estate.yaml"
-    path.write_text(yaml.safe_dump({
-        "locations": [{"id": "alta", "name": "Alta"}],
-        "municipalities": [{"id": "alta", "name": "Alta"}],
-        "sites": [{"id": "s", "name": "S", "location": "alta", "municipality": "alta"}],
-        "devices": [
-            {"id": "core1", "name": "core1", "class": "switch", "site": "s"},
-            {"id": "core2", "name": "core2", "class": "switch", "site": "s"},
-            {"id": "dist", "name": "dist", "class": "switch", "site": "s",
-             "parents": ["core1", "core2"]},
-            {"id": "acc", "name": "acc", "class": "switch", "site": "s", "parent": "dist"},
-            {"id": "srv", "name": "srv", "class": "server", "site": "s",
-             "parents": ["core1", "core2"], "parents_needed": 2},
-        ],
-    }), encoding="utf-8")
+    path = _one_site(tmp_path, [
+        {"id": "core1", "name": "core1", "class": "switch", "site": "s"},
+        {"id": "core2", "name": "core2", "class": "switch", "site": "s"},
+        {"id": "dist", "name": "dist", "class": "switch", "site": "s",
+         "parents": ["core1", "core2"]},
+        {"id": "acc", "name": "acc", "class": "switch", "site": "s", "parent": "dist"},
+        {"id": "srv", "name": "srv", "class": "server", "site": "s",
+         "parents": ["core1", "core2"], "parents_needed": 2},
+    ])
     cfg = load_config(path)
     now = ts(2026, 3, 31, 12, 0)
     heard = now - 30
@@ -189,15 +188,9 @@ def test_behind_a_redundant_pair_only_both_sides_down_cut_off(tmp_path: Path) ->
 ])
 def test_redundant_parents_are_checked(tmp_path: Path, device: dict[str, object],
                                        problem: str) -> None:
-    path = tmp_path / "estate.yaml"
-    path.write_text(yaml.safe_dump({
-        "locations": [{"id": "alta", "name": "Alta"}],
-        "municipalities": [{"id": "alta", "name": "Alta"}],
-        "sites": [{"id": "s", "name": "S", "location": "alta", "municipality": "alta"}],
-        "devices": [{"id": "core1", "name": "c1", "class": "switch", "site": "s"},
-                    {"id": "core2", "name": "c2", "class": "switch", "site": "s"},
-                    {"id": "dist", "name": "d", "class": "switch", "site": "s", **device}],
-    }), encoding="utf-8")
+    path = _one_site(tmp_path, [{"id": "core1", "name": "c1", "class": "switch", "site": "s"},
+                {"id": "core2", "name": "c2", "class": "switch", "site": "s"},
+                {"id": "dist", "name": "d", "class": "switch", "site": "s", **device}])
     from monitor.yamlmodel import Problems
     with pytest.raises(Problems) as caught:
         load_config(path)
@@ -206,16 +199,10 @@ def test_redundant_parents_are_checked(tmp_path: Path, device: dict[str, object]
 
 
 def test_a_parent_cycle_through_a_pair_is_named(tmp_path: Path) -> None:
-    path = tmp_path / "estate.yaml"
-    path.write_text(yaml.safe_dump({
-        "locations": [{"id": "alta", "name": "Alta"}],
-        "municipalities": [{"id": "alta", "name": "Alta"}],
-        "sites": [{"id": "s", "name": "S", "location": "alta", "municipality": "alta"}],
-        "devices": [{"id": "a", "name": "a", "class": "switch", "site": "s"},
-                    {"id": "b", "name": "b", "class": "switch", "site": "s",
-                     "parents": ["a", "c"]},
-                    {"id": "c", "name": "c", "class": "switch", "site": "s", "parent": "b"}],
-    }), encoding="utf-8")
+    path = _one_site(tmp_path, [{"id": "a", "name": "a", "class": "switch", "site": "s"},
+                {"id": "b", "name": "b", "class": "switch", "site": "s",
+                 "parents": ["a", "c"]},
+                {"id": "c", "name": "c", "class": "switch", "site": "s", "parent": "b"}])
     from monitor.yamlmodel import Problems
     with pytest.raises(Problems) as caught:
         load_config(path)
