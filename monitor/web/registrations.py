@@ -63,7 +63,7 @@ class RegistrationRoutes:
         assert user is not None
         try:
             decision = msgspec.json.decode(await request.read(), type=_Decision)
-            row = await self._decide(request.match_info["device"], decision, user)
+            row = await self._decide(request.match_info["id"], decision, user)
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
             return problem(400, str(exc))
         except KeyError:
@@ -86,7 +86,7 @@ class RegistrationRoutes:
         try:
             decision = _Decision(action="accept" if form.get("action") == "accept"
                                  else "reject", site=str(form.get("site") or "") or None)
-            await self._decide(request.match_info["device"], decision, user)
+            await self._decide(request.match_info["id"], decision, user)
         except ValueError as exc:
             return problem(400, str(exc))
         except KeyError:

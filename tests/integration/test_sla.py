@@ -350,7 +350,7 @@ async def test_a_scripted_month_through_mosquitto_equals_the_oracle(
 OPEN = {"/metrics", "/healthz", "/readyz", "/login", "/logout", "/login/oidc",
         "/login/oidc/callback"}
 PAGES = {"/", "/sla", "/sla/{m}", "/problems", "/alerts/{id}", "/devices/{id}", "/sites/{id}",
-         "/notes",
+         "/notes", "/registrations",
          "/search", "/topology"}  # a browser without a token is sent to /login
 
 

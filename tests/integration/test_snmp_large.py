@@ -117,7 +117,7 @@ async def test_a_2000_port_chassis_arrives_whole(tmp_path: Path, chassis_agent: 
                       and 'device="chassis"' in line]
             assert len(octets) == PORTS
             # port 1999's 64-bit counter, exactly as recorded: 10^12 + 1999
-            assert any('ifindex="1999"' in line and line.endswith(" 1000000001999.0")
+            assert any('ifindex="1999"' in line and line.endswith(" 1000000001999")
                        for line in octets), [o for o in octets if 'ifindex="1999"' in o]
             for i, shown in SHOWN.items():
                 assert any(f'ifalias="{shown}",ifindex="{i}"' in line for line in octets), i
