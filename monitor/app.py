@@ -15,6 +15,7 @@ import asyncio
 import signal
 import socket
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -27,6 +28,7 @@ from monitor.config import Broker, Config, load_config
 from monitor.engine import Engine
 from monitor.exposition import SeriesExposition
 from monitor.ingest import Bounds, Ingest, Observers
+from monitor.links import Links
 from monitor.liveness import Liveness
 from monitor.metrics import EngineMetrics, StateCollector
 from monitor.notify.service import NotifyService
@@ -142,22 +144,27 @@ async def _assemble(config: Config, location: str, broker: Broker, password: str
     notify = await NotifyService.start(config, store, rules, registry, location, state)
     rules.listeners.append(notify.on_alerts)  # with copies of the alerts that changed
     sla = await SlaService.start(config, store, registry)
+    links = Links(config, registry)  # the links the switches report (monitor.links)
+    links.load(await store.neighbour_reports())
+    links.put_in_force = rules.links_changed
+    links.refresh(time.time())
+    collector.uplinks = rules.uplinks
     ingest = Ingest(state, await store.load_progress(), metrics,
-                    observer=Observers(agents, agents.gated(rules), sla.ledger),
+                    observer=Observers(agents, links, agents.gated(rules), sla.ledger),
                     gate=agents.check,
                     bounds=Bounds(config.engine.max_clock_skew, config.engine.max_event_age,
                                   config.engine.max_seq_jump, config.engine.bind_src))
     engine = Engine(broker=broker, location=location, store=store, ingest=ingest,
                     metrics=metrics, password=password, v5=v5,
                     batch_max=config.engine.batch_max, batch_wait=config.engine.batch_wait,
-                    rules=rules, ledger=sla.ledger, agents=agents,
+                    rules=rules, ledger=sla.ledger, agents=agents, links=links,
                     liveness=Liveness(location, config.locations))
     # one notification log and one set of operator actions for both locations
     notify.replicate, engine.on_shared["nflog"] = engine.sharer("nflog"), notify.apply_peer
     rules.replicate, engine.on_shared["ops"] = engine.sharer("ops"), rules.apply_peer
     auth = Auth(config, metrics.sign_ins)
     estate = EstateReload(config, location, rules, notify, sla, state, auth.configure,
-                          registry, agents)
+                          registry, agents, links)
     agents.join, agents.put_in_force = estate.join, estate.registrations_changed
     agents.share = rules.share_registration
     rules.on_registration = agents.apply_peer
@@ -176,7 +183,8 @@ async def _assemble(config: Config, location: str, broker: Broker, password: str
 
     def routes(app: web.Application) -> None:
         add_routes(app, config=config, auth=auth, rules=rules, notify=notify, sla=sla,
-                   state=state, location=location, estate=estate, agents=agents)
+                   state=state, location=location, estate=estate, agents=agents,
+                   links=links)
 
     scrape_token = (config.engine.metrics_token.resolve()
                     if config.engine.metrics_token is not None else None)

@@ -407,12 +407,13 @@ def _import(args: argparse.Namespace) -> int:
 
 def _topology(args: argparse.Namespace) -> int:
     """The links the location's SNMP devices report (LLDP, CDP) and the parents they
-    propose, against the declared ones (collectors/snmp/linkmap.py); writes nothing."""
+    propose, against the declared ones (monitor/linkmap.py); writes nothing."""
     from pysnmp.hlapi.v3arch.asyncio import SnmpEngine
 
     from collectors.snmp.client import CollectError, SnmpSession
-    from collectors.snmp.linkmap import propose
-    from collectors.snmp.neighbours import Neighbour, neighbours
+    from collectors.snmp.neighbours import neighbours
+    from monitor.events import Neighbour
+    from monitor.linkmap import propose
 
     config = _config(args.config)
     if isinstance(config, int):
@@ -445,7 +446,7 @@ def _topology(args: argparse.Namespace) -> int:
 
     seen = asyncio.run(ask_all())
     print(f"# {len(seen)} of {len(asked)} SNMP devices in {args.location} answered")
-    print(propose(config, seen, args.root or None).text(), end="")
+    print(propose(config.devices, seen, args.root or config.topology.roots).text(), end="")
     return 0
 
 

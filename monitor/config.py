@@ -479,6 +479,23 @@ class PollerSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class TopologySettings:
+    """The links as the switches' LLDP and CDP tables show them (monitor.links): the
+    poller reads the tables of the devices of ``classes`` every ``interval`` seconds;
+    the engine walks the links from ``roots`` (else from the devices with declared
+    children and no parent) and gives a device with no declared parent the parents
+    the walk finds. A link no longer reported is kept ``forget_after`` seconds: a
+    switch that failed takes its links out of its neighbours' tables exactly when
+    what hangs off it must be known."""
+
+    discover: bool = True
+    interval: Positive = 900.0
+    classes: list[DeviceClass] = field(default_factory=lambda: ["switch", "router"])
+    roots: list[Slug] = field(default_factory=list)
+    forget_after: Positive = 7 * 24 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
 class EngineSettings:
     http_host: Address = "127.0.0.1"
     http_port: Annotated[int, Check(lambda v: None if 0 <= v < 65536 else "not a port")] = 9810
@@ -587,6 +604,7 @@ class _File:
     notifications: NotificationSettings | None = None
     enrolment: EnrolmentSettings | None = None
     netbox: NetboxSettings | None = None
+    topology: TopologySettings | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -613,6 +631,7 @@ class Config:
     services: dict[str, ServiceSpec] = field(default_factory=dict)
     enrolment: EnrolmentSettings = field(default_factory=EnrolmentSettings)
     netbox: NetboxSettings | None = None
+    topology: TopologySettings = field(default_factory=TopologySettings)
 
     def adopt(self, new: Config) -> list[str]:
         """Put ``new``'s estate in force in this very object, in one step: every part
@@ -666,7 +685,7 @@ class Config:
 # listeners, the broker connections, the store, the sign-in providers.
 ESTATE_FIELDS: Final = ("municipalities", "sites", "snmp_profiles", "devices",
                         "office_hours", "schedules", "checks", "users", "notifications",
-                        "services", "enrolment")
+                        "services", "enrolment", "topology")
 AT_START_FIELDS: Final = ("locations", "brokers", "engine", "outbox", "traps", "poller",
                           "ldap", "oidc")
 
@@ -715,7 +734,7 @@ def _read_file(doc: Document, root: yaml.MappingNode, records: dict[str, dict[st
             (item_tp,) = typing.get_args(hints[name])
             _collect_list(doc, name, value_node, item_tp, records, typed)
         elif name in ("engine", "outbox", "traps", "poller", "ldap", "oidc",
-                      "notifications", "enrolment", "netbox"):
+                      "notifications", "enrolment", "netbox", "topology"):
             value = convert(doc, value_node, hints[name], name)
             if name in singletons:
                 other = singletons[name][1]
@@ -739,6 +758,11 @@ def _check_settings(singletons: dict[str, tuple[Any, Document]],
     if "enrolment" in singletons:
         settings, doc = singletons["enrolment"]
         _check_enrolment(settings, doc, records)
+    if "topology" in singletons:
+        topology, doc = singletons["topology"]
+        for i, root in enumerate(topology.roots):
+            if root not in records["devices"]:
+                doc.problem(f"topology.roots[{i}]", f"unknown device {root!r}")
     if "netbox" in singletons:
         settings, doc = singletons["netbox"]
         for netbox_site, site in settings.sites.items():
@@ -830,6 +854,7 @@ def load_config(path: str | Path) -> Config:
         notifications=singletons.get("notifications", (NotificationSettings(), None))[0],
         enrolment=singletons.get("enrolment", (EnrolmentSettings(), None))[0],
         netbox=singletons.get("netbox", (None, None))[0],
+        topology=singletons.get("topology", (TopologySettings(), None))[0],
         source=str(root),
     )
 

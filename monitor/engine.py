@@ -26,6 +26,7 @@ from monitor.config import Broker
 from monitor.events import Ack as AckPayload
 from monitor.events import ComponentStatus, Rejected, ack_topic, encode, sys_topic
 from monitor.ingest import BatchEffects, Ingest
+from monitor.links import Links
 from monitor.liveness import Liveness
 from monitor.metrics import EngineMetrics
 from monitor.mqtt import Backoff, MqttClient, broker_trouble, client_for
@@ -62,9 +63,10 @@ class Engine:
                  batch_max: int = 2000, batch_wait: float = 0.02,
                  instance: str | None = None, rules: RulesService | None = None,
                  ledger: Ledger | None = None, liveness: Liveness | None = None,
-                 agents: Registry | None = None) -> None:
+                 agents: Registry | None = None, links: Links | None = None) -> None:
         self.broker = broker
         self.agents = agents
+        self.links = links
         self.liveness = liveness or Liveness(location, [location])
         self.rules = rules
         self.ledger = ledger
@@ -225,17 +227,19 @@ class Engine:
         for location in {t.split("/", 3)[2] for t, _ in device_messages if t.count("/") > 2}:
             self.liveness.heard_from(location, now)
         effects = self.ingest.process(device_messages, now)
+        # the links first: parents they change change what the rules conclude
+        links = self.links.changes() if self.links is not None else None
         alerts = self.rules.changes() if self.rules is not None else None
         runs = self.ledger.changes() if self.ledger is not None else None
         late = self.ledger.late_changes() if self.ledger is not None else None
         registrations = self.agents.changes() if self.agents is not None else None
-        if effects or alerts or runs or late or registrations:
+        if effects or alerts or runs or late or registrations or links:
             # Ingest has applied the batch and will not take it again: the store runs
             # the commit to its end even if this session is torn down meanwhile.
             try:
                 await self.store.commit_batch(effects.progress, effects.devices.values(),
                                               effects.dead, effects.counts, alerts, runs,
-                                              effects.skipped, late, registrations)
+                                              effects.skipped, late, registrations, links)
             except Exception:
                 self.metrics.store_errors.inc()
                 log.exception("store_commit_failed", path=self.store.path)

@@ -8,7 +8,9 @@ Topics (ARCHITECTURE.md):
 
 Streams: ``metrics``, ``state``, ``trap``, ``check``, ``heartbeat``, and ``register``
 (a host agent enrolled with its municipality's token announcing itself: its host
-name, system, addresses and directory place; monitor.registration).
+name, system, addresses and directory place; monitor.registration), and
+``neighbours`` (a switch's LLDP and CDP neighbour tables, read by the SNMP poller;
+the engine's map of the links, monitor.links).
 
 The last level of a device topic names the source that publishes it, so the broker's
 ACL (one identity per source, ``driftsvakt broker-auth``) decides who may speak for a
@@ -37,6 +39,7 @@ import msgspec
 
 __all__ = [
     "DEVICE_LABELS",
+    "MAX_NEIGHBOURS",
     "MAX_PAYLOAD_BYTES",
     "SCHEMA_VERSION",
     "STREAMS",
@@ -47,6 +50,8 @@ __all__ = [
     "Event",
     "HeartbeatEvent",
     "MetricsEvent",
+    "Neighbour",
+    "NeighboursEvent",
     "RegisterEvent",
     "Rejected",
     "Sample",
@@ -86,9 +91,12 @@ ShortText = Annotated[str, msgspec.Meta(max_length=1024)]
 # Labels the engine puts on every device series; a sample may not bring its own (a
 # duplicate label makes Prometheus refuse the whole scrape), nor a "__" name.
 DEVICE_LABELS: Final = ("location", "municipality", "site", "device", "class")
-Stream = Literal["metrics", "state", "trap", "check", "heartbeat", "register"]
+Stream = Literal["metrics", "state", "trap", "check", "heartbeat", "register", "neighbours"]
 STREAMS: Final[tuple[str, ...]] = ("metrics", "state", "trap", "check", "heartbeat",
-                                   "register")
+                                   "register", "neighbours")
+# the most neighbours one table read may carry: a chassis with a phone on every port
+# of a stack has a few hundred; the rest are counted by the poller, not sent
+MAX_NEIGHBOURS: Final = 1000
 
 RejectReason = Literal[
     "oversize",
@@ -278,7 +286,31 @@ class RegisterEvent(_Base, frozen=True, kw_only=True):
     proof: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
 
 
-Event = MetricsEvent | StateEvent | TrapEvent | CheckEvent | HeartbeatEvent | RegisterEvent
+PortName = Annotated[str, msgspec.Meta(max_length=256)]
+
+
+class Neighbour(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
+    """Who is at the other end of one of the device's ports, as its LLDP or CDP table
+    says (collectors/snmp/neighbours)."""
+
+    protocol: Literal["lldp", "cdp"]
+    local_port: PortName  # our port
+    name: Annotated[str, msgspec.Meta(max_length=256)]  # what they call themselves
+    port: PortName  # their port
+    address: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    platform: ShortText = ""
+
+
+class NeighboursEvent(_Base, frozen=True, kw_only=True):
+    """A switch's or router's neighbour tables, read every ``topology.interval``: the
+    engine's map of the links (monitor.links) is made of them."""
+
+    neighbours: Annotated[list[Neighbour], msgspec.Meta(max_length=MAX_NEIGHBOURS)]
+    truncated: Annotated[int, msgspec.Meta(ge=0)] = 0  # rows beyond MAX_NEIGHBOURS
+
+
+Event = (MetricsEvent | StateEvent | TrapEvent | CheckEvent | HeartbeatEvent | RegisterEvent
+         | NeighboursEvent)
 
 _EVENT_TYPES: Final[dict[str, type[Event]]] = {
     "metrics": MetricsEvent,
@@ -287,6 +319,7 @@ _EVENT_TYPES: Final[dict[str, type[Event]]] = {
     "check": CheckEvent,
     "heartbeat": HeartbeatEvent,
     "register": RegisterEvent,
+    "neighbours": NeighboursEvent,
 }
 _DECODERS: Final = {stream: msgspec.json.Decoder(t) for stream, t in _EVENT_TYPES.items()}
 _ENCODER: Final = msgspec.json.Encoder()

@@ -22,7 +22,7 @@ from monitor.config import DEFAULT_GRACE, DEFAULT_OFFICE_HOURS, Config
 from monitor.events import DEVICE_LABELS, STREAMS, RejectReason
 from monitor.fields import at_time
 from monitor.officehours import ALWAYS, OpenPeriods, Schedule, classify_silence
-from monitor.rules.topology import cut_off
+from monitor.rules.topology import Uplinks, cut_off
 from monitor.state import DeviceStatus, State
 
 __all__ = ["DeviceClassifier", "EngineMetrics", "StateCollector"]
@@ -122,10 +122,12 @@ class DeviceClassifier:
     """
 
     def __init__(self, config: Config, now: datetime,
-                 devices: Mapping[str, DeviceStatus] | None = None) -> None:
+                 devices: Mapping[str, DeviceStatus] | None = None,
+                 uplinks: Uplinks | None = None) -> None:
         self.config = config
         self.now = now
         self.devices = devices
+        self.uplinks = uplinks  # the rules' (declared parents, else the links'), if given
         self._hours: dict[str, tuple[OpenPeriods, float]] = {}
         self._verdicts: dict[str, str] = {}
 
@@ -136,14 +138,14 @@ class DeviceClassifier:
         return verdict
 
     def _parent_down(self, device: str) -> bool:
-        def uplinks(d: str) -> tuple[tuple[str, ...], int]:
+        def declared(d: str) -> tuple[tuple[str, ...], int]:
             known = self.config.devices.get(d)
             if known is None:
                 return (), 1
             return tuple(p for p in known.uplinks if p in self.config.devices), (
                 known.parents_needed)
 
-        return cut_off(device, uplinks,
+        return cut_off(device, self.uplinks or declared,
                        lambda d: self._verdict_of(d) in ("down", "unreachable"))
 
     def _verdict_of(self, device: str) -> str:
@@ -209,6 +211,7 @@ class StateCollector(Collector):
         self.state = state
         self.config = config
         self.clock = clock
+        self.uplinks: Uplinks | None = None  # the rules' parents, once they run
 
     def device_labels(self, device: str, location: str, municipality: str) -> list[str]:
         known = self.config.devices.get(device)
@@ -232,7 +235,8 @@ class StateCollector(Collector):
             "New series a device sent past engine.max_series_per_device, refused",
             labels=_DEVICE_LABELS)
         labels_of: dict[str, list[str]] = {}
-        classify = DeviceClassifier(self.config, at_time(self.clock()), self.state.devices)
+        classify = DeviceClassifier(self.config, at_time(self.clock()), self.state.devices,
+                                    self.uplinks)
         for device, status in self.state.devices.items():
             labels = self.device_labels(device, status.location, status.municipality)
             labels_of[device] = labels

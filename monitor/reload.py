@@ -28,6 +28,7 @@ import structlog
 from prometheus_client import CollectorRegistry, Gauge
 
 from monitor.config import Config, Device, load_config
+from monitor.links import Links
 from monitor.notify.service import NotifyService
 from monitor.registration import Registry
 from monitor.rules.service import RulesService
@@ -65,9 +66,10 @@ class EstateReload:
     def __init__(self, config: Config, location: str, rules: RulesService,
                  notify: NotifyService, sla: SlaService, state: State,
                  users: Callable[[Config], None], registry: CollectorRegistry,
-                 agents: Registry | None = None) -> None:
+                 agents: Registry | None = None, links: Links | None = None) -> None:
         self.config = config
         self.agents = agents  # registered agents: part of the estate, not of its files
+        self.links = links  # the links the switches report: matched to the estate anew
         self._joined = False
         self.location = location
         self.rules = rules
@@ -131,6 +133,8 @@ class EstateReload:
             self.config.devices[device.id] = device
             agents.in_force.add(device.id)
         self.rules.devices_joined(self.config, [d.id for d in devices])
+        if self.links is not None:
+            self.links.stale()  # worked out again with the batch
         self._joined = True
 
     async def registrations_changed(self) -> None:
@@ -166,6 +170,8 @@ class EstateReload:
         change.at_restart = self.config.adopt(new)
         gone = set(removed)
         change.retired_alerts = self.rules.estate_changed(self.config, gone, time.time())
+        if self.links is not None:
+            self.links.estate_changed()
         self.state.forget(gone)
         self.notify.configure(self.config)
         self.sla.estate_changed()

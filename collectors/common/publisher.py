@@ -38,11 +38,13 @@ import structlog
 
 from collectors.common.outbox import Outbox, OutboxRow, OutboxWriteFailed
 from monitor.events import (
+    MAX_NEIGHBOURS,
     MAX_PAYLOAD_BYTES,
     MAX_SAMPLES,
     CheckKind,
     ComponentStatus,
     DeviceStateName,
+    Neighbour,
     Rejected,
     Sample,
     Varbind,
@@ -118,6 +120,24 @@ class Emitter:
     async def heartbeat(self, municipality: str, device: str, ts: float, *,
                         interval: float) -> int | None:
         return await self.emit(municipality, device, "heartbeat", ts, interval=interval)
+
+    async def neighbours(self, municipality: str, device: str, ts: float,
+                         neighbours: list[Neighbour]) -> int | None:
+        """A device's LLDP and CDP tables in one event (the engine takes each as the
+        whole table); rows beyond what one event carries are counted in it
+        (``truncated``, exported by the engine), not sent."""
+        sent: list[Neighbour] = []
+        size = 0
+        for row in neighbours[:MAX_NEIGHBOURS]:
+            size += len(_ENCODER.encode(row)) + 1
+            if size > SAMPLES_BUDGET:
+                break
+            sent.append(row)
+        if len(sent) < len(neighbours):
+            log.warning("neighbours_truncated", device=device, rows=len(neighbours),
+                        sent=len(sent))
+        return await self.emit(municipality, device, "neighbours", ts, neighbours=sent,
+                               truncated=len(neighbours) - len(sent))
 
 
 # What the samples of one event may take, encoded: the engine's limit less room for

@@ -55,7 +55,12 @@ class _StatsCollector(Collector):
                                     "Devices polled less often after repeated timeouts",
                                     labels=labels)
         waiting.add_metric([location], float(backoff))
-        yield from (polls, errors, overruns, varbinds, sent, retries, bad, waiting)
+        tables = CounterMetricFamily("driftsvakt_snmp_neighbour_reads",
+                                     "LLDP and CDP neighbour tables read (topology.interval), "
+                                     "by outcome", labels=[*labels, "outcome"])
+        tables.add_metric([location, "ok"], float(stats.neighbour_reads))  # type: ignore[attr-defined]
+        tables.add_metric([location, "error"], float(stats.neighbour_errors))  # type: ignore[attr-defined]
+        yield from (polls, errors, overruns, varbinds, sent, retries, bad, waiting, tables)
 
 
 class PollerMetrics:

@@ -11,12 +11,12 @@ address (IPv4) when it gives one.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final
 
 from collectors.snmp.client import Session, Value
+from monitor.events import Neighbour
 
-__all__ = ["Neighbour", "neighbours"]
+__all__ = ["neighbours"]
 
 IF_NAME: Final = "1.3.6.1.2.1.31.1.1.1.1"
 IF_DESCR: Final = "1.3.6.1.2.1.2.2.1.2"
@@ -34,18 +34,11 @@ LLDP_PORT_ID: Final = "1.0.8802.1.1.2.1.4.1.1.7"
 LLDP_PORT_DESC: Final = "1.0.8802.1.1.2.1.4.1.1.8"
 LLDP_SYS_NAME: Final = "1.0.8802.1.1.2.1.4.1.1.9"
 LLDP_SYS_DESC: Final = "1.0.8802.1.1.2.1.4.1.1.10"
+# LLDP's chassis and port ids and system name are at most 255 octets (IEEE 802.1AB
+# 8.5.2, 8.5.3, 8.5.6); a longer text from an agent is cut to the wire's 256
+WIRE_TEXT: Final = 256
 MAC_ADDRESS: Final = 4  # LldpChassisIdSubtype / LldpPortIdSubtype macAddress(4)
 PORT_MAC: Final = 3
-
-
-@dataclass(frozen=True, slots=True)
-class Neighbour:
-    protocol: Literal["lldp", "cdp"]
-    local_port: str  # our port
-    name: str  # what they call themselves
-    port: str  # their port
-    address: str | None = None
-    platform: str = ""
 
 
 def _text(value: Value | None) -> str:
@@ -55,14 +48,14 @@ def _text(value: Value | None) -> str:
         return ""
     if value.raw is not None and len(value.raw) == 6 and value.text.startswith("0x"):
         return _mac(value)
-    return value.text.strip()
+    return value.text.strip()[:WIRE_TEXT]
 
 
 def _mac(value: Value | None) -> str:
     raw = value.raw if value is not None else None
     if raw is not None and len(raw) == 6:
         return ":".join(f"{b:02x}" for b in raw)
-    return "" if value is None else value.text.strip()
+    return "" if value is None else value.text.strip()[:WIRE_TEXT]
 
 
 def _ipv4(value: Value | None, address_type: Value | None) -> str | None:

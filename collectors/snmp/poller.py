@@ -10,6 +10,10 @@ the next poll starts afresh. Polls are spread over the interval with jitter, run
 most ``concurrency`` at a time, and a device that keeps timing out is polled less
 often (up to 4 intervals apart) — its down state was already reported on the first.
 A poll that overruns its interval is counted and the missed turn skipped.
+
+Switches and routers (``topology.classes``) also have their LLDP and CDP neighbour
+tables read every ``topology.interval``, after a poll they answered, and sent as a
+``neighbours`` event: the engine's map of the links (monitor.links) is made of them.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from collectors.snmp.client import CollectError, Session, SnmpSession, Value
 from collectors.snmp.community import CommunitySession, UdpRequester
 from collectors.snmp.metrics import PollerMetrics
 from collectors.snmp.modules import Module, Table, modules_for
+from collectors.snmp.neighbours import neighbours
 from collectors.snmp.text import bounded
 from monitor.config import Config, Device
 from monitor.events import DeviceStateName, Sample
@@ -56,6 +61,8 @@ class PollerStats:
     overruns: int = 0
     varbinds: int = 0
     rechecks: int = 0  # devices polled early because their parent answered again
+    neighbour_reads: int = 0  # LLDP/CDP tables read (topology.interval)
+    neighbour_errors: int = 0  # reads that failed (the poll itself had answered)
     # the latest poll durations (bounded: a poller runs for months)
     durations: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
 
@@ -190,6 +197,7 @@ class SnmpPoller:
         self.sys_object_ids: dict[str, str] = {}  # what each device said it is
         self.state: dict[str, str] = {}
         self.in_backoff: set[str] = set()
+        self._neighbours_read: dict[str, float] = {}  # when each device's tables were
         self._recheck = {d.id: asyncio.Event() for d in self.devices}
         self._gone: dict[str, asyncio.Event] = {}  # a device's loop ends when set
         self._group: asyncio.TaskGroup | None = None
@@ -234,6 +242,7 @@ class SnmpPoller:
             self.sessions.pop(ended, None)
             self.state.pop(ended, None)
             self.in_backoff.discard(ended)
+            self._neighbours_read.pop(ended, None)
         self.sessions.update(sessions)
         self.devices = list(new.values())
         self._family()
@@ -312,6 +321,27 @@ class SnmpPoller:
         self.stats.varbinds += len(scalars) + sum(len(rows) for rows in columns.values())
         return samples_from(modules, scalars, columns)
 
+    def _neighbours_due(self, device: Device) -> bool:
+        topology = self.config.topology
+        if not topology.discover or device.device_class not in topology.classes:
+            return False
+        last = self._neighbours_read.get(device.id)
+        return last is None or time.monotonic() - last >= topology.interval
+
+    async def _read_neighbours(self, device: Device, municipality: str) -> None:
+        """The device's LLDP and CDP tables, after a poll it answered (monitor.links);
+        a failed read is counted and tried again at the next poll."""
+        started = self.clock()
+        try:
+            found = await neighbours(self.sessions[device.id])
+        except CollectError as exc:
+            self.stats.neighbour_errors += 1
+            log.warning("neighbours_unread", device=device.id, error=exc.detail)
+            return
+        self._neighbours_read[device.id] = time.monotonic()
+        self.stats.neighbour_reads += 1
+        await self.publisher.neighbours(municipality, device.id, started, found)
+
     async def poll_and_publish(self, device: Device) -> str:
         """Poll once and publish what it found; return the device's state."""
         municipality = self.config.municipality_of(device.id)
@@ -323,6 +353,8 @@ class SnmpPoller:
             try:
                 samples = await self.poll(device)
                 state, reason = "up", None
+                if self._neighbours_due(device):
+                    await self._read_neighbours(device, municipality)
             except CollectError as exc:
                 samples, reason = [], exc.detail
                 kind = exc.kind

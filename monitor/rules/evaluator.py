@@ -150,6 +150,19 @@ class RuleEngine:
             self._device_ok.pop(device, None)
             self._device_routes.pop(device, None)
 
+    def links_changed(self, parents: dict[str, tuple[str, ...]],
+                      ports: dict[str, frozenset[str]], now: float) -> int:
+        """The links show other parents (monitor.links): what hangs off a changed
+        parent is looked at again, since whether it is down or unreachable may have
+        changed. Returns how many devices' parents changed."""
+        moved = self.inventory.set_links(parents, ports)
+        again = set(moved)
+        for device in moved:
+            again.update(self.inventory.descendants(device))
+        for device in sorted(again):
+            self._device_state(device, now)
+        return len(moved)
+
     def _device_matches(self, rule: Rule, device: str) -> bool:
         known = self._device_ok.get(device)
         if known is None:

@@ -3,6 +3,10 @@
 Built from the config (or, for rule unit tests, from a short device list), once per
 load; the topology questions — who is behind a device, is anything on its path to
 the centre down — are answered from precomputed maps.
+
+A device hangs off its declared parents; one with none declared hangs off the
+parents its switches' LLDP and CDP tables show (monitor.links, put here with
+:meth:`Inventory.set_links`), any one of which reaches it. Declared parents win.
 """
 
 from __future__ import annotations
@@ -54,11 +58,20 @@ class Inventory:
     devices: dict[str, DeviceInfo]
     children: dict[str, list[str]] = field(default_factory=dict)
     _behind: dict[str, int] = field(default_factory=dict)
+    # what the links show (monitor.links): parents of devices with none declared, and
+    # the ports of each device that join it to its parent or to another switch
+    discovered: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    link_ports: dict[str, frozenset[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for device in self.devices.values():
-            for parent in device.uplinks:
-                self.children.setdefault(parent, []).append(device.id)
+        self._family()
+
+    def _family(self) -> None:
+        self.children = {}
+        for device in self.devices:
+            for parent in self.uplinks(device)[0]:
+                self.children.setdefault(parent, []).append(device)
+        self._behind = {}
 
     @classmethod
     def from_config(cls, config: Config) -> Inventory:
@@ -72,15 +85,30 @@ class Inventory:
         """Become ``other`` (a reloaded estate), in place: the rules' topology, muting
         and lifecycle hold this object, and see the new estate at once."""
         self.devices = other.devices
-        self.children = other.children
-        self._behind = {}
+        self._family()
 
     def add(self, device: DeviceInfo) -> None:
         """A device joins (a registered agent): nothing else changes."""
         self.devices[device.id] = device
-        for parent in device.uplinks:
+        for parent in self.uplinks(device.id)[0]:
             self.children.setdefault(parent, []).append(device.id)
         self._behind = {}
+
+    def set_links(self, parents: dict[str, tuple[str, ...]],
+                  ports: dict[str, frozenset[str]]) -> set[str]:
+        """Take what the links show now; return the devices whose parents changed."""
+        before = {d: self.uplinks(d)[0] for d in set(self.discovered) | set(parents)}
+        self.discovered, self.link_ports = dict(parents), dict(ports)
+        self._family()
+        return {d for d, was in before.items() if self.uplinks(d)[0] != was}
+
+    def watched(self, device: str) -> frozenset[str]:
+        """The interfaces whose going down always matters: those the estate names, and
+        those the links show joining the device to its parent or another switch."""
+        info = self.devices.get(device)
+        own = info.watch if info is not None else frozenset()
+        found = self.link_ports.get(device)
+        return own | found if found else own
 
     def ancestors(self, device: str) -> Iterator[str]:
         """Every device on a path from ``device`` to the centre, nearest first."""
@@ -95,9 +123,22 @@ class Inventory:
             queue.extend(self.uplinks(parent)[0])
 
     def uplinks(self, device: str) -> tuple[tuple[str, ...], int]:
-        """Its parents, and how many of them must reach it (monitor.rules.topology)."""
+        """Its parents, and how many of them must reach it (monitor.rules.topology):
+        declared, else those the links show (any one of them reaching it)."""
         info = self.devices.get(device)
-        return ((), 1) if info is None else (info.uplinks, info.needed)
+        if info is None:
+            return (), 1
+        if info.uplinks:
+            return info.uplinks, info.needed
+        found = self.discovered.get(device)
+        if not found:
+            return (), 1
+        return tuple(p for p in found if p in self.devices), 1
+
+    def declared(self, device: str) -> bool:
+        """Whether its parents are the estate's (not the links')."""
+        info = self.devices.get(device)
+        return info is not None and bool(info.uplinks)
 
     def descendants(self, device: str) -> list[str]:
         out: list[str] = []

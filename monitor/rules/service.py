@@ -26,6 +26,7 @@ from prometheus_client.registry import Collector
 
 from monitor.config import Config
 from monitor.events import ComponentStatus, DeviceTopic, Event
+from monitor.links import LinkView
 from monitor.registration import Registration, RegistrationChange
 from monitor.rules.alerts import Alert
 from monitor.rules.evaluator import RuleEngine
@@ -451,6 +452,17 @@ class RulesService:
         and the alerts of ``retired`` devices resolve as retired; how many did. The
         caller commits (``changes()``)."""
         return self.engine.estate_changed(Inventory.from_config(config), retired, now)
+
+    def uplinks(self, device: str) -> tuple[tuple[str, ...], int]:
+        """A device's parents, declared or from the links, and how many must reach it:
+        the rules' answer, which the console's statuses share."""
+        return self.engine.inventory.uplinks(device)
+
+    def links_changed(self, view: LinkView, now: float) -> None:
+        """The links show other parents or ports (monitor.links); the caller commits."""
+        moved = self.engine.links_changed(view.parents, view.ports, now)
+        if moved:
+            log.info("parents_from_links", devices=moved)
 
     def devices_joined(self, config: Config, joined: Iterable[str]) -> None:
         """Devices added to the running estate (registered agents) and nothing else."""

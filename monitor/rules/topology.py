@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from monitor.rules.inventory import Inventory
 
-__all__ = ["Topology", "cut_off"]
+__all__ = ["Topology", "Uplinks", "cut_off"]
 
 Uplinks = Callable[[str], tuple[tuple[str, ...], int]]  # device -> (parents, needed)
 

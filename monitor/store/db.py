@@ -183,6 +183,14 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         body         BLOB NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 9: each switch's neighbour tables as last kept (monitor.links)
+    """
+    CREATE TABLE neighbour_report (
+        device   TEXT PRIMARY KEY,
+        body     BLOB NOT NULL,              -- [[neighbour, last seen], ...]
+        updated  REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
 _PUT_REGISTRATION: Final = (
     "INSERT INTO registration (device, municipality, status, changed, body) "
@@ -364,10 +372,12 @@ class Store:
                            runs: list[RunRow] | None = None,
                            skipped: dict[str, int] | None = None,
                            late: list[LateRow] | None = None,
-                           registrations: Sequence[RegistrationChange] | None = None
+                           registrations: Sequence[RegistrationChange] | None = None,
+                           links: Sequence[tuple[str, bytes, float]] | None = None
                            ) -> None:
-        """Write one batch's effects — the alerts and SLA runs it changed included, and
-        the registrations it decided with their audit entries — in one transaction."""
+        """Write one batch's effects — the alerts and SLA runs it changed included, the
+        registrations it decided with their audit entries, the neighbour tables it
+        brought — in one transaction."""
         async def work(db: aiosqlite.Connection) -> None:
             await self._commit_batch(db, progress, devices, dead, counts or {}, alerts,
                                      runs or [], skipped or {})
@@ -376,6 +386,11 @@ class Store:
                                      "received) VALUES (?, ?, ?, ?, ?)", late)
             for change in registrations or ():
                 await self._put_registration(db, change)
+            if links:
+                await db.executemany(
+                    "INSERT INTO neighbour_report (device, body, updated) VALUES (?, ?, ?) "
+                    "ON CONFLICT (device) DO UPDATE SET body = excluded.body, "
+                    "updated = excluded.updated", links)
 
         await self._transaction(work)
 
@@ -574,6 +589,10 @@ class Store:
     async def registrations(self) -> list[bytes]:
         async with self._db.execute("SELECT body FROM registration") as cur:
             return [bytes(row[0]) async for row in cur]
+
+    async def neighbour_reports(self) -> list[tuple[str, bytes]]:
+        async with self._db.execute("SELECT device, body FROM neighbour_report") as cur:
+            return [(row[0], bytes(row[1])) async for row in cur]
 
     async def note_version(self, nid: str) -> tuple[float, bool] | None:
         """The held version's time, and whether it was deleted; None if never held."""

@@ -28,6 +28,7 @@ from aiohttp import web
 
 from monitor.config import ApiUser, Config, Device, Site
 from monitor.fields import at_time
+from monitor.links import Links
 from monitor.metrics import DeviceClassifier
 from monitor.rules.model import Severity
 from monitor.rules.service import RulesService
@@ -63,7 +64,8 @@ class DeviceRow:
             "id": d.id, "name": d.name, "class": d.device_class, "site": d.site,
             "site_name": config.sites[d.site].name, "municipality": self.municipality,
             "location": self.location, "address": d.address, "parent": d.parent,
-            "parents": list(d.uplinks), "tags": d.tags, "status": self.status, "state": self.state,
+            "parents": list(d.uplinks), "parents_from": "declared" if d.uplinks else None,
+            "tags": d.tags, "status": self.status, "state": self.state,
             "reason": self.reason, "state_since": self.since, "last_seen": self.last_seen,
             "open_alerts": self.open_alerts,
         }
@@ -81,12 +83,32 @@ class _SiteRow:
 
 class Console:
     def __init__(self, config: Config, state: State, rules: RulesService, location: str,
-                 clock: Callable[[], float] = time.time) -> None:
+                 links: Links | None = None, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.state = state
         self.rules = rules
         self.location = location
+        self.links = links
         self.clock = clock
+
+    def parents(self, device: str) -> dict[str, Any]:
+        """What the device hangs off as the rules see it — declared, else what the
+        links show — and, where the links show another parent than the declared one,
+        that proposal."""
+        inventory = self.rules.engine.inventory
+        found, _ = inventory.uplinks(device)
+        body: dict[str, Any] = {
+            "parents": list(found),
+            "parents_from": ("declared" if inventory.declared(device)
+                             else "links" if found else None)}
+        placement = self.links.view.placement(device) if self.links is not None else None
+        if placement is not None and placement.verdict == "differs":
+            body["links_propose"] = list(placement.parents)
+        return body
+
+    def classifier(self, now: float) -> DeviceClassifier:
+        return DeviceClassifier(self.config, at_time(now), self.state.devices,
+                                self.rules.uplinks)
 
     def _open_alerts(self, user: ApiUser | None) -> list[Any]:
         return [a for a in self.rules.engine.alerts.values()
@@ -97,7 +119,7 @@ class Console:
              only: Iterable[str] | None = None) -> list[DeviceRow]:
         """Every configured device ``user`` may see (of ``only``, if given), with its
         status now."""
-        classify = DeviceClassifier(self.config, at_time(now), self.state.devices)
+        classify = self.classifier(now)
         by_device = Counter(a.labels.get("device") for a in self._open_alerts(user)
                             if a.state == "firing")
         out = []
@@ -136,6 +158,7 @@ class Console:
         out = []
         for row in self.rows(user, self.clock()):
             shown = row.as_json(self.config, user)
+            shown.update(self.parents(row.device.id))
             if all(str(shown.get(k)) == v for k, v in wanted.items()):
                 out.append(shown)
         counts = Counter(d["status"] for d in out)
@@ -149,7 +172,7 @@ class Console:
         if device is None or not Auth.sees(user, self.config.municipality_of(device_id)):
             return problem(404, "no such device")
         now = self.clock()
-        classify = DeviceClassifier(self.config, at_time(now), self.state.devices)
+        classify = self.classifier(now)
         status = self.state.devices.get(device_id)
         row = DeviceRow(device, self.config.municipality_of(device_id),
                         self.config.location_of(device_id),
@@ -161,6 +184,7 @@ class Console:
         alerts = [a.as_json() for a in self._open_alerts(user)
                   if a.labels.get("device") == device_id]
         body = row.as_json(self.config, user)
+        body.update(self.parents(device_id))
         body["open_alerts"] = sum(1 for a in alerts if a["lifecycle"] == "firing")
         body["alerts"] = alerts
         body["checks"] = [
@@ -168,8 +192,12 @@ class Console:
              "reason": event.reason, "ts": event.ts}
             for (owner, check), event in sorted((k, e) for k, e in self.state.checks.items()
                                                 if k[0] == device_id)]
-        body["behind"] = sorted(d.id for d in self.config.devices.values()
-                                if device_id in d.uplinks)
+        body["behind"] = sorted(self.rules.engine.inventory.children.get(device_id, ()))
+        if self.links is not None:
+            body["links"] = [
+                {"port": link.port, "neighbour": link.other, "neighbour_port": link.other_port,
+                 "protocol": link.protocol, "in_estate": link.known}
+                for link in self.links.view.report.links if link.device == device_id]
         return web.json_response(body)
 
     # -- the console -------------------------------------------------------------------

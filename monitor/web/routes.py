@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from monitor.config import Config
+from monitor.links import Links
 from monitor.notify.service import NotifyService
 from monitor.registration import Registry
 from monitor.reload import EstateReload
@@ -41,9 +42,9 @@ Handler = Callable[..., Awaitable[web.StreamResponse]]
 
 def add_routes(app: web.Application, *, config: Config, auth: Auth, rules: RulesService,
                notify: NotifyService, sla: SlaService, state: State, location: str,
-               estate: EstateReload, agents: Registry) -> None:
+               estate: EstateReload, agents: Registry, links: Links | None = None) -> None:
     api = Api(config, rules, auth, estate)
-    console = Console(config, state, rules, location)
+    console = Console(config, state, rules, location, links)
     bench = Workbench(config, state, rules, console, auth, config.engine.grafana_url)
     oncall = NotifyRoutes(notify)
     feeds = Feeds(config, sla.store, auth, notify.ack_secret)

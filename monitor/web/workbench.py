@@ -367,9 +367,10 @@ class Workbench:
                                        if d.site == site.id])
         here = {r.device.id: r for r in rows.values() if r.device.site == site.id}
         children: dict[str | None, list[str]] = {}
+        inventory = self.rules.engine.inventory
         for r in here.values():
             # the tree shows a device once, under its first parent on this site
-            parent = next((p for p in r.device.uplinks if p in here), None)
+            parent = next((p for p in inventory.uplinks(r.device.id)[0] if p in here), None)
             children.setdefault(parent, []).append(r.device.id)
         tree: list[tuple[int, DeviceRow]] = []
 
@@ -402,18 +403,24 @@ class Workbench:
         maintained = {d for d in rows if any(
             m.covers(inventory.devices[d]) and m.active(now)
             for m in self.rules.engine.maintenance.values())}
-        roots = sorted((d for d in rows if _shown_parent(self.config, d, rows) is None),
+        roots = sorted((d for d in rows
+                        if not any(p in rows for p in inventory.uplinks(d)[0])),
                        key=lambda d: (self.config.devices[d].site, d))
         nodes: list[MapNode] = []
-        edges: list[tuple[MapNode, MapNode]] = []
+        edges: list[tuple[MapNode, MapNode, bool]] = []  # parent, child, from the links
+        placed: dict[str, MapNode] = {}
 
         def place(device: str, depth: int, parent: MapNode | None) -> None:
-            row = rows[device]
-            node = MapNode(row, depth, len(nodes), inventory.behind(device),
-                           device in maintained)
-            nodes.append(node)
+            node = placed.get(device)
+            known = node is not None  # the second parent of a pair: one more edge
+            if node is None:
+                node = placed[device] = MapNode(rows[device], depth, len(nodes),
+                                                inventory.behind(device), device in maintained)
+                nodes.append(node)
             if parent is not None:
-                edges.append((parent, node))
+                edges.append((parent, node, not inventory.declared(device)))
+            if known:
+                return
             for child in sorted(c for c in inventory.children.get(device, []) if c in rows):
                 place(child, depth + 1, node)
 
@@ -421,11 +428,26 @@ class Workbench:
             place(root, 0, None)
         depth = max((n.depth for n in nodes), default=0)
         return self.render(request, "topology.html", user, nodes=nodes, edges=edges,
+                            proposals=self._proposals(rows),
                             width=(depth + 1) * _MAP_COLUMN + 40,
                             height=len(nodes) * _MAP_ROW + 20,
                             column=_MAP_COLUMN, row_height=_MAP_ROW,
                             counts=Counter("maintenance" if n.maintenance else n.row.status
                                            for n in nodes))
+
+    def _proposals(self, shown: dict[str, DeviceRow]) -> list[tuple[str, str, str, str]]:
+        """What the links show that the estate does not say: (device, declared, links,
+        ports), the differing first, then those in force only from the links."""
+        links = self.console.links
+        if links is None:
+            return []
+        out = []
+        for p in sorted(links.view.report.placements.values(),
+                        key=lambda p: (p.verdict != "differs", p.device)):
+            if p.device in shown and p.verdict != "agrees":
+                out.append((p.device, ", ".join(p.declared), ", ".join(p.parents),
+                            ", ".join(p.uplinks)))
+        return out
 
     # -- search --------------------------------------------------------------------------
 
@@ -469,10 +491,6 @@ class Workbench:
 _ACTIONS: Final = {"acknowledge": "Kvittert", "create_silence": "Dempet",
                    "expire_silence": "Demping avsluttet", "create_maintenance":
                    "Vedlikehold planlagt", "delete_maintenance": "Vedlikehold slettet"}
-
-
-def _shown_parent(config: Config, device: str, shown: dict[str, DeviceRow]) -> str | None:
-    return next((p for p in config.devices[device].uplinks if p in shown), None)
 
 
 def _rank(status: str) -> int:

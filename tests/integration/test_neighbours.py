@@ -17,9 +17,10 @@ import yaml
 from pysnmp.hlapi.v3arch.asyncio import SnmpEngine
 
 from collectors.snmp.client import SnmpSession
-from collectors.snmp.neighbours import Neighbour, neighbours
+from collectors.snmp.neighbours import neighbours
 from demo.simulated_snmp import SimulatedAgents
 from monitor.config import Device, SnmpProfile
+from monitor.events import Neighbour
 from monitor.secrets import SecretRef
 from tests.lldpbed import COMMUNITY, lldp_available, lldp_switches
 from tests.servers import free_udp_port

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import yaml
 
-from collectors.snmp.linkmap import propose
-from collectors.snmp.neighbours import Neighbour
 from monitor.config import load_config
+from monitor.events import Neighbour
+from monitor.linkmap import propose
 
 #   core ── Gi1/0/1 ─ Gi0/49 ── dist1 ── Gi0/1 ─ Gi0/24 ── acc1 ── Gi0/5 ─ eth0 ── ap
 #    │                            └───── Gi0/2 ─ Gi0/24 ──┐
@@ -48,7 +48,7 @@ def test_parents_and_uplinks_from_both_ends(tmp_path: Path) -> None:
         "acc1": [Neighbour("lldp", "Gi0/24", "dist1", "Gi0/1"),
                  Neighbour("lldp", "Gi0/5", "ap", "eth0")],
     }
-    report = propose(config, seen)
+    report = propose(config.devices, seen)
     got = {d: (p.parents, p.uplinks, p.verdict) for d, p in report.placements.items()}
     assert got == {
         "dist1": (["core"], ["Gi0/49"], "agrees"),

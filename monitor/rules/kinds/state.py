@@ -4,8 +4,9 @@ A device's state is its *effective* state (monitor.rules.topology): behind a par
 that is down it is ``unreachable``, never ``down``. An interface is down when it is
 administratively up and operationally down (or lower-layer down), and it matters:
 it has an alias (someone described what it is for), it is one the estate says to
-watch (``watch_interfaces``: its uplinks, say, as ``driftsvakt topology`` names
-them), or it has been seen up since the engine started (a port going down is news;
+watch (``watch_interfaces``), it joins the device to its parent or to another switch
+as the LLDP and CDP tables show (monitor.links), or it has been seen up since the
+engine started (a port going down is news;
 an access port nobody ever plugged in is not). Checkmk's default is the same idea
 (the state at discovery is the expected one); LibreNMS alerts on any ifOperStatus
 change of a port that is not ignored.
@@ -84,8 +85,8 @@ class StateRules(RuleKind):
         lifecycle.set(rule, tracker, met, value, ts, device)
 
     def _watched(self, device: str, lkey: LabelKey) -> bool:
-        info = self.ctx.inventory.devices.get(device)
-        return info is not None and any(k == "ifname" and v in info.watch for k, v in lkey)
+        watch = self.ctx.inventory.watched(device)
+        return bool(watch) and any(k == "ifname" and v in watch for k, v in lkey)
 
     def on_device_state(self, device: str, ts: float) -> None:
         if not self._devices:

@@ -1,5 +1,6 @@
 """The estate's links from its devices' neighbour tables (collectors/snmp/neighbours),
-and the parents they propose — for ``driftsvakt topology``.
+and the parents they propose — for ``driftsvakt topology``, and for the engine's map
+of the links (monitor.links), which gives them to the devices with none declared.
 
 A neighbour is an estate device when its address is that device's, or its name is
 the device's id or name (case and domain aside, and CDP's "(serial)" suffix). The
@@ -8,7 +9,8 @@ declared parent (the core), each device reached gets as proposed parent the devi
 it was reached from, and as uplink its own port towards it. A device reached from
 two devices at once (two uplinks, a redundant pair) gets both, as NAV and Checkmk
 show them. A parent declared in the estate wins: a proposal that differs is
-reported, never applied.
+reported, never applied. Where the walk starts: ``topology.roots``, else the devices
+that have declared children and no parent themselves.
 """
 
 from __future__ import annotations
@@ -16,11 +18,24 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from collectors.snmp.neighbours import Neighbour
-from monitor.config import Config
+from monitor.events import Neighbour
 
-__all__ = ["Link", "Placement", "TopologyReport", "propose"]
+__all__ = ["Link", "Placeable", "Placement", "TopologyReport", "propose"]
+
+
+class Placeable(Protocol):
+    """What the walk needs of a device (monitor.config.Device has it)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def address(self) -> str | None: ...
+    @property
+    def uplinks(self) -> tuple[str, ...]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,15 +94,15 @@ def _norm(name: str) -> str:
 Ports = dict[tuple[str, str], tuple[str, str]]  # (a, b) -> (a's port, b's port)
 
 
-def _links(config: Config, seen: Mapping[str, list[Neighbour]], report: TopologyReport
-           ) -> tuple[Ports, Ports]:
+def _links(devices: Mapping[str, Placeable], seen: Mapping[str, list[Neighbour]],
+           report: TopologyReport) -> tuple[Ports, Ports]:
     """Every neighbour as a link (into ``report``); between estate devices, the ports
     as each end reported them, and as the other end did."""
     by_name: dict[str, str] = {}
-    for d in config.devices.values():
+    for d in devices.values():
         by_name.setdefault(_norm(d.id), d.id)
         by_name.setdefault(_norm(d.name), d.id)
-    by_address = {d.address: d.id for d in config.devices.values() if d.address}
+    by_address = {d.address: d.id for d in devices.values() if d.address}
     own: Ports = {}
     heard: Ports = {}
     for device, found in seen.items():
@@ -103,20 +118,20 @@ def _links(config: Config, seen: Mapping[str, list[Neighbour]], report: Topology
     return own, heard
 
 
-def propose(config: Config, seen: Mapping[str, list[Neighbour]],
+def propose(devices: Mapping[str, Placeable], seen: Mapping[str, list[Neighbour]],
             roots: list[str] | None = None) -> TopologyReport:
     """``seen``: each asked device's neighbours; ``roots``: where the walk starts, by
     default the devices that have declared children and no parent themselves (a
     device with neither is not yet placed, not a root)."""
     report = TopologyReport()
-    own, heard = _links(config, seen, report)
+    own, heard = _links(devices, seen, report)
     ports = {**heard, **own}  # what a device says of its own port wins
     adjacent: dict[str, set[str]] = {}
     for a, b in ports:
         adjacent.setdefault(a, set()).add(b)
-    if roots is None:
-        parents_of = {p for d in config.devices.values() for p in d.uplinks}
-        roots = [d for d in adjacent if d in parents_of and not config.devices[d].uplinks]
+    if not roots:
+        parents_of = {p for d in devices.values() for p in d.uplinks}
+        roots = [d for d in adjacent if d in parents_of and not devices[d].uplinks]
     visited = set(roots)
     frontier = sorted(roots)
     while frontier:
@@ -128,6 +143,6 @@ def propose(config: Config, seen: Mapping[str, list[Neighbour]],
         for v, parents in sorted(reached.items()):
             visited.add(v)
             report.placements[v] = Placement(v, parents, [ports[(v, p)][0] for p in parents],
-                                             config.devices[v].uplinks)
+                                             devices[v].uplinks)
         frontier = sorted(reached)
     return report
