@@ -9,8 +9,8 @@ into:
 
 - parents for each device that has none declared: declared parents win, and a
   proposal that would close a loop with them is left out;
-- the ports that join a device to its parent, its children, or another network
-  device: the interface rules watch them (monitor.rules.kinds.state).
+- the ports that join a device to its parents or to another network device: the
+  interface rules watch them (monitor.rules.kinds.state).
 
 Both go to the rules' inventory (monitor.rules.inventory), which the console's map
 and statuses read as well: one answer to "what does this device hang off".
@@ -140,7 +140,7 @@ class Links:
         keep = self.config.topology.forget_after
         devices = self.config.devices
         seen: dict[str, list[Neighbour]] = {}
-        for device, rows in self.reports.items():
+        for device, rows in sorted(self.reports.items()):  # the same view whatever came first
             stale = [k for k, (_, at) in rows.items() if now - at > keep]
             for key in stale:
                 del rows[key]
@@ -199,8 +199,10 @@ class Links:
         return taken
 
     def _ports(self, report: TopologyReport) -> dict[str, frozenset[str]]:
-        """Per device, its own ports towards its parents or children (declared or
-        found) and towards other network devices: a port to a PC is left alone."""
+        """Per device, its ports to other network devices (``topology.classes``) and
+        its own ports to its parents (declared or found): a switch's port to a PC or
+        a server is left alone — a PC switched off is no news; name a server's port in
+        ``watch_interfaces`` to watch it."""
         devices = self.config.devices
         network = set(self.config.topology.classes)
         found: dict[str, set[str]] = {}
@@ -209,10 +211,8 @@ class Links:
                 continue
             mine, theirs = devices[link.device], devices[link.other]
             placed = report.placements.get(link.device)
-            below = report.placements.get(link.other)
-            related = (link.other in mine.uplinks or link.device in theirs.uplinks
-                       or (placed is not None and link.other in placed.parents)
-                       or (below is not None and link.device in below.parents))
-            if related or (mine.device_class in network and theirs.device_class in network):
+            upward = link.other in mine.uplinks or (
+                not mine.uplinks and placed is not None and link.other in placed.parents)
+            if upward or (mine.device_class in network and theirs.device_class in network):
                 found.setdefault(link.device, set()).add(link.port)
         return {d: frozenset(p) for d, p in found.items()}
