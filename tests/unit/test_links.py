@@ -29,7 +29,7 @@ from monitor.events import (
     Sample,
     StateEvent,
 )
-from monitor.links import Links
+from monitor.links import Links, LinkView
 from monitor.rules.evaluator import RuleEngine
 from monitor.rules.inventory import Inventory
 from monitor.rules.model import load_rules
@@ -93,10 +93,12 @@ class Rig:
         (tmp / "rules.yaml").write_text(textwrap.dedent(RULES), encoding="utf-8")
         self.rules = RuleEngine(load_rules(tmp / "rules.yaml"),
                                 Inventory.from_config(self.config), started=T0)
-        self.links.put_in_force = lambda view, now: self.rules.links_changed(
-            view.parents, view.ports, now) and None
+        self.links.put_in_force = self.put_in_force
         self.state = State()
         self.seq = 0
+
+    def put_in_force(self, view: LinkView, now: float) -> None:
+        self.rules.links_changed(view.parents, view.ports, now)
 
     def send(self, event: Event) -> None:
         topic = DeviceTopic("alta", "alta", event.device, "x")
