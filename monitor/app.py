@@ -16,6 +16,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -26,6 +27,7 @@ from prometheus_client import CollectorRegistry
 
 from monitor.config import Broker, Config, load_config
 from monitor.engine import Engine
+from monitor.events import DeviceTopic, Event
 from monitor.exposition import SeriesExposition
 from monitor.ingest import Bounds, Ingest, Observers
 from monitor.links import Links
@@ -147,11 +149,12 @@ async def _assemble(config: Config, location: str, broker: Broker, password: str
     links = Links(config, registry)  # the links the switches report (monitor.links)
     links.load(await store.neighbour_reports())
     links.put_in_force = rules.links_changed
+    links.registered = lambda device: device in agents.in_force  # a set it replaces
     links.refresh(time.time())
     collector.uplinks = rules.uplinks
     ingest = Ingest(state, await store.load_progress(), metrics,
                     observer=Observers(agents, links, agents.gated(rules), sla.ledger),
-                    gate=agents.check,
+                    gate=_gates(agents.check, links.check),
                     bounds=Bounds(config.engine.max_clock_skew, config.engine.max_event_age,
                                   config.engine.max_seq_jump, config.engine.bind_src))
     engine = Engine(broker=broker, location=location, store=store, ingest=ingest,
@@ -201,6 +204,15 @@ async def _assemble(config: Config, location: str, broker: Broker, password: str
              broker=f"{broker.host}:{broker.port}")
     return EngineApp(engine, store, lock, runner, url, rules, notify, sla, supervisor,
                      supervision, stopping, estate)
+
+
+def _gates(*gates: Callable[[DeviceTopic, Event], None]) -> Callable[[DeviceTopic, Event],
+                                                                       None]:
+    """Several of ingest's gates as one: each may refuse (Rejected)."""
+    def gate(where: DeviceTopic, event: Event) -> None:
+        for check in gates:
+            check(where, event)
+    return gate
 
 
 async def run_engine(config_path: str, location: str, *, http_port: int | None = None) -> int:

@@ -111,6 +111,7 @@ RejectReason = Literal[
     "late",  # event time older than engine.max_event_age: no outbox keeps it that long
     "seq_jump",  # seq further ahead of its source's progress than engine.max_seq_jump
     "enrolment",  # a registration without a valid proof, or an event of a refused agent
+    "topology",  # neighbour tables of a device that is not the estate's network gear
 ]
 
 

@@ -30,7 +30,7 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from monitor.config import Config
-from monitor.events import DeviceTopic, Event, Neighbour, NeighboursEvent
+from monitor.events import DeviceTopic, Event, Neighbour, NeighboursEvent, Rejected
 from monitor.linkmap import Placement, TopologyReport, propose
 from monitor.state import State
 
@@ -74,6 +74,8 @@ class Links:
         self._dirty = False
         # the rules' inventory takes each new view (monitor.rules.service)
         self.put_in_force: Callable[[LinkView, float], None] | None = None
+        # whether a device is a registered agent (monitor.registration), not the files'
+        self.registered: Callable[[str], bool] = lambda device: False
         self.placements = Gauge("driftsvakt_topology_placements",
                                 "Devices the links place under a parent, by whether "
                                 "none is declared (proposed: in force), the declared "
@@ -97,6 +99,22 @@ class Links:
                 continue
             self.reports[device] = {_key(n): (n, seen) for n, seen in kept}
         self._dirty = True
+
+    def check(self, where: DeviceTopic, event: Event) -> None:
+        """Only the estate's own network gear (``topology.classes``, declared in its
+        files, not a registered agent) speaks of links: a table from anything else
+        could hang a server on a PC and hide the server's outage behind the PC's.
+        Raises Rejected (dead-lettered and counted by ingest)."""
+        if not isinstance(event, NeighboursEvent):
+            return
+        device = self.config.devices.get(event.device)
+        if device is None or self.registered(event.device):
+            raise Rejected("topology", f"{event.device!r} is not a device of the estate's "
+                                       "files: its neighbour tables are not taken")
+        if device.device_class not in self.config.topology.classes:
+            raise Rejected("topology", f"{event.device!r} is a {device.device_class}, not "
+                                       f"one of topology.classes "
+                                       f"({', '.join(self.config.topology.classes)})")
 
     def on_event(self, topic: DeviceTopic, event: Event, state: State) -> None:
         if isinstance(event, NeighboursEvent):

@@ -20,7 +20,7 @@ import pytest
 
 from monitor.app import EngineApp, start_engine
 from monitor.config import load_config
-from tests.estate import DEVICES, write_estate
+from tests.estate import DEVICES, SERVER, write_estate
 from tests.servers import Mosquitto
 
 pytestmark = pytest.mark.integration
@@ -220,3 +220,40 @@ async def test_one_device_cannot_grow_the_engine_without_bound(
     assert 1 == await _rejected(app, "invalid")  # the spoofed label, and nothing else
     assert 0 == await _rejected(app, "oversize")
     assert grown < 150  # 262 MiB for these 300,000 series before the cap
+
+
+async def test_only_network_gear_speaks_of_links(engine: tuple[EngineApp, Mosquitto]) -> None:
+    """A server (an agent's device, on its own source) sends neighbour tables saying a
+    switch hangs on it, then says it is down with the switch: refused as ``topology``
+    and counted, the switch is shown down, not hidden behind the server. The same
+    table from the switch the server hangs on (network gear, the poller's source) is
+    taken: the switch behind it is then placed there by the links."""
+    app, broker = engine
+    core, victim = DEVICES[0], DEVICES[5]  # core: the server's declared parent
+
+    def tables(device: str, src: str, seq: int, names: list[str]) -> tuple[str, bytes]:
+        rows = [{"protocol": "lldp", "local_port": f"p{i}", "name": name, "port": "uplink"}
+                for i, name in enumerate(names)]
+        return (TOPIC.format(device=device, src=src).replace("/state/", "/neighbours/"),
+                json.dumps({"v": 1, "ts": time.time(), "src": src, "seq": seq, "floor": 1,
+                            "device": device, "neighbours": rows}).encode())
+
+    await _publish(broker, [tables(SERVER, "agent-srv", 1, [core, victim]),
+                            _event(2, "down", device=SERVER, src="agent-srv")], "agent")
+    await _publish(broker, [_event(1, "up", device=victim, floor=1),
+                            _event(2, "down", device=victim)], "real")
+    await _until(lambda: app.engine.ingest.progress.get(SRC) == 2, 10)
+    assert 1 == await _rejected(app, "topology")
+    assert ["topology"] == [d.reason for d in await app.store.dead_letters()]
+    async with aiohttp.ClientSession() as session, \
+            session.get(f"{app.url}/api/v1/devices/{victim}") as resp:
+        shown = await resp.json()
+    assert ("down", [], None) == (shown["status"], shown["parents"], shown["parents_from"])
+
+    await _publish(broker, [tables(core, SRC, 3, [victim])], "real")
+    await _until(lambda: app.engine.ingest.progress.get(SRC) == 3, 10)
+    async with aiohttp.ClientSession() as session, \
+            session.get(f"{app.url}/api/v1/devices/{victim}") as resp:
+        shown = await resp.json()
+    assert ([core], "links") == (shown["parents"], shown["parents_from"])
+    assert 1 == await _rejected(app, "topology")

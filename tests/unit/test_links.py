@@ -26,6 +26,7 @@ from monitor.events import (
     MetricsEvent,
     Neighbour,
     NeighboursEvent,
+    Rejected,
     Sample,
     StateEvent,
 )
@@ -231,3 +232,29 @@ def test_what_the_store_keeps_gives_the_same_links(tmp_path: Path) -> None:
     again.load([(d, body) for d, body, _ in stored])
     assert rig.links.view == again.refresh(T0 + 1)
     assert [] == rig.links.changes()  # nothing new: nothing to write
+
+
+def test_only_the_estates_network_gear_speaks_of_links(tmp_path: Path) -> None:
+    """The server, the PC and a registered agent are refused, each saying why; a
+    switch's table passes, and other streams pass untouched."""
+    rig = Rig(tmp_path)
+    rig.links.registered = lambda device: device == "acc2"
+    topic = DeviceTopic("alta", "alta", "x", "neighbours")
+
+    def why(device: str) -> str | None:
+        event = NeighboursEvent(**rig.base(device, 0), neighbours=[])  # type: ignore[arg-type]
+        try:
+            rig.links.check(topic, event)
+        except Rejected as exc:
+            return f"{exc.reason}: {exc.detail}"
+        return None
+
+    assert None is why("dist")
+    assert "topology: 'srv' is a server, not one of topology.classes (switch, router)" == \
+        why("srv")
+    assert "topology: 'pc7' is a pc, not one of topology.classes (switch, router)" == why("pc7")
+    assert ("topology: 'acc2' is not a device of the estate's files: its neighbour tables "
+            "are not taken") == why("acc2")
+    assert ("topology: 'nobody' is not a device of the estate's files: its neighbour tables "
+            "are not taken") == why("nobody")
+    rig.links.check(topic, StateEvent(**rig.base("srv", 0), state="down"))  # type: ignore[arg-type]
