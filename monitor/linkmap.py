@@ -15,6 +15,7 @@ that have declared children and no parent themselves.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -86,6 +87,7 @@ class TopologyReport:
         return "\n".join(lines) + "\n"
 
 
+@functools.lru_cache(maxsize=65536)  # the engine walks the same names every time
 def _norm(name: str) -> str:
     name = re.sub(r"\(.*\)$", "", name.strip().lower())
     return re.sub(r"[\s_]+", "-", name.split(".")[0])

@@ -72,6 +72,7 @@ class Links:
         self.view = LinkView()
         self._unsaved: set[str] = set()
         self._dirty = False
+        self._stale_at = float("inf")  # when the oldest row kept is forgotten
         # the rules' inventory takes each new view (monitor.rules.service)
         self.put_in_force: Callable[[LinkView, float], None] | None = None
         # whether a device is a registered agent (monitor.registration), not the files'
@@ -127,12 +128,14 @@ class Links:
         until they are ``forget_after`` old."""
         keep = self.config.topology.forget_after
         fresh = {_key(n): (n, ts) for n in neighbours}
-        for key, (n, seen) in self.reports.get(device, {}).items():
+        before = self.reports.get(device, {})
+        for key, (n, seen) in before.items():
             if key not in fresh and ts - seen < keep:
                 fresh[key] = (n, seen)
         self.reports[device] = fresh
         self._unsaved.add(device)
-        self._dirty = True
+        if fresh.keys() != before.keys():  # the same rows again: only their times moved
+            self._dirty = True
 
     def estate_changed(self) -> None:
         """The estate reloaded: its devices may match other neighbours, now."""
@@ -146,7 +149,7 @@ class Links:
         """Called once per batch: the view is worked out again if anything came, and
         the reports that changed are returned for the batch's transaction."""
         now = self.clock()
-        if self._dirty:
+        if self._dirty or now >= self._stale_at:
             self.refresh(now)
         rows = [(d, _ENCODE.encode(list(self.reports[d].values())), now)
                 for d in sorted(self._unsaved) if d in self.reports]
@@ -166,6 +169,8 @@ class Links:
                 self._unsaved.add(device)
             if device in devices and rows:
                 seen[device] = [n for n, _ in rows.values()]
+        self._stale_at = min((at for rows in self.reports.values() for _, at in rows.values()),
+                             default=float("inf")) + keep
         report = propose(devices, seen, self.config.topology.roots)
         view = LinkView(self._parents(report), self._ports(report), report)
         changed = (view.parents != self.view.parents or view.ports != self.view.ports)
