@@ -162,3 +162,26 @@ def test_a_yaml_syntax_error_is_one_error(tmp_path: Path) -> None:
     (problem,) = raised.value.problems
     assert (problem.file, problem.line) == (str(network), at + 2)
     assert problem.message.startswith("YAML syntax: ")
+
+
+def test_topology_block_is_checked(tmp_path: Path) -> None:
+    """A class that is none, a negative interval, then a root that is no device: each
+    named with its line and key."""
+    path = tmp_path / "estate.yaml"
+    rest = ("locations: [{id: alta, name: Alta}]\n"
+            "municipalities: [{id: alta, name: Alta}]\n"
+            "sites: [{id: s, name: S, location: alta, municipality: alta}]\n"
+            "devices: [{id: core, name: core, class: switch, site: s}]\n")
+    path.write_text("topology:\n  roots: [core]\n  classes: [switch, toaster]\n"
+                    "  interval: -5\n" + rest, encoding="utf-8")
+    with pytest.raises(Problems) as caught:
+        load_config(path)
+    assert [(3, "topology.classes[1]", "expected one of 'server', 'pc', 'switch', 'router', "
+             "'firewall', 'ap', 'ups', 'pdu', 'printer', got 'toaster'"),
+            (4, "topology.interval", "-5.0 must be greater than 0")] == [
+        (p.line, p.key, p.message) for p in caught.value.problems]
+    path.write_text("topology:\n  roots: [core, nosuch]\n" + rest, encoding="utf-8")
+    with pytest.raises(Problems) as caught:
+        load_config(path)
+    assert [(2, "topology.roots[1]", "unknown device 'nosuch'")] == [
+        (p.line, p.key, p.message) for p in caught.value.problems]
