@@ -307,9 +307,14 @@ class Workbench:
                         if owner == device_id)
         grafana = (f"{self.grafana_url}/d/driftsvakt-device?var-device={device_id}"
                    if self.grafana_url else None)
+        links = self.console.links
+        neighbours = ([link for link in links.view.report.links if link.device == device_id]
+                      if links is not None else [])
         return self.render(
             request, "device.html", user, row=row, path=path, behind=behind,
             children=children, interfaces=self._interfaces(device_id), checks=checks,
+            parents=self.console.parents(device_id), neighbours=neighbours[:500],
+            watched=inventory.watched(device_id),
             open_alerts=[a for a in alerts if a.state == "firing"],
             past_alerts=[a for a in alerts if a.state == "resolved"][:20],
             timeline=timeline[:200], grafana=grafana, hours=(1, 2, 4, 8, 24))

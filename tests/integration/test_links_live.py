@@ -108,6 +108,13 @@ def test_a_failed_switch_hides_what_the_links_hang_on_it(tmp_path: Path) -> None
                 if parent:
                     assert (f'class="edge found" data-from="{parent}" data-to="{child}"'
                             in page), child
+            # the switch's page: its neighbours by port, the cabled ones watched
+            table = _page(rig, "/devices/dist").split('id="neighbours"', 1)[1]
+            for port, other in (("uplink", "core"), ("to-acc1", "acc1"), ("to-acc2", "acc2")):
+                assert (f'<tr data-port="{port}"><td>{port} <span class="muted">(overvåket)'
+                        f'</span></td><td><a href="/devices/{other}">{other}</a></td>'
+                        in table), port
+            assert 'id="parents-from"' in _page(rig, "/devices/acc1")
             _, body = rig.api("GET", "/api/v1/devices/dist")
             assert {("uplink", "core"), ("to-acc1", "acc1"), ("to-acc2", "acc2")} <= {
                 (link["port"], link["neighbour"]) for link in body["links"]}

@@ -17,7 +17,7 @@ import yaml
 from monitor.app import EngineApp, start_engine
 from monitor.config import load_config
 from monitor.enrolment import proof
-from monitor.events import Sample
+from monitor.events import Neighbour, Sample
 from tests.feed import publish
 from tests.integration.test_workbench import _until
 from tests.servers import Mosquitto, free_port
@@ -96,6 +96,10 @@ def hostile_events(now: float, size: int) -> list[tuple[str, str, str, float, di
                  "name": "ifIndex"},
                 {"oid": "1.3.6.1.2.1.31.1.1.1.18.7", "type": "OctetString",
                  "value": HOSTILE, "name": "ifAlias"}]}),
+        ("alta", "bad-sw", "neighbours", now - 1, {"neighbours": [
+            Neighbour("lldp", HOSTILE, HOSTILE, HOSTILE, None, HOSTILE),
+            Neighbour("lldp", "Gi0/1", "core", "Gi1/0/7"),
+            Neighbour("cdp", "Gi0/9", "acc-3", "Gi0/48")]}),
         ("alta", "bad-web", "check", now - 200, {"check": "fag", "kind": "http", "ok": False,
                                                  "reason": HOSTILE}),
         ("alta", "bad-web", "check", now - 1, {"check": "fag", "kind": "http", "ok": False,
@@ -150,7 +154,8 @@ async def test_every_page_renders_escaped(tmp_path: Path, monkeypatch: pytest.Mo
                          *(f"/alerts/{a['id']}" for a in alerts)]
                 if size:
                     paths += ["/devices/core", "/devices/bad-sw", "/devices/bad-srv",
-                              "/devices/bad-web", "/devices/quiet", "/devices/srv-1"]
+                              "/devices/bad-web", "/devices/quiet", "/devices/srv-1",
+                              "/devices/acc-3"]
                 pages = {p: await _page(session, app, p) for p in paths}
                 if size:
                     # the hostile text is shown, escaped, never run or expanded
@@ -158,6 +163,16 @@ async def test_every_page_renders_escaped(tmp_path: Path, monkeypatch: pytest.Mo
                                  "/problems", "/registrations"):
                         assert "&lt;script&gt;alert(1)&lt;/script&gt;{{7*7}}" in pages[path], (
                             path)
+                    # a switch's neighbour table: the hostile neighbour escaped in its
+                    # own section; the cabling that differs from the estate on the map
+                    table = pages["/devices/bad-sw"].split('id="neighbours"', 1)[1]
+                    assert "&lt;script&gt;alert(1)&lt;/script&gt;{{7*7}}" in table
+                    assert '<a href="/devices/acc-3">acc-3</a>' in table
+                    assert ('<tr data-device="acc-3"><td><a href="/devices/acc-3">acc-3</a></td>'
+                            '<td>core</td><td>bad-sw</td><td>Gi0/48</td></tr>'
+                            ) in pages["/topology"].replace("\n", "")
+                    assert ('<p id="links-propose">Kablingen viser en annen forelder enn '
+                            'inventaret: bad-sw.') in pages["/devices/acc-3"]
                     problems = pages["/problems"]
                     for name in KINDS:
                         assert name in problems, name
