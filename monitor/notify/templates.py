@@ -30,7 +30,9 @@ DEFAULTS: Final[dict[str, dict[str, str]]] = {
     "nb": {
         "subject": (
             "{% if firing %}[ALARM:{{ firing|length }}]"
-            "{% elif resolved|rejectattr('retired')|list %}[OK]{% else %}[AVVIKLET]{% endif %} "
+            "{% elif resolved|rejectattr('retired')|list %}[OK]"
+            "{% elif resolved|rejectattr('moved')|list %}[AVVIKLET]{% else %}[FLYTTET]"
+            "{% endif %} "
             "{{ (firing or resolved)[0].alertname }}"
             "{% if (firing or resolved)[0].site_name %} – {{ (firing or resolved)[0].site_name }}"
             "{% endif %}{% if (firing or resolved)[0].municipality %}, "
@@ -50,7 +52,11 @@ DEFAULTS: Final[dict[str, dict[str, str]]] = {
             "{% if a.ack_url %}  Kvitter: {{ a.ack_url }}\n{% endif %}"
             "\n{% endfor %}"
             "{% for a in resolved %}"
-            "{% if a.retired %}AVVIKLET {{ a.resolved }}: {{ a.alertname }} på "
+            "{% if a.moved %}FLYTTET {{ a.resolved }}: {{ a.alertname }} på "
+            "{{ a.device_name }} ({{ a.site_name }}) er avsluttet her fordi enheten er "
+            "flyttet til en annen lokasjon eller kommune, ikke fordi den er frisk; varsles "
+            "det fortsatt, kommer det som nytt varsel der. Det var: {{ a.summary }}\n"
+            "{% elif a.retired %}AVVIKLET {{ a.resolved }}: {{ a.alertname }} på "
             "{{ a.device_name }} ({{ a.site_name }}) er avsluttet fordi enheten er tatt ut "
             "av overvåkingen, ikke fordi den er frisk. Det var: {{ a.summary }}\n"
             "{% else %}"
@@ -60,13 +66,15 @@ DEFAULTS: Final[dict[str, dict[str, str]]] = {
         "sms": (
             "{% for a in firing %}ALARM {{ a.severity_nb|upper }}: {{ a.summary }}"
             "{% if a.ack_url %} Kvitter: {{ a.ack_url }}{% endif %}\n{% endfor %}"
-            "{% for a in resolved %}{{ 'AVVIKLET' if a.retired else 'LØST' }}: "
+            "{% for a in resolved %}"
+            "{{ 'FLYTTET' if a.moved else 'AVVIKLET' if a.retired else 'LØST' }}: "
             "{{ a.alertname }} på {{ a.device_name }}\n{% endfor %}"),
     },
     "en": {
         "subject": (
             "{% if firing %}[FIRING:{{ firing|length }}]"
-            "{% elif resolved|rejectattr('retired')|list %}[RESOLVED]{% else %}[RETIRED]"
+            "{% elif resolved|rejectattr('retired')|list %}[RESOLVED]"
+            "{% elif resolved|rejectattr('moved')|list %}[RETIRED]{% else %}[MOVED]"
             "{% endif %} "
             "{{ (firing or resolved)[0].alertname }}"
             "{% if (firing or resolved)[0].site_name %} – {{ (firing or resolved)[0].site_name }}"
@@ -87,7 +95,11 @@ DEFAULTS: Final[dict[str, dict[str, str]]] = {
             "{% if a.ack_url %}  Acknowledge: {{ a.ack_url }}\n{% endif %}"
             "\n{% endfor %}"
             "{% for a in resolved %}"
-            "{% if a.retired %}RETIRED {{ a.resolved }}: {{ a.alertname }} on "
+            "{% if a.moved %}MOVED {{ a.resolved }}: {{ a.alertname }} on "
+            "{{ a.device_name }} ({{ a.site_name }}) ended here because the device moved "
+            "to another site or municipality, not because it recovered; if it still "
+            "holds, it comes as a new alert there. It was: {{ a.summary }}\n"
+            "{% elif a.retired %}RETIRED {{ a.resolved }}: {{ a.alertname }} on "
             "{{ a.device_name }} ({{ a.site_name }}) ended because the device left "
             "monitoring, not because it recovered. It was: {{ a.summary }}\n"
             "{% else %}"
@@ -97,7 +109,8 @@ DEFAULTS: Final[dict[str, dict[str, str]]] = {
         "sms": (
             "{% for a in firing %}FIRING {{ a.severity|upper }}: {{ a.summary }}"
             "{% if a.ack_url %} Ack: {{ a.ack_url }}{% endif %}\n{% endfor %}"
-            "{% for a in resolved %}{{ 'RETIRED' if a.retired else 'RESOLVED' }}: "
+            "{% for a in resolved %}"
+            "{{ 'MOVED' if a.moved else 'RETIRED' if a.retired else 'RESOLVED' }}: "
             "{{ a.alertname }} on {{ a.device_name }}\n{% endfor %}"),
     },
 }
@@ -133,7 +146,10 @@ def alert_view(alert: Alert, external_url: str, site_names: dict[str, str],
         "value": None if alert.value is None else round(alert.value, 3),
         "since": _local(alert.active_since), "resolved": _local(alert.resolved_at),
         "behind": alert.behind, "labels": alert.labels,
-        "retired": alert.ended_by == "retired",  # resolved: it left the estate
+        # resolved, not recovered: it left the estate, or moved out of this site or
+        # municipality (its alerts start afresh under the new one's labels)
+        "retired": alert.ended_by in ("retired", "moved"),
+        "moved": alert.ended_by == "moved",
         "behind_in": ", ".join(
             f"{(municipality_names or {}).get(m, m)} {n}" for m, n in
             sorted((behind_by or {}).items(), key=lambda item: (-item[1], item[0])))

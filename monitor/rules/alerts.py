@@ -46,7 +46,9 @@ class Alert:
     external: bool = False
     expires_at: float | None = None
     # why it resolved, when not because what it is about recovered: "retired" (its
-    # device left the estate), "rule removed"
+    # device left the estate), "moved" (to another site, municipality or location:
+    # the alert's labels, and so who sees and is told of it, were the old ones'),
+    # "rule removed"
     ended_by: str | None = None
 
     @property

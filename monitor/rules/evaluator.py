@@ -123,14 +123,28 @@ class RuleEngine:
     def estate_changed(self, inventory: Inventory, retired: Iterable[str], now: float
                        ) -> int:
         """Take a reloaded estate: the alerts of devices that left it resolve as
-        retired (not as recovered), and the rules start again on the new inventory as
-        on a rules reload (alerts carry over, trackers start afresh, so no absence
-        rule waits for a device that is gone). Returns how many alerts were retired."""
+        retired (not as recovered); those of devices that moved to another site,
+        municipality or location (or class) resolve as moved — their labels decide who
+        sees them and who is told, and were the old place's — and start afresh under
+        the new labels if their condition still holds. The rules start again on the
+        new inventory as on a rules reload (alerts carry over, trackers start afresh,
+        so no absence rule waits for a device that is gone). Returns how many alerts
+        were retired or moved."""
         gone = set(retired)
         count = 0
         for alert in list(self.lifecycle.alerts.values()):
-            if alert.device in gone and alert.state != "resolved":
+            if alert.state == "resolved" or alert.device is None or alert.external:
+                continue
+            if alert.device in gone:
                 self.lifecycle.resolve(alert, now, "device retired", ended_by="retired")
+                count += 1
+                continue
+            info = inventory.devices.get(alert.device)
+            rule = self.by_name.get(alert.rule)
+            fixed = rule.spec.labels if rule is not None else {}  # the rule's own win
+            if info is not None and any(alert.labels.get(k) != v
+                                        for k, v in info.context().items() if k not in fixed):
+                self.lifecycle.resolve(alert, now, "device moved", ended_by="moved")
                 count += 1
         for device in gone:
             self.topology.observe(device, None)

@@ -277,3 +277,28 @@ def test_a_retired_alert_is_not_announced_as_recovered() -> None:
            "frisk" in body
     assert (1, 1) == (body.count("AVVIKLET"), body.count("LØST"))
     assert "AVVIKLET: " in render(DEFAULTS["nb"]["sms"], only_gone)
+
+
+def test_an_alert_of_a_device_that_moved_says_so() -> None:
+    """A device moved to another municipality while its alert fired: the old place is
+    told it ended because the device moved, in the subject and the lines."""
+    moved, gone = alert("sw-flyttet"), alert("sw-gammel")
+    for a in (moved, gone):
+        a.state, a.resolved_at = "resolved", 1_780_000_000.0
+    moved.ended_by, gone.ended_by = "moved", "retired"
+    nb = [alert_view(a, "https://x", {}, {}, None, "nb") for a in (moved, gone)]
+    en = [alert_view(a, "https://x", {}, {}, None) for a in (moved, gone)]
+    assert render(DEFAULTS["nb"]["subject"], {"firing": [], "resolved": nb[:1]}
+                  ).startswith("[FLYTTET] ")
+    assert render(DEFAULTS["en"]["subject"], {"firing": [], "resolved": en[:1]}
+                  ).startswith("[MOVED] ")
+    assert render(DEFAULTS["nb"]["subject"], {"firing": [], "resolved": nb}
+                  ).startswith("[AVVIKLET] ")  # one left the estate, neither recovered
+    body = render(DEFAULTS["nb"]["body"], {"firing": [], "resolved": nb})
+    assert "er avsluttet her fordi enheten er flyttet til en annen lokasjon eller kommune" \
+        in body
+    assert (1, 1, 0) == (body.count("FLYTTET"), body.count("AVVIKLET"), body.count("LØST"))
+    assert "ended here because the device moved" in render(
+        DEFAULTS["en"]["body"], {"firing": [], "resolved": en[:1]})
+    assert "FLYTTET: " in render(DEFAULTS["nb"]["sms"], {"firing": [], "resolved": nb[:1]})
+    assert "MOVED: " in render(DEFAULTS["en"]["sms"], {"firing": [], "resolved": en[:1]})

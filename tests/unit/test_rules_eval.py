@@ -654,3 +654,31 @@ def test_reload_carries_alerts_over_by_fingerprint(tmp_path: Path) -> None:
     assert ("firing", T0 + 60) == (h.engine.alerts[fp].state, h.engine.alerts[fp].fired_at)
     h.engine.load(load_rules(tmp_path / "rules.yaml").__class__((), (), "empty"), T0 + 100)
     assert ("resolved", T0 + 100) == (h.engine.alerts[fp].state, h.engine.alerts[fp].resolved_at)
+
+
+def test_a_device_that_moves_municipality_takes_its_alert_along_afresh(
+        tmp_path: Path) -> None:
+    """acc1's DeviceDown fires in Alta; the estate moves it to a Loppa site. The alert
+    with Alta's labels (who sees it, who is told) resolves as moved; the next report of
+    acc1 down raises it again under Loppa's, and fires after its own 1 m. acc2's alert,
+    on a device that did not move, carries over untouched."""
+    h = Harness(tmp_path, DOWN, Inventory.from_list(INVENTORY.devices.values()))  # its own
+    for device in ("acc1", "acc2"):
+        h.state_of(device, 0, "down")
+    h.tick(61)
+    assert {("DeviceDown", "acc1"): "firing", ("DeviceDown", "acc2"): "firing"} == h.shown()
+    moved = Inventory.from_list([
+        DeviceInfo(d.id, d.name, d.device_class, "sk", "Skolen", "loppa", "alta",
+                   parent=d.parent) if d.id == "acc1" else d
+        for d in INVENTORY.devices.values()])
+    assert 1 == h.engine.estate_changed(moved, [], T0 + 100)
+    old = next(a for a in h.engine.alerts.values() if a.device == "acc1")
+    assert ("resolved", "moved", "alta") == (old.state, old.ended_by,
+                                             old.labels["municipality"])
+    assert {("DeviceDown", "acc2"): "firing"} == h.shown()
+    h.state_of("acc1", 110, "down")
+    again = next(a for a in h.engine.alerts.values() if a.device == "acc1")
+    assert ("pending", "loppa", "sk") == (again.state, again.labels["municipality"],
+                                          again.labels["site"])
+    h.tick(171)
+    assert {("DeviceDown", "acc1"): "firing", ("DeviceDown", "acc2"): "firing"} == h.shown()
