@@ -188,6 +188,7 @@ class Registry:
         self._changes: list[RegistrationChange] = []
         self._wake = asyncio.Event()
         self.in_force: set[str] = set()  # registered devices the estate holds now
+        self._site_gone: dict[str, str] = {}  # accepted agents whose site is gone, as said
         self._secrets: dict[EnrolmentToken, str] = {}
         # what puts accepted agents in the running estate at once, and what takes the
         # rest of a change (a rejection, a move) in a step of its own (monitor.reload)
@@ -216,13 +217,22 @@ class Registry:
         """The accepted agents as devices: those on a site ``config`` has, and not
         declared in the estate's files (a declared device is the files')."""
         out: dict[str, Device] = {}
+        gone: dict[str, str] = {}
         for row in self.rows.values():
             if row.status != "accepted" or row.device in declared:
                 continue
             if row.site in config.sites:
                 out[row.device] = row.as_device()
             else:
-                log.warning("registered_site_gone", device=row.device, site=row.site)
+                gone[row.device] = row.site or "?"
+        if gone != self._site_gone:  # said when it changes, not at every burst
+            self._site_gone = gone
+            if gone:
+                log.warning("registered_site_gone", devices=len(gone),
+                            sites=sorted(set(gone.values()))[:20],
+                            first=sorted(gone)[:20],
+                            why="accepted agents whose site the estate no longer has "
+                                "are out of the estate until they register again")
         return out
 
     def declared(self) -> dict[str, Device]:
