@@ -30,15 +30,10 @@ from tests.servers import Mosquitto
 pytestmark = pytest.mark.integration
 
 CABLING = {"core": None, "dist": "core", "acc1": "dist", "acc2": "dist"}
-RULES = """
-rules:
-  - name: SwitchDown
-    kind: state
-    severity: critical
-    select: {class: [switch]}
-    states: [down]
-    for: 8s
-"""
+# a switch down pages after 8 s: long enough for the one behind it to be seen
+# unreachable first, whichever of the two the poller finds silent first
+RULES = ("rules:\n  - {name: SwitchDown, kind: state, severity: critical, "
+         "select: {class: [switch]}, states: [down], for: 8s}\n")
 
 
 def _until(what: str, check: Any, timeout: float = 40.0) -> Any:
