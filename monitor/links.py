@@ -134,8 +134,8 @@ class Links:
                 fresh[key] = (n, seen)
         self.reports[device] = fresh
         self._unsaved.add(device)
-        if fresh.keys() != before.keys():  # the same rows again: only their times moved
-            self._dirty = True
+        if {n for n, _ in fresh.values()} != {n for n, _ in before.values()}:
+            self._dirty = True  # else the same rows again: only their times moved
 
     def estate_changed(self) -> None:
         """The estate reloaded: its devices may match other neighbours, now."""
@@ -171,6 +171,8 @@ class Links:
                 seen[device] = [n for n, _ in rows.values()]
         self._stale_at = min((at for rows in self.reports.values() for _, at in rows.values()),
                              default=float("inf")) + keep
+        if not self.config.topology.discover:
+            seen = {}  # parents only as declared, whatever was kept
         report = propose(devices, seen, self.config.topology.roots)
         view = LinkView(self._parents(report), self._ports(report), report)
         changed = (view.parents != self.view.parents or view.ports != self.view.ports)

@@ -14,6 +14,7 @@ No parent is declared but acc2's; ``topology.roots`` is core. acc2 reports no ta
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 from pathlib import Path
 
@@ -258,3 +259,28 @@ def test_only_the_estates_network_gear_speaks_of_links(tmp_path: Path) -> None:
     assert ("topology: 'nobody' is not a device of the estate's files: its neighbour tables "
             "are not taken") == why("nobody")
     rig.links.check(topic, StateEvent(**rig.base("srv", 0), state="down"))  # type: ignore[arg-type]
+
+
+def test_a_neighbours_new_address_is_matched_again(tmp_path: Path) -> None:
+    """The same CDP row (same ports, same name) now giving pc7's address: the link is
+    matched anew though no row was added or removed."""
+    rig = Rig(tmp_path)
+    row = Neighbour("cdp", "Gi0/7", "SEP00AABBCC", "Port 1", "10.0.0.99")
+    core = TABLES["core"][:1]
+    rig.tables(0, {"core": core, "dist": [TABLES["dist"][0], row]})
+    assert "pc7" not in rig.links.view.parents
+    moved = Neighbour("cdp", "Gi0/7", "SEP00AABBCC", "Port 1", "10.0.0.6")
+    rig.tables(60, {"core": core, "dist": [TABLES["dist"][0], moved]})
+    assert ("dist",) == rig.links.view.parents["pc7"]
+
+
+def test_discovery_off_leaves_only_the_declared_parents(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.tables(0)
+    assert rig.links.view.parents
+    object.__setattr__(rig.config, "topology",
+                       dataclasses.replace(rig.config.topology, discover=False))
+    rig.links.estate_changed()  # a reload that turned it off
+    assert {} == rig.links.view.parents
+    assert ((), 1) == rig.rules.inventory.uplinks("acc1")
+    assert (("core",), 1) == rig.rules.inventory.uplinks("acc2")  # declared
