@@ -66,6 +66,10 @@ EXAMPLE: Final = Path(__file__).resolve().parents[1] / "deploy" / "examples" / "
 SNMP_CLASSES: Final = frozenset({"switch", "router", "firewall", "ups"})
 SNMP_INTERVAL: Final = 30.0
 SNMP_COMMUNITY: Final = "driftsvakt-demo"
+# this municipality's switches below its core are given no parent in the engines'
+# estate: the links their simulated agents announce over LLDP place them (dashed on
+# /topology)
+FROM_LINKS: Final = "hasvik"
 
 
 class _Worker(Protocol):
@@ -260,7 +264,11 @@ def _snmp_estate(config: Config, work: Path) -> tuple[Config, _SnmpEstate]:
             address = f"127.{31 + locations.index(loc)}.{n // 250}.{n % 250 + 1}"
             device = dataclasses.replace(device, address=address, snmp_profile="demo-v2c",
                                          interval=SNMP_INTERVAL)
-            served[loc].append((device, address))
+            served[loc].append((device, address))  # cabled as declared
+            if (device.device_class == "switch" and device.parent
+                    and config.devices[device.parent].device_class in ("switch", "router")
+                    and config.municipality_of(device.id) == FROM_LINKS):
+                device = dataclasses.replace(device, parent=None)
         elif device.snmp_profile:
             device = dataclasses.replace(device, snmp_profile=None)
         devices[device.id] = device
@@ -382,6 +390,9 @@ async def run_demo(config_path: str | None, *, http_port: int = 9810, broker: st
               f"(127.31.x.x/127.32.x.x:{snmp_estate.agent_port}, v2c), traps to "
               f"{', '.join(f'{k}=127.0.0.1:{v}' for k, v in snmp_estate.trap_ports.items())}",
               flush=True)
+        if FROM_LINKS in config.municipalities:
+            print(f"  links        {config.municipalities[FROM_LINKS].name}'s switches have "
+                  "no declared parent: LLDP places them (dashed on /topology)", flush=True)
         print(f"  data         {work}", flush=True)
         print(f"  checked      http://127.0.0.1:{web_.http_port}/alta"
               f"{'' if web_.https_port is None else f' and TLS on {web_.https_port}'}",

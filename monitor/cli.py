@@ -446,7 +446,8 @@ def _topology(args: argparse.Namespace) -> int:
 
     seen = asyncio.run(ask_all())
     print(f"# {len(seen)} of {len(asked)} SNMP devices in {args.location} answered")
-    print(propose(config.devices, seen, args.root or config.topology.roots).text(), end="")
+    print(propose(config.devices, seen, args.root or config.topology.roots,
+                  config.topology.classes).text(), end="")
     return 0
 
 

@@ -482,8 +482,8 @@ class PollerSettings:
 class TopologySettings:
     """The links as the switches' LLDP and CDP tables show them (monitor.links): the
     poller reads the tables of the devices of ``classes`` every ``interval`` seconds;
-    the engine walks the links from ``roots`` (else from the devices with declared
-    children and no parent) and gives a device with no declared parent the parents
+    the engine walks the links from ``roots`` (else from the tops of the declared
+    tree: monitor.linkmap) and gives a device with no declared parent the parents
     the walk finds. A link no longer reported is kept ``forget_after`` seconds: a
     switch that failed takes its links out of its neighbours' tables exactly when
     what hangs off it must be known."""

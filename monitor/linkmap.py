@@ -9,15 +9,17 @@ declared parent (the core), each device reached gets as proposed parent the devi
 it was reached from, and as uplink its own port towards it. A device reached from
 two devices at once (two uplinks, a redundant pair) gets both, as NAV and Checkmk
 show them. A parent declared in the estate wins: a proposal that differs is
-reported, never applied. Where the walk starts: ``topology.roots``, else the devices
-that have declared children and no parent themselves.
+reported, never applied. Where the walk starts: ``topology.roots``, else the tops of
+the declared tree — the devices with no parent that have network gear declared below
+them — and then, for what those do not reach, any other device with declared
+children and no parent.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -35,6 +37,8 @@ class Placeable(Protocol):
     def name(self) -> str: ...
     @property
     def address(self) -> str | None: ...
+    @property
+    def device_class(self) -> str: ...
     @property
     def uplinks(self) -> tuple[str, ...]: ...
 
@@ -120,31 +124,62 @@ def _links(devices: Mapping[str, Placeable], seen: Mapping[str, list[Neighbour]]
     return own, heard
 
 
+def _tops(devices: Mapping[str, Placeable], adjacent: Mapping[str, set[str]],
+          network: Collection[str]) -> tuple[list[str], list[str]]:
+    """The devices with declared children and no parent: first those with network gear
+    declared below them (the tops of the declared tree), then the rest. An access
+    switch whose PCs are declared under it, but not itself, is one of the rest: walked
+    from only where the tops do not reach, it is not made the parent of its own
+    distribution switch."""
+    children: dict[str, list[str]] = {}
+    for d in devices.values():
+        for p in d.uplinks:
+            children.setdefault(p, []).append(d.id)
+
+    def gear_below(top: str) -> bool:
+        stack, seen = list(children.get(top, ())), {top}
+        while stack:
+            node = stack.pop()
+            if node in seen:
+                continue
+            seen.add(node)
+            if devices[node].device_class in network:
+                return True
+            stack.extend(children.get(node, ()))
+        return False
+
+    candidates = sorted(d for d in adjacent if d in children and not devices[d].uplinks)
+    first = [d for d in candidates if gear_below(d)]
+    return first, [d for d in candidates if d not in first]
+
+
 def propose(devices: Mapping[str, Placeable], seen: Mapping[str, list[Neighbour]],
-            roots: list[str] | None = None) -> TopologyReport:
+            roots: list[str] | None = None,
+            network: Collection[str] = ("switch", "router")) -> TopologyReport:
     """``seen``: each asked device's neighbours; ``roots``: where the walk starts, by
-    default the devices that have declared children and no parent themselves (a
-    device with neither is not yet placed, not a root)."""
+    default the tops of the declared tree (:func:`_tops`; a device with neither
+    children nor a parent declared is not yet placed, not a root)."""
     report = TopologyReport()
     own, heard = _links(devices, seen, report)
     ports = {**heard, **own}  # what a device says of its own port wins
     adjacent: dict[str, set[str]] = {}
     for a, b in ports:
         adjacent.setdefault(a, set()).add(b)
-    if not roots:
-        parents_of = {p for d in devices.values() for p in d.uplinks}
-        roots = [d for d in adjacent if d in parents_of and not devices[d].uplinks]
-    visited = set(roots)
-    frontier = sorted(roots)
-    while frontier:
-        reached: dict[str, list[str]] = {}
-        for u in frontier:
-            for v in sorted(adjacent.get(u, ())):
-                if v not in visited:
-                    reached.setdefault(v, []).append(u)
-        for v, parents in sorted(reached.items()):
-            visited.add(v)
-            report.placements[v] = Placement(v, parents, [ports[(v, p)][0] for p in parents],
-                                             devices[v].uplinks)
-        frontier = sorted(reached)
+    starts, rest = (roots, []) if roots else _tops(devices, adjacent, network)
+    visited: set[str] = set()
+    for group in (starts, rest):
+        fresh = [r for r in group if r not in visited]  # the rest: where the tops do not reach
+        visited.update(fresh)
+        frontier = sorted(fresh)
+        while frontier:
+            reached: dict[str, list[str]] = {}
+            for u in frontier:
+                for v in sorted(adjacent.get(u, ())):
+                    if v not in visited:
+                        reached.setdefault(v, []).append(u)
+            for v, parents in sorted(reached.items()):
+                visited.add(v)
+                report.placements[v] = Placement(
+                    v, parents, [ports[(v, p)][0] for p in parents], devices[v].uplinks)
+            frontier = sorted(reached)
     return report

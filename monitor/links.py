@@ -173,7 +173,8 @@ class Links:
                              default=float("inf")) + keep
         if not self.config.topology.discover:
             seen = {}  # parents only as declared, whatever was kept
-        report = propose(devices, seen, self.config.topology.roots)
+        report = propose(devices, seen, self.config.topology.roots,
+                         self.config.topology.classes)
         view = LinkView(self._parents(report), self._ports(report), report)
         changed = (view.parents != self.view.parents or view.ports != self.view.ports)
         self.view = view

@@ -109,6 +109,21 @@ def test_demo_serves_devices_and_stops_on_sigint(tmp_path: Path, broker: str) ->
             polled = _polled_over_snmp(_metrics(port))
             time.sleep(2.0)
         assert {"switch", "firewall", "ups"} == polled
+        # Hasvik's 11 switches below its core have no declared parent in the demo: the
+        # LLDP their simulated agents announce places each (the example estate's
+        # network.yaml, counted by hand: 2 at the town hall, 3 distribution switches
+        # under the sites' routers, 6 access switches under those), and no declared
+        # parent of the others differs from the cabling
+        wanted = ('driftsvakt_topology_placements{verdict="proposed"} 11.0',
+                  'driftsvakt_topology_placements{verdict="differs"} 0.0')
+        placed: list[str] = []
+        while time.monotonic() < deadline + 60:
+            placed = [line for line in _metrics(port).splitlines()
+                      if line.startswith("driftsvakt_topology_placements{")]
+            if all(w in placed for w in wanted):
+                break
+            time.sleep(2.0)
+        assert all(w in placed for w in wanted), placed
         # the console and the workbench, signed in as the banner says
         _signed_in(port)
         os.kill(proc.pid, signal.SIGINT)
@@ -118,6 +133,7 @@ def test_demo_serves_devices_and_stops_on_sigint(tmp_path: Path, broker: str) ->
         banner = out.decode()
         assert f"http://127.0.0.1:{port}/problems" in banner
         assert "/login with the token demo-vakt (operator)" in banner
+        assert "switches have no declared parent: LLDP places them" in banner
         assert b"demo_stopped" in err
     finally:
         if proc.poll() is None:

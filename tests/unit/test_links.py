@@ -66,7 +66,8 @@ rules:
 """
 
 
-def _config(tmp: Path, parents: dict[str, str] | None = None) -> Config:
+def _config(tmp: Path, parents: dict[str, str] | None = None,
+            roots: list[str] | None = None) -> Config:
     declared = parents or {"acc2": "core"}
     classes = {"core": "switch", "dist": "switch", "acc1": "switch", "acc2": "switch",
                "srv": "server", "pc7": "pc"}
@@ -80,7 +81,8 @@ def _config(tmp: Path, parents: dict[str, str] | None = None) -> Config:
                      "address": f"10.0.0.{i}",
                      **({"parent": declared[d]} if d in declared else {})}
                     for i, (d, c) in enumerate(classes.items(), 1)],
-        "topology": {"roots": ["core"], "forget_after": FORGET}}),
+        "topology": {"roots": ["core"] if roots is None else roots,
+                     "forget_after": FORGET}}),
         encoding="utf-8")
     return load_config(path)
 
@@ -88,8 +90,9 @@ def _config(tmp: Path, parents: dict[str, str] | None = None) -> Config:
 class Rig:
     """Links and the rules wired as the engine wires them (monitor.app)."""
 
-    def __init__(self, tmp: Path, parents: dict[str, str] | None = None) -> None:
-        self.config = _config(tmp, parents)
+    def __init__(self, tmp: Path, parents: dict[str, str] | None = None,
+                 roots: list[str] | None = None) -> None:
+        self.config = _config(tmp, parents, roots)
         self.now = T0
         self.links = Links(self.config, clock=lambda: self.now)
         (tmp / "rules.yaml").write_text(textwrap.dedent(RULES), encoding="utf-8")
@@ -284,3 +287,15 @@ def test_discovery_off_leaves_only_the_declared_parents(tmp_path: Path) -> None:
     assert {} == rig.links.view.parents
     assert ((), 1) == rig.rules.inventory.uplinks("acc1")
     assert (("core",), 1) == rig.rules.inventory.uplinks("acc2")  # declared
+
+
+def test_without_roots_the_walk_starts_at_the_top_of_the_declared_tree(
+        tmp_path: Path) -> None:
+    """No roots given; the estate declares dist under core, and pc7 under acc1 (and
+    nothing above acc1). Both core and acc1 have declared children and no parent, but
+    only core has network gear below it: the walk starts there, and acc1 hangs on dist
+    as cabled — not dist on acc1."""
+    rig = Rig(tmp_path, {"dist": "core", "pc7": "acc1"}, roots=[])
+    rig.tables(0)
+    assert {"acc1": ("dist",), "acc2": ("dist",), "srv": ("dist",)} == rig.links.view.parents
+    assert "agrees" == rig.links.view.report.placements["dist"].verdict
