@@ -40,7 +40,8 @@ from collectors.snmp.modules import Module, Table, modules_for
 from collectors.snmp.neighbours import neighbours
 from collectors.snmp.text import bounded
 from monitor.config import Config, Device
-from monitor.events import DeviceStateName, Sample
+from monitor.events import DeviceStateName, Neighbour, Sample
+from monitor.linkmap import propose
 
 __all__ = ["PollerStats", "SnmpPoller", "samples_from"]
 
@@ -198,6 +199,7 @@ class SnmpPoller:
         self.state: dict[str, str] = {}
         self.in_backoff: set[str] = set()
         self._neighbours_read: dict[str, float] = {}  # when each device's tables were
+        self._neighbours: dict[str, list[Neighbour]] = {}  # and what they said
         self._recheck = {d.id: asyncio.Event() for d in self.devices}
         self._gone: dict[str, asyncio.Event] = {}  # a device's loop ends when set
         self._group: asyncio.TaskGroup | None = None
@@ -213,10 +215,21 @@ class SnmpPoller:
     def _family(self) -> None:
         # When a device answers again, what is behind it is polled at once: it was
         # reported down while unreachable, and must not stay so after its parent is back.
+        # Behind it: what the estate declares, and for a device with no parent declared,
+        # what the neighbour tables this poller read show (monitor.linkmap, as the
+        # engine reads them).
         self.children: dict[str, list[str]] = {}
+        self._family_stale = False
+        polled = {d.id for d in self.devices}
+        found = propose(self.config.devices, self._neighbours, self.config.topology.roots,
+                        self.config.topology.classes) if self._neighbours else None
         for d in self.devices:
-            for parent in d.uplinks:
-                self.children.setdefault(parent, []).append(d.id)
+            parents = d.uplinks
+            if not parents and found is not None and d.id in found.placements:
+                parents = tuple(found.placements[d.id].parents)
+            for parent in parents:
+                if parent in polled:
+                    self.children.setdefault(parent, []).append(d.id)
 
     def reload(self, config: Config) -> dict[str, int]:
         """A reloaded estate: a device that left, or changed (address, profile,
@@ -243,6 +256,7 @@ class SnmpPoller:
             self.state.pop(ended, None)
             self.in_backoff.discard(ended)
             self._neighbours_read.pop(ended, None)
+            self._neighbours.pop(ended, None)
         self.sessions.update(sessions)
         self.devices = list(new.values())
         self._family()
@@ -340,6 +354,9 @@ class SnmpPoller:
             return
         self._neighbours_read[device.id] = time.monotonic()
         self.stats.neighbour_reads += 1
+        if found != self._neighbours.get(device.id):
+            self._neighbours[device.id] = found
+            self._family_stale = True  # worked out when a device answers again
         await self.publisher.neighbours(municipality, device.id, started, found)
 
     async def poll_and_publish(self, device: Device) -> str:
@@ -371,6 +388,8 @@ class SnmpPoller:
         self.metrics.poll_seconds.observe(elapsed)
         previous = self.state.get(device.id)
         if state == "up" and previous not in (None, "up"):
+            if self._family_stale:
+                self._family()
             for child in self.children.get(device.id, ()):
                 if self.state.get(child, "up") != "up":
                     self._recheck[child].set()

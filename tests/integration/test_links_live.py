@@ -12,20 +12,27 @@ follows from that cabling.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from collectors.snmp.modules import load_modules
+from collectors.snmp.poller import SnmpPoller
+from demo.simulated_snmp import SimulatedAgents
+from monitor.config import Device, load_config
 from tests.integration.test_rules_engine import ROOT, TOKENS, Rig
+from tests.integration.test_snmp import FirstPollNow, RecordingEmitter
 from tests.lldpbed import COMMUNITY, lldp_available, lldp_switches
-from tests.servers import Mosquitto
+from tests.servers import Mosquitto, free_udp_port
 
 pytestmark = pytest.mark.integration
 
@@ -142,3 +149,64 @@ def test_a_failed_switch_hides_what_the_links_hang_on_it(tmp_path: Path) -> None
     lines = [json.loads(line) for line in (tmp_path / "snmp.log").read_text(
         encoding="utf-8").splitlines() if line.startswith("{")]
     assert not [e for e in lines if e["event"] == "neighbours_unread"]
+
+
+def _tables_of(device: str) -> Callable[[tuple[float, str, str, dict[str, Any]]], bool]:
+    return lambda e: e[1] == device and e[2] == "neighbours"
+
+
+async def test_the_poller_repolls_what_the_links_hang_on_a_device_that_answers_again(
+        tmp_path: Path) -> None:
+    """The demo's simulated agents, cabled dist → acc (each announcing the other over
+    LLDP); the poller's estate declares no parent. dist polled every second, acc every
+    20 s; both fall silent, then answer again: acc is polled at once when dist
+    answers — the poller read the cabling from the tables itself — not at its next turn
+    up to 20 s later."""
+    port = free_udp_port()
+    (tmp_path / "community").write_text("dv-links\n", encoding="utf-8")
+    addresses = {"core": "127.46.0.1", "dist": "127.46.0.2", "acc": "127.46.0.3"}
+    cabled = {"core": None, "dist": "core", "acc": "dist"}
+    path = tmp_path / "estate.yaml"
+    path.write_text(yaml.safe_dump({
+        "locations": [{"id": "alta", "name": "Alta"}],
+        "municipalities": [{"id": "alta", "name": "Alta"}],
+        "sites": [{"id": "s", "name": "S", "location": "alta", "municipality": "alta"}],
+        "snmp_profiles": [{"id": "sim", "version": "2c", "port": port, "timeout": 0.5,
+                           "retries": 0, "community": {"file": str(tmp_path / "community")}}],
+        "devices": [{"id": d, "name": d, "class": "switch", "site": "s", "address": a,
+                     "snmp_profile": "sim", "interval": 20 if d == "acc" else 1}
+                    for d, a in addresses.items()],
+        "topology": {"roots": ["core"]}}), encoding="utf-8")
+    config = load_config(path)
+    sims = SimulatedAgents([(Device(id=d, name=d, device_class="switch", site="s",
+                                    parent=cabled[d]), a) for d, a in addresses.items()],
+                           port=port, community="dv-links", seed=3)
+    await sims.start()
+    emitter = RecordingEmitter()
+    poller = SnmpPoller(config, "alta", emitter, load_modules(), rng=FirstPollNow())
+
+    def state(device: str, value: str, after: float = 0.0) -> Any:
+        return lambda e: (e[0] > after and e[1] == device and e[2] == "state"
+                          and e[3]["state"] == value)
+
+    runner = asyncio.create_task(poller.run())
+    try:
+        async with asyncio.timeout(10):
+            for device in addresses:
+                await emitter.until(_tables_of(device))
+        sims.outage("dist", 30)
+        sims.outage("acc", 22)
+        async with asyncio.timeout(40):  # acc's second turn, 20 s after its first
+            await emitter.until(state("acc", "down"))
+            silent = await emitter.until(state("dist", "down"))
+        async with asyncio.timeout(20):
+            parent_up = await emitter.until(state("dist", "up", silent))
+            child_up = await emitter.until(state("acc", "up", silent))
+        print(f"\nacc answered {child_up - parent_up:.2f} s after dist")
+        assert child_up - parent_up < 2.0
+        assert {"dist": ["acc"], "core": ["dist"]} == poller.children
+        assert 1 == poller.stats.rechecks
+    finally:
+        poller.stop()
+        await asyncio.wait_for(runner, 10)
+        sims.close()

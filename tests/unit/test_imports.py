@@ -1,7 +1,8 @@
 """The import map reads as the data flow: nothing imports upward.
 
 Layers, lowest first: the contract and shared types (events, fields, secrets,
-yamlmodel, rows, officehours, logging), the MQTT client and the small HTTP base
+yamlmodel, rows, officehours, logging, and linkmap: the walk over neighbour tables
+the poller and the engine share), the MQTT client and the small HTTP base
 (mqtt, web); the collectors; the engine's store; its features (state, ingest,
 rules, notify, sla, metrics, ...); the composition root (app, cli); the demo (demo/) apart. The
 host agent, which runs on every PC, imports the contract and nothing of the engine.
@@ -20,7 +21,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 FOUNDATION = {"monitor.events", "monitor.fields", "monitor.secrets", "monitor.yamlmodel",
-              "monitor.rows", "monitor.officehours", "monitor.logging", "monitor.enrolment"}
+              "monitor.rows", "monitor.officehours", "monitor.logging", "monitor.enrolment",
+              "monitor.linkmap"}
 ENGINE_FEATURES = ("monitor.app", "monitor.engine", "monitor.ingest", "monitor.state",
                    "monitor.rules", "monitor.notify", "monitor.sla", "monitor.store",
                    "monitor.web.api", "monitor.web.console", "monitor.web.auth", "monitor.metrics",
