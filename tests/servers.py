@@ -314,7 +314,10 @@ class TcpLink:
 
     def __init__(self, target_port: int) -> None:
         self.target = target_port
-        self.port = 0
+        # below the ephemeral range: while the link is cut, a client's outgoing
+        # connection could take an ephemeral port, and the restored link not get it
+        # back (seen: the storm test's 240 agents reconnecting through a cut link)
+        self.port = free_port()
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._flowing = threading.Event()
